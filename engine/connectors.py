@@ -1,0 +1,166 @@
+"""The interfaces between the engine and every protocol adapter: sources, destinations, parsers.
+
+The engine depends on this module only, never on a protocol. Adapters implement these shapes and
+register factories through the entry points `greenchannel.sources`, `greenchannel.destinations`
+and `greenchannel.parsers`, so a hospital can ship its own connector as a separate package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel
+
+from engine.errors import InputError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from engine.mapping.document import Document
+
+__all__ = [
+    "Accept",
+    "ConnectorContext",
+    "Delivered",
+    "Destination",
+    "DestinationFactory",
+    "Inbound",
+    "Outbound",
+    "Parser",
+    "Receipt",
+    "Source",
+    "SourceFactory",
+]
+
+CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message as it arrived, before anything else happens to it."""
+
+    raw: bytes  # exactly what arrived; journalled before anything else
+    media_type: str  # "x-application/hl7-v2+er7", "application/fhir+json", ...
+    received_at: datetime  # always aware
+    origin: str  # "mllp://10.2.0.14:51022"; never patient data
+    dedup_key: str | None = None  # e.g. MSH-4 + MSH-10, worked out by the adapter
+    charset: str | None = None  # the charset the adapter decoded with (MSH-18 or the default)
+    correlation_id: str | None = None  # the sender's control id (MSH-10), for search and ACKs
+    problem: InputError | None = None  # the adapter could not frame, decode or parse it
+
+    def __repr__(self) -> str:
+        # Never show the payload: it holds patient data.
+        return (
+            f"Inbound(origin={self.origin!r}, media_type={self.media_type!r}, "
+            f"bytes={len(self.raw)}, problem={type(self.problem).__name__ if self.problem else None})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the journal answers: the committed row, and whether it was a resend."""
+
+    message_id: int  # journal row, already committed
+    duplicate: bool  # seen before: acknowledge again, apply once
+
+
+Accept = Callable[[Inbound], Awaitable[Receipt]]
+
+
+class Source(Protocol):
+    """Receives messages from the outside world and answers the sender."""
+
+    async def start(self) -> None:
+        """Open the listening socket (or directory); raise ConfigError if that is impossible
+        (port in use, directory missing). Returns once the source is ready to receive."""
+        ...
+
+    async def serve(self, accept: Accept) -> None:
+        """Receive until cancelled; await accept() per message, then answer the sender.
+
+        `accept` returns only after the journal commit, so an ACK sent after it is durable. The
+        engine passes a stable `accept` and re-routes behind it on redeploy, so a source keeps
+        its socket and its connections open across redeploys.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Stop listening and close every connection."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One message handed to a destination."""
+
+    message_id: int
+    channel: str
+    destination: str
+    payload: bytes
+    media_type: str
+    attempt: int  # 1 for the first try
+
+    def __repr__(self) -> str:
+        return (
+            f"Outbound(message_id={self.message_id}, destination={self.destination!r}, "
+            f"bytes={len(self.payload)}, attempt={self.attempt})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The peer's answer to a successful delivery, journalled with the attempt."""
+
+    reply: bytes | None = None
+    detail: str = ""
+
+
+class Destination(Protocol):
+    """Delivers messages to one outside system."""
+
+    async def send(self, outbound: Outbound) -> Delivered:
+        """Deliver one message or raise RetryableDeliveryError / RejectedDeliveryError."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorContext:
+    """What the engine hands a connector factory: where it runs and what it may use."""
+
+    channel: str
+    data_dir: Path
+    database: AsyncEngine
+    default_charset: str = "utf-8"
+    timezone: timezone = CHINA_STANDARD_TIME
+    # Checks an HTTP `Authorization` header value; every HTTP endpoint must pass it.
+    authorize: Callable[[str | None], Awaitable[bool]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class SourceFactory(Protocol):
+    """Registered under `greenchannel.sources`: validates a config block and builds a Source."""
+
+    config_model: ClassVar[type[BaseModel]]
+
+    def build(self, config: Any, context: ConnectorContext) -> Source: ...
+
+
+class DestinationFactory(Protocol):
+    """Registered under `greenchannel.destinations`: validates a config and builds a Destination."""
+
+    config_model: ClassVar[type[BaseModel]]
+
+    def build(self, config: Any, context: ConnectorContext) -> Destination: ...
+
+
+# Registered under `greenchannel.parsers`, keyed by media type: turns raw bytes into a Document
+# the mapping language can read, or raises InputError naming where and why.
+Parser = Callable[[bytes, str], "Document"]
