@@ -56,7 +56,8 @@ class Inbound:
         # Never show the payload: it holds patient data.
         return (
             f"Inbound(origin={self.origin!r}, media_type={self.media_type!r}, "
-            f"bytes={len(self.raw)}, problem={type(self.problem).__name__ if self.problem else None})"
+            f"bytes={len(self.raw)}, "
+            f"problem={type(self.problem).__name__ if self.problem else None})"
         )
 
 

@@ -159,7 +159,7 @@ class DeliveryError(GreenchannelError):
 
 
 class RetryableDeliveryError(DeliveryError):
-    """A transient failure (timeout, connection refused, no reply, HTTP 5xx): retried with backoff."""
+    """A transient failure (timeout, refused, no reply, HTTP 5xx): retried with backoff."""
 
     hint = "the message stays queued and is retried; check that the receiving system is up"
 

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Alembic migrations of the engine tables."""

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Alembic revisions of the engine tables."""

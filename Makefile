@@ -1,0 +1,29 @@
+# The two commands of the README: `make run` and `make test`. Both install what they need
+# into .venv first (again only when pyproject.toml changed).
+VENV ?= .venv
+PYTHON ?= python3
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+
+.PHONY: run test lint bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/greenchannel serve
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# PostgreSQL tests run when the server answers on 127.0.0.1:5432 (always on these machines
+# and in CI); set PG_URL= to skip them.
+test: $(VENV)/.installed lint
+	GREENCHANNEL_TEST_POSTGRES_URL=$$( [ -n "$(PG_URL)" ] && $(VENV)/bin/python -c "import psycopg,sys; psycopg.connect('$(PG_URL)'.replace('+psycopg',''), connect_timeout=3).close()" 2>/dev/null && echo "$(PG_URL)" ) \
+	$(VENV)/bin/pytest -q
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python bench/run_all.py

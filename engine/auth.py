@@ -1,0 +1,97 @@
+"""API tokens: the single authentication gate every HTTP endpoint passes.
+
+Tokens are random secrets shown once; only their SHA-256 is stored. On first start with no
+token, `ensure_admin_token` writes one to `DATA_DIR/admin.token` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import String, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from engine.database import Base
+
+__all__ = ["ApiToken", "TokenGate", "ensure_admin_token", "hash_token"]
+
+RELOAD_AFTER_S = 5.0
+ROLES = ("admin", "interface-analyst", "clinician", "registry-staff", "device")
+
+
+class ApiToken(Base):
+    """A named bearer token with a role; the secret itself is never stored."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+async def ensure_admin_token(database: AsyncEngine, data_dir: Path, now: datetime) -> Path | None:
+    # The token file is a few bytes written once at first start: no thread hop needed.
+    """Create the first admin token if there is none; returns the file it was written to."""
+    sessions = async_sessionmaker(database, expire_on_commit=False)
+    async with sessions() as session, session.begin():
+        count = await session.scalar(select(func.count()).select_from(ApiToken))
+        if count:
+            return None
+        token = secrets.token_urlsafe(32)
+        session.add(
+            ApiToken(name="admin", role="admin", token_sha256=hash_token(token), created_at=now)
+        )
+        path = data_dir / "admin.token"
+        data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+        # Created with 0600 from the start, so the secret is never readable by others.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        os.chmod(path, 0o600)
+    return path
+
+
+class TokenGate:
+    """Checks `Authorization: Bearer <token>` against the stored token hashes."""
+
+    def __init__(self, database: AsyncEngine) -> None:
+        self._sessions = async_sessionmaker(database, expire_on_commit=False)
+        self._known: dict[str, str] = {}
+        self._loaded_at = 0.0
+
+    async def load(self) -> None:
+        async with self._sessions() as session:
+            rows = await session.execute(select(ApiToken.token_sha256, ApiToken.role))
+            self._known = {digest: role for digest, role in rows}
+        self._loaded_at = time.monotonic()
+
+    async def role_for(self, authorization: str | None) -> str | None:
+        """The token's role, or None when the header is missing or the token unknown."""
+        if not authorization:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        # Looking up a SHA-256 of the token leaks nothing useful through timing.
+        digest = hash_token(token.strip())
+        role = self._known.get(digest)
+        if role is None and time.monotonic() - self._loaded_at > RELOAD_AFTER_S:
+            # A token created by another node (PostgreSQL deployments) since we last looked.
+            await self.load()
+            role = self._known.get(digest)
+        return role
+
+    async def authorize(self, authorization: str | None) -> bool:
+        return await self.role_for(authorization) is not None

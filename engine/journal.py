@@ -1,0 +1,673 @@
+"""The message journal: every message in and out, with its raw bytes, status and delivery attempts.
+
+This module owns the journal tables and every query on them. Sessions are passed in by the
+caller, who owns the transaction; nothing here commits except `JournalWriter`, the group-commit
+writer that makes "ACK after journal" cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from engine.connectors import Inbound, Receipt
+from engine.database import Base
+
+__all__ = [
+    "DeliveryAttempt",
+    "DeliveryStatus",
+    "DestinationDelivery",
+    "JournalMessage",
+    "JournalWriter",
+    "MessageStatus",
+    "MessageSummary",
+]
+
+log = logging.getLogger(__name__)
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class MessageStatus(enum.StrEnum):
+    """Where a message is in its channel."""
+
+    RECEIVED = "received"  # journalled, not yet filtered or transformed
+    FILTERED = "filtered"  # the channel filter dropped it on purpose
+    TRANSFORMED = "transformed"  # transformed; deliveries pending
+    QUEUED = "queued"  # a delivery failed transiently and waits for its retry
+    SENT = "sent"  # every delivery done
+    ERROR = "error"  # unparseable, unmappable, or a delivery rejected: a person must look
+
+
+class DeliveryStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    FILTERED = "filtered"
+    ERROR = "error"
+
+
+class JournalMessage(Base):
+    """One received message, raw bytes included; the unit of reprocessing."""
+
+    __tablename__ = "journal_message"
+    __table_args__ = (
+        UniqueConstraint("channel", "dedup_key", name="uq_journal_message_dedup"),
+        Index("ix_journal_message_channel_status", "channel", "status", "id"),
+        Index("ix_journal_message_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None]
+    origin: Mapped[str] = mapped_column(String(200))
+    media_type: Mapped[str] = mapped_column(String(100))
+    charset: Mapped[str | None] = mapped_column(String(40))
+    dedup_key: Mapped[str | None] = mapped_column(String(300))
+    correlation_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    reprocess_of: Mapped[int | None] = mapped_column(BigId)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    raw: Mapped[bytes | None]
+    transformed: Mapped[bytes | None]
+    transformed_media_type: Mapped[str | None] = mapped_column(String(100))
+    error: Mapped[str | None] = mapped_column(Text)
+    content_pruned: Mapped[bool] = mapped_column(default=False)
+
+    deliveries: Mapped[list[DestinationDelivery]] = relationship(
+        back_populates="message", lazy="raise", order_by="DestinationDelivery.id"
+    )
+
+
+class DestinationDelivery(Base):
+    """One message's place in one destination's queue."""
+
+    __tablename__ = "destination_delivery"
+    __table_args__ = (
+        Index("ix_delivery_queue", "channel", "destination", "status", "lane", "id"),
+        Index("ix_delivery_message", "message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("journal_message.id", ondelete="CASCADE")
+    )
+    channel: Mapped[str] = mapped_column(String(64))
+    destination: Mapped[str] = mapped_column(String(64))
+    lane: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # Only set when the destination has its own transformer; otherwise the message's is sent.
+    payload: Mapped[bytes | None]
+    payload_media_type: Mapped[str | None] = mapped_column(String(100))
+
+    message: Mapped[JournalMessage] = relationship(back_populates="deliveries", lazy="raise")
+    attempt_rows: Mapped[list[DeliveryAttempt]] = relationship(
+        back_populates="delivery", lazy="raise", order_by="DeliveryAttempt.id"
+    )
+
+
+class DeliveryAttempt(Base):
+    """One try to deliver: when, the outcome, and what the peer answered."""
+
+    __tablename__ = "delivery_attempt"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("destination_delivery.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))  # sent | retry | rejected
+    detail: Mapped[str | None] = mapped_column(Text)
+    reply: Mapped[bytes | None]
+
+    delivery: Mapped[DestinationDelivery] = relationship(
+        back_populates="attempt_rows", lazy="raise"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    """A journal row without its content, for listings."""
+
+    id: int
+    channel: str
+    status: str
+    received_at: datetime
+    origin: str
+    media_type: str
+    correlation_id: str | None
+    size_bytes: int
+    error: str | None
+
+
+# ---------------------------------------------------------------------------------------------
+# The group-commit writer
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    channel: str
+    inbound: Inbound
+    future: asyncio.Future[Receipt]
+
+
+class JournalWriter:
+    """Commits inbound messages in groups and answers each sender once its row is durable.
+
+    Sources await `accept(channel, inbound)`; one writer task drains whatever is waiting (up to
+    `batch_max`) into a single transaction, so eight busy connections cost one commit, not eight.
+    The queue is bounded: when it is full, `accept` waits and the source stops reading.
+    """
+
+    def __init__(
+        self,
+        database: AsyncEngine,
+        *,
+        batch_max: int = 500,
+        queue_max: int = 10_000,
+        on_committed: Callable[[set[str]], None] | None = None,
+    ) -> None:
+        self._sessions = async_sessionmaker(database, expire_on_commit=False)
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
+        self._batch_max = batch_max
+        self._on_committed = on_committed
+
+    async def accept(self, channel: str, inbound: Inbound) -> Receipt:
+        """Journal one message; returns after the commit."""
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(channel, inbound, future))
+        return await future
+
+    async def run(self) -> None:
+        """Write batches until cancelled; anything still waiting is failed, not dropped silently."""
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                while len(batch) < self._batch_max and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                try:
+                    receipts = await self._write(batch)
+                except asyncio.CancelledError:
+                    self._fail(batch, RuntimeError("engine stopping"))
+                    raise
+                except Exception as exc:
+                    # The senders get no ACK and will resend; nothing was committed.
+                    log.error("journal.write_failed", extra={"batch": len(batch)}, exc_info=True)
+                    self._fail(batch, exc)
+                    continue
+                for pending, receipt in zip(batch, receipts, strict=True):
+                    if not pending.future.done():
+                        pending.future.set_result(receipt)
+                if self._on_committed is not None:
+                    self._on_committed({p.channel for p in batch})
+        finally:
+            waiting: list[_Pending] = []
+            while not self._queue.empty():
+                waiting.append(self._queue.get_nowait())
+            self._fail(waiting, RuntimeError("engine stopping"))
+
+    @staticmethod
+    def _fail(batch: Sequence[_Pending], exc: BaseException) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+
+    async def _write(self, batch: list[_Pending]) -> list[Receipt]:
+        items = [(p.channel, p.inbound) for p in batch]
+        try:
+            async with self._sessions() as session, session.begin():
+                return await journal_inbound(session, items)
+        except IntegrityError:
+            # Another engine node journalled one of these dedup keys between our look-up and
+            # our insert; a second pass sees its row and answers "duplicate".
+            async with self._sessions() as session, session.begin():
+                return await journal_inbound(session, items)
+
+
+async def journal_inbound(
+    session: AsyncSession, items: Sequence[tuple[str, Inbound]]
+) -> list[Receipt]:
+    """Insert new messages, recognise resends by (channel, dedup_key); one receipt per item."""
+    keys = {(channel, inbound.dedup_key) for channel, inbound in items if inbound.dedup_key}
+    known: dict[tuple[str, str], int] = {}
+    if keys:
+        channels = {c for c, _ in keys}
+        dedup_keys = [k for _, k in keys]
+        for chunk_start in range(0, len(dedup_keys), 500):
+            rows = await session.execute(
+                select(JournalMessage.channel, JournalMessage.dedup_key, JournalMessage.id).where(
+                    JournalMessage.channel.in_(channels),
+                    JournalMessage.dedup_key.in_(dedup_keys[chunk_start : chunk_start + 500]),
+                )
+            )
+            for channel, key, message_id in rows:
+                known[(channel, key)] = message_id
+
+    receipts: list[Receipt | None] = []
+    new_rows: list[dict[str, Any]] = []
+    new_positions: list[int] = []
+    first_in_batch: dict[tuple[str, str], int] = {}
+    duplicates_in_batch: list[tuple[int, tuple[str, str]]] = []
+    for position, (channel, inbound) in enumerate(items):
+        key = (channel, inbound.dedup_key) if inbound.dedup_key else None
+        if key is not None and key in known:
+            receipts.append(Receipt(known[key], duplicate=True))
+            continue
+        if key is not None and key in first_in_batch:
+            receipts.append(None)
+            duplicates_in_batch.append((position, key))
+            continue
+        if key is not None:
+            first_in_batch[key] = position
+        receipts.append(None)
+        new_positions.append(position)
+        new_rows.append(_row_for(channel, inbound))
+
+    if new_rows:
+        result = await session.execute(
+            insert(JournalMessage).returning(JournalMessage.id, sort_by_parameter_order=True),
+            new_rows,
+        )
+        for position, message_id in zip(new_positions, result.scalars(), strict=True):
+            receipts[position] = Receipt(message_id, duplicate=False)
+    for position, key in duplicates_in_batch:
+        first = receipts[first_in_batch[key]]
+        assert first is not None
+        receipts[position] = Receipt(first.message_id, duplicate=True)
+    return [r for r in receipts if r is not None]
+
+
+def _row_for(channel: str, inbound: Inbound) -> dict[str, Any]:
+    problem = inbound.problem
+    return {
+        "channel": channel,
+        "status": MessageStatus.ERROR if problem else MessageStatus.RECEIVED,
+        "received_at": inbound.received_at,
+        "processed_at": inbound.received_at if problem else None,
+        "origin": inbound.origin[:200],
+        "media_type": inbound.media_type[:100],
+        "charset": inbound.charset,
+        "dedup_key": inbound.dedup_key[:300] if inbound.dedup_key else None,
+        "correlation_id": inbound.correlation_id[:200] if inbound.correlation_id else None,
+        "reprocess_of": None,
+        "size_bytes": len(inbound.raw),
+        "raw": inbound.raw,
+        "transformed": None,
+        "transformed_media_type": None,
+        "error": f"{type(problem).__name__}: {problem}" if problem else None,
+        "content_pruned": False,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries used by the channel workers
+# ---------------------------------------------------------------------------------------------
+
+
+async def received_messages(
+    session: AsyncSession, channel: str, limit: int
+) -> Sequence[JournalMessage]:
+    """The oldest messages still waiting to be filtered and transformed, in arrival order."""
+    result = await session.scalars(
+        select(JournalMessage)
+        .where(JournalMessage.channel == channel, JournalMessage.status == MessageStatus.RECEIVED)
+        .order_by(JournalMessage.id)
+        .limit(limit)
+    )
+    return result.all()
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedDelivery:
+    """A delivery waiting in a destination's queue, with the payload to send."""
+
+    id: int
+    message_id: int
+    attempts: int
+    next_attempt_at: datetime | None
+    payload: bytes | None
+    media_type: str | None
+    received_at: datetime  # of the message, for delivery latency
+
+
+async def queued_deliveries(
+    session: AsyncSession, channel: str, destination: str, lane: int, limit: int
+) -> list[QueuedDelivery]:
+    """The head of one lane of a destination queue, oldest first."""
+    rows = await session.execute(
+        select(
+            DestinationDelivery.id,
+            DestinationDelivery.message_id,
+            DestinationDelivery.attempts,
+            DestinationDelivery.next_attempt_at,
+            func.coalesce(DestinationDelivery.payload, JournalMessage.transformed),
+            func.coalesce(
+                DestinationDelivery.payload_media_type, JournalMessage.transformed_media_type
+            ),
+            JournalMessage.received_at,
+        )
+        .join(JournalMessage, JournalMessage.id == DestinationDelivery.message_id)
+        .where(
+            DestinationDelivery.channel == channel,
+            DestinationDelivery.destination == destination,
+            DestinationDelivery.lane == lane,
+            DestinationDelivery.status == DeliveryStatus.QUEUED,
+        )
+        .order_by(DestinationDelivery.id)
+        .limit(limit)
+    )
+    return [QueuedDelivery(*row) for row in rows]
+
+
+async def refresh_message_status(
+    session: AsyncSession, message_ids: Sequence[int], now: datetime
+) -> None:
+    """Derive each message's status from its deliveries once they move."""
+    if not message_ids:
+        return
+    delivery = DestinationDelivery
+    any_with = lambda status, *extra: exists().where(  # noqa: E731
+        delivery.message_id == JournalMessage.id, delivery.status == status, *extra
+    )
+    await session.execute(
+        update(JournalMessage)
+        .where(JournalMessage.id.in_(list(message_ids)))
+        .values(
+            status=case(
+                (any_with(DeliveryStatus.ERROR), MessageStatus.ERROR.value),
+                (any_with(DeliveryStatus.QUEUED, delivery.attempts > 0), MessageStatus.QUEUED),
+                (any_with(DeliveryStatus.QUEUED), MessageStatus.TRANSFORMED.value),
+                else_=MessageStatus.SENT.value,
+            ),
+            error=case(
+                (
+                    any_with(DeliveryStatus.ERROR),
+                    select(delivery.last_error)
+                    .where(
+                        delivery.message_id == JournalMessage.id,
+                        delivery.status == DeliveryStatus.ERROR,
+                    )
+                    .order_by(delivery.id)
+                    .limit(1)
+                    .scalar_subquery(),
+                ),
+                else_=JournalMessage.error,
+            ),
+            processed_at=now,
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries used by the API, the CLI, reprocessing and pruning
+# ---------------------------------------------------------------------------------------------
+
+
+def _summary(row: Any) -> MessageSummary:
+    return MessageSummary(
+        id=row.id,
+        channel=row.channel,
+        status=row.status,
+        received_at=row.received_at,
+        origin=row.origin,
+        media_type=row.media_type,
+        correlation_id=row.correlation_id,
+        size_bytes=row.size_bytes,
+        error=row.error,
+    )
+
+
+async def list_messages(
+    session: AsyncSession,
+    *,
+    channel: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[MessageSummary]:
+    """Newest first, filtered; page with `before_id`."""
+    query = select(
+        JournalMessage.id,
+        JournalMessage.channel,
+        JournalMessage.status,
+        JournalMessage.received_at,
+        JournalMessage.origin,
+        JournalMessage.media_type,
+        JournalMessage.correlation_id,
+        JournalMessage.size_bytes,
+        JournalMessage.error,
+    )
+    conditions = _filters(channel, status, since, until)
+    if before_id is not None:
+        conditions.append(JournalMessage.id < before_id)
+    rows = await session.execute(
+        query.where(*conditions).order_by(JournalMessage.id.desc()).limit(limit)
+    )
+    return [_summary(row) for row in rows]
+
+
+def _filters(
+    channel: str | None, status: str | None, since: datetime | None, until: datetime | None
+) -> list[Any]:
+    conditions: list[Any] = []
+    if channel:
+        conditions.append(JournalMessage.channel == channel)
+    if status:
+        conditions.append(JournalMessage.status == status)
+    if since:
+        conditions.append(JournalMessage.received_at >= since)
+    if until:
+        conditions.append(JournalMessage.received_at < until)
+    return conditions
+
+
+async def matching_message_ids(
+    session: AsyncSession,
+    *,
+    channel: str | None,
+    status: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[int]:
+    """Ids of the messages a bulk operation applies to, oldest first."""
+    rows = await session.scalars(
+        select(JournalMessage.id)
+        .where(*_filters(channel, status, since, until))
+        .order_by(JournalMessage.id)
+    )
+    return list(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail:
+    """One message in full: content, deliveries and their attempts."""
+
+    message: JournalMessage
+    deliveries: list[DestinationDelivery]
+    attempts: dict[int, list[DeliveryAttempt]]
+
+
+async def get_message(session: AsyncSession, message_id: int) -> MessageDetail | None:
+    message = await session.get(JournalMessage, message_id)
+    if message is None:
+        return None
+    deliveries = list(
+        await session.scalars(
+            select(DestinationDelivery)
+            .where(DestinationDelivery.message_id == message_id)
+            .order_by(DestinationDelivery.id)
+        )
+    )
+    attempts: dict[int, list[DeliveryAttempt]] = {d.id: [] for d in deliveries}
+    if deliveries:
+        for attempt in await session.scalars(
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.delivery_id.in_(list(attempts)))
+            .order_by(DeliveryAttempt.id)
+        ):
+            attempts[attempt.delivery_id].append(attempt)
+    return MessageDetail(message, deliveries, attempts)
+
+
+class ContentPrunedError(LookupError):
+    """The message's content was pruned by retention and cannot be reprocessed."""
+
+
+async def reprocess(session: AsyncSession, message_id: int, now: datetime) -> int | None:
+    """Journal a copy of the message's raw content as a new message; returns its id.
+
+    The original keeps its history; the copy runs through today's filter and mapping.
+    """
+    original = await session.get(JournalMessage, message_id)
+    if original is None:
+        return None
+    if original.raw is None:
+        raise ContentPrunedError(f"message {message_id} has had its content pruned")
+    result = await session.execute(
+        insert(JournalMessage).returning(JournalMessage.id),
+        [
+            {
+                "channel": original.channel,
+                "status": MessageStatus.RECEIVED,
+                "received_at": now,
+                "processed_at": None,
+                "origin": f"reprocess:{message_id}",
+                "media_type": original.media_type,
+                "charset": original.charset,
+                "dedup_key": None,
+                "correlation_id": original.correlation_id,
+                "reprocess_of": message_id,
+                "size_bytes": original.size_bytes,
+                "raw": original.raw,
+                "transformed": None,
+                "transformed_media_type": None,
+                "error": None,
+                "content_pruned": False,
+            }
+        ],
+    )
+    return int(result.scalar_one())
+
+
+# Never pruned: anything still moving or waiting for a person.
+_PRUNABLE = (MessageStatus.SENT.value, MessageStatus.FILTERED.value)
+
+
+async def prune_content(session: AsyncSession, older_than: datetime, limit: int) -> int:
+    """Drop raw and transformed content of finished messages; keep their metadata."""
+    ids = list(
+        await session.scalars(
+            select(JournalMessage.id)
+            .where(
+                JournalMessage.received_at < older_than,
+                JournalMessage.status.in_(_PRUNABLE),
+                JournalMessage.content_pruned.is_(False),
+            )
+            .limit(limit)
+        )
+    )
+    if not ids:
+        return 0
+    await session.execute(
+        update(JournalMessage)
+        .where(JournalMessage.id.in_(ids))
+        .values(raw=None, transformed=None, content_pruned=True)
+    )
+    await session.execute(
+        update(DestinationDelivery)
+        .where(DestinationDelivery.message_id.in_(ids))
+        .values(payload=None)
+    )
+    delivery_ids = select(DestinationDelivery.id).where(DestinationDelivery.message_id.in_(ids))
+    await session.execute(
+        update(DeliveryAttempt)
+        .where(DeliveryAttempt.delivery_id.in_(delivery_ids))
+        .values(reply=None)
+    )
+    return len(ids)
+
+
+async def prune_metadata(session: AsyncSession, older_than: datetime, limit: int) -> int:
+    """Delete finished messages entirely, with their deliveries and attempts."""
+    ids = list(
+        await session.scalars(
+            select(JournalMessage.id)
+            .where(
+                JournalMessage.received_at < older_than,
+                JournalMessage.status.in_(_PRUNABLE),
+            )
+            .limit(limit)
+        )
+    )
+    if not ids:
+        return 0
+    delivery_ids = select(DestinationDelivery.id).where(DestinationDelivery.message_id.in_(ids))
+    await session.execute(
+        delete(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(delivery_ids))
+    )
+    await session.execute(
+        delete(DestinationDelivery).where(DestinationDelivery.message_id.in_(ids))
+    )
+    await session.execute(delete(JournalMessage).where(JournalMessage.id.in_(ids)))
+    return len(ids)
+
+
+async def count_by_status(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """(channel, status) → number of messages, for statistics that survive restarts."""
+    rows = await session.execute(
+        select(JournalMessage.channel, JournalMessage.status, func.count()).group_by(
+            JournalMessage.channel, JournalMessage.status
+        )
+    )
+    return {(channel, status): count for channel, status, count in rows}
+
+
+async def count_deliveries_by_status(
+    session: AsyncSession,
+) -> dict[tuple[str, str, str], int]:
+    """(channel, destination, status) → number of deliveries."""
+    rows = await session.execute(
+        select(
+            DestinationDelivery.channel,
+            DestinationDelivery.destination,
+            DestinationDelivery.status,
+            func.count(),
+        ).group_by(
+            DestinationDelivery.channel, DestinationDelivery.destination, DestinationDelivery.status
+        )
+    )
+    return {(c, d, s): n for c, d, s, n in rows}

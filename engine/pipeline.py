@@ -1,0 +1,220 @@
+"""What happens to a journalled message: parse, filter, transform, and fan out to destinations.
+
+`compile_channel` turns a validated channel file into callables once, at deploy time, so that a
+broken mapping or expression refuses the deploy instead of failing message by message.
+`process` then runs them on one message; it is pure (no I/O), so the worker can batch commits.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from engine.channels import Channel
+from engine.errors import ConfigError, GreenchannelError, InputError, MappingError
+from engine.journal import DeliveryStatus, MessageStatus
+from engine.mapping import CompileContext, Scope, compile_expression, load_mapping
+from engine.mapping.document import Document
+from engine.mapping.expression import is_truthy
+from engine.plugins import Plugins
+
+__all__ = ["CompiledChannel", "CompiledDestination", "Outcome", "compile_channel", "process"]
+
+Condition = Callable[[Document], bool]
+Transform = Callable[[Document], bytes | None]
+
+
+@dataclass(frozen=True)
+class CompiledDestination:
+    name: str
+    filter: Condition | None
+    transform: Transform | None
+    media_type: str | None
+
+
+@dataclass(frozen=True)
+class CompiledChannel:
+    """A channel ready to run: parsers looked up, mappings loaded, expressions compiled."""
+
+    channel: Channel
+    charset: str
+    tz: timezone
+    filter: Condition | None
+    transform: Transform | None
+    media_type: str | None
+    partition: Callable[[Document], str | None] | None
+    lanes: int
+    destinations: tuple[CompiledDestination, ...]
+    plugins: Plugins
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPlan:
+    destination: str
+    status: str  # queued | filtered
+    lane: int
+    payload: bytes | None
+    media_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What processing decided for one message."""
+
+    status: str
+    error: str | None = None
+    transformed: bytes | None = None
+    media_type: str | None = None
+    deliveries: tuple[DeliveryPlan, ...] = ()
+
+
+def compile_value(text: str, *, file: str, key: str, tz: timezone) -> Callable[[Document], Any]:
+    """Compile a channel-file expression (`"${MSH-9.1}"` or bare `MSH-9.1 == 'ADT'`)."""
+    source = text.strip()
+    if source.startswith("${") and source.endswith("}"):
+        source = source[2:-1]
+    evaluate = compile_expression(source, CompileContext(file=file, rule=key))
+
+    def value(document: Document) -> Any:
+        return evaluate(Scope(document, {}, tz, {}))
+
+    return value
+
+
+def compile_condition(text: str, *, file: str, key: str, tz: timezone) -> Condition:
+    value = compile_value(text, file=file, key=key, tz=tz)
+    return lambda document: is_truthy(value(document))
+
+
+def _offset(text: str | None, default: timezone) -> timezone:
+    if not text:
+        return default
+    sign = 1 if text[0] == "+" else -1
+    hours, minutes = text[1:].split(":")
+    return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes)))
+
+
+def compile_channel(
+    channel: Channel,
+    *,
+    mappings_dir: Path,
+    plugins: Plugins,
+    default_charset: str,
+    default_tz: timezone,
+) -> CompiledChannel:
+    """Load every mapping and compile every expression the channel names."""
+    spec = channel.spec
+    tz = _offset(spec.timezone, default_tz)
+
+    def transformer(transformer_spec: Any, key: str) -> Transform | None:
+        if transformer_spec is None:
+            return None
+        path = mappings_dir / transformer_spec.mapping
+        if not path.is_file():
+            raise ConfigError(
+                f"mapping file {transformer_spec.mapping!r} not found in {mappings_dir}",
+                file=channel.file,
+                key=f"{key}.mapping",
+            )
+        mapping = load_mapping(path)
+
+        def apply(document: Document) -> bytes | None:
+            output = mapping.apply(document, timezone=tz)
+            if output is None:
+                return None
+            return json.dumps(output, ensure_ascii=False, separators=(",", ":")).encode()
+
+        return apply
+
+    def condition(text: str | None, key: str) -> Condition | None:
+        if text is None:
+            return None
+        return compile_condition(text, file=channel.file, key=key, tz=tz)
+
+    partition = None
+    if spec.partition is not None:
+        key_of = compile_value(spec.partition.key, file=channel.file, key="partition.key", tz=tz)
+
+        def partition(document: Document) -> str | None:
+            value = key_of(document)
+            return None if value is None else str(value)
+
+    destinations = tuple(
+        CompiledDestination(
+            name=d.name,
+            filter=condition(d.filter, f"destinations[{i}].filter"),
+            transform=transformer(d.transformer, f"destinations[{i}].transformer"),
+            media_type=d.transformer.media_type if d.transformer else None,
+        )
+        for i, d in enumerate(spec.destinations)
+    )
+    return CompiledChannel(
+        channel=channel,
+        charset=spec.charset or default_charset,
+        tz=tz,
+        filter=condition(spec.filter, "filter"),
+        transform=transformer(spec.transformer, "transformer"),
+        media_type=spec.transformer.media_type if spec.transformer else None,
+        partition=partition,
+        lanes=spec.partition.lanes if spec.partition else 1,
+        destinations=destinations,
+        plugins=plugins,
+    )
+
+
+def process(compiled: CompiledChannel, raw: bytes, media_type: str, charset: str | None) -> Outcome:
+    """Parse, filter and transform one message; decide each destination's delivery."""
+    parser = compiled.plugins.parser(media_type)
+    if parser is None:
+        return Outcome(
+            MessageStatus.ERROR,
+            error=f"no parser is installed for media type {media_type!r}",
+        )
+    try:
+        document = parser(raw, charset or compiled.charset)
+        if compiled.filter is not None and not compiled.filter(document):
+            return Outcome(MessageStatus.FILTERED)
+        if compiled.transform is not None:
+            transformed = compiled.transform(document)
+            if transformed is None:
+                return Outcome(MessageStatus.FILTERED, error="the mapping does not apply")
+            out_media = compiled.media_type
+        else:
+            transformed, out_media = raw, media_type
+        lane = 0
+        if compiled.partition is not None and compiled.lanes > 1:
+            key = compiled.partition(document) or ""
+            lane = zlib.crc32(key.encode()) % compiled.lanes
+        plans = []
+        for destination in compiled.destinations:
+            if destination.filter is not None and not destination.filter(document):
+                plans.append(
+                    DeliveryPlan(destination.name, DeliveryStatus.FILTERED, lane, None, None)
+                )
+                continue
+            payload = destination.transform(document) if destination.transform else None
+            if destination.transform is not None and payload is None:
+                plans.append(
+                    DeliveryPlan(destination.name, DeliveryStatus.FILTERED, lane, None, None)
+                )
+                continue
+            plans.append(
+                DeliveryPlan(
+                    destination.name, DeliveryStatus.QUEUED, lane, payload, destination.media_type
+                )
+            )
+    except (InputError, MappingError) as exc:
+        return Outcome(MessageStatus.ERROR, error=f"{type(exc).__name__}: {exc}")
+    except GreenchannelError as exc:
+        return Outcome(MessageStatus.ERROR, error=f"{type(exc).__name__}: {exc}")
+    status = (
+        MessageStatus.TRANSFORMED
+        if any(p.status == DeliveryStatus.QUEUED for p in plans)
+        else MessageStatus.SENT
+    )
+    return Outcome(status, transformed=transformed, media_type=out_media, deliveries=tuple(plans))

@@ -1,0 +1,77 @@
+"""Finds connectors, parsers, HTTP routers and CLI commands through entry points.
+
+This is how `engine/` uses protocols without importing them: adapters (and a hospital's own
+packages) declare entry points in their `pyproject.toml`, and the engine looks them up by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from engine.connectors import DestinationFactory, Parser, SourceFactory
+from engine.errors import ConfigError
+
+__all__ = ["Plugins", "load_plugins"]
+
+SOURCES = "greenchannel.sources"
+DESTINATIONS = "greenchannel.destinations"
+PARSERS = "greenchannel.parsers"
+ROUTERS = "greenchannel.routers"
+COMMANDS = "greenchannel.commands"
+
+
+@dataclass(frozen=True)
+class Plugins:
+    """Everything found through entry points, loaded once per process."""
+
+    sources: dict[str, SourceFactory] = field(default_factory=dict)
+    destinations: dict[str, DestinationFactory] = field(default_factory=dict)
+    parsers: dict[str, Parser] = field(default_factory=dict)
+    routers: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    commands: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+    def source(self, kind: str, *, where: str = "source.kind") -> SourceFactory:
+        try:
+            return self.sources[kind]
+        except KeyError:
+            raise ConfigError(
+                f"unknown source kind {kind!r}; installed: {', '.join(sorted(self.sources))}",
+                key=where,
+            ) from None
+
+    def destination(self, kind: str, *, where: str = "kind") -> DestinationFactory:
+        try:
+            return self.destinations[kind]
+        except KeyError:
+            raise ConfigError(
+                f"unknown destination kind {kind!r}; "
+                f"installed: {', '.join(sorted(self.destinations))}",
+                key=where,
+            ) from None
+
+    def parser(self, media_type: str) -> Parser | None:
+        return self.parsers.get(media_type.split(";")[0].strip().lower())
+
+
+@cache
+def load_plugins() -> Plugins:
+    def group(name: str, instantiate: bool = False) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for entry in entry_points(group=name):
+            loaded = entry.load()
+            found[entry.name.lower() if name == PARSERS else entry.name] = (
+                loaded() if instantiate else loaded
+            )
+        return found
+
+    return Plugins(
+        sources=group(SOURCES, instantiate=True),
+        destinations=group(DESTINATIONS, instantiate=True),
+        parsers=group(PARSERS),
+        routers=group(ROUTERS),
+        commands=group(COMMANDS),
+    )

@@ -1,0 +1,567 @@
+"""The channel runtime: deploys channels and runs their sources, processing and destination queues.
+
+Per channel: one source feeding the journal writer, one processing worker (filter, transform,
+fan-out, in arrival order) and, per destination, one worker per lane that delivers in order with
+retries. Work lives in the journal, not in memory, so a redeploy or a crash loses nothing: the
+workers pick up whatever is `received` or `queued` when they start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from engine.channels import Channel
+from engine.connectors import (
+    ConnectorContext,
+    Delivered,
+    Destination,
+    Inbound,
+    Outbound,
+    Receipt,
+    Source,
+)
+from engine.errors import DeliveryError, RejectedDeliveryError, RetryableDeliveryError
+from engine.journal import (
+    DeliveryAttempt,
+    DeliveryStatus,
+    DestinationDelivery,
+    JournalMessage,
+    JournalWriter,
+    MessageStatus,
+    QueuedDelivery,
+    queued_deliveries,
+    refresh_message_status,
+)
+from engine.pipeline import CompiledChannel, process
+from engine.stats import Stats
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger(__name__)
+
+POLL_S = 1.0  # workers also look at the journal this often, for work another node added
+STOP_GRACE_S = 10.0  # a stopping worker may finish its batch for this long
+
+
+@dataclass
+class _Worker:
+    """A task with a polite stop: finish the batch in hand, then return."""
+
+    task: asyncio.Task[None] | None
+    stopping: asyncio.Event
+    wake: asyncio.Event
+
+    @classmethod
+    def idle(cls) -> _Worker:
+        return cls(task=None, stopping=asyncio.Event(), wake=asyncio.Event())
+
+
+@dataclass
+class _Deployed:
+    compiled: CompiledChannel
+    source: Source
+    source_task: asyncio.Task[None]
+    processor: _Worker
+    destinations: dict[str, Destination]
+    lanes: dict[str, list[_Worker]] = field(default_factory=dict)
+
+
+class Runtime:
+    """Owns every channel's tasks; `deploy`, `undeploy` and `redeploy` are safe at any time."""
+
+    def __init__(
+        self,
+        *,
+        database: AsyncEngine,
+        data_dir: Path,
+        stats: Stats,
+        now: Callable[[], datetime],
+        authorize: Callable[[str | None], Awaitable[bool]] | None,
+        worker_batch: int = 200,
+        journal_batch_max: int = 500,
+        journal_queue_max: int = 10_000,
+    ) -> None:
+        self._database = database
+        self._sessions = async_sessionmaker(database, expire_on_commit=False)
+        self._data_dir = data_dir
+        self._stats = stats
+        self._now = now
+        self._authorize = authorize
+        self._worker_batch = worker_batch
+        self.writer = JournalWriter(
+            database,
+            batch_max=journal_batch_max,
+            queue_max=journal_queue_max,
+            on_committed=self._wake_processors,
+        )
+        self._deployed: dict[str, _Deployed] = {}
+        self._lock = asyncio.Lock()
+        self._group: asyncio.TaskGroup | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, started: asyncio.Event | None = None) -> None:
+        """Run until cancelled; channels are deployed into this task group."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                group.create_task(self.writer.run(), name="journal-writer")
+                if started is not None:
+                    started.set()
+                await asyncio.Event().wait()
+        finally:
+            self._group = None
+            for name in list(self._deployed):
+                with contextlib.suppress(Exception):
+                    await self._close_deployed(self._deployed.pop(name), graceful=False)
+
+    @property
+    def deployed(self) -> dict[str, Channel]:
+        return {name: d.compiled.channel for name, d in self._deployed.items()}
+
+    async def deploy(self, compiled: CompiledChannel) -> None:
+        """Start a channel, or redeploy it: its source keeps listening when its config is
+        unchanged, its queues keep their messages, and workers restart with the new config."""
+        async with self._lock:
+            group = self._require_group()
+            name = compiled.channel.name
+            old = self._deployed.pop(name, None)
+            keep_source = (
+                old is not None and old.compiled.channel.spec.source == compiled.channel.spec.source
+            )
+            if old is not None:
+                await self._stop_workers(old)
+                if not keep_source:
+                    await self._stop_source(old)
+            context = self._context(compiled)
+            destinations = {}
+            try:
+                for spec in compiled.channel.spec.destinations:
+                    factory = compiled.plugins.destination(spec.connector.kind)
+                    destinations[spec.name] = factory.build(spec.connector, context)
+                if keep_source:
+                    assert old is not None
+                    source, source_task = old.source, old.source_task
+                else:
+                    source = compiled.plugins.source(compiled.channel.spec.source.kind).build(
+                        compiled.channel.spec.source, context
+                    )
+                    await source.start()
+                    source_task = group.create_task(
+                        source.serve(self._accept_for(name)), name=f"{name}:source"
+                    )
+            except BaseException:
+                for destination in destinations.values():
+                    with contextlib.suppress(Exception):
+                        await destination.aclose()
+                raise
+            deployed = _Deployed(
+                compiled=compiled,
+                source=source,
+                source_task=source_task,
+                processor=_Worker.idle(),
+                destinations=destinations,
+            )
+            # Registered before the workers start, so their first look finds the channel.
+            self._deployed[name] = deployed
+            deployed.processor = self._start(
+                group, f"{name}:process", lambda w: self._process_loop(name, w)
+            )
+            for spec in compiled.channel.spec.destinations:
+                deployed.lanes[spec.name] = [
+                    self._start(
+                        group,
+                        f"{name}:{spec.name}:{lane}",
+                        lambda w, d=spec.name, lane=lane: self._deliver_loop(name, d, lane, w),
+                    )
+                    for lane in range(compiled.lanes)
+                ]
+            log.info("channel.deployed", extra={"channel": name, "kept_source": keep_source})
+
+    async def shutdown(self) -> None:
+        """Undeploy every channel gracefully (the engine is stopping)."""
+        for name in list(self._deployed):
+            await self.undeploy(name)
+
+    async def undeploy(self, name: str) -> bool:
+        """Stop a channel: close its source, let workers finish their batch. Queues stay."""
+        async with self._lock:
+            deployed = self._deployed.pop(name, None)
+            if deployed is None:
+                return False
+            await self._close_deployed(deployed, graceful=True)
+            log.info("channel.undeployed", extra={"channel": name})
+            return True
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _require_group(self) -> asyncio.TaskGroup:
+        if self._group is None:
+            raise RuntimeError("the runtime is not running")
+        return self._group
+
+    def _context(self, compiled: CompiledChannel) -> ConnectorContext:
+        return ConnectorContext(
+            channel=compiled.channel.name,
+            data_dir=self._data_dir,
+            database=self._database,
+            default_charset=compiled.charset,
+            timezone=compiled.tz,
+            authorize=self._authorize,
+        )
+
+    def _start(
+        self,
+        group: asyncio.TaskGroup,
+        name: str,
+        body: Callable[[_Worker], Awaitable[None]],
+    ) -> _Worker:
+        worker = _Worker.idle()
+        worker.task = group.create_task(self._supervise(name, body, worker), name=name)
+        worker.wake.set()
+        return worker
+
+    async def _supervise(
+        self, name: str, body: Callable[[_Worker], Awaitable[None]], worker: _Worker
+    ) -> None:
+        """Restart a worker that failed unexpectedly, so one bug never stops a channel for good
+        (and never takes the whole engine's task group down with it)."""
+        backoff = 0.5
+        while not worker.stopping.is_set():
+            try:
+                await body(worker)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.error("worker.crashed", extra={"worker": name}, exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _stop_workers(self, deployed: _Deployed) -> None:
+        workers = [deployed.processor, *(w for lanes in deployed.lanes.values() for w in lanes)]
+        for worker in workers:
+            worker.stopping.set()
+            worker.wake.set()
+        tasks = [w.task for w in workers if w.task is not None]
+        pending: set[asyncio.Task[None]] = set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for destination in deployed.destinations.values():
+            with contextlib.suppress(Exception):
+                await destination.aclose()
+
+    async def _stop_source(self, deployed: _Deployed) -> None:
+        deployed.source_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await deployed.source_task
+        with contextlib.suppress(Exception):
+            await deployed.source.aclose()
+
+    async def _close_deployed(self, deployed: _Deployed, *, graceful: bool) -> None:
+        await self._stop_source(deployed)
+        await self._stop_workers(deployed)
+
+    def _accept_for(self, channel: str) -> Callable[[Inbound], Awaitable[Receipt]]:
+        writer, stats = self.writer, self._stats
+        latency = stats.journal_latency[channel]
+
+        async def accept(inbound: Inbound) -> Receipt:
+            started = time.perf_counter()
+            receipt = await writer.accept(channel, inbound)
+            latency.observe(time.perf_counter() - started)
+            if receipt.duplicate:
+                stats.count(channel, "duplicate")
+            elif inbound.problem is not None:
+                stats.count(channel, "received")
+                stats.count(channel, "error")
+            else:
+                stats.count(channel, "received")
+            return receipt
+
+        return accept
+
+    def _wake_processors(self, channels: set[str]) -> None:
+        for name in channels:
+            deployed = self._deployed.get(name)
+            if deployed is not None:
+                deployed.processor.wake.set()
+
+    def wake(self, channel: str) -> None:
+        """Tell a channel's processor that new work is in the journal (e.g. reprocessing)."""
+        self._wake_processors({channel})
+
+    # -- processing ----------------------------------------------------------------------------
+
+    async def _process_loop(self, channel: str, worker: _Worker) -> None:
+        while not worker.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_S):
+                    await worker.wake.wait()
+            worker.wake.clear()
+            while not worker.stopping.is_set():
+                handled = await self._process_batch(channel)
+                if handled < self._worker_batch:
+                    break
+
+    async def _process_batch(self, channel: str) -> int:
+        deployed = self._deployed.get(channel)
+        if deployed is None:
+            return 0
+        compiled = deployed.compiled
+        async with self._sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(
+                        JournalMessage.id,
+                        JournalMessage.raw,
+                        JournalMessage.media_type,
+                        JournalMessage.charset,
+                    )
+                    .where(
+                        JournalMessage.channel == channel,
+                        JournalMessage.status == MessageStatus.RECEIVED,
+                    )
+                    .order_by(JournalMessage.id)
+                    .limit(self._worker_batch)
+                )
+            ).all()
+            if not rows:
+                return 0
+            now = self._now()
+            updates: list[dict[str, Any]] = []
+            deliveries: list[dict[str, Any]] = []
+            woken: set[tuple[str, int]] = set()
+            for message_id, raw, media_type, charset in rows:
+                outcome = process(compiled, raw or b"", media_type, charset)
+                updates.append(
+                    {
+                        "id": message_id,
+                        "status": outcome.status,
+                        "error": outcome.error,
+                        "transformed": outcome.transformed,
+                        "transformed_media_type": outcome.media_type,
+                        "processed_at": now,
+                    }
+                )
+                self._stats.count(channel, str(outcome.status))
+                for plan in outcome.deliveries:
+                    deliveries.append(
+                        {
+                            "message_id": message_id,
+                            "channel": channel,
+                            "destination": plan.destination,
+                            "lane": plan.lane,
+                            "status": plan.status,
+                            "attempts": 0,
+                            "next_attempt_at": None,
+                            "sent_at": None,
+                            "last_error": None,
+                            "payload": plan.payload,
+                            "payload_media_type": plan.media_type,
+                        }
+                    )
+                    if plan.status == DeliveryStatus.QUEUED:
+                        woken.add((plan.destination, plan.lane))
+                    else:
+                        self._stats.count_destination(channel, plan.destination, "filtered")
+            await session.execute(update(JournalMessage), updates)
+            if deliveries:
+                await session.execute(insert(DestinationDelivery), deliveries)
+        for destination, lane in woken:
+            lanes = deployed.lanes.get(destination)
+            if lanes and lane < len(lanes):
+                lanes[lane].wake.set()
+        return len(rows)
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    async def _deliver_loop(
+        self, channel: str, destination_name: str, lane: int, worker: _Worker
+    ) -> None:
+        deployed = self._deployed[channel]
+        destination = deployed.destinations[destination_name]
+        spec = next(
+            d for d in deployed.compiled.channel.spec.destinations if d.name == destination_name
+        )
+        while not worker.stopping.is_set():
+            async with self._sessions() as session:
+                head = await queued_deliveries(
+                    session, channel, destination_name, lane, spec.batch_max
+                )
+            if not head:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL_S):
+                        await worker.wake.wait()
+                worker.wake.clear()
+                continue
+            wait_s = _due_in(head[0], self._now())
+            if wait_s > 0:
+                # The head of the queue is waiting for its retry: the lane waits with it, so
+                # messages are never delivered out of order.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await worker.stopping.wait()
+                continue
+            ready = [head[0]] + [
+                d for d in head[1:] if _due_in(d, self._now()) <= 0 and d.attempts == 0
+            ]
+            await self._deliver(channel, destination_name, destination, spec, ready)
+
+    async def _deliver(
+        self,
+        channel: str,
+        destination_name: str,
+        destination: Destination,
+        spec: Any,
+        ready: list[QueuedDelivery],
+    ) -> None:
+        results: list[tuple[QueuedDelivery, Delivered | DeliveryError]] = []
+        send_many = getattr(destination, "send_many", None)
+        outbounds = [
+            Outbound(
+                message_id=d.message_id,
+                channel=channel,
+                destination=destination_name,
+                payload=d.payload or b"",
+                media_type=d.media_type or "application/octet-stream",
+                attempt=d.attempts + 1,
+            )
+            for d in ready
+        ]
+        if send_many is not None and len(ready) > 1:
+            outcomes: list[Delivered | DeliveryError] = await send_many(outbounds)
+            for delivery, outcome in zip(ready, outcomes, strict=True):
+                results.append((delivery, outcome))
+                if isinstance(outcome, RetryableDeliveryError):
+                    break
+        else:
+            for delivery, outbound in zip(ready, outbounds, strict=True):
+                try:
+                    result: Delivered | DeliveryError = await destination.send(outbound)
+                except DeliveryError as exc:
+                    result = exc
+                results.append((delivery, result))
+                if isinstance(result, RetryableDeliveryError):
+                    break  # keep order: nothing behind the failed one goes first
+        await self._record(channel, destination_name, spec, results)
+
+    async def _record(
+        self,
+        channel: str,
+        destination_name: str,
+        spec: Any,
+        results: list[tuple[QueuedDelivery, Delivered | DeliveryError]],
+    ) -> None:
+        now = self._now()
+        delivery_updates: list[dict[str, Any]] = []
+        attempts: list[dict[str, Any]] = []
+        for delivery, outcome in results:
+            attempt = delivery.attempts + 1
+            if isinstance(outcome, Delivered):
+                delivery_updates.append(
+                    {
+                        "id": delivery.id,
+                        "status": DeliveryStatus.SENT,
+                        "attempts": attempt,
+                        "sent_at": now,
+                        "last_error": None,
+                        "next_attempt_at": None,
+                    }
+                )
+                attempts.append(
+                    {
+                        "delivery_id": delivery.id,
+                        "attempt": attempt,
+                        "at": now,
+                        "outcome": "sent",
+                        "detail": outcome.detail or None,
+                        "reply": outcome.reply,
+                    }
+                )
+                self._stats.count_destination(channel, destination_name, "sent")
+                self._stats.delivery_latency[(channel, destination_name)].observe(
+                    max(0.0, (now - delivery.received_at).total_seconds())
+                )
+                continue
+            give_up = isinstance(outcome, RejectedDeliveryError) or (
+                spec.retry.max_attempts and attempt >= spec.retry.max_attempts
+            )
+            if give_up:
+                delivery_updates.append(
+                    {
+                        "id": delivery.id,
+                        "status": DeliveryStatus.ERROR,
+                        "attempts": attempt,
+                        "last_error": f"{type(outcome).__name__}: {outcome}",
+                        "next_attempt_at": None,
+                    }
+                )
+                self._stats.count_destination(channel, destination_name, "error")
+                log.error(
+                    "delivery.failed",
+                    extra={
+                        "channel": channel,
+                        "destination": destination_name,
+                        "message_id": delivery.message_id,
+                        "attempt": attempt,
+                    },
+                )
+            else:
+                delay = spec.retry.backoff_s(attempt)
+                delivery_updates.append(
+                    {
+                        "id": delivery.id,
+                        "status": DeliveryStatus.QUEUED,
+                        "attempts": attempt,
+                        "last_error": f"{type(outcome).__name__}: {outcome}",
+                        "next_attempt_at": now + timedelta(seconds=delay),
+                    }
+                )
+                self._stats.count_destination(channel, destination_name, "retried")
+                log.warning(
+                    "delivery.retry",
+                    extra={
+                        "channel": channel,
+                        "destination": destination_name,
+                        "message_id": delivery.message_id,
+                        "attempt": attempt,
+                        "delay_s": delay,
+                    },
+                )
+            attempts.append(
+                {
+                    "delivery_id": delivery.id,
+                    "attempt": attempt,
+                    "at": now,
+                    "outcome": "rejected" if give_up else "retry",
+                    "detail": f"{type(outcome).__name__}: {outcome}",
+                    "reply": None,
+                }
+            )
+        async with self._sessions() as session, session.begin():
+            await session.execute(update(DestinationDelivery), delivery_updates)
+            await session.execute(insert(DeliveryAttempt), attempts)
+            await refresh_message_status(session, [d.message_id for d, _ in results], now)
+
+
+def _due_in(delivery: QueuedDelivery, now: datetime) -> float:
+    if delivery.next_attempt_at is None:
+        return 0.0
+    return (delivery.next_attempt_at - now).total_seconds()

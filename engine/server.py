@@ -1,0 +1,335 @@
+"""One running engine: database, journal, channel runtime, HTTP API and pruning, wired together.
+
+`Engine.run()` is what `greenchannel serve` runs; tests start it in-process the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import signal
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from importlib.metadata import entry_points
+from typing import Any
+
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from engine import journal
+from engine.api import build_api_router
+from engine.auth import TokenGate, ensure_admin_token, hash_token
+from engine.channels import Channel, load_channel, load_channel_dir
+from engine.database import create_database_engine, migrate
+from engine.errors import ConfigError
+from engine.pipeline import compile_channel
+from engine.plugins import Plugins, load_plugins
+from engine.runtime import Runtime
+from engine.settings import Settings
+from engine.stats import Stats
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = "greenchannel.migrations"
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the engine decides how to stop (channels
+    first, then HTTP), and uvicorn must not re-raise the signal and kill the process midway."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Engine:
+    """Everything one `serve` process runs."""
+
+    def __init__(self, settings: Settings, *, plugins: Plugins | None = None) -> None:
+        self.settings = settings
+        self.plugins = plugins or load_plugins()
+        self.database: AsyncEngine = create_database_engine(settings.resolved_database_url)
+        self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.database, expire_on_commit=False
+        )
+        self.stats = Stats()
+        self.gate = TokenGate(self.database)
+        self.runtime = Runtime(
+            database=self.database,
+            data_dir=settings.data_dir,
+            stats=self.stats,
+            now=self.now,
+            authorize=self.authorize,
+            worker_batch=settings.worker_batch,
+            journal_batch_max=settings.journal.batch_max,
+            journal_queue_max=settings.journal.queue_max,
+        )
+        self.http_port: int | None = None
+        self.admin_token_file: Any = None
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def now(self) -> datetime:
+        return datetime.now(tz=self.settings.tz)
+
+    async def authorize(self, authorization: str | None) -> bool:
+        admin = self.settings.admin_token
+        if admin is not None and authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() == "bearer" and hash_token(token.strip()) == hash_token(
+                admin.get_secret_value()
+            ):
+                return True
+        return await self.gate.authorize(authorization)
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Migrate the database and make sure an admin token exists."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+        try:
+            await migrate(self.database)
+            for entry in entry_points(group=MIGRATIONS):
+                await entry.load()(self.database)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot reach the database ({exc.strerror or exc})",
+                key="database_url",
+                hint="check GREENCHANNEL_DATABASE_URL and that the server is running",
+            ) from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
+                raise ConfigError(
+                    f"cannot open the database: {type(exc).__name__}",
+                    key="database_url",
+                    hint="check GREENCHANNEL_DATABASE_URL and that the server is running",
+                ) from exc
+            raise
+        self.admin_token_file = await ensure_admin_token(
+            self.database, self.settings.data_dir, self.now()
+        )
+        await self.gate.load()
+
+    def channel_files(self) -> tuple[dict[str, Channel], list[ConfigError]]:
+        return load_channel_dir(self.settings.resolved_channels_dir, self.plugins)
+
+    def compile(self, channel: Channel) -> Any:
+        return compile_channel(
+            channel,
+            mappings_dir=self.settings.resolved_mappings_dir,
+            plugins=self.plugins,
+            default_charset=self.settings.default_charset,
+            default_tz=self.settings.tz,
+        )
+
+    async def deploy_from_file(self, name: str) -> Channel:
+        folder = self.settings.resolved_channels_dir
+        path = next(
+            (p for p in (folder / f"{name}.yaml", folder / f"{name}.yml") if p.is_file()), None
+        )
+        channel: Channel | None = None
+        if path is not None:
+            channel = load_channel(path, self.plugins)
+        else:
+            files, _ = self.channel_files()
+            channel = files.get(name)
+        if channel is None or channel.name != name:
+            raise ConfigError(f"no channel named {name!r} in {folder}")
+        await self.deploy(channel)
+        return channel
+
+    async def deploy(self, channel: Channel) -> None:
+        compiled = await asyncio.to_thread(self.compile, channel)
+        await self.runtime.deploy(compiled)
+
+    async def deploy_all(self) -> list[str]:
+        """Deploy every enabled channel; any invalid file refuses the whole start."""
+        files, problems = self.channel_files()
+        if problems:
+            raise ConfigError(
+                "\n".join(str(p) for p in problems), hint="fix the channel files listed"
+            )
+        compiled = [self.compile(c) for c in files.values() if c.spec.enabled]
+        for item in compiled:
+            await self.runtime.deploy(item)
+        return [c.channel.name for c in compiled]
+
+    # -- operations --------------------------------------------------------------------------
+
+    async def journal_counts(
+        self,
+    ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str, str], int]]:
+        async with self.sessions() as session:
+            return (
+                await journal.count_by_status(session),
+                await journal.count_deliveries_by_status(session),
+            )
+
+    async def reprocess(self, ids: list[int]) -> list[int]:
+        """Journal each message's raw content again as a new message, in the given order."""
+        new_ids: list[int] = []
+        channels: set[str] = set()
+        now = self.now()
+        for start in range(0, len(ids), 200):
+            async with self.sessions() as session, session.begin():
+                for message_id in ids[start : start + 200]:
+                    try:
+                        new_id = await journal.reprocess(session, message_id, now)
+                    except journal.ContentPrunedError:
+                        continue
+                    if new_id is not None:
+                        new_ids.append(new_id)
+                        message = await session.get(journal.JournalMessage, new_id)
+                        if message is not None:
+                            channels.add(message.channel)
+        for channel in channels:
+            self.runtime.wake(channel)
+        return new_ids
+
+    async def prune(self) -> dict[str, int]:
+        """Apply the retention settings once; returns how many rows were pruned."""
+        retention = self.settings.retention
+        now = self.now()
+        totals = {"content": 0, "metadata": 0}
+        for kind, days, prune in (
+            ("content", retention.content_days, journal.prune_content),
+            ("metadata", retention.metadata_days, journal.prune_metadata),
+        ):
+            cutoff = now - timedelta(days=days)
+            while True:
+                async with self.sessions() as session, session.begin():
+                    n = await prune(session, cutoff, retention.batch_size)
+                totals[kind] += n
+                if n < retention.batch_size:
+                    break
+        log.info("journal.pruned", extra=totals)
+        return totals
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def http_app(self) -> FastAPI:
+        async def require_token(request: Request) -> None:
+            if not await self.authorize(request.headers.get("authorization")):
+                raise HTTPException(
+                    401,
+                    "a valid API token is required: send 'Authorization: Bearer <token>' "
+                    f"(the first admin token is in {self.settings.data_dir / 'admin.token'})",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+
+        app = FastAPI(
+            title="greenchannel",
+            docs_url=None,
+            redoc_url=None,
+            openapi_url=None,
+            dependencies=[Depends(require_token)],
+        )
+        app.state.engine = self
+        app.include_router(build_api_router())
+        for name, build in sorted(self.plugins.routers.items()):
+            router = build(self.database)
+            app.include_router(router)
+            log.info("http.router_mounted", extra={"router": name})
+
+        @app.get("/api/openapi.json", include_in_schema=False)
+        async def openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        return app
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[asyncio.Event]:
+        stop = self._stop
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+        try:
+            yield stop
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def stop(self) -> None:
+        """Ask a running engine to stop gracefully (what SIGTERM does)."""
+        self._stop.set()
+
+    def _bind(self) -> socket.socket:
+        host, port = self.settings.http_host, self.settings.http_port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror})",
+                key="http_port",
+                hint="choose another --http-port or stop what is using it",
+            ) from exc
+        sock.listen(1024)
+        sock.setblocking(False)
+        self.http_port = sock.getsockname()[1]
+        return sock
+
+    # -- run -----------------------------------------------------------------------------------
+
+    async def run(self, on_ready: Callable[[Engine], None] | None = None) -> None:
+        """Start everything and serve until cancelled or a stop signal arrives."""
+        await self.prepare()
+        sock = self._bind()
+        server = _HttpServer(
+            uvicorn.Config(
+                self.http_app(),
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
+        scheduler = AsyncIOScheduler(timezone=self.settings.tz)
+        try:
+            async with asyncio.TaskGroup() as group:
+                started = asyncio.Event()
+                runtime_task = group.create_task(self.runtime.run(started), name="runtime")
+                await started.wait()
+                await self.deploy_all()
+                http_task = group.create_task(server.serve(sockets=[sock]), name="http")
+                scheduler.add_job(
+                    self.prune,
+                    "interval",
+                    minutes=self.settings.retention.interval_minutes,
+                    id="prune",
+                    max_instances=1,
+                    coalesce=True,
+                )
+                scheduler.start()
+                while not server.started and not http_task.done():
+                    await asyncio.sleep(0.02)
+                self.ready.set()
+                if on_ready is not None:
+                    on_ready(self)
+                with self._stop_on_signals() as stop:
+                    await stop.wait()
+                # Sources close first so nothing new arrives; workers finish their batch.
+                await self.runtime.shutdown()
+                server.should_exit = True
+                await http_task
+                runtime_task.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                scheduler.shutdown(wait=False)
+            sock.close()
+            await self.database.dispose()

@@ -1,0 +1,157 @@
+"""The one settings object: `config/greenchannel.yaml`, then `GREENCHANNEL_*` variables, then flags.
+
+Built once in the CLI and passed down; no other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from engine.errors import ConfigError
+
+__all__ = ["JournalSettings", "RetentionSettings", "Settings", "content_root", "load_settings"]
+
+_OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
+
+
+def content_root() -> Path:
+    """Where the default channels, mappings and config live: the source tree's top folder
+    when run from a checkout, else the copy installed with the package."""
+    installed = Path(str(resources.files("greenchannel_content")))
+    return installed
+
+
+class RetentionSettings(BaseModel):
+    """How long finished messages keep their content and their metadata."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    content_days: float = Field(
+        30, ge=0, description="Days until a sent or filtered message's raw content is dropped."
+    )
+    metadata_days: float = Field(
+        180, ge=0, description="Days until a sent or filtered message's row is deleted."
+    )
+    interval_minutes: float = Field(60, gt=0, description="How often pruning runs.")
+    batch_size: int = Field(1000, gt=0, description="Rows pruned per transaction.")
+
+
+class JournalSettings(BaseModel):
+    """The journal writer's group commit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_max: int = Field(500, gt=0, description="Most messages committed in one transaction.")
+    queue_max: int = Field(
+        10_000, gt=0, description="Messages waiting for a commit before sources stop reading."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything the engine needs to start, from the settings file and the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GREENCHANNEL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(Path("var"), description="Where the engine keeps everything it writes.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL; default SQLite in DATA_DIR "
+        "(PostgreSQL: postgresql+psycopg://user@host/db).",
+    )
+    http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP API.")
+    channels_dir: Path | None = Field(None, description="Folder of channel files.")
+    mappings_dir: Path | None = Field(None, description="Folder of mapping files.")
+    timezone: str = Field("+08:00", description="Local offset for times sent without one.")
+    default_charset: str = Field("utf-8", description="Charset when a message declares none.")
+    admin_token: SecretStr | None = Field(
+        None, description="An admin token to accept in addition to the stored ones."
+    )
+    journal: JournalSettings = Field(default_factory=JournalSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    worker_batch: int = Field(200, gt=0, description="Messages a channel worker takes at once.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _offset(cls, value: str) -> str:
+        if not _OFFSET.match(value):
+            raise ValueError("must be an offset like +08:00")
+        return value
+
+    @property
+    def tz(self) -> timezone:
+        match = _OFFSET.match(self.timezone)
+        assert match is not None
+        sign = 1 if match.group(1) == "+" else -1
+        return timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'greenchannel.db').resolve()}"
+
+    @property
+    def resolved_channels_dir(self) -> Path:
+        return self.channels_dir or _local_or_installed("channels")
+
+    @property
+    def resolved_mappings_dir(self) -> Path:
+        return self.mappings_dir or _local_or_installed("mappings")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file is named per load (see load_settings); flags beat variables beat file.
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+
+def _local_or_installed(folder: str) -> Path:
+    local = Path(folder)
+    if local.is_dir():
+        return local
+    return content_root() / folder
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from `config_file` (default: ./config/greenchannel.yaml, else the installed one),
+    the environment and `overrides` (command-line flags), in rising priority."""
+    if config_file is None:
+        config_file = _local_or_installed("config") / "greenchannel.yaml"
+    elif not config_file.is_file():
+        raise ConfigError("settings file not found", file=str(config_file))
+    given = {k: v for k, v in overrides.items() if v is not None}
+
+    class FromFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=config_file if config_file.is_file() else None)
+
+    try:
+        return FromFile(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(first["msg"], file=str(config_file), key=key) from exc

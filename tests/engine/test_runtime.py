@@ -1,0 +1,428 @@
+"""The channel runtime's guarantees, on SQLite and PostgreSQL: journal first, dedup, order,
+per-destination queues with retries, redeploy without loss, reprocessing and pruning."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from engine import journal
+from engine.channels import load_channel_text
+from engine.connectors import Delivered, Outbound
+from engine.database import create_database_engine, migrate
+from engine.errors import ParseError, RejectedDeliveryError, RetryableDeliveryError
+from engine.journal import DeliveryAttempt, DestinationDelivery, JournalMessage
+from engine.pipeline import compile_channel
+from engine.plugins import Plugins
+from engine.runtime import Runtime
+from engine.stats import Stats
+from engine.testing import FunctionDestinationFactory, PushSource, PushSourceFactory
+
+pytestmark = pytest.mark.anyio
+CST = __import__("datetime").timezone(timedelta(hours=8))
+
+
+class LineDocument:
+    """`key=value` lines: the smallest Document, so these tests depend on no real format."""
+
+    media_type = "text/plain"
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    def get(self, path: str) -> str | None:
+        return self.values.get(path.removeprefix("$.")) or None
+
+    def all(self, path: str) -> list[str]:
+        value = self.get(path)
+        return [value] if value else []
+
+    def each(self, path: str) -> list[Any]:
+        return [self]
+
+
+def parse_lines(raw: bytes, charset: str) -> LineDocument:
+    text = raw.decode(charset)
+    values = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ParseError("expected key=value", location=f"line {number}")
+        values[key.strip()] = value.strip()
+    return LineDocument(values)
+
+
+PLUGINS = Plugins(
+    sources={"push": PushSourceFactory()},
+    destinations={"function": FunctionDestinationFactory()},
+    parsers={"text/plain": parse_lines},
+)
+
+
+class Harness:
+    def __init__(self, runtime: Runtime, database: Any, tmp_path: Path) -> None:
+        self.runtime = runtime
+        self.database = database
+        self.tmp_path = tmp_path
+        self.delivered: dict[str, list[Outbound]] = {}
+
+    async def deploy(self, text: str) -> None:
+        channel = load_channel_text(text, PLUGINS, file="test.yaml")
+        compiled = compile_channel(
+            channel,
+            mappings_dir=self.tmp_path,
+            plugins=PLUGINS,
+            default_charset="utf-8",
+            default_tz=CST,
+        )
+        await self.runtime.deploy(compiled)
+
+    def source(self, name: str = "push") -> PushSource:
+        return PushSource.instances[name]
+
+    def handler(
+        self, name: str, behaviour: Callable[[Outbound], Awaitable[Delivered]] | None = None
+    ) -> None:
+        seen = self.delivered.setdefault(name, [])
+
+        async def deliver(outbound: Outbound) -> Delivered:
+            if behaviour is not None:
+                result = await behaviour(outbound)
+            else:
+                result = Delivered(detail="ok")
+            seen.append(outbound)
+            return result
+
+        FunctionDestinationFactory.handlers[name] = deliver
+
+    async def rows(self) -> list[JournalMessage]:
+        async with journal_session(self.database) as session:
+            return list(await session.scalars(select(JournalMessage).order_by(JournalMessage.id)))
+
+    async def wait_for(self, predicate: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not await predicate():
+                await asyncio.sleep(0.02)
+
+    async def statuses(self) -> list[str]:
+        return [row.status for row in await self.rows()]
+
+
+def journal_session(database: Any) -> Any:
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    return async_sessionmaker(database, expire_on_commit=False)()
+
+
+@pytest.fixture
+async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    database = create_database_engine(database_url)
+    await migrate(database)
+    runtime = Runtime(
+        database=database,
+        data_dir=tmp_path,
+        stats=Stats(),
+        now=lambda: datetime.now(tz=CST),
+        authorize=None,
+        worker_batch=50,
+    )
+    started = asyncio.Event()
+    task = asyncio.create_task(runtime.run(started))
+    await started.wait()
+    try:
+        yield Harness(runtime, database, tmp_path)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await database.dispose()
+
+
+CHANNEL = """
+name: lab
+source: {kind: push}
+charset: utf-8
+destinations:
+  - name: out
+    connector: {kind: function, handler: out}
+    retry: {initial_backoff_s: 0.05, max_backoff_s: 0.2, max_attempts: %(max_attempts)s}
+"""
+
+
+def channel(max_attempts: int = 0, extra: str = "") -> str:
+    return CHANNEL % {"max_attempts": max_attempts} + extra
+
+
+async def test_receipt_comes_after_the_raw_message_is_committed(harness: Harness) -> None:
+    harness.handler("out")
+    await harness.deploy(channel())
+    receipt = await harness.source().push(b"id=1\nname=x")
+    # A fresh session sees the row the moment accept returned: it was committed first.
+    async with journal_session(harness.database) as session:
+        row = await session.get(JournalMessage, receipt.message_id)
+    assert row is not None and row.raw == b"id=1\nname=x"
+    assert row.received_at.tzinfo is not None
+
+
+async def test_resent_message_is_acked_again_but_applied_once(harness: Harness) -> None:
+    harness.handler("out")
+    await harness.deploy(channel())
+    first = await harness.source().push(b"id=1", dedup_key="HIS|MSG0001")
+    again = await harness.source().push(b"id=1", dedup_key="HIS|MSG0001")
+    assert again.duplicate and again.message_id == first.message_id
+
+    async def one_sent() -> bool:
+        return await harness.statuses() == ["sent"]
+
+    await harness.wait_for(one_sent)
+    assert len(harness.delivered["out"]) == 1
+
+
+async def test_messages_are_delivered_in_arrival_order(harness: Harness) -> None:
+    async def jitter(outbound: Outbound) -> Delivered:
+        await asyncio.sleep(random.random() / 500)
+        return Delivered()
+
+    harness.handler("out", jitter)
+    await harness.deploy(channel())
+    sources = harness.source()
+    receipts = [await sources.push(f"id={n}".encode()) for n in range(60)]
+
+    async def all_sent() -> bool:
+        return len(harness.delivered["out"]) == 60
+
+    await harness.wait_for(all_sent)
+    assert [o.message_id for o in harness.delivered["out"]] == [r.message_id for r in receipts]
+
+
+async def test_transient_failure_is_retried_and_holds_the_queue_in_order(
+    harness: Harness,
+) -> None:
+    failures = {"left": 2}
+
+    async def flaky(outbound: Outbound) -> Delivered:
+        if outbound.payload == b"id=1" and failures["left"]:
+            failures["left"] -= 1
+            raise RetryableDeliveryError("connection refused by the receiver")
+        return Delivered(reply=b"ok")
+
+    harness.handler("out", flaky)
+    await harness.deploy(channel())
+    await harness.source().push(b"id=1")
+    await harness.source().push(b"id=2")
+
+    async def both_sent() -> bool:
+        return await harness.statuses() == ["sent", "sent"]
+
+    await harness.wait_for(both_sent)
+    assert [o.payload for o in harness.delivered["out"]] == [b"id=1", b"id=2"]
+    async with journal_session(harness.database) as session:
+        attempts = list(await session.scalars(select(DeliveryAttempt).order_by(DeliveryAttempt.id)))
+    assert [a.outcome for a in attempts] == ["retry", "retry", "sent", "sent"]
+    assert "connection refused" in (attempts[0].detail or "")
+
+
+async def test_rejected_message_goes_to_error_without_blocking_the_queue(
+    harness: Harness,
+) -> None:
+    async def picky(outbound: Outbound) -> Delivered:
+        if outbound.payload == b"id=bad":
+            raise RejectedDeliveryError("receiver answered AR: PID-3 missing")
+        return Delivered()
+
+    harness.handler("out", picky)
+    await harness.deploy(channel())
+    for raw in (b"id=1", b"id=bad", b"id=3"):
+        await harness.source().push(raw)
+
+    async def settled() -> bool:
+        return await harness.statuses() == ["sent", "error", "sent"]
+
+    await harness.wait_for(settled)
+    rows = await harness.rows()
+    assert "PID-3 missing" in (rows[1].error or "")
+
+
+async def test_delivery_goes_to_error_after_max_attempts(harness: Harness) -> None:
+    async def down(outbound: Outbound) -> Delivered:
+        raise RetryableDeliveryError("timed out after 5 s waiting for the ACK")
+
+    harness.handler("out", down)
+    await harness.deploy(channel(max_attempts=3))
+    await harness.source().push(b"id=1")
+
+    async def errored() -> bool:
+        return await harness.statuses() == ["error"]
+
+    await harness.wait_for(errored)
+    async with journal_session(harness.database) as session:
+        delivery = (await session.scalars(select(DestinationDelivery))).one()
+    assert delivery.attempts == 3 and delivery.status == "error"
+
+
+async def test_unparseable_message_is_kept_as_error_with_the_reason(harness: Harness) -> None:
+    harness.handler("out")
+    await harness.deploy(channel())
+    await harness.source().push(b"id=1\nthis line has no equals sign")
+
+    async def errored() -> bool:
+        return await harness.statuses() == ["error"]
+
+    await harness.wait_for(errored)
+    row = (await harness.rows())[0]
+    assert "line 2" in (row.error or "") and row.raw is not None
+    assert harness.delivered.get("out", []) == []
+
+
+async def test_input_problem_from_the_source_is_journalled_as_error(harness: Harness) -> None:
+    harness.handler("out")
+    await harness.deploy(channel())
+    receipt = await harness.source().push(
+        b"\x0bMSH|truncated", problem=ParseError("no MLLP end block", location="byte 14")
+    )
+    row = (await harness.rows())[0]
+    assert row.id == receipt.message_id and row.status == "error"
+    assert "byte 14" in (row.error or "") and row.raw == b"\x0bMSH|truncated"
+
+
+async def test_channel_filter_marks_messages_filtered(harness: Harness) -> None:
+    harness.handler("out")
+    await harness.deploy(channel(extra="filter: \"${$.kind == 'ADT'}\"\n"))
+    await harness.source().push(b"kind=ADT")
+    await harness.source().push(b"kind=ORU")
+
+    async def settled() -> bool:
+        return await harness.statuses() == ["sent", "filtered"]
+
+    await harness.wait_for(settled)
+    assert [o.payload for o in harness.delivered["out"]] == [b"kind=ADT"]
+
+
+async def test_partition_lanes_keep_each_patients_events_in_order(harness: Harness) -> None:
+    async def slow_for_some(outbound: Outbound) -> Delivered:
+        await asyncio.sleep(random.random() / 200)
+        return Delivered()
+
+    harness.handler("out", slow_for_some)
+    await harness.deploy(channel(extra="partition: {key: '${$.patient}', lanes: 4}\n"))
+    expected: dict[str, list[bytes]] = {}
+    for n in range(80):
+        patient = f"p{n % 7}"
+        raw = f"patient={patient}\nseq={n}".encode()
+        expected.setdefault(patient, []).append(raw)
+        await harness.source().push(raw)
+
+    async def all_sent() -> bool:
+        return len(harness.delivered["out"]) == 80
+
+    await harness.wait_for(all_sent)
+    for patient, raws in expected.items():
+        got = [
+            o.payload for o in harness.delivered["out"] if o.payload.startswith(f"patient={patient}\n".encode())
+        ]
+        assert got == raws
+
+
+async def test_redeploy_keeps_queued_messages_and_delivers_them(harness: Harness) -> None:
+    async def down(outbound: Outbound) -> Delivered:
+        raise RetryableDeliveryError("connection refused")
+
+    harness.handler("out", down)
+    await harness.deploy(channel())
+    for n in range(5):
+        await harness.source().push(f"id={n}".encode())
+
+    async def queued() -> bool:
+        return "queued" in await harness.statuses()
+
+    await harness.wait_for(queued)
+    source_before = harness.source()
+    harness.handler("out")  # the receiver is fixed; redeploy picks up the new handler
+    await harness.deploy(channel())
+    assert harness.source() is source_before and not source_before.closed
+
+    async def all_sent() -> bool:
+        return await harness.statuses() == ["sent"] * 5
+
+    await harness.wait_for(all_sent)
+    assert [o.payload for o in harness.delivered["out"]] == [f"id={n}".encode() for n in range(5)]
+
+
+async def test_reprocess_runs_the_raw_content_again(harness: Harness) -> None:
+    async def picky(outbound: Outbound) -> Delivered:
+        if outbound.attempt and not harness.__dict__.get("fixed"):
+            raise RejectedDeliveryError("receiver rejected it")
+        return Delivered()
+
+    harness.handler("out", picky)
+    await harness.deploy(channel())
+    receipt = await harness.source().push(b"id=1")
+
+    async def errored() -> bool:
+        return await harness.statuses() == ["error"]
+
+    await harness.wait_for(errored)
+    harness.__dict__["fixed"] = True
+    async with journal_session(harness.database) as session, session.begin():
+        new_id = await journal.reprocess(session, receipt.message_id, datetime.now(tz=CST))
+    harness.runtime.wake("lab")
+
+    async def resent() -> bool:
+        return await harness.statuses() == ["error", "sent"]
+
+    await harness.wait_for(resent)
+    rows = await harness.rows()
+    assert rows[1].id == new_id and rows[1].reprocess_of == receipt.message_id
+
+
+async def test_pruning_never_touches_queued_or_errored_messages(harness: Harness) -> None:
+    async def picky(outbound: Outbound) -> Delivered:
+        if outbound.payload == b"id=bad":
+            raise RejectedDeliveryError("rejected")
+        if outbound.payload == b"id=wait":
+            raise RetryableDeliveryError("down")
+        return Delivered()
+
+    harness.handler("out", picky)
+    await harness.deploy(channel())
+    for raw in (b"id=ok", b"id=bad"):
+        await harness.source().push(raw)
+
+    async def settled() -> bool:
+        return await harness.statuses() == ["sent", "error"]
+
+    await harness.wait_for(settled)
+    future = datetime.now(tz=UTC) + timedelta(days=1)
+    async with journal_session(harness.database) as session, session.begin():
+        assert await journal.prune_content(session, future, 100) == 1
+    rows = await harness.rows()
+    assert rows[0].raw is None and rows[0].content_pruned
+    assert rows[1].raw == b"id=bad"
+    async with journal_session(harness.database) as session, session.begin():
+        assert await journal.prune_metadata(session, future, 100) == 1
+    assert [r.status for r in await harness.rows()] == ["error"]
+
+
+async def test_undeploy_closes_the_source_and_keeps_the_queue(harness: Harness) -> None:
+    async def down(outbound: Outbound) -> Delivered:
+        raise RetryableDeliveryError("down")
+
+    harness.handler("out", down)
+    await harness.deploy(channel())
+    source = harness.source()
+    await source.push(b"id=1")
+
+    async def queued() -> bool:
+        return await harness.statuses() == ["queued"]
+
+    await harness.wait_for(queued)
+    assert await harness.runtime.undeploy("lab")
+    assert source.closed
+    assert await harness.statuses() == ["queued"]
