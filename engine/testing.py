@@ -14,13 +14,18 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from engine.connectors import Accept, ConnectorContext, Delivered, Inbound, Outbound, Receipt
-from engine.errors import InputError
+from engine.errors import InputError, ParseError
+from engine.plugins import Plugins
 
 __all__ = [
     "FunctionDestination",
     "FunctionDestinationFactory",
+    "KeyValueDocument",
     "PushSource",
     "PushSourceFactory",
+    "parse_key_value",
+    "plugins_for_tests",
+    "wait_until",
 ]
 
 Handler = Callable[[Outbound], Awaitable[Delivered]]
@@ -111,3 +116,55 @@ class PushSourceFactory:
 
     def build(self, config: Any, context: ConnectorContext) -> PushSource:
         return PushSource(config.name)
+
+
+class KeyValueDocument:
+    """`key=value` lines read by JSON-style paths (`$.key`): the smallest Document, so engine
+    tests depend on no real message format."""
+
+    media_type = "text/plain"
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    def get(self, path: str) -> str | None:
+        return self.values.get(path.removeprefix("$.")) or None
+
+    def all(self, path: str) -> list[str]:
+        value = self.get(path)
+        return [value] if value else []
+
+    def each(self, path: str) -> list[KeyValueDocument]:
+        return [self]
+
+
+def parse_key_value(raw: bytes, charset: str) -> KeyValueDocument:
+    """The parser for `text/plain` in engine tests; a line without `=` is a ParseError."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(raw.decode(charset).splitlines(), 1):
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ParseError("expected key=value", location=f"line {number}")
+        values[key.strip()] = value.strip()
+    return KeyValueDocument(values)
+
+
+def plugins_for_tests() -> Plugins:
+    """Plugins for engine tests: the push source, function destinations, key=value parser."""
+    return Plugins(
+        sources={"push": PushSourceFactory()},
+        destinations={"function": FunctionDestinationFactory()},
+        parsers={"text/plain": parse_key_value},
+    )
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], *, timeout_s: float = 20, every_s: float = 0.02
+) -> None:
+    """Poll `predicate` until it holds; TimeoutError after `timeout_s`.
+
+    Tests poll what a user would look at (the journal, the FHIR store), not in-memory events.
+    """
+    async with asyncio.timeout(timeout_s):
+        while not await predicate():  # noqa: ASYNC110
+            await asyncio.sleep(every_s)

@@ -20,50 +20,15 @@ from engine.database import create_database_engine, migrate
 from engine.errors import ParseError, RejectedDeliveryError, RetryableDeliveryError
 from engine.journal import DeliveryAttempt, DestinationDelivery, JournalMessage
 from engine.pipeline import compile_channel
-from engine.plugins import Plugins
 from engine.runtime import Runtime
 from engine.stats import Stats
-from engine.testing import FunctionDestinationFactory, PushSource, PushSourceFactory
+from engine.testing import FunctionDestinationFactory, PushSource, plugins_for_tests, wait_until
 
 pytestmark = pytest.mark.anyio
 CST = __import__("datetime").timezone(timedelta(hours=8))
 
 
-class LineDocument:
-    """`key=value` lines: the smallest Document, so these tests depend on no real format."""
-
-    media_type = "text/plain"
-
-    def __init__(self, values: dict[str, str]) -> None:
-        self.values = values
-
-    def get(self, path: str) -> str | None:
-        return self.values.get(path.removeprefix("$.")) or None
-
-    def all(self, path: str) -> list[str]:
-        value = self.get(path)
-        return [value] if value else []
-
-    def each(self, path: str) -> list[Any]:
-        return [self]
-
-
-def parse_lines(raw: bytes, charset: str) -> LineDocument:
-    text = raw.decode(charset)
-    values = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise ParseError("expected key=value", location=f"line {number}")
-        values[key.strip()] = value.strip()
-    return LineDocument(values)
-
-
-PLUGINS = Plugins(
-    sources={"push": PushSourceFactory()},
-    destinations={"function": FunctionDestinationFactory()},
-    parsers={"text/plain": parse_lines},
-)
+PLUGINS = plugins_for_tests()
 
 
 class Harness:
@@ -106,10 +71,10 @@ class Harness:
         async with journal_session(self.database) as session:
             return list(await session.scalars(select(JournalMessage).order_by(JournalMessage.id)))
 
-    async def wait_for(self, predicate: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not await predicate():
-                await asyncio.sleep(0.02)
+    async def wait_for(
+        self, predicate: Callable[[], Awaitable[bool]], timeout_s: float = 20
+    ) -> None:
+        await wait_until(predicate, timeout_s=timeout_s)
 
     async def statuses(self) -> list[str]:
         return [row.status for row in await self.rows()]
@@ -325,7 +290,9 @@ async def test_partition_lanes_keep_each_patients_events_in_order(harness: Harne
     await harness.wait_for(all_sent)
     for patient, raws in expected.items():
         got = [
-            o.payload for o in harness.delivered["out"] if o.payload.startswith(f"patient={patient}\n".encode())
+            o.payload
+            for o in harness.delivered["out"]
+            if o.payload.startswith(f"patient={patient}\n".encode())
         ]
         assert got == raws
 
