@@ -28,6 +28,7 @@ EXAMPLES = {
     "messages": "greenchannel messages list --channel his-adt --status error",
     "stats": "greenchannel stats --json",
     "prune": "greenchannel prune",
+    "mappings": "greenchannel mappings test mappings/tests/his-adt-a04.yaml",
 }
 
 
@@ -135,6 +136,14 @@ def _parser() -> argparse.ArgumentParser:
     ):
         _client_options(sub)
         sub.set_defaults(handler=handler)
+
+    mappings = command("mappings", "run the analysts' mapping tests")
+    mapping_commands = mappings.add_subparsers(title="mapping commands", metavar="ACTION")
+    mapping_test = mapping_commands.add_parser(
+        "test", help="run mappings/tests/*.yaml and say which check failed where"
+    )
+    mapping_test.add_argument("files", nargs="*", type=Path, help="test files (default: all)")
+    mapping_test.set_defaults(handler=_mappings_test)
 
     stats = command("stats", "per channel and destination counters, queues and latency")
     _client_options(stats)
@@ -429,6 +438,24 @@ def _messages_reprocess(args: argparse.Namespace) -> int:
         ),
     )
     return 0 if len(done) == len(ids) else 1
+
+
+def _mappings_test(args: argparse.Namespace) -> int:
+    from engine.mapping.testing import run_mapping_test
+
+    settings = _settings(args)
+    files = list(args.files) or sorted((settings.resolved_mappings_dir / "tests").glob("*.yaml"))
+    if not files:
+        raise CommandError(f"no mapping tests in {settings.resolved_mappings_dir / 'tests'}", 1)
+    failed = 0
+    for path in files:
+        failures = run_mapping_test(path)
+        print(f"{'ok  ' if not failures else 'FAIL'} {path}")
+        for failure in failures:
+            print(f"     {failure}")
+        failed += bool(failures)
+    print(f"{len(files) - failed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 def _stats(args: argparse.Namespace) -> int:
