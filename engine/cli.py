@@ -474,7 +474,8 @@ def _stats(args: argparse.Namespace) -> int:
             commit = channel.get("journal_commit_latency", {})
             if commit.get("count"):
                 lines.append(
-                    f"  journal commit: mean {commit['mean_ms']} ms, p99 <= {commit['p99_le_ms']} ms"
+                    f"  journal commit: mean {commit['mean_ms']} ms, "
+                    f"p99 <= {commit['p99_le_ms']} ms"
                 )
             for dest, info in channel.get("destinations", {}).items():
                 lines.append(

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from importlib.metadata import entry_points
@@ -93,7 +93,7 @@ class Engine:
 
     async def prepare(self) -> None:
         """Migrate the database and make sure an admin token exists."""
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             await migrate(self.database)
             for entry in entry_points(group=MIGRATIONS):
@@ -316,7 +316,8 @@ class Engine:
                     coalesce=True,
                 )
                 scheduler.start()
-                while not server.started and not http_task.done():
+                # uvicorn offers only a flag for "started"; it flips within milliseconds.
+                while not server.started and not http_task.done():  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
                 self.ready.set()
                 if on_ready is not None:

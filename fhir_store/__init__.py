@@ -1,1 +1,38 @@
-"""placeholder"""
+"""greenchannel's FHIR R4 store: versioned resources, transactions and a REST router.
+
+It knows nothing of HL7 v2, channels or the engine, and can run alone (`fhir_store.app`).
+"""
+
+from __future__ import annotations
+
+from fhir_store.errors import (
+    ConditionFailed,
+    FhirStoreError,
+    Gone,
+    InvalidRequest,
+    InvalidResource,
+    NotFound,
+    NotSupported,
+    PayloadTooLarge,
+    StoreUnavailable,
+    VersionConflict,
+)
+from fhir_store.router import build_router
+from fhir_store.schema import migrate
+from fhir_store.store import FhirStore
+
+__all__ = [
+    "ConditionFailed",
+    "FhirStore",
+    "FhirStoreError",
+    "Gone",
+    "InvalidRequest",
+    "InvalidResource",
+    "NotFound",
+    "NotSupported",
+    "PayloadTooLarge",
+    "StoreUnavailable",
+    "VersionConflict",
+    "build_router",
+    "migrate",
+]

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The FHIR store's Alembic revisions, oldest first."""

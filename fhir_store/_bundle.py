@@ -1,0 +1,388 @@
+"""Applying a list of Bundle entries in one database transaction, FHIR's way.
+
+Order of work: conditions are resolved (ifNoneExist, conditional PUT/DELETE), ids assigned,
+`fullUrl` and conditional references (`Patient?identifier=...`) rewritten, current rows fetched
+in one query, new versions staged and flushed together; GET entries are answered last. Entries
+are processed in FHIR's order (DELETE, POST, PUT, GET) and answered in the Bundle's order.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fhir_store._requests import Entry, IdentifierToken, parse_query_string, parse_search_query
+from fhir_store._resources import (
+    R4_RESOURCE_TYPES,
+    find_references,
+    identifier_tokens,
+    same_content,
+    with_references,
+)
+from fhir_store._storage import Current, StagedWrites, fetch_current, find_ids, search_contents
+from fhir_store.errors import (
+    ConditionFailed,
+    FhirStoreError,
+    Gone,
+    InvalidRequest,
+    InvalidResource,
+    NotFound,
+    VersionConflict,
+)
+
+__all__ = ["BundleRun", "searchset"]
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
+
+
+@dataclass(slots=True)
+class _Step:
+    entry: Entry
+    target_id: str | None = None
+    matched: bool = False  # POST ifNoneExist found an existing resource
+    resource: dict[str, Any] | None = None
+    response: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def writes(self) -> bool:
+        return self.entry.method == "PUT" or (self.entry.method == "POST" and not self.matched)
+
+
+class BundleRun:
+    """One application of entries on a session; `label` prefixes errors with the entry index."""
+
+    def __init__(
+        self, session: AsyncSession, now: datetime, validate_structure: bool, *, label: bool
+    ) -> None:
+        self._session = session
+        self._now = now
+        self._stamp = now.isoformat()
+        self._validate = validate_structure
+        self._label = label
+        self._conditional_refs: dict[str, str] = {}
+
+    async def apply(self, entries: list[Entry], return_resources: bool) -> list[dict[str, Any]]:
+        """Apply the entries and return one response entry each, in the given order."""
+        steps = sorted((_Step(entry) for entry in entries), key=lambda s: _ORDER[s.entry.method])
+        for step in steps:
+            with self._at(step.entry):
+                await self._resolve_target(step)
+        self._check_duplicates(steps)
+        await self._resolve_references(steps)
+        if self._validate:
+            from fhir_store._validation import validate_structure  # imports fhir.resources
+
+            for step in steps:
+                if step.resource is not None:
+                    with self._at(step.entry):
+                        validate_structure(step.resource)
+        keys = [
+            (step.entry.resource_type, step.target_id)
+            for step in steps
+            if step.target_id is not None and step.entry.method != "GET"
+        ]
+        current = await fetch_current(self._session, [(t, i) for t, i in keys if i is not None])
+        staged = StagedWrites()
+        for step in steps:
+            with self._at(step.entry):
+                self._stage(step, current, staged, return_resources)
+        await staged.flush(self._session)
+        for step in steps:
+            if step.entry.method == "GET":
+                with self._at(step.entry):
+                    await self._get(step)
+        return [step.response for step in sorted(steps, key=lambda s: s.entry.index)]
+
+    @contextmanager
+    def _at(self, entry: Entry) -> Iterator[None]:
+        try:
+            yield
+        except FhirStoreError as error:
+            if self._label:
+                raise error.with_prefix(entry.where) from None
+            raise
+
+    async def _resolve_target(self, step: _Step) -> None:
+        entry = step.entry
+        if entry.method == "GET":
+            return
+        resource = entry.resource
+        body_id = resource.get("id") if resource is not None else None
+        if entry.condition is not None:
+            ids = await find_ids(self._session, entry.resource_type, entry.condition, limit=2)
+            if len(ids) > 1:
+                raise ConditionFailed(
+                    f"the condition matches more than one {entry.resource_type}; make it "
+                    "specific enough to match one (system|value)",
+                    expression=["request.url" if entry.method != "POST" else "ifNoneExist"],
+                )
+            if entry.method == "POST":
+                if ids:
+                    step.target_id, step.matched = ids[0], True
+                else:
+                    step.target_id = _new_id()
+            elif entry.method == "PUT":
+                if ids and body_id is not None and body_id != ids[0]:
+                    raise InvalidResource(
+                        "the resource id differs from the id of the resource the condition "
+                        "matched; remove the id or correct it",
+                        expression=[f"{entry.resource_type}.id"],
+                    )
+                step.target_id = ids[0] if ids else (body_id if isinstance(body_id, str) else None)
+                step.target_id = step.target_id or _new_id()
+            else:
+                step.target_id = ids[0] if ids else None
+        elif entry.method == "POST":
+            step.target_id = _new_id()
+        else:
+            step.target_id = entry.resource_id
+            if entry.method == "PUT" and body_id is not None and body_id != entry.resource_id:
+                raise InvalidResource(
+                    "the resource id differs from the id in the request URL",
+                    expression=[f"{entry.resource_type}.id"],
+                )
+
+    def _check_duplicates(self, steps: list[_Step]) -> None:
+        seen: dict[tuple[str, str], int] = {}
+        for step in steps:
+            if step.target_id is None or step.entry.method == "GET" or step.matched:
+                continue
+            key = (step.entry.resource_type, step.target_id)
+            if key in seen:
+                raise InvalidRequest(
+                    f"Bundle.entry[{seen[key]}] and Bundle.entry[{step.entry.index}] change the "
+                    f"same {key[0]}; a Bundle may change each resource only once"
+                )
+            seen[key] = step.entry.index
+
+    async def _resolve_references(self, steps: list[_Step]) -> None:
+        full_urls: dict[str, str] = {}
+        in_bundle: list[tuple[str, str, list[tuple[str | None, str]]]] = []
+        for step in steps:
+            entry = step.entry
+            if entry.method not in ("POST", "PUT") or step.target_id is None:
+                continue
+            local = f"{entry.resource_type}/{step.target_id}"
+            if entry.full_url is not None:
+                full_urls[entry.full_url] = local
+            if step.writes and entry.resource is not None:
+                in_bundle.append(
+                    (entry.resource_type, step.target_id, identifier_tokens(entry.resource))
+                )
+        for step in steps:
+            entry = step.entry
+            if not step.writes or entry.resource is None:
+                continue
+            with self._at(entry):
+                replacements: dict[str, str] = {}
+                for value, path in find_references(entry.resource):
+                    if value in full_urls:
+                        replacements[value] = full_urls[value]
+                    elif value.startswith(("urn:uuid:", "urn:oid:")):
+                        raise InvalidResource(
+                            f"the reference at {path} names a fullUrl that no entry of this "
+                            "Bundle has; add the entry or correct the reference",
+                            expression=[path],
+                        )
+                    elif "?" in value and not value.startswith("#"):
+                        replacements[value] = await self._conditional_reference(
+                            value, path, in_bundle
+                        )
+                resource = (
+                    with_references(entry.resource, replacements)
+                    if replacements
+                    else dict(entry.resource)
+                )
+            step.resource = _with_id_first(resource, step.target_id or "")
+
+    async def _conditional_reference(
+        self, value: str, path: str, in_bundle: list[tuple[str, str, list[tuple[str | None, str]]]]
+    ) -> str:
+        known = self._conditional_refs.get(value)
+        if known is not None:
+            return known
+        resource_type, _, query = value.partition("?")
+        if resource_type not in R4_RESOURCE_TYPES:
+            raise InvalidResource(
+                f"the conditional reference at {path} does not start with an R4 resource type",
+                expression=[path],
+            )
+        try:
+            token = parse_search_query(parse_query_string(query))
+        except FhirStoreError as error:
+            raise type(error)(
+                f"the conditional reference at {path}: {error.message}",
+                expression=[path],
+                status=error.status,
+            ) from None
+        matches = {
+            f"{resource_type}/{resource_id}"
+            for other_type, resource_id, tokens in in_bundle
+            if other_type == resource_type and _any_match(token, tokens)
+        }
+        ids = await find_ids(self._session, resource_type, token, limit=2)
+        matches.update(f"{resource_type}/{resource_id}" for resource_id in ids)
+        if len(matches) != 1:
+            raise ConditionFailed(
+                f"the conditional reference at {path} matches "
+                f"{'no' if not matches else 'more than one'} {resource_type}; "
+                + (
+                    "load the referenced resource first, then resend"
+                    if not matches
+                    else "make the condition specific enough to match one"
+                ),
+                expression=[path],
+                code="not-found" if not matches else "multiple-matches",
+            )
+        resolved = matches.pop()
+        self._conditional_refs[value] = resolved
+        return resolved
+
+    def _stage(
+        self,
+        step: _Step,
+        current_rows: dict[tuple[str, str], Current],
+        staged: StagedWrites,
+        return_resources: bool,
+    ) -> None:
+        entry = step.entry
+        if entry.method == "GET":
+            return
+        resource_type = entry.resource_type
+        current = (
+            current_rows.get((resource_type, step.target_id))
+            if step.target_id is not None
+            else None
+        )
+        if entry.method == "DELETE":
+            if step.target_id is None or current is None or current.deleted:
+                step.response = {"response": {"status": "204 No Content"}}
+                return
+            version = current.version_id + 1
+            staged.delete(resource_type, step.target_id, version_id=version, last_updated=self._now)
+            step.response = {"response": {"status": "204 No Content", "etag": f'W/"{version}"'}}
+            return
+        assert step.target_id is not None
+        if step.matched:
+            if current is None or current.deleted:
+                raise VersionConflict(
+                    "the resource matching ifNoneExist changed meanwhile; resend", retryable=True
+                )
+            step.response = _response("200 OK", resource_type, current.resource(), return_resources)
+            return
+        resource = step.resource
+        assert resource is not None
+        alive = current is not None and not current.deleted
+        if entry.if_match is not None and (
+            current is None or not alive or current.version_id != entry.if_match
+        ):
+            raise VersionConflict(
+                f"If-Match names version {entry.if_match}, but the current version is "
+                + (str(current.version_id) if current is not None and alive else "absent")
+                + "; read the resource again and reapply the change",
+                expression=[f"{resource_type}.meta.versionId"],
+                status=412,
+            )
+        if current is not None and alive and same_content(current.resource(), resource):
+            step.response = _response("200 OK", resource_type, current.resource(), return_resources)
+            return
+        version = current.version_id + 1 if current is not None else 1
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = self._stamp
+        resource = {"resourceType": resource_type, "id": step.target_id, "meta": meta, **resource}
+        resource["meta"] = meta
+        staged.put(
+            resource_type,
+            step.target_id,
+            resource,
+            version_id=version,
+            last_updated=self._now,
+            method=entry.method,
+            current=current,
+        )
+        status = "200 OK" if alive else "201 Created"
+        step.response = _response(status, resource_type, resource, return_resources)
+
+    async def _get(self, step: _Step) -> None:
+        entry = step.entry
+        if entry.resource_id is not None:
+            rows = await fetch_current(self._session, [(entry.resource_type, entry.resource_id)])
+            current = rows.get((entry.resource_type, entry.resource_id))
+            if current is None:
+                raise NotFound(f"no {entry.resource_type} with this id exists")
+            if current.deleted:
+                raise Gone(f"this {entry.resource_type} was deleted")
+            step.response = _response("200 OK", entry.resource_type, current.resource(), True)
+            return
+        assert entry.condition is not None
+        contents = await search_contents(self._session, entry.resource_type, entry.condition)
+        step.response = {
+            "resource": searchset([_loads(content) for content in contents]),
+            "response": {"status": "200 OK"},
+        }
+
+
+def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A searchset Bundle of matches."""
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [
+            {
+                "fullUrl": f"{resource['resourceType']}/{resource['id']}",
+                "resource": resource,
+                "search": {"mode": "match"},
+            }
+            for resource in resources
+        ],
+    }
+
+
+def _response(
+    status: str, resource_type: str, resource: dict[str, Any], return_resource: bool
+) -> dict[str, Any]:
+    meta = resource.get("meta", {})
+    version = meta.get("versionId")
+    response: dict[str, Any] = {
+        "status": status,
+        "location": f"{resource_type}/{resource['id']}/_history/{version}",
+        "etag": f'W/"{version}"',
+        "lastModified": meta.get("lastUpdated"),
+    }
+    entry: dict[str, Any] = {"fullUrl": f"{resource_type}/{resource['id']}"}
+    if return_resource:
+        entry["resource"] = resource
+    entry["response"] = response
+    return entry
+
+
+def _any_match(token: IdentifierToken, tokens: list[tuple[str | None, str]]) -> bool:
+    return any(token.matches(system, value) for system, value in tokens)
+
+
+def _with_id_first(resource: dict[str, Any], resource_id: str) -> dict[str, Any]:
+    ordered = {"resourceType": resource["resourceType"], "id": resource_id}
+    if "meta" in resource:
+        ordered["meta"] = resource["meta"]
+    ordered.update(resource)
+    ordered["id"] = resource_id
+    return ordered
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _loads(content: str) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(content)
+    return value

@@ -1,0 +1,179 @@
+"""Pure helpers over FHIR JSON resources: R4 types, ids, checks, identifiers and references."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fhir_store.errors import InvalidResource
+
+__all__ = [
+    "ID_PATTERN",
+    "R4_RESOURCE_TYPES",
+    "check_id",
+    "check_resource",
+    "check_type",
+    "identifier_tokens",
+    "find_references",
+    "same_content",
+    "with_references",
+]
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+# Every resource type of FHIR R4 (4.0.1), from the specification's resource list.
+R4_RESOURCE_TYPES: frozenset[str] = frozenset(
+    """
+    Account ActivityDefinition AdverseEvent AllergyIntolerance Appointment AppointmentResponse
+    AuditEvent Basic Binary BiologicallyDerivedProduct BodyStructure Bundle CapabilityStatement
+    CarePlan CareTeam CatalogEntry ChargeItem ChargeItemDefinition Claim ClaimResponse
+    ClinicalImpression CodeSystem Communication CommunicationRequest CompartmentDefinition
+    Composition ConceptMap Condition Consent Contract Coverage CoverageEligibilityRequest
+    CoverageEligibilityResponse DetectedIssue Device DeviceDefinition DeviceMetric DeviceRequest
+    DeviceUseStatement DiagnosticReport DocumentManifest DocumentReference EffectEvidenceSynthesis
+    Encounter Endpoint EnrollmentRequest EnrollmentResponse EpisodeOfCare EventDefinition Evidence
+    EvidenceVariable ExampleScenario ExplanationOfBenefit FamilyMemberHistory Flag Goal
+    GraphDefinition Group GuidanceResponse HealthcareService ImagingStudy Immunization
+    ImmunizationEvaluation ImmunizationRecommendation ImplementationGuide InsurancePlan Invoice
+    Library Linkage List Location Measure MeasureReport Media Medication MedicationAdministration
+    MedicationDispense MedicationKnowledge MedicationRequest MedicationStatement MedicinalProduct
+    MedicinalProductAuthorization MedicinalProductContraindication MedicinalProductIndication
+    MedicinalProductIngredient MedicinalProductInteraction MedicinalProductManufactured
+    MedicinalProductPackaged MedicinalProductPharmaceutical MedicinalProductUndesirableEffect
+    MessageDefinition MessageHeader MolecularSequence NamingSystem NutritionOrder Observation
+    ObservationDefinition OperationDefinition OperationOutcome Organization OrganizationAffiliation
+    Parameters Patient PaymentNotice PaymentReconciliation Person PlanDefinition Practitioner
+    PractitionerRole Procedure Provenance Questionnaire QuestionnaireResponse RelatedPerson
+    RequestGroup ResearchDefinition ResearchElementDefinition ResearchStudy ResearchSubject
+    RiskAssessment RiskEvidenceSynthesis Schedule SearchParameter ServiceRequest Slot Specimen
+    SpecimenDefinition StructureDefinition StructureMap Subscription Substance
+    SubstanceNucleicAcid SubstancePolymer SubstanceProtein SubstanceReferenceInformation
+    SubstanceSourceMaterial SubstanceSpecification SupplyDelivery SupplyRequest Task
+    TerminologyCapabilities TestReport TestScript ValueSet VerificationResult VisionPrescription
+    """.split()
+)
+
+# Server-managed meta elements: ignored when deciding whether an update changes anything.
+_SERVER_META = ("versionId", "lastUpdated")
+
+
+def check_type(resource_type: str) -> None:
+    """Raise NotFound-like InvalidResource unless `resource_type` is an R4 resource type."""
+    if resource_type not in R4_RESOURCE_TYPES:
+        raise InvalidResource(
+            "unknown resource type; use an R4 resource type name such as Patient (case matters)",
+            expression=["resourceType"],
+            status=404,
+            code="not-supported",
+        )
+
+
+def check_id(resource_id: str, *, expression: str = "id") -> None:
+    """Raise InvalidResource unless `resource_id` is a valid FHIR id (1-64 of A-Z a-z 0-9 - .)."""
+    if not ID_PATTERN.fullmatch(resource_id):
+        raise InvalidResource(
+            "not a valid FHIR id: use 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'",
+            expression=[expression],
+        )
+
+
+def check_resource(resource: object, *, expected_type: str | None = None) -> dict[str, Any]:
+    """Check the basic shape of a resource and return it typed: a JSON object, a known type,
+    a valid id if any, and the expected type if the URL names one."""
+    if not isinstance(resource, dict):
+        raise InvalidResource("the resource must be a JSON object", expression=["Resource"])
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        raise InvalidResource(
+            "the resource has no resourceType string", expression=["resourceType"]
+        )
+    if resource_type not in R4_RESOURCE_TYPES:
+        raise InvalidResource(
+            "unknown resource type; use an R4 resource type name such as Patient (case matters)",
+            expression=["resourceType"],
+        )
+    if expected_type is not None and resource_type != expected_type:
+        raise InvalidResource(
+            "the resourceType does not match the type in the request URL",
+            expression=[f"{resource_type}.resourceType"],
+        )
+    resource_id = resource.get("id")
+    if resource_id is not None:
+        if not isinstance(resource_id, str):
+            raise InvalidResource("id must be a string", expression=[f"{resource_type}.id"])
+        check_id(resource_id, expression=f"{resource_type}.id")
+    meta = resource.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise InvalidResource("meta must be a JSON object", expression=[f"{resource_type}.meta"])
+    return resource
+
+
+def identifier_tokens(resource: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """The (system, value) pairs of the resource's top-level `identifier` element(s)."""
+    raw = resource.get("identifier")
+    items = raw if isinstance(raw, list) else [raw] if isinstance(raw, dict) else []
+    tokens: list[tuple[str | None, str]] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        value = item.get("value")
+        if not isinstance(value, str) or not value:
+            continue
+        system = item.get("system")
+        token = (system if isinstance(system, str) and system else None, value)
+        if token not in tokens:
+            tokens.append(token)
+    return tokens
+
+
+def same_content(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two versions of a resource are equal apart from server-managed meta."""
+    return _without_server_meta(old) == _without_server_meta(new)
+
+
+def find_references(resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every `reference` string in the resource, with its element path (e.g.
+    `Encounter.participant[0].individual`), in document order."""
+    found: list[tuple[str, str]] = []
+    _collect(resource, str(resource.get("resourceType", "Resource")), found)
+    return found
+
+
+def with_references(node: Any, replacements: dict[str, str]) -> Any:
+    """A copy of `node` with each `reference` string found in `replacements` replaced."""
+    if isinstance(node, dict):
+        copy = {key: with_references(value, replacements) for key, value in node.items()}
+        reference = copy.get("reference")
+        if isinstance(reference, str) and reference in replacements:
+            copy["reference"] = replacements[reference]
+        return copy
+    if isinstance(node, list):
+        return [with_references(item, replacements) for item in node]
+    return node
+
+
+def _collect(node: Any, path: str, found: list[tuple[str, str]]) -> None:
+    if isinstance(node, dict):
+        reference = node.get("reference")
+        if isinstance(reference, str):
+            found.append((reference, path))
+        for key, value in node.items():
+            if isinstance(value, dict | list):
+                _collect(value, f"{path}.{key}", found)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            if isinstance(item, dict | list):
+                _collect(item, f"{path}[{index}]", found)
+
+
+def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = resource.get("meta")
+    if not isinstance(meta, dict) or not any(key in meta for key in _SERVER_META):
+        return resource
+    stripped = dict(resource)
+    rest = {key: value for key, value in meta.items() if key not in _SERVER_META}
+    if rest:
+        stripped["meta"] = rest
+    else:
+        del stripped["meta"]
+    return stripped

@@ -1,0 +1,58 @@
+"""Optional structural validation of resources with the `fhir.resources` models.
+
+`fhir.resources` 8.x ships R5 (default), R4B and STU3 models but no R4 ones, so resources are
+checked against R4B (4.3), the closest: R4 types that R4B dropped (MedicinalProduct*,
+EffectEvidenceSynthesis, RiskEvidenceSynthesis, SubstanceSpecification, ...) are not checked.
+It costs about 0.2 ms per resource, so the store runs it only when asked to.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from fhir_store.errors import InvalidResource
+
+__all__ = ["validate_structure"]
+
+
+def validate_structure(resource: dict[str, Any]) -> None:
+    """Raise InvalidResource (422) naming the element paths that break the R4B structure."""
+    resource_type = str(resource.get("resourceType"))
+    model = _model(resource_type)
+    if model is None:
+        return
+    try:
+        model.model_validate(resource)
+    except ValidationError as error:
+        issues = error.errors(include_input=False, include_url=False)
+        paths = [_path(resource_type, issue["loc"]) for issue in issues[:10]]
+        reasons = "; ".join(
+            f"{path}: {issue['msg']}" for path, issue in zip(paths, issues[:10], strict=True)
+        )
+        raise InvalidResource(
+            f"the resource does not match the FHIR structure ({reasons})",
+            expression=paths,
+            status=422,
+            code="structure",
+        ) from None
+
+
+@cache
+def _model(resource_type: str) -> type[BaseModel] | None:
+    from fhir.resources.R4B import get_fhir_model_class  # slow import: only when validating
+
+    try:
+        model: type[BaseModel] = get_fhir_model_class(resource_type)
+    except ValueError:
+        return None  # an R4 type without an R4B model
+    return model
+
+
+def _path(resource_type: str, location: tuple[int | str, ...]) -> str:
+    path = resource_type
+    for part in location:
+        path = f"{path}[{part}]" if isinstance(part, int) else f"{path}.{part}"
+    return path

@@ -1,0 +1,57 @@
+"""Run the FHIR store alone: a FastAPI app on one database URL (`uvicorn --factory`).
+
+    python -c "import uvicorn, fhir_store.app as a; uvicorn.run(a.create_app('sqlite+aiosqlite:///fhir.db'))"
+
+The greenchannel app does not use this module: it mounts `build_router` with its own auth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from fhir_store.router import build_router
+from fhir_store.schema import migrate
+
+__all__ = ["create_app", "create_database"]
+
+
+def create_database(url: str) -> AsyncEngine:
+    """An AsyncEngine for `url`; SQLite connections get WAL, busy_timeout and foreign keys."""
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def create_app(database_url: str) -> FastAPI:
+    """A standalone FHIR server on `database_url`, migrated at start, without authentication."""
+    database = create_database(database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await migrate(database)
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    app = FastAPI(title="greenchannel FHIR store", lifespan=lifespan)
+    app.include_router(build_router(database))
+    return app
+
+
+def _sqlite_pragmas(connection: Any, record: Any) -> None:
+    cursor = connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()

@@ -1,0 +1,202 @@
+"""The FHIR REST API under `/fhir`: CRUD, identifier search, transaction/batch and metadata.
+
+Authentication is not done here: the app adds its auth dependency when including the router.
+Store errors become OperationOutcome responses in one place, the route class below.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fhir_store._bundle import searchset
+from fhir_store._capability import capability_statement
+from fhir_store._requests import parse_etag, parse_search_query
+from fhir_store._resources import check_type
+from fhir_store.errors import FhirStoreError, InvalidRequest, PayloadTooLarge
+from fhir_store.store import FhirStore
+
+__all__ = ["FHIR_JSON", "FhirResponse", "build_router"]
+
+FHIR_JSON = "application/fhir+json"
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class FhirResponse(Response):
+    """A FHIR JSON response (`application/fhir+json`, UTF-8, non-ASCII kept as is)."""
+
+    media_type = FHIR_JSON
+
+    def render(self, content: Any) -> bytes:
+        if content is None:
+            return b""
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class _FhirRoute(APIRoute):
+    """Turns FhirStoreError into an OperationOutcome response, for every route of the router."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except FhirStoreError as error:
+                headers = {"Retry-After": "1"} if error.status == 503 else None
+                return FhirResponse(
+                    error.to_operation_outcome(), status_code=error.status, headers=headers
+                )
+
+        return handle
+
+
+def build_router(
+    database: AsyncEngine,
+    *,
+    store: FhirStore | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> APIRouter:
+    """The FHIR API as a FastAPI router with prefix `/fhir`, over a store on `database`.
+
+    The database must be migrated (`fhir_store.migrate`). Pass `store` to configure it
+    (structural validation, time zone).
+    """
+    fhir = store if store is not None else FhirStore(database)
+    router = APIRouter(prefix="/fhir", route_class=_FhirRoute, tags=["fhir"])
+
+    async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            raise _too_large(max_body_bytes)
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > max_body_bytes:
+                raise _too_large(max_body_bytes)
+        try:
+            return json.loads(body)
+        except UnicodeDecodeError as error:
+            raise InvalidRequest(
+                f"the body is not UTF-8 text (byte {error.start}); send FHIR JSON in UTF-8"
+            ) from None
+        except json.JSONDecodeError as error:
+            raise InvalidRequest(
+                f"the body is not valid JSON: {error.msg} at line {error.lineno} column "
+                f"{error.colno}; send a FHIR JSON resource"
+            ) from None
+
+    @router.get("/metadata")
+    async def metadata() -> FhirResponse:
+        return FhirResponse(capability_statement())
+
+    @router.post("")
+    @router.post("/", include_in_schema=False)
+    async def transaction(request: Request) -> FhirResponse:
+        bundle = await read_json(request)
+        result = await fhir.transaction(bundle, return_resources=_wants_representation(request))
+        return FhirResponse(result)
+
+    @router.post("/{resource_type}")
+    async def create(resource_type: str, request: Request) -> FhirResponse:
+        check_type(resource_type)
+        resource = await read_json(request)
+        if isinstance(resource, dict) and resource.get("resourceType") == resource_type:
+            resource = {key: value for key, value in resource.items() if key != "id"}
+        if_none_exist = request.headers.get("if-none-exist")
+        stored, created = await fhir.conditional_create(
+            _typed(resource, resource_type), if_none_exist
+        )
+        return _resource_response(stored, 201 if created else 200, location=True)
+
+    @router.put("/{resource_type}")
+    async def conditional_update(resource_type: str, request: Request) -> FhirResponse:
+        check_type(resource_type)
+        condition = _condition(request)
+        resource = await read_json(request)
+        stored, created = await fhir.conditional_update(resource_type, condition, resource)
+        return _resource_response(stored, 201 if created else 200, location=created)
+
+    @router.put("/{resource_type}/{resource_id}")
+    async def update(resource_type: str, resource_id: str, request: Request) -> FhirResponse:
+        check_type(resource_type)
+        header = request.headers.get("if-match")
+        if_match = parse_etag(header) if header else None
+        resource = await read_json(request)
+        stored, created = await fhir.update(resource_type, resource_id, resource, if_match)
+        return _resource_response(stored, 201 if created else 200, location=created)
+
+    @router.get("/{resource_type}/{resource_id}")
+    async def read(resource_type: str, resource_id: str) -> FhirResponse:
+        return _resource_response(await fhir.read(resource_type, resource_id), 200)
+
+    @router.delete("/{resource_type}/{resource_id}")
+    async def delete(resource_type: str, resource_id: str) -> Response:
+        version = await fhir.delete(resource_type, resource_id)
+        headers = {"ETag": f'W/"{version}"'} if version is not None else {}
+        return Response(status_code=204, headers=headers)
+
+    @router.delete("/{resource_type}")
+    async def conditional_delete(resource_type: str, request: Request) -> Response:
+        version = await fhir.conditional_delete(resource_type, _condition(request))
+        headers = {"ETag": f'W/"{version}"'} if version is not None else {}
+        return Response(status_code=204, headers=headers)
+
+    @router.get("/{resource_type}")
+    async def search(resource_type: str, request: Request) -> FhirResponse:
+        check_type(resource_type)
+        token = parse_search_query(list(request.query_params.multi_items()))
+        identifier = token.value if token.any_system else f"{token.system or ''}|{token.value}"
+        return FhirResponse(searchset(await fhir.search_identifier(resource_type, identifier)))
+
+    return router
+
+
+def _resource_response(
+    resource: dict[str, Any], status: int, *, location: bool = False
+) -> FhirResponse:
+    meta = resource.get("meta", {})
+    version = meta.get("versionId")
+    headers = {"ETag": f'W/"{version}"'}
+    last_updated = meta.get("lastUpdated")
+    if isinstance(last_updated, str):
+        moment = datetime.fromisoformat(last_updated).astimezone(UTC)
+        headers["Last-Modified"] = format_datetime(moment, usegmt=True)
+    if location:
+        headers["Location"] = f"{resource['resourceType']}/{resource['id']}/_history/{version}"
+    return FhirResponse(resource, status_code=status, headers=headers)
+
+
+def _condition(request: Request) -> str:
+    query = request.url.query
+    if not query:
+        raise InvalidRequest(
+            "a conditional request needs a search in the URL, such as ?identifier=system|value"
+        )
+    return query
+
+
+def _typed(resource: Any, resource_type: str) -> Any:
+    if isinstance(resource, dict) and resource.get("resourceType") != resource_type:
+        raise InvalidRequest(
+            "the resourceType does not match the type in the URL",
+            expression=["resourceType"],
+        )
+    return resource
+
+
+def _wants_representation(request: Request) -> bool:
+    return "return=representation" in request.headers.get("prefer", "")
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the body is larger than {limit} bytes; split the Bundle into smaller ones"
+    )
