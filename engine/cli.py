@@ -47,8 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        result: int = args.handler(args)
-        return result
+        try:
+            result: int = args.handler(args)
+            return result
+        except BaseExceptionGroup as group:
+            # Task groups wrap what failed inside them; report the error we can explain.
+            raise _explainable(group) from group
     except ConfigError as exc:
         _error(str(exc), args)
         return 3
@@ -60,6 +64,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _explainable(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for leaf in _leaves(group):
+        if isinstance(leaf, ConfigError):
+            return leaf
+    for leaf in _leaves(group):
+        if isinstance(leaf, GreenchannelError | CommandError | KeyboardInterrupt):
+            return leaf
+    return group
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 def _error(message: str, args: argparse.Namespace) -> None:

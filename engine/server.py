@@ -288,6 +288,11 @@ class Engine:
 
     async def run(self, on_ready: Callable[[Engine], None] | None = None) -> None:
         """Start everything and serve until cancelled or a stop signal arrives."""
+        # Signals are ours from the first instant: a SIGTERM during start-up stops cleanly too.
+        with self._stop_on_signals() as stop:
+            await self._run(stop, on_ready)
+
+    async def _run(self, stop: asyncio.Event, on_ready: Callable[[Engine], None] | None) -> None:
         await self.prepare()
         sock = self._bind()
         server = _HttpServer(
@@ -322,8 +327,7 @@ class Engine:
                 self.ready.set()
                 if on_ready is not None:
                     on_ready(self)
-                with self._stop_on_signals() as stop:
-                    await stop.wait()
+                await stop.wait()
                 # Sources close first so nothing new arrives; workers finish their batch.
                 await self.runtime.shutdown()
                 server.should_exit = True

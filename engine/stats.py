@@ -86,7 +86,7 @@ class Stats:
                 "deployed": name in deployed,
                 "since_start": {
                     key: counters.get(key, 0)
-                    for key in ("received", "duplicate", "filtered", "transformed", "sent", "error")
+                    for key in ("received", "duplicate", "filtered", "transformed", "error")
                 },
                 "journal": {
                     status: n for (c, status), n in sorted(messages_by_status.items()) if c == name

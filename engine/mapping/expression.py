@@ -626,7 +626,13 @@ def _compile_path_test(name: str, path: str) -> Evaluator:
 
     def present(scope: Scope) -> bool:
         document = scope.document
-        return document.get(path) is not None or len(document.each(path)) > 0
+        if document.get(path) is not None:
+            return True
+        try:
+            return len(document.each(path)) > 0
+        except MappingError:
+            # each() refuses paths it cannot iterate (a component): with no value, it is absent.
+            return False
 
     if name == "exists":
         return present

@@ -1,0 +1,125 @@
+"""`greenchannel serve` as a real subprocess on free ports, fed by real clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def his_adt_channel(mllp_port: int) -> str:
+    text = (ROOT / "channels" / "his-adt.yaml").read_text(encoding="utf-8")
+    return text.replace("port: 2575", f"port: {mllp_port}\n  host: 127.0.0.1")
+
+
+class Server:
+    """One engine process with its own data dir, channels dir and ports."""
+
+    def __init__(self, tmp: Path, database_url: str | None) -> None:
+        self.data_dir = tmp / "var"
+        self.channels_dir = tmp / "channels"
+        self.channels_dir.mkdir(exist_ok=True)
+        self.mllp_port = free_port()
+        self.http_port = free_port()
+        self.database_url = database_url
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = tmp / "serve.log"
+        (self.channels_dir / "his-adt.yaml").write_text(
+            his_adt_channel(self.mllp_port), encoding="utf-8"
+        )
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GREENCHANNEL_")}
+        env["GREENCHANNEL_CHANNELS_DIR"] = str(self.channels_dir)
+        env["GREENCHANNEL_MAPPINGS_DIR"] = str(ROOT / "mappings")
+        if self.database_url:
+            env["GREENCHANNEL_DATABASE_URL"] = self.database_url
+        return env
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "greenchannel"), "--data-dir", str(self.data_dir), *args,
+             "--url", self.url],
+            capture_output=True, text=True, env=self.env(), timeout=120, cwd=ROOT,
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(BIN / "greenchannel"), "serve", "--data-dir", str(self.data_dir),
+                 "--http-port", str(self.http_port)],
+                env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"serve exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                httpx.get(f"{self.url}/api/health", timeout=1)
+                with socket.create_connection(("127.0.0.1", self.mllp_port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise TimeoutError(f"serve did not come up:\n{self.log.read_text()[-3000:]}")
+
+    def token(self) -> str:
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token()}"}, timeout=30
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[type[Server]]:
+    started: list[Server] = []
+
+    class Tracked(Server):
+        def start(self) -> None:
+            started.append(self)
+            super().start()
+
+    yield Tracked
+    for server in started:
+        if server.process is not None and server.process.poll() is None:
+            server.stop()
