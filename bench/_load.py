@@ -136,8 +136,16 @@ class Serve:
         if self.database_url:
             env["GREENCHANNEL_DATABASE_URL"] = self.database_url
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine", "serve", "--data-dir", str(self.data_dir),
-             "--http-port", str(self.http_port)],
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--http-port",
+                str(self.http_port),
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

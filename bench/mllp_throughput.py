@@ -42,9 +42,11 @@ def run_load(port: int, messages: list[bytes], connections: int) -> LoadResult:
 
 
 def describe(label: str, result: LoadResult) -> str:
+    p50 = 1000 * percentile(result.latencies_s, 0.5)
+    p99 = 1000 * percentile(result.latencies_s, 0.99)
     return (
-        f"{label:<34} {result.rate:8.0f} msg/s   ACK p50 {1000 * percentile(result.latencies_s, 0.5):6.2f} ms"
-        f"   p99 {1000 * percentile(result.latencies_s, 0.99):6.2f} ms   (acked {result.acked}/{result.sent})"
+        f"{label:<34} {result.rate:8.0f} msg/s   ACK p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
+        f"   (acked {result.acked}/{result.sent})"
     )
 
 
@@ -56,7 +58,9 @@ def main() -> None:
 
     results: dict[tuple[str, int], LoadResult] = {}
     port = free_port()
-    bare = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_bare_server.py")), str(port)])
+    bare = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("_bare_server.py")), str(port)]
+    )
     try:
         wait_for_port(port)
         for connections in (1, 8):
@@ -74,7 +78,9 @@ def main() -> None:
             try:
                 with Serve({"bench": CHANNEL % mllp_port}, database_url=database_url):
                     wait_for_port(mllp_port)
-                    messages = [adt_a04(i, run="G" + uuid.uuid4().hex[:6]) for i in range(args.messages)]
+                    messages = [
+                        adt_a04(i, run="G" + uuid.uuid4().hex[:6]) for i in range(args.messages)
+                    ]
                     results[(backend, connections)] = run_load(mllp_port, messages, connections)
             finally:
                 if database_url:
@@ -86,7 +92,9 @@ def main() -> None:
     for backend in backends:
         for connections in (1, 8):
             ratio = results[(backend, connections)].rate / results[("bare", connections)].rate
-            print(f"ratio greenchannel/{backend} to bare python-hl7, {connections} conn: {ratio:.2f}")
+            print(
+                f"ratio greenchannel/{backend} to bare python-hl7, {connections} conn: {ratio:.2f}"
+            )
 
 
 if __name__ == "__main__":

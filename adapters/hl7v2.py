@@ -1,0 +1,848 @@
+"""HL7 v2 ER7 reading and writing: a cheap MSH reader for the wire, charset decoding by MSH-18,
+a lazily split `Document` for mappings, and ACK/NAK building and parsing.
+
+Positions are written as the spec writes them (`PID-3.1`, `OBX[2]-5`), counted from 1. Errors
+name positions, never field values; header values are kept in ER7 form (escapes unresolved).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from engine.errors import (
+    ConfigError,
+    DecodeError,
+    FramingError,
+    InputError,
+    MappingError,
+    ParseError,
+)
+
+__all__ = [
+    "MEDIA_TYPE",
+    "AckResult",
+    "DataTypeError",
+    "Delimiters",
+    "Hl7Document",
+    "MessageHeader",
+    "MissingFieldError",
+    "UnknownTableValueError",
+    "UnsupportedMessageTypeError",
+    "UnsupportedVersionError",
+    "ack_wanted",
+    "build_ack",
+    "channel_codec",
+    "charset_codec",
+    "decode",
+    "dedup_key",
+    "error_code",
+    "escape",
+    "parse",
+    "parse_ack",
+    "parse_for_mapping",
+    "read_header",
+    "unescape",
+]
+
+MEDIA_TYPE = "x-application/hl7-v2+er7"
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_SEGMENT_ID = re.compile(r"[A-Z0-9]{3}")
+_PATH = re.compile(r"([A-Z0-9]{3})(?:\[(\d+)\])?(?:-(\d+)(?:\[(\d+)\])?(?:\.(\d+)(?:\.(\d+))?)?)?")
+# Segments whose field 1 is the field separator itself (the MSH oddity).
+_HEADER_SEGMENTS = frozenset({"MSH", "BHS", "FHS"})
+
+# HL7 table 0211 (alternate character sets) to Python codecs. Keys are normalized: upper case,
+# without spaces, hyphens and underscores. GB 2312 and GBK decode as GB 18030, their superset:
+# senders that declare GB 2312 routinely send GBK characters.
+_CHARSETS: dict[str, str] = {
+    "ASCII": "ascii",
+    "ISOIR6": "ascii",
+    "USASCII": "ascii",
+    "8859/1": "latin-1",
+    "ISOIR100": "latin-1",
+    "8859/2": "iso8859-2",
+    "8859/3": "iso8859-3",
+    "8859/4": "iso8859-4",
+    "8859/5": "iso8859-5",
+    "8859/6": "iso8859-6",
+    "8859/7": "iso8859-7",
+    "8859/8": "iso8859-8",
+    "8859/9": "iso8859-9",
+    "8859/15": "iso8859-15",
+    "UNICODE": "utf-8",
+    "UNICODEUTF8": "utf-8",
+    "UTF8": "utf-8",
+    "UNICODEUTF16": "utf-16",
+    "UTF16": "utf-16",
+    "UNICODEUTF32": "utf-32",
+    "UTF32": "utf-32",
+    "GB180302000": "gb18030",
+    "GB18030": "gb18030",
+    "GB2312": "gb18030",
+    "GBK": "gb18030",
+    "CNS116431992": "big5",
+    "BIG5": "big5",
+    "KSX1001": "euc_kr",
+    "JISX0202": "iso2022_jp",
+    "ISOIR87": "iso2022_jp",
+    "ISOIR159": "iso2022_jp_2",
+}
+
+
+# --- errors this module raises, each with its ERR-3 code (HL7 table 0357) ---------------------
+
+
+class MissingFieldError(ParseError):
+    """A required field is empty (ERR-3 101)."""
+
+
+class DataTypeError(ParseError):
+    """A value has the wrong form, e.g. MSH-2 is not four delimiter characters (ERR-3 102)."""
+
+
+class UnknownTableValueError(ParseError):
+    """A coded value is not in its table, e.g. an unknown MSH-18 charset (ERR-3 103)."""
+
+
+class UnsupportedMessageTypeError(ParseError):
+    """MSH-9 is not a message type we can accept (ERR-3 200)."""
+
+    ack_code = "AR"
+
+
+class UnsupportedVersionError(ParseError):
+    """MSH-12 is not an HL7 version 2 (ERR-3 203)."""
+
+    ack_code = "AR"
+
+
+# Looked up along the error's MRO, so every InputError subclass has a code.
+_ERROR_CODES: dict[type, tuple[str, str]] = {
+    InputError: ("207", "Application internal error"),
+    FramingError: ("100", "Segment sequence error"),
+    DecodeError: ("102", "Data type error"),
+    ParseError: ("100", "Segment sequence error"),
+    MissingFieldError: ("101", "Required field missing"),
+    DataTypeError: ("102", "Data type error"),
+    UnknownTableValueError: ("103", "Table value not found"),
+    UnsupportedMessageTypeError: ("200", "Unsupported message type"),
+    UnsupportedVersionError: ("203", "Unsupported version id"),
+}
+
+
+def error_code(error: InputError) -> tuple[str, str]:
+    """The HL7 table 0357 code and text for an input error (ERR-3)."""
+    for cls in type(error).__mro__:
+        if cls in _ERROR_CODES:
+            return _ERROR_CODES[cls]
+    return _ERROR_CODES[InputError]
+
+
+# --- the header: what the wire layer needs, read cheaply from the raw bytes -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delimiters:
+    """MSH-1 and MSH-2: the field separator and the encoding characters, as sent."""
+
+    field: str = "|"
+    encoding_characters: str = "^~\\&"
+
+    @property
+    def component(self) -> str:
+        return self.encoding_characters[0]
+
+    @property
+    def repetition(self) -> str:
+        return self.encoding_characters[1]
+
+    @property
+    def escape(self) -> str:
+        return self.encoding_characters[2]
+
+    @property
+    def subcomponent(self) -> str:
+        return self.encoding_characters[3]
+
+
+DEFAULT_DELIMITERS = Delimiters()
+
+
+@dataclass(frozen=True, slots=True)
+class MessageHeader:
+    """The MSH fields the wire layer needs, in ER7 form (escape sequences unresolved)."""
+
+    delimiters: Delimiters
+    sending_application: str  # MSH-3
+    sending_facility: str  # MSH-4
+    receiving_application: str  # MSH-5
+    receiving_facility: str  # MSH-6
+    message_type: str  # MSH-9.1
+    trigger_event: str  # MSH-9.2
+    message_structure: str  # MSH-9.3
+    control_id: str  # MSH-10
+    processing_id: str  # MSH-11
+    version: str  # MSH-12
+    accept_ack_type: str  # MSH-15
+    application_ack_type: str  # MSH-16
+    charset: str  # MSH-18, first repetition
+
+
+def read_header(
+    raw: bytes, default_charset: str = "utf-8", *, strict: bool = True
+) -> MessageHeader:
+    """Read the MSH fields from the first segment only; the rest of the message is not touched.
+
+    Raises ParseError (AR when this is not an HL7 message at all, AE for fixable content).
+    With `strict=False` only MSH-1 and MSH-2 are checked: enough to address a NAK or to read a
+    journalled message whose required fields are missing."""
+    delimiters, fields = _scan_msh(raw, default_charset)
+    header = _header_from(delimiters, fields)
+    if not strict:
+        return header
+    if not fields[9]:
+        raise MissingFieldError("message type is required", location="MSH-9")
+    if not _SEGMENT_ID.fullmatch(header.message_type):
+        raise UnsupportedMessageTypeError(
+            "message type must be three upper-case letters or digits", location="MSH-9.1"
+        )
+    if not header.control_id:
+        raise MissingFieldError("message control id is required", location="MSH-10")
+    if header.version and not header.version.split(delimiters.component)[0].startswith("2"):
+        raise UnsupportedVersionError("only HL7 version 2.x is supported", location="MSH-12")
+    return header
+
+
+def dedup_key(header: MessageHeader | None) -> str | None:
+    """MSH-4 (or MSH-3 when MSH-4 is empty) + "|" + MSH-10; None without a control id."""
+    if header is None or not header.control_id:
+        return None
+    sender = header.sending_facility or header.sending_application
+    return f"{sender}|{header.control_id}"
+
+
+def ack_wanted(header: MessageHeader | None, accepted: bool) -> bool:
+    """Whether the sender asked for an (accept) acknowledgment, per MSH-15 (table 0155)."""
+    mode = header.accept_ack_type.strip().upper() if header is not None else ""
+    if mode == "NE":
+        return False
+    if mode == "ER":
+        return not accepted
+    if mode == "SU":
+        return accepted
+    return True  # AL, or empty: original mode always acknowledges
+
+
+# --- charsets -----------------------------------------------------------------------------------
+
+
+def charset_codec(name: str) -> str | None:
+    """The Python codec for an HL7 table 0211 value (as sent in MSH-18); None if unknown."""
+    return _CHARSETS.get(name.strip().upper().replace(" ", "").replace("-", "").replace("_", ""))
+
+
+def channel_codec(name: str) -> str | None:
+    """A channel's default charset: a table 0211 value or a Python codec name (trusted config)."""
+    codec = charset_codec(name)
+    if codec is None and name.strip():
+        with contextlib.suppress(LookupError, ValueError):
+            codec = codecs.lookup(name.strip()).name
+    return codec
+
+
+def decode(raw: bytes, header: MessageHeader | None, default_charset: str) -> tuple[str, str]:
+    """Decode a whole message by MSH-18, or the channel default when MSH-18 is empty.
+
+    Returns (text, codec). Raises UnknownTableValueError for an unknown MSH-18 and DecodeError
+    naming the first bad byte's offset and field. A UTF-8 byte order mark is dropped."""
+    declared = header.charset if header is not None else ""
+    codec = _codec_for(raw, declared, default_charset, strict=True)
+    delimiters = header.delimiters if header is not None else DEFAULT_DELIMITERS
+    where = "MSH-18" if declared else "the channel's default charset"
+    return _decode_as(raw, codec, delimiters, where), codec
+
+
+def _decode_as(raw: bytes, codec: str, delimiters: Delimiters, where: str) -> str:
+    start = len(_UTF8_BOM) if raw.startswith(_UTF8_BOM) else 0
+    try:
+        return raw[start:].decode(codec)
+    except UnicodeDecodeError as exc:
+        first, last = start + exc.start, start + exc.end - 1
+        span = f"byte {first} is" if first == last else f"bytes {first}–{last} are"
+        location = _position_of(raw[start:first].decode(codec, "replace"), delimiters.field)
+        raise DecodeError(
+            f"{span} not valid {codec} ({where})", charset=codec, offset=first, location=location
+        ) from None
+
+
+def _codec_for(raw: bytes, declared: str, default_charset: str, *, strict: bool) -> str:
+    utf16 = _utf16_codec(raw)
+    if utf16 is not None:
+        return utf16  # the bytes cannot be anything else, whatever MSH-18 says
+    if declared.strip():
+        codec = charset_codec(declared)
+        if codec is not None:
+            return codec
+        if strict:
+            raise UnknownTableValueError(
+                "unknown character set (HL7 table 0211)", location="MSH-18"
+            )
+    codec = channel_codec(default_charset)
+    if codec is None:
+        raise ConfigError("unknown default charset", key="charset")
+    return codec
+
+
+def _utf16_codec(raw: bytes) -> str | None:
+    head = raw[:2]
+    if head in (b"\xff\xfe", b"\xfe\xff"):
+        return "utf-16"
+    if head == b"M\x00":
+        return "utf-16-le"
+    if head == b"\x00M":
+        return "utf-16-be"
+    return None
+
+
+def _position_of(prefix: str, field_separator: str) -> str:
+    """The `SEG[n]-F` position at the end of `prefix`, or "" when it is not inside a segment."""
+    segments = prefix.replace("\n", "\r").split("\r")
+    current = segments[-1]
+    segment_id = current[:3]
+    if not _SEGMENT_ID.fullmatch(segment_id):
+        return ""
+    occurrence = sum(1 for s in segments if s[:3] == segment_id)
+    field = current.count(field_separator) + (1 if segment_id in _HEADER_SEGMENTS else 0)
+    where = segment_id if occurrence == 1 else f"{segment_id}[{occurrence}]"
+    return f"{where}-{field}" if field else where
+
+
+# --- the MSH scan -------------------------------------------------------------------------------
+
+
+def _scan_msh(raw: bytes, default_charset: str) -> tuple[Delimiters, list[str]]:
+    """MSH-1/MSH-2 and the MSH fields indexed like the spec: fields[n] is MSH-n (0 unused)."""
+    text = _msh_text(raw, default_charset)
+    if not text.startswith("MSH"):
+        raise ParseError(
+            "the message does not start with an MSH segment", location="MSH", ack_code="AR"
+        )
+    if len(text) < 4:
+        raise DataTypeError("the field separator is missing", location="MSH-1", ack_code="AR")
+    separator = text[3]
+    parts = text.split(separator)
+    delimiters = _delimiters(separator, parts[1])
+    # The MSH oddity, part 1: MSH-1 is the separator itself, so MSH-n is parts[n - 1].
+    fields = ["", separator, *parts[1:]]
+    if len(fields) < 19:
+        fields.extend([""] * (19 - len(fields)))
+    return delimiters, fields
+
+
+@lru_cache(maxsize=64)
+def _delimiters(separator: str, encoding_characters: str) -> Delimiters:
+    """Check MSH-1 and MSH-2 once per distinct pair (errors are not cached)."""
+    if separator.isalnum() or separator.isspace() or not separator.isprintable():
+        raise DataTypeError(
+            "the field separator must be a printable delimiter character",
+            location="MSH-1",
+            ack_code="AR",
+        )
+    if (
+        len(encoding_characters) not in (4, 5)
+        or len(set(encoding_characters)) != len(encoding_characters)
+        or any(c.isalnum() or c.isspace() or not c.isprintable() for c in encoding_characters)
+    ):
+        raise DataTypeError(
+            "encoding characters must be four distinct delimiter characters",
+            location="MSH-2",
+            ack_code="AR",
+        )
+    return Delimiters(separator, encoding_characters)
+
+
+def _msh_text(raw: bytes, default_charset: str) -> str:
+    """The first segment as text. Pure ASCII is the fast path; otherwise decode it by MSH-18."""
+    if raw.startswith(_UTF8_BOM):
+        raw = raw[len(_UTF8_BOM) :]
+    utf16 = _utf16_codec(raw)
+    if utf16 is not None:
+        text = raw.decode(utf16, "replace").lstrip("\ufeff")
+        return _first_line(text)
+    end = raw.find(b"\r")
+    newline = raw.find(b"\n", 0, end if end >= 0 else len(raw))
+    if newline >= 0:
+        end = newline
+    segment = raw if end < 0 else raw[:end]
+    if segment.isascii():
+        return segment.decode("ascii")
+    # Multi-byte charsets (GB 18030) may hide delimiter bytes inside characters, so MSH-18 can
+    # only be found after decoding: take the first candidate that decodes cleanly and whose
+    # MSH-18 names the codec it was decoded with.
+    default = channel_codec(default_charset) or "latin-1"
+    guess = charset_codec(_msh18(segment.decode("latin-1"))) or default
+    for codec in dict.fromkeys((guess, default, "utf-8", "gb18030")):
+        try:
+            text = segment.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        if (charset_codec(_msh18(text)) or default) == codec:
+            return text
+    return segment.decode(default, "replace")
+
+
+def _first_line(text: str) -> str:
+    end = len(text)
+    for separator in ("\r", "\n"):
+        position = text.find(separator, 0, end)
+        if position >= 0:
+            end = position
+    return text[:end]
+
+
+def _msh18(text: str) -> str:
+    if len(text) < 8:
+        return ""
+    parts = text.split(text[3])
+    return parts[17].split(parts[1][1:2] or "~")[0] if len(parts) > 17 else ""
+
+
+def _header_from(delimiters: Delimiters, fields: list[str]) -> MessageHeader:
+    message_type = fields[9].split(delimiters.component)
+    message_type.extend(["", ""])
+    return MessageHeader(
+        delimiters=delimiters,
+        sending_application=fields[3],
+        sending_facility=fields[4],
+        receiving_application=fields[5],
+        receiving_facility=fields[6],
+        message_type=message_type[0],
+        trigger_event=message_type[1],
+        message_structure=message_type[2],
+        control_id=fields[10],
+        processing_id=fields[11],
+        version=fields[12],
+        accept_ack_type=fields[15],
+        application_ack_type=fields[16],
+        charset=fields[18].split(delimiters.repetition)[0].strip(),
+    )
+
+
+# --- escapes ------------------------------------------------------------------------------------
+
+
+def escape(value: str, delimiters: Delimiters = DEFAULT_DELIMITERS) -> str:
+    """Escape delimiters (and CR/LF) so `value` can be written as one HL7 leaf value."""
+    return value.translate(_escape_table(delimiters))
+
+
+@lru_cache(maxsize=32)
+def _escape_table(delimiters: Delimiters) -> dict[int, str]:
+    e = delimiters.escape
+    return {
+        ord(e): f"{e}E{e}",
+        ord(delimiters.field): f"{e}F{e}",
+        ord(delimiters.component): f"{e}S{e}",
+        ord(delimiters.subcomponent): f"{e}T{e}",
+        ord(delimiters.repetition): f"{e}R{e}",
+        ord("\r"): f"{e}X0D{e}",
+        ord("\n"): f"{e}X0A{e}",
+    }
+
+
+def unescape(value: str, delimiters: Delimiters = DEFAULT_DELIMITERS, codec: str = "utf-8") -> str:
+    """Resolve HL7 escape sequences in a leaf value: F S T R E (delimiters), Xhh, .br."""
+    e = delimiters.escape
+    if e not in value:
+        return value
+    out: list[str] = []
+    position = 0
+    while True:
+        start = value.find(e, position)
+        end = value.find(e, start + 1) if start >= 0 else -1
+        if end < 0:
+            out.append(value[position:])
+            return "".join(out)
+        out.append(value[position:start])
+        out.append(_expand(value[start + 1 : end], delimiters, codec))
+        position = end + 1
+
+
+def _expand(sequence: str, delimiters: Delimiters, codec: str) -> str:
+    e = delimiters.escape
+    simple = {
+        "F": delimiters.field,
+        "S": delimiters.component,
+        "T": delimiters.subcomponent,
+        "R": delimiters.repetition,
+        "E": e,
+        ".br": "\n",
+        "H": "",
+        "N": "",
+    }.get(sequence)
+    if simple is not None:
+        return simple
+    if sequence[:1] == "X" and len(sequence) % 2 == 1:
+        try:
+            return bytes.fromhex(sequence[1:]).decode(codec, "replace")
+        except (ValueError, LookupError):
+            pass
+    return f"{e}{sequence}{e}"  # unknown: keep it as sent
+
+
+# --- the document -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Path:
+    segment: str
+    segment_index: int | None  # 1-based
+    field: int | None
+    repetition: int | None  # 1-based
+    component: int | None
+    subcomponent: int | None
+
+
+@lru_cache(maxsize=1024)
+def _parse_path(path: str) -> _Path | None:
+    match = _PATH.fullmatch(path.strip())
+    if match is None:
+        return None
+    numbers = [int(g) if g is not None else None for g in match.groups()[1:]]
+    if any(n is not None and n < 1 for n in numbers):
+        return None
+    return _Path(match.group(1), *numbers)
+
+
+def _path(path: str) -> _Path:
+    parsed = _parse_path(path)
+    if parsed is None:
+        raise MappingError(
+            "not an HL7 v2 path; write SEG-F[.C[.S]] counted from 1, e.g. PID-3[2].1 or OBX[2]-5",
+            location=path,
+        )
+    return parsed
+
+
+class _Message:
+    """The split message shared by a document and its sub-documents; fields split on demand."""
+
+    __slots__ = ("by_id", "codec", "delimiters", "ids", "segments", "_fields")
+
+    def __init__(self, text: str, delimiters: Delimiters, codec: str) -> None:
+        if "\n" in text:
+            text = text.replace("\r\n", "\r").replace("\n", "\r")
+        self.delimiters = delimiters
+        self.codec = codec
+        self.segments = [s for s in text.split("\r") if s and not s.isspace()]
+        self.ids: list[str] = []
+        self.by_id: dict[str, list[int]] = {}
+        separator = delimiters.field
+        for index, segment in enumerate(self.segments):
+            segment_id = segment[:3]
+            if not _SEGMENT_ID.fullmatch(segment_id) or segment[3:4] not in ("", separator):
+                raise ParseError(
+                    "segment id must be three upper-case letters or digits followed by the "
+                    "field separator",
+                    location=f"segment {index + 1}",
+                )
+            self.ids.append(segment_id)
+            self.by_id.setdefault(segment_id, []).append(index)
+        self._fields: list[list[str] | None] = [None] * len(self.segments)
+
+    def fields(self, index: int) -> list[str]:
+        """The fields of one segment, indexed like the spec: fields[n] is SEG-n."""
+        fields = self._fields[index]
+        if fields is None:
+            parts = self.segments[index].split(self.delimiters.field)
+            if self.ids[index] in _HEADER_SEGMENTS:
+                # The MSH oddity, part 2: field 1 is the separator that split the segment.
+                parts.insert(1, self.delimiters.field)
+            fields = self._fields[index] = parts
+        return fields
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    segment: int  # index into the message's segments
+    field: int | None = None
+    repetition: int | None = None  # 0-based
+
+
+class Hl7Document:
+    """A parsed HL7 v2 message read by path (`PID-3.1`, `PID-3[2].1`, `OBX[2]-5`, `MSH-9.2`).
+
+    Leaf values come back with escape sequences resolved; a path that stops above a composite
+    value (`PID-5` when it has components) returns it in ER7 form, as sent."""
+
+    media_type = MEDIA_TYPE
+    __slots__ = ("_message", "_scope")
+
+    def __init__(self, message: _Message, scope: _Scope | None = None) -> None:
+        self._message = message
+        self._scope = scope
+
+    @classmethod
+    def from_text(cls, text: str, delimiters: Delimiters, codec: str = "utf-8") -> Hl7Document:
+        """Split decoded ER7 text into segments and check every segment id."""
+        return cls(_Message(text, delimiters, codec))
+
+    @property
+    def delimiters(self) -> Delimiters:
+        return self._message.delimiters
+
+    @property
+    def codec(self) -> str:
+        """The Python codec the message was decoded with."""
+        return self._message.codec
+
+    @property
+    def segment_ids(self) -> list[str]:
+        """The segment ids in order (within a sub-document: still the whole message's)."""
+        return list(self._message.ids)
+
+    @property
+    def text(self) -> str:
+        """The whole message as ER7 text, segments ended by CR."""
+        return "".join(f"{s}\r" for s in self._message.segments)
+
+    def __repr__(self) -> str:
+        return f"Hl7Document(segments={len(self._message.segments)})"  # never the content
+
+    def get(self, path: str) -> str | None:
+        """The first non-empty value at `path`, or None when absent or empty."""
+        return next(self._values(_path(path)), None)
+
+    def all(self, path: str) -> list[str]:
+        """Every non-empty value at `path`, across repetitions and repeated segments, in order."""
+        return list(self._values(_path(path)))
+
+    def each(self, path: str) -> list[Hl7Document]:
+        """One sub-document per segment (`OBX`) or per non-empty repetition (`PID-3`)."""
+        parsed = _path(path)
+        if parsed.component is not None:
+            raise MappingError(
+                "each() iterates segments or field repetitions, not components", location=path
+            )
+        result: list[Hl7Document] = []
+        for index in self._segments(parsed):
+            if parsed.field is None:
+                result.append(Hl7Document(self._message, _Scope(index)))
+                continue
+            for repetition, value in self._repetitions(index, parsed):
+                if value:
+                    scope = _Scope(index, parsed.field, repetition)
+                    result.append(Hl7Document(self._message, scope))
+        return result
+
+    def _segments(self, path: _Path) -> list[int]:
+        indexes = self._message.by_id.get(path.segment, [])
+        if path.segment_index is not None:
+            position = path.segment_index - 1
+            return indexes[position : position + 1]
+        scope = self._scope
+        if scope is not None and self._message.ids[scope.segment] == path.segment:
+            return [scope.segment]
+        return indexes
+
+    def _repetitions(self, index: int, path: _Path) -> Iterator[tuple[int, str]]:
+        assert path.field is not None
+        fields = self._message.fields(index)
+        if path.field >= len(fields):
+            return
+        value = fields[path.field]
+        if self._message.ids[index] in _HEADER_SEGMENTS and path.field <= 2:
+            yield 0, value  # MSH-1 and MSH-2 hold delimiters: never split them
+            return
+        repetitions = value.split(self._message.delimiters.repetition)
+        scope = self._scope
+        if path.repetition is not None:
+            position = path.repetition - 1
+            if position < len(repetitions):
+                yield position, repetitions[position]
+        elif scope is not None and scope.segment == index and scope.field == path.field:
+            assert scope.repetition is not None
+            yield scope.repetition, repetitions[scope.repetition]
+        else:
+            yield from enumerate(repetitions)
+
+    def _values(self, path: _Path) -> Iterator[str]:
+        message = self._message
+        for index in self._segments(path):
+            if path.field is None:
+                yield message.segments[index]
+                continue
+            header_field = message.ids[index] in _HEADER_SEGMENTS and path.field <= 2
+            for _, repetition in self._repetitions(index, path):
+                value = repetition if header_field else self._leaf(repetition, path)
+                if value:
+                    yield value
+
+    def _leaf(self, repetition: str, path: _Path) -> str:
+        d = self._message.delimiters
+        value = repetition
+        if path.component is not None:
+            components = value.split(d.component)
+            if path.component > len(components):
+                return ""
+            value = components[path.component - 1]
+            if path.subcomponent is not None:
+                subcomponents = value.split(d.subcomponent)
+                if path.subcomponent > len(subcomponents):
+                    return ""
+                value = subcomponents[path.subcomponent - 1]
+        value = value.rstrip(d.component + d.subcomponent)
+        if d.component in value or d.subcomponent in value:
+            return value  # composite: ER7 form, as sent
+        return unescape(value, d, self._message.codec)
+
+
+def parse(raw: bytes, default_charset: str = "utf-8") -> Hl7Document:
+    """Read, decode and split a message; fields are split only when a path asks for them.
+
+    Only the structure is checked (MSH-1, MSH-2, segment ids): the required MSH fields are the
+    wire's concern (`read_header`), and a journalled message must stay readable without them."""
+    header = read_header(raw, default_charset, strict=False)
+    text, codec = decode(raw, header, default_charset)
+    return Hl7Document.from_text(text, header.delimiters, codec)
+
+
+def parse_for_mapping(raw: bytes, charset: str) -> Hl7Document:
+    """The `greenchannel.parsers` entry point for x-application/hl7-v2+er7.
+
+    `charset` is what the source decided (or the channel default); MSH-18 still wins when it
+    names a known charset, and `charset` covers an unknown one the source already reported."""
+    header = read_header(raw, charset, strict=False)
+    codec = _codec_for(raw, header.charset, charset, strict=False)
+    text = _decode_as(raw, codec, header.delimiters, "the charset the source decided")
+    return Hl7Document.from_text(text, header.delimiters, codec)
+
+
+# --- acknowledgments ----------------------------------------------------------------------------
+
+
+_ENHANCED_CODES = {"AA": "CA", "AE": "CE", "AR": "CR"}
+
+
+def build_ack(
+    header: MessageHeader | None,
+    code: str,
+    *,
+    error: InputError | None = None,
+    control_id: str,
+    now: datetime,
+) -> str:
+    """An HL7 v2.5.1 ACK for `header` (or a minimal one for unreadable input), segments ended by
+    CR. In enhanced mode (MSH-15 set) AA/AE/AR become CA/CE/CR. `now` must be aware."""
+    if now.utcoffset() is None:
+        raise ValueError("now must be an aware datetime")
+    d = header.delimiters if header is not None else DEFAULT_DELIMITERS
+    if header is not None and header.accept_ack_type.strip():
+        code = _ENHANCED_CODES.get(code, code)
+    h = header or _EMPTY_HEADER
+    msh = [
+        "MSH",
+        d.encoding_characters,
+        h.receiving_application,
+        h.receiving_facility,
+        h.sending_application,
+        h.sending_facility,
+        now.strftime("%Y%m%d%H%M%S%z"),
+        "",
+        d.component.join(["ACK", h.trigger_event, "ACK"]),
+        escape(control_id, d),
+        h.processing_id or "P",
+        h.version or "2.5.1",
+        "",
+        "",
+        "",
+        "",
+        "",
+        h.charset,
+    ]
+    segments = [
+        d.field.join(msh).rstrip(d.field),
+        d.field.join(["MSA", code, h.control_id]),
+    ]
+    if error is not None:
+        number, text = error_code(error)
+        err = [
+            "ERR",
+            "",
+            _error_location(error.location, d),
+            d.component.join([number, escape(text, d), "HL70357"]),
+            "E",
+            "",
+            "",
+            "",
+            escape(error.message, d),
+        ]
+        segments.append(d.field.join(err))
+    return "".join(f"{s}\r" for s in segments)
+
+
+_EMPTY_HEADER = MessageHeader(DEFAULT_DELIMITERS, *([""] * 13))
+
+
+def _error_location(location: str, d: Delimiters) -> str:
+    """ERR-2 (ERL): segment ^ sequence ^ field ^ repetition ^ component ^ subcomponent."""
+    path = _parse_path(location) if location else None
+    if path is None:
+        return ""
+    parts = [path.segment, str(path.segment_index or 1)]
+    if path.field is not None:
+        parts.append(str(path.field))
+        if path.repetition is not None or path.component is not None:
+            parts.append(str(path.repetition or 1))
+        if path.component is not None:
+            parts.append(str(path.component))
+        if path.subcomponent is not None:
+            parts.append(str(path.subcomponent))
+    return d.component.join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    """What a receiver answered: MSA-1, MSA-2 and the first error's location, code and text."""
+
+    code: str  # MSA-1: AA, AE, AR, CA, CE, CR
+    control_id: str  # MSA-2: the MSH-10 of the message acknowledged
+    error_location: str | None = None  # ERR-2 in ER7 form
+    error_code: str | None = None  # ERR-3.1 (table 0357)
+    text: str | None = None  # ERR-8, else ERR-3.2, else MSA-3: may hold patient data
+
+    def __repr__(self) -> str:
+        return f"AckResult(code={self.code!r}, error_code={self.error_code!r})"
+
+
+_ACK_CODES = frozenset({"AA", "AE", "AR", "CA", "CE", "CR"})
+
+
+def parse_ack(raw: bytes) -> AckResult:
+    """Read an ACK; raises ParseError when it is garbled or has no usable MSA."""
+    header = read_header(raw, strict=False)
+    delimiters = header.delimiters
+    codec = _codec_for(raw, header.charset, "utf-8", strict=False)
+    start = len(_UTF8_BOM) if raw.startswith(_UTF8_BOM) else 0
+    document = Hl7Document.from_text(raw[start:].decode(codec, "replace"), delimiters, codec)
+    code = (document.get("MSA-1") or "").strip()
+    if "MSA" not in document.segment_ids:
+        raise ParseError("the acknowledgment has no MSA segment", location="MSA")
+    if code not in _ACK_CODES:
+        raise UnknownTableValueError("not an acknowledgment code (table 0008)", location="MSA-1")
+    text = document.get("ERR-8") or document.get("ERR-3.2") or document.get("MSA-3")
+    location = document.get("ERR-2")
+    return AckResult(
+        code=code,
+        control_id=(document.get("MSA-2") or "").strip(),
+        error_location=location,
+        error_code=document.get("ERR-3.1"),
+        text=text,
+    )
