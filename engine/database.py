@@ -6,19 +6,32 @@ dialect-specific sits here, one function per need.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, LargeBinary, event
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy import DateTime, LargeBinary, create_engine, event
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from engine.errors import ConfigError
 
-__all__ = ["AwareDateTime", "Base", "create_database_engine", "is_sqlite", "migrate"]
+__all__ = [
+    "AwareDateTime",
+    "Base",
+    "create_database_engine",
+    "create_sync_engine",
+    "is_sqlite",
+    "migrate",
+    "WriteThread",
+]
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "engine_alembic_version"
@@ -74,6 +87,48 @@ def create_database_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
     return engine
+
+
+def create_sync_engine(url: str | URL) -> Engine:
+    """A synchronous engine on the same database, for work done in one thread hop per batch
+    (the journal writer): `sqlite+aiosqlite` becomes the stdlib driver, psycopg stays."""
+    parsed = make_url(url)
+    if parsed.drivername == "sqlite+aiosqlite":
+        parsed = parsed.set(drivername="sqlite+pysqlite")
+    engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_on_connect)
+    return engine
+
+
+class WriteThread:
+    """Runs write transactions one after another on a synchronous connection in one thread.
+
+    Each `run(fn)` is a single thread hop for a whole transaction (not one per statement, as
+    with the async drivers), and on SQLite, where there is one writer at a time anyway, writes
+    queue here instead of sleeping in SQLite's busy handler while another transaction holds
+    the lock across event-loop turns.
+    """
+
+    def __init__(self, url: str | URL) -> None:
+        self._engine = create_sync_engine(url)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """Run `work(connection)` inside one transaction, committed when it returns."""
+
+        def transaction() -> T:
+            with self._engine.begin() as connection:
+                return work(connection)
+
+        # Shielded: a transaction that has started runs to its end even when the awaiting task
+        # is cancelled, so nobody is left guessing whether it committed.
+        loop = asyncio.get_running_loop()
+        return await asyncio.shield(loop.run_in_executor(self._thread, transaction))
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        self._engine.dispose()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

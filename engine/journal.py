@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     case,
     delete,
     exists,
@@ -31,12 +32,13 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from engine.connectors import Inbound, Receipt
-from engine.database import Base
+from engine.database import Base, WriteThread
 
 __all__ = [
     "DeliveryAttempt",
@@ -188,18 +190,20 @@ class JournalWriter:
 
     Sources await `accept(channel, inbound)`; one writer task drains whatever is waiting (up to
     `batch_max`) into a single transaction, so eight busy connections cost one commit, not eight.
-    The queue is bounded: when it is full, `accept` waits and the source stops reading.
+    The transaction runs on the engine's write thread: one thread hop per batch instead of one
+    per statement. While a batch commits, the next one gathers. The queue is bounded: when it
+    is full, `accept` waits and the source stops reading.
     """
 
     def __init__(
         self,
-        database: AsyncEngine,
+        writes: WriteThread,
         *,
         batch_max: int = 500,
         queue_max: int = 10_000,
         on_committed: Callable[[set[str]], None] | None = None,
     ) -> None:
-        self._sessions = async_sessionmaker(database, expire_on_commit=False)
+        self._writes = writes
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
         self._batch_max = batch_max
         self._on_committed = on_committed
@@ -217,8 +221,9 @@ class JournalWriter:
                 batch = [await self._queue.get()]
                 while len(batch) < self._batch_max and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
+                items = [(p.channel, p.inbound) for p in batch]
                 try:
-                    receipts = await self._write(batch)
+                    receipts = await self._write(items)
                 except asyncio.CancelledError:
                     self._fail(batch, RuntimeError("engine stopping"))
                     raise
@@ -238,27 +243,22 @@ class JournalWriter:
                 waiting.append(self._queue.get_nowait())
             self._fail(waiting, RuntimeError("engine stopping"))
 
+    async def _write(self, items: list[tuple[str, Inbound]]) -> list[Receipt]:
+        try:
+            return await self._writes.run(lambda connection: journal_inbound(connection, items))
+        except IntegrityError:
+            # Another engine node journalled one of these dedup keys between our look-up and
+            # our insert; a second pass sees its row and answers "duplicate".
+            return await self._writes.run(lambda connection: journal_inbound(connection, items))
+
     @staticmethod
     def _fail(batch: Sequence[_Pending], exc: BaseException) -> None:
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(exc)
 
-    async def _write(self, batch: list[_Pending]) -> list[Receipt]:
-        items = [(p.channel, p.inbound) for p in batch]
-        try:
-            async with self._sessions() as session, session.begin():
-                return await journal_inbound(session, items)
-        except IntegrityError:
-            # Another engine node journalled one of these dedup keys between our look-up and
-            # our insert; a second pass sees its row and answers "duplicate".
-            async with self._sessions() as session, session.begin():
-                return await journal_inbound(session, items)
 
-
-async def journal_inbound(
-    session: AsyncSession, items: Sequence[tuple[str, Inbound]]
-) -> list[Receipt]:
+def journal_inbound(connection: Connection, items: Sequence[tuple[str, Inbound]]) -> list[Receipt]:
     """Insert new messages, recognise resends by (channel, dedup_key); one receipt per item."""
     keys = {(channel, inbound.dedup_key) for channel, inbound in items if inbound.dedup_key}
     known: dict[tuple[str, str], int] = {}
@@ -266,7 +266,7 @@ async def journal_inbound(
         channels = {c for c, _ in keys}
         dedup_keys = [k for _, k in keys]
         for chunk_start in range(0, len(dedup_keys), 500):
-            rows = await session.execute(
+            rows = connection.execute(
                 select(JournalMessage.channel, JournalMessage.dedup_key, JournalMessage.id).where(
                     JournalMessage.channel.in_(channels),
                     JournalMessage.dedup_key.in_(dedup_keys[chunk_start : chunk_start + 500]),
@@ -296,7 +296,7 @@ async def journal_inbound(
         new_rows.append(_row_for(channel, inbound))
 
     if new_rows:
-        result = await session.execute(
+        result = connection.execute(
             insert(JournalMessage).returning(JournalMessage.id, sort_by_parameter_order=True),
             new_rows,
         )
@@ -391,8 +391,53 @@ async def queued_deliveries(
     return [QueuedDelivery(*row) for row in rows]
 
 
-async def refresh_message_status(
-    session: AsyncSession, message_ids: Sequence[int], now: datetime
+def store_outcomes(
+    connection: Connection, updates: list[dict[str, Any]], deliveries: list[dict[str, Any]]
+) -> None:
+    """Record what processing decided for a batch: message statuses and the new deliveries."""
+    table = JournalMessage.__table__
+    connection.execute(
+        update(table)
+        .where(table.c.id == bindparam("message_id"))
+        .where(table.c.status == MessageStatus.RECEIVED.value)
+        .values(
+            status=bindparam("status"),
+            error=bindparam("error"),
+            transformed=bindparam("transformed"),
+            transformed_media_type=bindparam("transformed_media_type"),
+            processed_at=bindparam("processed_at"),
+        ),
+        updates,
+    )
+    if deliveries:
+        connection.execute(insert(DestinationDelivery), deliveries)
+
+
+def record_attempts(
+    connection: Connection,
+    delivery_updates: list[dict[str, Any]],
+    attempts: list[dict[str, Any]],
+    message_ids: Sequence[int],
+    now: datetime,
+) -> None:
+    """Record delivery attempts, move the deliveries, and derive their messages' status."""
+    table = DestinationDelivery.__table__
+    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in delivery_updates:
+        by_shape.setdefault(tuple(sorted(row)), []).append(row)
+    for keys, rows in by_shape.items():
+        connection.execute(
+            update(table)
+            .where(table.c.id == bindparam("delivery_id"))
+            .values({key: bindparam(key) for key in keys if key != "delivery_id"}),
+            rows,
+        )
+    connection.execute(insert(DeliveryAttempt), attempts)
+    refresh_message_status(connection, message_ids, now)
+
+
+def refresh_message_status(
+    connection: Connection, message_ids: Sequence[int], now: datetime
 ) -> None:
     """Derive each message's status from its deliveries once they move."""
     if not message_ids:
@@ -401,9 +446,9 @@ async def refresh_message_status(
     any_with = lambda status, *extra: exists().where(  # noqa: E731
         delivery.message_id == JournalMessage.id, delivery.status == status, *extra
     )
-    await session.execute(
+    connection.execute(
         update(JournalMessage)
-        .where(JournalMessage.id.in_(list(message_ids)))
+        .where(JournalMessage.id.in_(sorted(set(message_ids))))
         .values(
             status=case(
                 (any_with(DeliveryStatus.ERROR), MessageStatus.ERROR.value),

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from engine.channels import Channel
@@ -31,17 +31,17 @@ from engine.connectors import (
     Receipt,
     Source,
 )
+from engine.database import WriteThread
 from engine.errors import DeliveryError, RejectedDeliveryError, RetryableDeliveryError
 from engine.journal import (
-    DeliveryAttempt,
     DeliveryStatus,
-    DestinationDelivery,
     JournalMessage,
     JournalWriter,
     MessageStatus,
     QueuedDelivery,
     queued_deliveries,
-    refresh_message_status,
+    record_attempts,
+    store_outcomes,
 )
 from engine.pipeline import CompiledChannel, process
 from engine.stats import Stats
@@ -99,8 +99,9 @@ class Runtime:
         self._now = now
         self._authorize = authorize
         self._worker_batch = worker_batch
+        self.writes = WriteThread(database.url)
         self.writer = JournalWriter(
-            database,
+            self.writes,
             batch_max=journal_batch_max,
             queue_max=journal_queue_max,
             on_committed=self._wake_processors,
@@ -125,6 +126,7 @@ class Runtime:
             for name in list(self._deployed):
                 with contextlib.suppress(Exception):
                     await self._close_deployed(self._deployed.pop(name), graceful=False)
+            await asyncio.to_thread(self.writes.close)
 
     @property
     def deployed(self) -> dict[str, Channel]:
@@ -325,7 +327,7 @@ class Runtime:
         if deployed is None:
             return 0
         compiled = deployed.compiled
-        async with self._sessions() as session, session.begin():
+        async with self._sessions() as session:
             rows = (
                 await session.execute(
                     select(
@@ -342,48 +344,46 @@ class Runtime:
                     .limit(self._worker_batch)
                 )
             ).all()
-            if not rows:
-                return 0
-            now = self._now()
-            updates: list[dict[str, Any]] = []
-            deliveries: list[dict[str, Any]] = []
-            woken: set[tuple[str, int]] = set()
-            for message_id, raw, media_type, charset in rows:
-                outcome = process(compiled, raw or b"", media_type, charset)
-                updates.append(
+        if not rows:
+            return 0
+        now = self._now()
+        updates: list[dict[str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
+        woken: set[tuple[str, int]] = set()
+        for message_id, raw, media_type, charset in rows:
+            outcome = process(compiled, raw or b"", media_type, charset)
+            updates.append(
+                {
+                    "message_id": message_id,
+                    "status": outcome.status,
+                    "error": outcome.error,
+                    "transformed": outcome.transformed,
+                    "transformed_media_type": outcome.media_type,
+                    "processed_at": now,
+                }
+            )
+            self._stats.count(channel, str(outcome.status))
+            for plan in outcome.deliveries:
+                deliveries.append(
                     {
-                        "id": message_id,
-                        "status": outcome.status,
-                        "error": outcome.error,
-                        "transformed": outcome.transformed,
-                        "transformed_media_type": outcome.media_type,
-                        "processed_at": now,
+                        "message_id": message_id,
+                        "channel": channel,
+                        "destination": plan.destination,
+                        "lane": plan.lane,
+                        "status": plan.status,
+                        "attempts": 0,
+                        "next_attempt_at": None,
+                        "sent_at": None,
+                        "last_error": None,
+                        "payload": plan.payload,
+                        "payload_media_type": plan.media_type,
                     }
                 )
-                self._stats.count(channel, str(outcome.status))
-                for plan in outcome.deliveries:
-                    deliveries.append(
-                        {
-                            "message_id": message_id,
-                            "channel": channel,
-                            "destination": plan.destination,
-                            "lane": plan.lane,
-                            "status": plan.status,
-                            "attempts": 0,
-                            "next_attempt_at": None,
-                            "sent_at": None,
-                            "last_error": None,
-                            "payload": plan.payload,
-                            "payload_media_type": plan.media_type,
-                        }
-                    )
-                    if plan.status == DeliveryStatus.QUEUED:
-                        woken.add((plan.destination, plan.lane))
-                    else:
-                        self._stats.count_destination(channel, plan.destination, "filtered")
-            await session.execute(update(JournalMessage), updates)
-            if deliveries:
-                await session.execute(insert(DestinationDelivery), deliveries)
+                if plan.status == DeliveryStatus.QUEUED:
+                    woken.add((plan.destination, plan.lane))
+                else:
+                    self._stats.count_destination(channel, plan.destination, "filtered")
+        await self.writes.run(lambda connection: store_outcomes(connection, updates, deliveries))
         for destination, lane in woken:
             lanes = deployed.lanes.get(destination)
             if lanes and lane < len(lanes):
@@ -477,7 +477,7 @@ class Runtime:
             if isinstance(outcome, Delivered):
                 delivery_updates.append(
                     {
-                        "id": delivery.id,
+                        "delivery_id": delivery.id,
                         "status": DeliveryStatus.SENT,
                         "attempts": attempt,
                         "sent_at": now,
@@ -506,7 +506,7 @@ class Runtime:
             if give_up:
                 delivery_updates.append(
                     {
-                        "id": delivery.id,
+                        "delivery_id": delivery.id,
                         "status": DeliveryStatus.ERROR,
                         "attempts": attempt,
                         "last_error": f"{type(outcome).__name__}: {outcome}",
@@ -527,7 +527,7 @@ class Runtime:
                 delay = spec.retry.backoff_s(attempt)
                 delivery_updates.append(
                     {
-                        "id": delivery.id,
+                        "delivery_id": delivery.id,
                         "status": DeliveryStatus.QUEUED,
                         "attempts": attempt,
                         "last_error": f"{type(outcome).__name__}: {outcome}",
@@ -555,10 +555,12 @@ class Runtime:
                     "reply": None,
                 }
             )
-        async with self._sessions() as session, session.begin():
-            await session.execute(update(DestinationDelivery), delivery_updates)
-            await session.execute(insert(DeliveryAttempt), attempts)
-            await refresh_message_status(session, [d.message_id for d, _ in results], now)
+        message_ids = [d.message_id for d, _ in results]
+        await self.writes.run(
+            lambda connection: record_attempts(
+                connection, delivery_updates, attempts, message_ids, now
+            )
+        )
 
 
 def _due_in(delivery: QueuedDelivery, now: datetime) -> float:
