@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # workers also look at the journal this often, for work another node added
 STOP_GRACE_S = 10.0  # a stopping worker may finish its batch for this long
+PROCESS_GATHER_S = 0.02  # least time between two processing transactions of a busy channel
 
 
 @dataclass
@@ -99,9 +100,15 @@ class Runtime:
         self._now = now
         self._authorize = authorize
         self._worker_batch = worker_batch
+        # SQLite has one writer at a time: one thread for every write keeps them from sleeping
+        # in its busy handler. PostgreSQL commits concurrently (and groups commits itself), so
+        # the journal, whose commits the senders wait for, gets a thread of its own.
         self.writes = WriteThread(database.url)
+        self._journal_writes = (
+            self.writes if database.dialect.name == "sqlite" else WriteThread(database.url)
+        )
         self.writer = JournalWriter(
-            self.writes,
+            self._journal_writes,
             batch_max=journal_batch_max,
             queue_max=journal_queue_max,
             on_committed=self._wake_processors,
@@ -127,6 +134,8 @@ class Runtime:
                 with contextlib.suppress(Exception):
                     await self._close_deployed(self._deployed.pop(name), graceful=False)
             await asyncio.to_thread(self.writes.close)
+            if self._journal_writes is not self.writes:
+                await asyncio.to_thread(self._journal_writes.close)
 
     @property
     def deployed(self) -> dict[str, Channel]:
@@ -312,15 +321,23 @@ class Runtime:
     # -- processing ----------------------------------------------------------------------------
 
     async def _process_loop(self, channel: str, worker: _Worker) -> None:
+        handled = 0
+        started = time.monotonic()
         while not worker.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_S):
                     await worker.wake.wait()
             worker.wake.clear()
             while not worker.stopping.is_set():
+                started = time.monotonic()
                 handled = await self._process_batch(channel)
                 if handled < self._worker_batch:
                     break
+            # Under load, gather a few milliseconds of messages per transaction rather than
+            # one transaction per journal commit: the journal's commits (which senders wait
+            # for) then rarely queue behind ours. Idle channels still react at once.
+            if handled:
+                await asyncio.sleep(max(0.0, PROCESS_GATHER_S - (time.monotonic() - started)))
 
     async def _process_batch(self, channel: str) -> int:
         deployed = self._deployed.get(channel)

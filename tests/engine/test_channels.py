@@ -67,7 +67,7 @@ def test_yaml_syntax_error_names_the_line() -> None:
 
 
 def test_broken_expression_refuses_the_deploy(tmp_path: Path) -> None:
-    channel = load_channel_text(VALID + "filter: \"${$.kind == }\"\n", PLUGINS, file="lab.yaml")
+    channel = load_channel_text(VALID + 'filter: "${$.kind == }"\n', PLUGINS, file="lab.yaml")
     with pytest.raises(ConfigError) as caught:
         compile_channel(
             channel,
