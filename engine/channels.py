@@ -87,7 +87,7 @@ class DestinationSpecBase(BaseModel):
     transformer: TransformerSpec | None = Field(
         None, description="A mapping of its own; default: what the channel transformer made."
     )
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy())
     batch_max: int = Field(100, ge=1, le=1000, description="Messages handed over at once.")
 
 
@@ -162,7 +162,7 @@ def _model_for(plugins: Plugins) -> type[BaseModel]:
         __base__=ChannelFileBase,
         source=(union(source_models), Field(description="Where messages come from.")),
         destinations=(
-            list[destination],  # type: ignore[valid-type]
+            list[destination],
             Field(default_factory=list, description="Where messages go, each with its queue."),
         ),
     )
@@ -176,7 +176,7 @@ def _validate(data: Any, positions: Any, file: str, plugins: Plugins, raw: str) 
         raise ConfigError("a channel file must be a mapping of keys", file=file)
     _check_kinds(data, positions, file, plugins)
     try:
-        spec = _model_for(plugins).model_validate(data)
+        spec: Any = _model_for(plugins).model_validate(data)
     except ValidationError as exc:
         errors = validation_error_to_config_errors(exc, file, data, positions)
         raise ChannelFileErrors(errors) from exc

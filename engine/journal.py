@@ -21,6 +21,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     bindparam,
@@ -36,6 +37,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import ColumnElement, Exists
 
 from engine.connectors import Inbound, Receipt
 from engine.database import Base, WriteThread
@@ -272,8 +274,9 @@ def journal_inbound(connection: Connection, items: Sequence[tuple[str, Inbound]]
                     JournalMessage.dedup_key.in_(dedup_keys[chunk_start : chunk_start + 500]),
                 )
             )
-            for channel, key, message_id in rows:
-                known[(channel, key)] = message_id
+            for row_channel, row_key, message_id in rows:
+                if row_key is not None:
+                    known[(row_channel, row_key)] = message_id
 
     receipts: list[Receipt | None] = []
     new_rows: list[dict[str, Any]] = []
@@ -281,7 +284,9 @@ def journal_inbound(connection: Connection, items: Sequence[tuple[str, Inbound]]
     first_in_batch: dict[tuple[str, str], int] = {}
     duplicates_in_batch: list[tuple[int, tuple[str, str]]] = []
     for position, (channel, inbound) in enumerate(items):
-        key = (channel, inbound.dedup_key) if inbound.dedup_key else None
+        key: tuple[str, str] | None = (
+            (channel, inbound.dedup_key) if inbound.dedup_key is not None else None
+        )
         if key is not None and key in known:
             receipts.append(Receipt(known[key], duplicate=True))
             continue
@@ -396,6 +401,7 @@ def store_outcomes(
 ) -> None:
     """Record what processing decided for a batch: message statuses and the new deliveries."""
     table = JournalMessage.__table__
+    assert isinstance(table, Table)
     connection.execute(
         update(table)
         .where(table.c.id == bindparam("message_id"))
@@ -422,6 +428,7 @@ def record_attempts(
 ) -> None:
     """Record delivery attempts, move the deliveries, and derive their messages' status."""
     table = DestinationDelivery.__table__
+    assert isinstance(table, Table)
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in delivery_updates:
         by_shape.setdefault(tuple(sorted(row)), []).append(row)
@@ -443,9 +450,12 @@ def refresh_message_status(
     if not message_ids:
         return
     delivery = DestinationDelivery
-    any_with = lambda status, *extra: exists().where(  # noqa: E731
-        delivery.message_id == JournalMessage.id, delivery.status == status, *extra
-    )
+
+    def any_with(status: str, *extra: ColumnElement[bool]) -> Exists:
+        return exists().where(
+            delivery.message_id == JournalMessage.id, delivery.status == status, *extra
+        )
+
     connection.execute(
         update(JournalMessage)
         .where(JournalMessage.id.in_(sorted(set(message_ids))))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -194,7 +195,7 @@ class Runtime:
                     self._start(
                         group,
                         f"{name}:{spec.name}:{lane}",
-                        lambda w, d=spec.name, lane=lane: self._deliver_loop(name, d, lane, w),
+                        functools.partial(self._deliver_loop, name, spec.name, lane),
                     )
                     for lane in range(compiled.lanes)
                 ]
@@ -380,6 +381,12 @@ class Runtime:
                 }
             )
             self._stats.count(channel, str(outcome.status))
+            if outcome.status == MessageStatus.ERROR:
+                # The reason names positions, never values; the content stays in the journal.
+                log.error(
+                    "message.failed",
+                    extra={"channel": channel, "message_id": message_id, "reason": outcome.error},
+                )
             for plan in outcome.deliveries:
                 deliveries.append(
                     {

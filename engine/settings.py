@@ -6,7 +6,8 @@ Built once in the CLI and passed down; no other module reads the environment.
 from __future__ import annotations
 
 import re
-from datetime import timedelta, timezone
+from datetime import timedelta
+from datetime import timezone as dt_timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,8 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="An admin token to accept in addition to the stored ones."
     )
-    journal: JournalSettings = Field(default_factory=JournalSettings)
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    journal: JournalSettings = Field(default_factory=lambda: JournalSettings())
+    retention: RetentionSettings = Field(default_factory=lambda: RetentionSettings())
     worker_batch: int = Field(200, gt=0, description="Messages a channel worker takes at once.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
@@ -97,11 +98,11 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def tz(self) -> timezone:
+    def tz(self) -> dt_timezone:
         match = _OFFSET.match(self.timezone)
         assert match is not None
         sign = 1 if match.group(1) == "+" else -1
-        return timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
+        return dt_timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
 
     @property
     def resolved_database_url(self) -> str:
@@ -146,8 +147,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError("settings file not found", file=str(config_file))
     given = {k: v for k, v in overrides.items() if v is not None}
 
+    yaml_file = config_file if config_file.is_file() else None
+
     class FromFile(Settings):
-        model_config = SettingsConfigDict(yaml_file=config_file if config_file.is_file() else None)
+        model_config = SettingsConfigDict(yaml_file=yaml_file)
 
     try:
         return FromFile(**given)

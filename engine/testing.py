@@ -9,11 +9,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.connectors import Accept, ConnectorContext, Delivered, Inbound, Outbound, Receipt
+from engine.connectors import (
+    Accept,
+    ConnectorContext,
+    Delivered,
+    Inbound,
+    Outbound,
+    Parser,
+    Receipt,
+)
 from engine.errors import InputError, ParseError
 from engine.plugins import Plugins
 
@@ -154,7 +162,7 @@ def plugins_for_tests() -> Plugins:
     return Plugins(
         sources={"push": PushSourceFactory()},
         destinations={"function": FunctionDestinationFactory()},
-        parsers={"text/plain": parse_key_value},
+        parsers={"text/plain": cast(Parser, parse_key_value)},
     )
 
 

@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: the async backend and a real database per test (SQLite, PostgreSQL)."""
+"""Fixtures for every test: the async backend and a real database (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
