@@ -30,9 +30,11 @@ async def destination(
     factory = FhirDestinationFactory()
     config = factory.config_model.model_validate({"kind": "fhir"})
     built = factory.build(config, context)
+    store = FhirStore(database)
     try:
-        yield built, FhirStore(database)
+        yield built, store
     finally:
+        await store.aclose()
         await built.aclose()
         await database.dispose()
 
@@ -141,6 +143,26 @@ async def test_send_many_keeps_each_message_atomic(
     assert isinstance(results[2], RejectedDeliveryError)
     assert await store.search_identifier("Patient", f"{MRN}|0002") == []
     assert len(await store.search_identifier("Patient", f"{MRN}|0003")) == 1
+
+
+async def test_send_many_applies_messages_about_one_patient_in_order(
+    destination: tuple[FhirDestination, FhirStore],
+) -> None:
+    fhir, store = destination
+    admitted = adt_bundle()
+    discharged = adt_bundle()
+    discharged["entry"][1]["resource"]["status"] = "finished"
+    results = await fhir.send_many(
+        [outbound(admitted, 1), outbound(discharged, 2), outbound(discharged, 3)]
+    )
+    replies = [json.loads(r.reply or b"{}") for r in results if isinstance(r, Delivered)]
+    assert [[e["response"]["etag"] for e in reply["entry"]] for reply in replies] == [
+        ['W/"1"', 'W/"1"'],
+        ['W/"1"', 'W/"2"'],
+        ['W/"1"', 'W/"2"'],
+    ]
+    encounter = await store.read("Encounter", "visit-V1")
+    assert encounter["status"] == "finished" and encounter["meta"]["versionId"] == "2"
 
 
 def test_config_refuses_unknown_keys() -> None:

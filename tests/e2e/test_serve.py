@@ -199,3 +199,61 @@ def test_an_invalid_channel_file_refuses_the_start(server_factory, tmp_path: Pat
     )  # fmt: skip
     assert result.returncode == 3
     assert "his-adt.yaml:" in result.stderr and "max_attempts" in result.stderr
+
+
+def test_redeploy_keeps_an_open_mllp_connection(server_factory, tmp_path: Path) -> None:
+    import asyncio
+
+    import hl7.mllp
+
+    server = server_factory(tmp_path, None)
+    server.start()
+    first = SAMPLE.read_text(encoding="utf-8")
+    second = first.replace("MSG00001", "MSG00002")
+
+    async def conversation() -> list[str]:
+        reader, writer = await hl7.mllp.open_hl7_connection(
+            "127.0.0.1", server.mllp_port, encoding="utf-8"
+        )
+        codes = []
+        try:
+            writer.writemessage(first)
+            await writer.drain()
+            codes.append(str((await reader.readmessage()).segment("MSA")[1]))
+            # The analyst changes the channel (a destination's retry policy) and redeploys it
+            # while the HIS keeps its connection open.
+            path = server.channels_dir / "his-adt.yaml"
+            path.write_text(path.read_text().replace("max_backoff_s: 60", "max_backoff_s: 30"))
+            result = await asyncio.to_thread(server.cli, "channels", "deploy", "his-adt")
+            assert result.returncode == 0, result.stderr
+            writer.writemessage(second)
+            await writer.drain()
+            codes.append(str((await reader.readmessage()).segment("MSA")[1]))
+        finally:
+            writer.close()
+        return codes
+
+    assert asyncio.run(conversation()) == ["AA", "AA"]
+    with server.http() as client:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            statuses = [m["status"] for m in client.get("/api/messages").json()["messages"]]
+            if statuses == ["sent", "sent"]:
+                break
+            time.sleep(0.1)
+        assert statuses == ["sent", "sent"]
+
+
+def test_cli_errors_are_one_clear_line_and_a_nonzero_exit(server_factory, tmp_path: Path) -> None:
+    server = server_factory(tmp_path, None)
+    server.start()
+    missing = server.cli("messages", "show", "999")
+    assert missing.returncode == 1
+    assert "message 999 is not in the journal" in missing.stderr
+    unknown = server.cli("channels", "deploy", "no-such-channel")
+    assert unknown.returncode == 1 and "no channel named 'no-such-channel'" in unknown.stderr
+    naive = server.cli("messages", "list", "--since", "2026-11-25T08:00")
+    assert naive.returncode == 2 and "has no offset" in naive.stderr
+    server.stop()
+    down = server.cli("stats")
+    assert down.returncode == 3 and "cannot reach the engine" in down.stderr

@@ -393,3 +393,33 @@ async def test_undeploy_closes_the_source_and_keeps_the_queue(harness: Harness) 
     assert await harness.runtime.undeploy("lab")
     assert source.closed
     assert await harness.statuses() == ["queued"]
+
+
+async def test_each_destination_has_its_own_queue(harness: Harness) -> None:
+    async def down(outbound: Outbound) -> Delivered:
+        raise RetryableDeliveryError("connection refused")
+
+    harness.handler("out", down)
+    harness.handler("archive")
+    await harness.deploy(
+        channel() + "  - name: archive\n    connector: {kind: function, handler: archive}\n"
+    )
+    for n in range(5):
+        await harness.source().push(f"id={n}".encode())
+
+    async def archived() -> bool:
+        return len(harness.delivered.get("archive", [])) == 5
+
+    await harness.wait_for(archived)
+    # The archive got everything in order while the other destination keeps retrying.
+    assert [o.payload for o in harness.delivered["archive"]] == [
+        f"id={n}".encode() for n in range(5)
+    ]
+    assert harness.delivered.get("out", []) == []
+    async with journal_session(harness.database) as session:
+        waiting = list(
+            await session.scalars(
+                select(DestinationDelivery).where(DestinationDelivery.destination == "out")
+            )
+        )
+    assert {d.status for d in waiting} == {"queued"}

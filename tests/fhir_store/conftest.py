@@ -27,8 +27,13 @@ async def database(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def store(database: AsyncEngine) -> FhirStore:
-    return FhirStore(database)
+async def store(database: AsyncEngine) -> AsyncIterator[FhirStore]:
+    """A store on the test database, closed after the test."""
+    fhir = FhirStore(database)
+    try:
+        yield fhir
+    finally:
+        await fhir.aclose()
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_store import build_router
+from fhir_store import FhirStore, build_router
 
 pytestmark = pytest.mark.anyio
 
@@ -22,10 +21,10 @@ FHIR_JSON = "application/fhir+json"
 
 
 @pytest.fixture
-async def client(database: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+async def client(store: FhirStore) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client against the router served by uvicorn on a free 127.0.0.1 port."""
     app = FastAPI()
-    app.include_router(build_router(database, max_body_bytes=64 * 1024))
+    app.include_router(build_router(store.database, store=store, max_body_bytes=64 * 1024))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     )

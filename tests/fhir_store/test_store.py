@@ -167,9 +167,12 @@ async def test_update_with_an_id_differing_from_the_url_is_refused(store: FhirSt
 
 async def test_structural_validation_names_the_bad_element(database: AsyncEngine) -> None:
     strict = FhirStore(database, validate_structure=True)
-    await strict.create(patient("0001", gender="male", birthDate="1960-01-02"))
-    with pytest.raises(InvalidResource) as caught:
-        await strict.create(patient("0002", birthDate="02/01/1960"))
+    try:
+        await strict.create(patient("0001", gender="male", birthDate="1960-01-02"))
+        with pytest.raises(InvalidResource) as caught:
+            await strict.create(patient("0002", birthDate="02/01/1960"))
+    finally:
+        await strict.aclose()
     assert caught.value.status == 422
     assert caught.value.expression == ["Patient.birthDate"]
     assert "02/01/1960" not in str(caught.value)

@@ -1,13 +1,24 @@
-"""Transaction and batch Bundles: atomicity, reference resolution, conditional entries, Synthea."""
+"""Transaction and batch Bundles: atomicity, references, conditional entries, groups, Synthea."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_store import FhirStore, FhirStoreError, InvalidResource, NotFound
+from fhir_store import (
+    FhirStore,
+    FhirStoreError,
+    InvalidResource,
+    NotFound,
+    VersionConflict,
+    migrate,
+)
+from fhir_store.app import create_database
 
 pytestmark = pytest.mark.anyio
 
@@ -177,3 +188,165 @@ async def test_unknown_type_in_a_request_url_is_refused(store: FhirStore) -> Non
         await store.transaction(transaction({"request": {"method": "GET", "url": "Patinet/1"}}))
     assert "Bundle.entry[0]" in str(caught.value)
     assert not isinstance(caught.value, NotFound)
+
+
+def adt(patient_id: str, family: str, *, mrn: str = "0001", visit: str = "V1") -> dict[str, Any]:
+    """An ADT message as the his-adt mapping makes it: PUT Patient and Encounter by id."""
+    return transaction(
+        {
+            "fullUrl": "urn:uuid:p",
+            "resource": {
+                "resourceType": "Patient",
+                "id": patient_id,
+                "identifier": [{"system": MRN, "value": mrn}],
+                "name": [{"family": family}],
+            },
+            "request": {"method": "PUT", "url": f"Patient/{patient_id}"},
+        },
+        {
+            "resource": {
+                "resourceType": "Encounter",
+                "id": f"visit-{visit}",
+                "status": "in-progress",
+                "class": {"code": "EMER"},
+                "subject": {"reference": "urn:uuid:p"},
+            },
+            "request": {"method": "PUT", "url": f"Encounter/visit-{visit}"},
+        },
+    )
+
+
+def etags(result: dict[str, Any] | FhirStoreError) -> list[str]:
+    assert isinstance(result, dict), result
+    return [entry["response"]["etag"] for entry in result["entry"]]
+
+
+def statuses(result: dict[str, Any] | FhirStoreError) -> list[str]:
+    assert isinstance(result, dict), result
+    return [entry["response"]["status"] for entry in result["entry"]]
+
+
+async def version_count(database: AsyncEngine, resource_type: str, resource_id: str) -> int:
+    async with database.connect() as connection:
+        count = await connection.scalar(
+            text(
+                "SELECT count(*) FROM fhir_resource_version "
+                "WHERE resource_type = :type AND resource_id = :id"
+            ),
+            {"type": resource_type, "id": resource_id},
+        )
+    return int(count or 0)
+
+
+async def test_later_bundles_of_a_group_see_the_earlier_ones_changes(
+    store: FhirStore, database: AsyncEngine
+) -> None:
+    results = await store.transaction_many(
+        [
+            adt("p1", "张"),
+            adt("p1", "李"),
+            adt("p1", "李"),  # the same message again: nothing new
+            adt("p1", "王", mrn="0002"),
+        ]
+    )
+    assert [etags(result)[0] for result in results] == ['W/"1"', 'W/"2"', 'W/"2"', 'W/"3"']
+    assert [etags(result)[1] for result in results] == ['W/"1"'] * 4
+    assert [statuses(result)[0] for result in results] == [
+        "201 Created",
+        "200 OK",
+        "200 OK",
+        "200 OK",
+    ]
+    patient = await store.read("Patient", "p1")
+    assert patient["meta"]["versionId"] == "3" and patient["name"] == [{"family": "王"}]
+    assert await version_count(database, "Patient", "p1") == 3
+    assert await store.search_identifier("Patient", f"{MRN}|0001") == []
+    assert [p["id"] for p in await store.search_identifier("Patient", f"{MRN}|0002")] == ["p1"]
+
+
+async def test_a_failing_bundle_in_a_group_leaves_nothing_behind(
+    store: FhirStore, database: AsyncEngine
+) -> None:
+    bad = adt("p1", "赵", visit="V9")
+    bad["entry"].append({"request": {"method": "GET", "url": "Patient/nobody"}})  # runs last
+    results = await store.transaction_many(
+        [adt("p1", "张"), bad, adt("p1", "李"), adt("p2", "王", mrn="0002", visit="V2")]
+    )
+    assert isinstance(results[1], NotFound)
+    assert "Bundle.entry[2]" in results[1].message
+    # The Bundle after the failed one compares with the state before it: 张 → 李 is version 2.
+    assert etags(results[2])[0] == 'W/"2"'
+    assert etags(results[3]) == ['W/"1"', 'W/"1"']
+    assert (await store.read("Patient", "p1"))["name"] == [{"family": "李"}]
+    assert await version_count(database, "Patient", "p1") == 2
+    with pytest.raises(NotFound):
+        await store.read("Encounter", "visit-V9")
+    assert len(await store.search_identifier("Patient", f"{MRN}|0002")) == 1
+
+
+async def test_a_replayed_group_changes_nothing(store: FhirStore, database: AsyncEngine) -> None:
+    group = [adt(f"p{n}", "张", mrn=f"{n:04d}", visit=f"V{n}") for n in range(5)]
+    first = await store.transaction_many(group)
+    again = await store.transaction_many(group)
+    assert [etags(result) for result in again] == [etags(result) for result in first]
+    assert [statuses(result) for result in again] == [["200 OK", "200 OK"]] * 5
+    assert await version_count(database, "Encounter", "visit-V3") == 1
+
+
+async def test_a_bundle_losing_a_write_race_fails_alone_and_may_be_resent(
+    store: FhirStore, database: AsyncEngine
+) -> None:
+    await store.update("Patient", "p1", {"resourceType": "Patient", "active": True})
+    # Another writer's version 2 of p1, as if committed while this group was being resolved.
+    async with database.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO fhir_resource_version "
+                "(resource_type, resource_id, version_id, last_updated, deleted, method, content) "
+                "VALUES ('Patient', 'p1', 2, :now, false, 'PUT', '{}')"
+            ),
+            {"now": datetime.now(UTC).replace(tzinfo=None)},
+        )
+    results = await store.transaction_many(
+        [adt("p2", "张", mrn="0002", visit="V2"), adt("p1", "李"), adt("p3", "王", visit="V3")]
+    )
+    assert isinstance(results[1], VersionConflict) and results[1].retryable
+    assert etags(results[0]) == ['W/"1"', 'W/"1"'] and etags(results[2]) == ['W/"1"', 'W/"1"']
+    assert (await store.read("Patient", "p1"))["meta"]["versionId"] == "1"
+    assert (await store.read("Encounter", "visit-V3"))["subject"]["reference"] == "Patient/p3"
+    with pytest.raises(NotFound):
+        await store.read("Encounter", "visit-V1")
+
+
+async def test_conditional_entries_of_a_group_find_what_earlier_bundles_wrote(
+    store: FhirStore,
+) -> None:
+    renamed = transaction(patient_entry())
+    renamed["entry"][0]["resource"]["name"] = [{"family": "李"}]
+    referring = transaction(encounter_entry(subject=f"Patient?identifier={MRN}|0001", visit="V2"))
+    results = await store.transaction_many(
+        [transaction(patient_entry(), encounter_entry()), renamed, referring]
+    )
+    created = results[0]
+    assert isinstance(created, dict)
+    patient_id = created["entry"][0]["response"]["location"].split("/")[1]
+    assert etags(results[1]) == ['W/"2"']
+    assert statuses(results[1]) == ["200 OK"]
+    assert statuses(results[2]) == ["201 Created"]
+    (patient,) = await store.search_identifier("Patient", f"{MRN}|0001")
+    assert patient["id"] == patient_id and patient["name"] == [{"family": "李"}]
+    (encounter,) = await store.search_identifier("Encounter", "urn:visit|V2")
+    assert encounter["subject"]["reference"] == f"Patient/{patient_id}"
+
+
+async def test_an_in_memory_database_is_written_on_the_callers_engine() -> None:
+    database = create_database("sqlite+aiosqlite://")
+    store = FhirStore(database)
+    try:
+        await migrate(database)
+        results = await store.transaction_many([adt("p1", "张"), adt("p1", "李")])
+        assert [etags(result)[0] for result in results] == ['W/"1"', 'W/"2"']
+        assert (await store.read("Patient", "p1"))["name"] == [{"family": "李"}]
+    finally:
+        await store.aclose()
+        await database.dispose()
