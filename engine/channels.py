@@ -87,7 +87,10 @@ class DestinationSpecBase(BaseModel):
     transformer: TransformerSpec | None = Field(
         None, description="A mapping of its own; default: what the channel transformer made."
     )
-    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy())
+    retry: RetryPolicy = Field(
+        default_factory=lambda: RetryPolicy(),
+        description="Backoff for transient failures (below); permanent ones go to ERROR at once.",
+    )
     batch_max: int = Field(100, ge=1, le=1000, description="Messages handed over at once.")
 
 

@@ -128,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("name")
     undeploy = channel_commands.add_parser("undeploy", help="stop a channel; its queue stays")
     undeploy.add_argument("name")
+    reference = channel_commands.add_parser(
+        "reference", help="print the channel file reference (every key, from the models)"
+    )
+    reference.set_defaults(handler=_channels_reference)
     for sub, handler in (
         (listing, _channels_list),
         (validate, _channels_validate),
@@ -340,6 +344,14 @@ def _channels_validate(args: argparse.Namespace) -> int:
 
     _print(args, result, text)
     return 1 if problems else 0
+
+
+def _channels_reference(args: argparse.Namespace) -> int:
+    from engine.plugins import load_plugins
+    from engine.reference import render_reference
+
+    print(render_reference(load_plugins()), end="")
+    return 0
 
 
 def _channels_deploy(args: argparse.Namespace) -> int:
