@@ -58,8 +58,8 @@ class FhirDestination:
     async def send_many(self, outbounds: list[Outbound]) -> list[Delivered | DeliveryError]:
         """Apply several messages in one database transaction; one result per message, in order.
 
-        A message that fails is rolled back alone (SAVEPOINT) and gets its DeliveryError; a
-        failure of the database itself makes every message's result retryable.
+        A message that fails leaves nothing written and gets its DeliveryError, the others are
+        applied; a failure of the database itself makes every message's result retryable.
         """
         results: list[Delivered | DeliveryError | None] = []
         bundles: list[dict[str, Any]] = []
@@ -85,7 +85,8 @@ class FhirDestination:
         return [result if result is not None else _delivered(next(answers)) for result in results]
 
     async def aclose(self) -> None:
-        """Nothing to release: the database engine belongs to the engine."""
+        """Close the store's write connections; the database engine belongs to the engine."""
+        await self._store.aclose()
 
 
 class FhirDestinationFactory:

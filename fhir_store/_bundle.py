@@ -1,9 +1,10 @@
-"""Applying a list of Bundle entries in one database transaction, FHIR's way.
+"""Applying a list of Bundle entries to a group's in-memory `Changes`, FHIR's way.
 
 Order of work: conditions are resolved (ifNoneExist, conditional PUT/DELETE), ids assigned,
-`fullUrl` and conditional references (`Patient?identifier=...`) rewritten, current rows fetched
-in one query, new versions staged and flushed together; GET entries are answered last. Entries
-are processed in FHIR's order (DELETE, POST, PUT, GET) and answered in the Bundle's order.
+`fullUrl` and conditional references (`Patient?identifier=...`) rewritten, current states looked
+up together, new versions recorded; GET entries are answered last. Entries are processed in
+FHIR's order (DELETE, POST, PUT, GET) and answered in the Bundle's order. Nothing here writes to
+the database: the caller flushes the `Changes` once for the whole group.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from fhir_store._changes import Changes
 from fhir_store._requests import Entry, IdentifierToken, parse_query_string, parse_search_query
 from fhir_store._resources import (
     R4_RESOURCE_TYPES,
@@ -26,7 +26,7 @@ from fhir_store._resources import (
     same_content,
     with_references,
 )
-from fhir_store._storage import Current, StagedWrites, fetch_current, find_ids, search_contents
+from fhir_store._storage import Current
 from fhir_store.errors import (
     ConditionFailed,
     FhirStoreError,
@@ -56,26 +56,29 @@ class _Step:
 
 
 class BundleRun:
-    """One application of entries on a session; `label` prefixes errors with the entry index."""
+    """One application of entries to `changes`; `label` prefixes errors with the entry index.
+
+    Call it inside `changes.atomic()`: an error leaves some of the entries' changes recorded.
+    """
 
     def __init__(
-        self, session: AsyncSession, now: datetime, validate_structure: bool, *, label: bool
+        self, changes: Changes, now: datetime, validate_structure: bool, *, label: bool
     ) -> None:
-        self._session = session
+        self._changes = changes
         self._now = now
         self._stamp = now.isoformat()
         self._validate = validate_structure
         self._label = label
         self._conditional_refs: dict[str, str] = {}
 
-    async def apply(self, entries: list[Entry], return_resources: bool) -> list[dict[str, Any]]:
+    def apply(self, entries: list[Entry], return_resources: bool) -> list[dict[str, Any]]:
         """Apply the entries and return one response entry each, in the given order."""
         steps = sorted((_Step(entry) for entry in entries), key=lambda s: _ORDER[s.entry.method])
         for step in steps:
             with self._at(step.entry):
-                await self._resolve_target(step)
+                self._resolve_target(step)
         self._check_duplicates(steps)
-        await self._resolve_references(steps)
+        self._resolve_references(steps)
         if self._validate:
             from fhir_store._validation import validate_structure  # imports fhir.resources
 
@@ -88,16 +91,14 @@ class BundleRun:
             for step in steps
             if step.target_id is not None and step.entry.method != "GET"
         ]
-        current = await fetch_current(self._session, [(t, i) for t, i in keys if i is not None])
-        staged = StagedWrites()
+        current = self._changes.current([(t, i) for t, i in keys if i is not None])
         for step in steps:
             with self._at(step.entry):
-                self._stage(step, current, staged, return_resources)
-        await staged.flush(self._session)
+                self._stage(step, current, return_resources)
         for step in steps:
             if step.entry.method == "GET":
                 with self._at(step.entry):
-                    await self._get(step)
+                    self._get(step)
         return [step.response for step in sorted(steps, key=lambda s: s.entry.index)]
 
     @contextmanager
@@ -109,14 +110,14 @@ class BundleRun:
                 raise error.with_prefix(entry.where) from None
             raise
 
-    async def _resolve_target(self, step: _Step) -> None:
+    def _resolve_target(self, step: _Step) -> None:
         entry = step.entry
         if entry.method == "GET":
             return
         resource = entry.resource
         body_id = resource.get("id") if resource is not None else None
         if entry.condition is not None:
-            ids = await find_ids(self._session, entry.resource_type, entry.condition, limit=2)
+            ids = self._changes.find_ids(entry.resource_type, entry.condition, limit=2)
             if len(ids) > 1:
                 raise ConditionFailed(
                     f"the condition matches more than one {entry.resource_type}; make it "
@@ -162,7 +163,7 @@ class BundleRun:
                 )
             seen[key] = step.entry.index
 
-    async def _resolve_references(self, steps: list[_Step]) -> None:
+    def _resolve_references(self, steps: list[_Step]) -> None:
         full_urls: dict[str, str] = {}
         in_bundle: list[tuple[str, str, list[tuple[str | None, str]]]] = []
         for step in steps:
@@ -192,9 +193,7 @@ class BundleRun:
                             expression=[path],
                         )
                     elif "?" in value and not value.startswith("#"):
-                        replacements[value] = await self._conditional_reference(
-                            value, path, in_bundle
-                        )
+                        replacements[value] = self._conditional_reference(value, path, in_bundle)
                 resource = (
                     with_references(entry.resource, replacements)
                     if replacements
@@ -202,7 +201,7 @@ class BundleRun:
                 )
             step.resource = _with_id_first(resource, step.target_id or "")
 
-    async def _conditional_reference(
+    def _conditional_reference(
         self, value: str, path: str, in_bundle: list[tuple[str, str, list[tuple[str | None, str]]]]
     ) -> str:
         known = self._conditional_refs.get(value)
@@ -227,7 +226,7 @@ class BundleRun:
             for other_type, resource_id, tokens in in_bundle
             if other_type == resource_type and _any_match(token, tokens)
         }
-        ids = await find_ids(self._session, resource_type, token, limit=2)
+        ids = self._changes.find_ids(resource_type, token, limit=2)
         matches.update(f"{resource_type}/{resource_id}" for resource_id in ids)
         if len(matches) != 1:
             raise ConditionFailed(
@@ -249,7 +248,6 @@ class BundleRun:
         self,
         step: _Step,
         current_rows: dict[tuple[str, str], Current],
-        staged: StagedWrites,
         return_resources: bool,
     ) -> None:
         entry = step.entry
@@ -266,7 +264,9 @@ class BundleRun:
                 step.response = {"response": {"status": "204 No Content"}}
                 return
             version = current.version_id + 1
-            staged.delete(resource_type, step.target_id, version_id=version, last_updated=self._now)
+            self._changes.delete(
+                resource_type, step.target_id, version_id=version, last_updated=self._now
+            )
             step.response = {"response": {"status": "204 No Content", "etag": f'W/"{version}"'}}
             return
         assert step.target_id is not None
@@ -299,22 +299,21 @@ class BundleRun:
         meta["lastUpdated"] = self._stamp
         resource = {"resourceType": resource_type, "id": step.target_id, "meta": meta, **resource}
         resource["meta"] = meta
-        staged.put(
+        self._changes.put(
             resource_type,
             step.target_id,
             resource,
             version_id=version,
             last_updated=self._now,
             method=entry.method,
-            current=current,
         )
         status = "200 OK" if alive else "201 Created"
         step.response = _response(status, resource_type, resource, return_resources)
 
-    async def _get(self, step: _Step) -> None:
+    def _get(self, step: _Step) -> None:
         entry = step.entry
         if entry.resource_id is not None:
-            rows = await fetch_current(self._session, [(entry.resource_type, entry.resource_id)])
+            rows = self._changes.current([(entry.resource_type, entry.resource_id)])
             current = rows.get((entry.resource_type, entry.resource_id))
             if current is None:
                 raise NotFound(f"no {entry.resource_type} with this id exists")
@@ -323,7 +322,7 @@ class BundleRun:
             step.response = _response("200 OK", entry.resource_type, current.resource(), True)
             return
         assert entry.condition is not None
-        contents = await search_contents(self._session, entry.resource_type, entry.condition)
+        contents = self._changes.search(entry.resource_type, entry.condition)
         step.response = {
             "resource": searchset([_loads(content) for content in contents]),
             "response": {"status": "200 OK"},

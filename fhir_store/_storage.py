@@ -1,25 +1,33 @@
-"""SQL over the store's tables for one unit of work: lookups, searches and batched writes.
+"""SQL over the store's tables: lookups, searches and the bulk write of a group's changes.
 
-Writes are staged per bundle and flushed with one executemany per statement, so a bundle of n
-resources costs a handful of round trips rather than several per resource.
+The functions take a synchronous `Connection`: writes run them in a worker thread on the
+store's write engine, reads through `AsyncConnection.run_sync`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, bindparam, delete, insert, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
 
 from fhir_store._requests import IdentifierToken
 from fhir_store._resources import identifier_tokens
 from fhir_store.models import ResourceRow, ResourceVersionRow, TokenIndexRow
 
-__all__ = ["Current", "StagedWrites", "fetch_current", "find_ids", "search_contents"]
+__all__ = [
+    "Current",
+    "RowWrites",
+    "fetch_current",
+    "fetch_identifiers",
+    "find_ids",
+    "search_rows",
+    "write_rows",
+]
 
 _RESOURCE = cast(Table, ResourceRow.__table__)
 _VERSION = cast(Table, ResourceVersionRow.__table__)
@@ -43,12 +51,14 @@ _DELETE_TOKENS = delete(_TOKEN).where(
 
 @dataclass(slots=True)
 class Current:
-    """The current row of a resource as read before a write."""
+    """The current state of a resource: as read from the database, or as a group wrote it."""
 
     version_id: int
     deleted: bool
     content: str | None
     _parsed: dict[str, Any] | None = None
+    _tokens: list[tuple[str | None, str]] | None = None
+    last_updated: datetime | None = None
 
     def resource(self) -> dict[str, Any]:
         """The current content, parsed once."""
@@ -56,10 +66,16 @@ class Current:
             self._parsed = json.loads(self.content or "{}")
         return self._parsed
 
+    def tokens(self) -> list[tuple[str | None, str]]:
+        """The identifier tokens the search index holds for this state (none if deleted)."""
+        if self._tokens is None:
+            self._tokens = [] if self.deleted else identifier_tokens(self.resource())
+        return self._tokens
+
 
 @dataclass(slots=True)
-class StagedWrites:
-    """Row changes collected for one bundle and flushed together."""
+class RowWrites:
+    """The row changes of a group, written with one executemany per kind of change."""
 
     resource_inserts: list[dict[str, Any]] = field(default_factory=list)
     resource_updates: list[dict[str, Any]] = field(default_factory=list)
@@ -67,39 +83,43 @@ class StagedWrites:
     token_deletes: list[dict[str, Any]] = field(default_factory=list)
     token_inserts: list[dict[str, Any]] = field(default_factory=list)
 
-    def put(
+    def resource(
+        self, resource_type: str, resource_id: str, state: Current, *, exists: bool
+    ) -> None:
+        """Set the resource row of `resource_type/resource_id` to `state`."""
+        if exists:
+            self.resource_updates.append(
+                {
+                    "b_type": resource_type,
+                    "b_id": resource_id,
+                    "b_version": state.version_id,
+                    "b_updated": state.last_updated,
+                    "b_deleted": state.deleted,
+                    "b_content": state.content,
+                }
+            )
+        else:
+            self.resource_inserts.append(
+                {
+                    "resource_type": resource_type,
+                    "id": resource_id,
+                    "version_id": state.version_id,
+                    "last_updated": state.last_updated,
+                    "deleted": state.deleted,
+                    "content": state.content,
+                }
+            )
+
+    def tokens(
         self,
         resource_type: str,
         resource_id: str,
-        resource: dict[str, Any],
+        tokens: list[tuple[str | None, str]],
         *,
-        version_id: int,
-        last_updated: datetime,
-        method: str,
-        current: Current | None,
+        replace: bool,
     ) -> None:
-        """Stage a new version of a resource (create, update or revive after delete)."""
-        content = json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
-        row = {"version_id": version_id, "last_updated": last_updated, "deleted": False}
-        if current is None:
-            self.resource_inserts.append(
-                {"resource_type": resource_type, "id": resource_id, "content": content, **row}
-            )
-        else:
-            self.resource_updates.append(_update_params(resource_type, resource_id, content, row))
-        self.version_inserts.append(
-            {
-                "resource_type": resource_type,
-                "resource_id": resource_id,
-                "method": method,
-                "content": content,
-                **row,
-            }
-        )
-        tokens = identifier_tokens(resource)
-        if current is not None and not current.deleted:
-            if identifier_tokens(current.resource()) == tokens:
-                return  # index rows still right: rebuilt only when the identifiers changed
+        """Index `tokens` for the resource, first dropping its old rows if `replace`."""
+        if replace:
             self.token_deletes.append({"b_type": resource_type, "b_id": resource_id})
         self.token_inserts.extend(
             {
@@ -112,47 +132,23 @@ class StagedWrites:
             for system, value in tokens
         )
 
-    def delete(
-        self, resource_type: str, resource_id: str, *, version_id: int, last_updated: datetime
-    ) -> None:
-        """Stage the deletion of a current resource: a tombstone version, index rows removed."""
-        row = {"version_id": version_id, "last_updated": last_updated, "deleted": True}
-        self.resource_updates.append(_update_params(resource_type, resource_id, None, row))
-        self.version_inserts.append(
-            {
-                "resource_type": resource_type,
-                "resource_id": resource_id,
-                "method": "DELETE",
-                "content": None,
-                **row,
-            }
-        )
-        self.token_deletes.append({"b_type": resource_type, "b_id": resource_id})
 
-    async def flush(self, session: AsyncSession) -> None:
-        """Write everything staged, one executemany per kind of change, then forget it."""
-        if self.resource_inserts:
-            await session.execute(insert(_RESOURCE), self.resource_inserts)
-        if self.resource_updates:
-            await session.execute(_UPDATE_RESOURCE, self.resource_updates)
-        if self.version_inserts:
-            await session.execute(insert(_VERSION), self.version_inserts)
-        if self.token_deletes:
-            await session.execute(_DELETE_TOKENS, self.token_deletes)
-        if self.token_inserts:
-            await session.execute(insert(_TOKEN), self.token_inserts)
-        for staged in (
-            self.resource_inserts,
-            self.resource_updates,
-            self.version_inserts,
-            self.token_deletes,
-            self.token_inserts,
-        ):
-            staged.clear()
+def write_rows(connection: Connection, writes: RowWrites) -> None:
+    """Write a group's row changes: resources first (the other tables refer to them)."""
+    if writes.resource_inserts:
+        connection.execute(insert(_RESOURCE), writes.resource_inserts)
+    if writes.resource_updates:
+        connection.execute(_UPDATE_RESOURCE, writes.resource_updates)
+    if writes.version_inserts:
+        connection.execute(insert(_VERSION), writes.version_inserts)
+    if writes.token_deletes:
+        connection.execute(_DELETE_TOKENS, writes.token_deletes)
+    if writes.token_inserts:
+        connection.execute(insert(_TOKEN), writes.token_inserts)
 
 
-async def fetch_current(
-    session: AsyncSession, keys: Iterable[tuple[str, str]]
+def fetch_current(
+    connection: Connection, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], Current]:
     """The current rows of the given (type, id) keys that exist, deleted ones included."""
     wanted = list(dict.fromkeys(keys))
@@ -164,7 +160,7 @@ async def fetch_current(
             condition = (_RESOURCE.c.resource_type == chunk[0][0]) & (_RESOURCE.c.id == chunk[0][1])
         else:
             condition = tuple_(_RESOURCE.c.resource_type, _RESOURCE.c.id).in_(chunk)
-        result = await session.execute(
+        result = connection.execute(
             select(
                 _RESOURCE.c.resource_type,
                 _RESOURCE.c.id,
@@ -178,24 +174,51 @@ async def fetch_current(
     return found
 
 
-async def find_ids(
-    session: AsyncSession, resource_type: str, token: IdentifierToken, *, limit: int | None = None
+def fetch_identifiers(
+    connection: Connection, values: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], list[tuple[str, str | None]]]:
+    """For (type, identifier value) pairs: the (id, system) of each current resource of the
+    type with an identifier of that value, whatever its system."""
+    wanted = [(resource_type, "identifier", value) for resource_type, value in set(values)]
+    found: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        result = connection.execute(
+            select(
+                _TOKEN.c.resource_type, _TOKEN.c.value, _TOKEN.c.resource_id, _TOKEN.c.system
+            ).where(
+                tuple_(_TOKEN.c.resource_type, _TOKEN.c.param, _TOKEN.c.value).in_(
+                    wanted[start : start + _CHUNK]
+                )
+            )
+        )
+        for resource_type, value, resource_id, system in result:
+            found.setdefault((resource_type, value), []).append((resource_id, system))
+    return found
+
+
+def find_ids(
+    connection: Connection,
+    resource_type: str,
+    token: IdentifierToken,
+    *,
+    limit: int | None = None,
 ) -> list[str]:
     """Ids of current resources of `resource_type` with a matching identifier."""
     query = select(_TOKEN.c.resource_id).distinct().where(*_token_match(resource_type, token))
     if limit is not None:
         query = query.limit(limit)
-    result = await session.execute(query.order_by(_TOKEN.c.resource_id))
+    result = connection.execute(query.order_by(_TOKEN.c.resource_id))
     return list(result.scalars())
 
 
-async def search_contents(
-    session: AsyncSession, resource_type: str, token: IdentifierToken
-) -> Sequence[str]:
-    """The JSON content of the current resources of `resource_type` with a matching identifier."""
+def search_rows(
+    connection: Connection, resource_type: str, token: IdentifierToken
+) -> list[tuple[str, str]]:
+    """(id, JSON content) of the current resources of `resource_type` with a matching
+    identifier, by id."""
     matching = select(_TOKEN.c.resource_id).where(*_token_match(resource_type, token))
-    result = await session.execute(
-        select(_RESOURCE.c.content)
+    result = connection.execute(
+        select(_RESOURCE.c.id, _RESOURCE.c.content)
         .where(
             _RESOURCE.c.resource_type == resource_type,
             _RESOURCE.c.id.in_(matching),
@@ -203,7 +226,7 @@ async def search_contents(
         )
         .order_by(_RESOURCE.c.id)
     )
-    return [content for content in result.scalars() if content is not None]
+    return [(resource_id, content) for resource_id, content in result if content is not None]
 
 
 def _token_match(resource_type: str, token: IdentifierToken) -> list[Any]:
@@ -219,16 +242,3 @@ def _token_match(resource_type: str, token: IdentifierToken) -> list[Any]:
     else:
         conditions.append(_TOKEN.c.system == token.system)
     return conditions
-
-
-def _update_params(
-    resource_type: str, resource_id: str, content: str | None, row: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "b_type": resource_type,
-        "b_id": resource_id,
-        "b_version": row["version_id"],
-        "b_updated": row["last_updated"],
-        "b_deleted": row["deleted"],
-        "b_content": content,
-    }

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from fhir_store.router import build_router
 from fhir_store.schema import migrate
+from fhir_store.store import FhirStore
 
 __all__ = ["create_app", "create_database"]
 
@@ -32,6 +33,7 @@ def create_database(url: str) -> AsyncEngine:
 def create_app(database_url: str) -> FastAPI:
     """A standalone FHIR server on `database_url`, migrated at start, without authentication."""
     database = create_database(database_url)
+    store = FhirStore(database)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,10 +41,11 @@ def create_app(database_url: str) -> FastAPI:
         try:
             yield
         finally:
+            await store.aclose()
             await database.dispose()
 
     app = FastAPI(title="greenchannel FHIR store", lifespan=lifespan)
-    app.include_router(build_router(database))
+    app.include_router(build_router(database, store=store))
     return app
 
 

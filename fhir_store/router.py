@@ -7,7 +7,8 @@ Store errors become OperationOutcome responses in one place, the route class bel
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -67,10 +68,22 @@ def build_router(
     """The FHIR API as a FastAPI router with prefix `/fhir`, over a store on `database`.
 
     The database must be migrated (`fhir_store.migrate`). Pass `store` to configure it
-    (structural validation, time zone).
+    (structural validation, time zone); the caller then closes it. A store the router builds
+    itself is closed by the router's lifespan, which the including app runs.
     """
     fhir = store if store is not None else FhirStore(database)
-    router = APIRouter(prefix="/fhir", route_class=_FhirRoute, tags=["fhir"])
+
+    @asynccontextmanager
+    async def close_own_store(app: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if store is None:
+                await fhir.aclose()
+
+    router = APIRouter(
+        prefix="/fhir", route_class=_FhirRoute, tags=["fhir"], lifespan=close_own_store
+    )
 
     async def read_json(request: Request) -> Any:
         declared = request.headers.get("content-length")

@@ -1,37 +1,38 @@
 """The FHIR store: versioned CRUD, identifier search and transaction/batch Bundles on SQLAlchemy.
 
-Every public method is one unit of work: it opens its own session and database transaction.
-`transaction_many` applies many Bundles in one database transaction, each atomic on its own
-through a SAVEPOINT, which is how the FHIR destination gets its throughput.
+Every public method is one unit of work in its own database transaction. Reads run on the
+caller's `AsyncEngine`; writes are resolved in memory and written in bulk, in one worker thread
+on a synchronous engine the store builds on the same database (`_writer.py`).
+`transaction_many` applies many Bundles that way, each atomic on its own, which is how the FHIR
+destination gets its throughput.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from http import HTTPStatus
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from fhir_store._bundle import BundleRun
-from fhir_store._requests import Entry, parse_bundle, parse_condition, parse_identifier
+from fhir_store._group import apply_bundles, apply_entries, concurrent_write
+from fhir_store._requests import Entry, parse_condition, parse_identifier
 from fhir_store._resources import check_id, check_resource, check_type
-from fhir_store._storage import fetch_current, search_contents
-from fhir_store.errors import (
-    FhirStoreError,
-    Gone,
-    NotFound,
-    StoreUnavailable,
-    VersionConflict,
-)
+from fhir_store._storage import fetch_current, search_rows
+from fhir_store._writer import create_write_engine
+from fhir_store.errors import FhirStoreError, Gone, NotFound, StoreUnavailable
 
 __all__ = ["FhirStore"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class FhirStore:
     The schema must exist: call `fhir_store.migrate(engine)` once at start. With
     `validate_structure`, resources are also checked against the `fhir.resources` R4B models
     (about 0.2 ms per resource). `timezone` is the offset written in `meta.lastUpdated`.
+    The store opens write connections of its own on the same database: close it (`aclose`).
     """
 
     def __init__(
@@ -56,7 +58,8 @@ class FhirStore:
         timezone: tzinfo = UTC,
     ) -> None:
         self._database = database
-        self._sessions = async_sessionmaker(database, expire_on_commit=False)
+        self._writer: Engine | None = None
+        self._mirrors = True  # whether the database has a synchronous twin, as far as known
         self._sqlite = database.dialect.name == "sqlite"
         self._settings = _Settings(validate_structure=validate_structure, timezone=timezone)
 
@@ -84,7 +87,7 @@ class FhirStore:
         entry.resource = checked
         if if_none_exist:
             entry.condition = parse_condition(if_none_exist, "If-None-Exist")
-        result = await self._write([entry])
+        result = await self._apply([entry])
         return _resource_of(result), result["response"]["status"].startswith("201")
 
     async def update(
@@ -105,7 +108,7 @@ class FhirStore:
         entry = Entry(index=0, method="PUT", resource_type=resource_type, resource_id=resource_id)
         entry.resource = check_resource(resource, expected_type=resource_type)
         entry.if_match = if_match
-        result = await self._write([entry])
+        result = await self._apply([entry])
         return _resource_of(result), result["response"]["status"].startswith("201")
 
     async def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
@@ -113,10 +116,8 @@ class FhirStore:
         check_type(resource_type)
         if not _valid_id(resource_id):
             raise NotFound("no resource with this id", expression=[f"{resource_type}.id"])
-        async with self._unit_of_work(write=False) as session:
-            current = (await fetch_current(session, [(resource_type, resource_id)])).get(
-                (resource_type, resource_id)
-            )
+        key = (resource_type, resource_id)
+        current = (await self._read(fetch_current, [key])).get(key)
         if current is None:
             raise NotFound(
                 f"no {resource_type} with this id exists", expression=[f"{resource_type}.id"]
@@ -134,7 +135,7 @@ class FhirStore:
         check_id(resource_id)
         entry = Entry(index=0, method="DELETE", resource_type=resource_type)
         entry.resource_id = resource_id
-        return _deleted_version(await self._write([entry]))
+        return _deleted_version(await self._apply([entry]))
 
     async def conditional_update(
         self, resource_type: str, condition: str, resource: dict[str, Any]
@@ -145,7 +146,7 @@ class FhirStore:
         entry = Entry(index=0, method="PUT", resource_type=resource_type)
         entry.condition = parse_condition(condition, "request.url")
         entry.resource = check_resource(resource, expected_type=resource_type)
-        result = await self._write([entry])
+        result = await self._apply([entry])
         return _resource_of(result), result["response"]["status"].startswith("201")
 
     async def conditional_delete(self, resource_type: str, condition: str) -> int | None:
@@ -154,15 +155,14 @@ class FhirStore:
         check_type(resource_type)
         entry = Entry(index=0, method="DELETE", resource_type=resource_type)
         entry.condition = parse_condition(condition, "request.url")
-        return _deleted_version(await self._write([entry]))
+        return _deleted_version(await self._apply([entry]))
 
     async def search_identifier(self, resource_type: str, identifier: str) -> list[dict[str, Any]]:
         """Current resources of a type with an identifier `system|value`, `|value` or `value`."""
         check_type(resource_type)
         token = parse_identifier(identifier)
-        async with self._unit_of_work(write=False) as session:
-            contents = await search_contents(session, resource_type, token)
-        return [_loads(content) for content in contents]
+        rows = await self._read(search_rows, resource_type, token)
+        return [_loads(content) for _, content in rows]
 
     async def transaction(
         self, bundle: dict[str, Any], *, return_resources: bool = False
@@ -173,127 +173,121 @@ class FhirStore:
         the entry index (`Bundle.entry[3]: ...`). A batch applies each entry on its own and
         reports failures as OperationOutcomes in the response entries.
         """
-        async with self._unit_of_work(write=True) as session:
-            return await self._run_bundle(session, bundle, self._now(), return_resources)
+        now, validate = self._now(), self._settings.validate_structure
+        (result,) = await self._write(apply_bundles, [bundle], now, validate, return_resources)
+        if isinstance(result, FhirStoreError):
+            raise result
+        return result
 
     async def transaction_many(
         self, bundles: Sequence[dict[str, Any]], *, return_resources: bool = False
     ) -> list[dict[str, Any] | FhirStoreError]:
-        """Apply many Bundles in one database transaction, each atomic on its own (SAVEPOINT).
+        """Apply many Bundles in one database transaction, each atomic on its own.
 
-        Returns, per Bundle, its response Bundle or the FhirStoreError that rolled it back. An
-        error of the database itself (locked, connection lost) aborts all of them and raises
+        The Bundles are resolved in memory in order (a later one sees an earlier one's changes)
+        and written together with a few bulk statements. Returns, per Bundle, its response
+        Bundle or the FhirStoreError that kept it out (nothing of it is written). An error of
+        the database itself (locked, connection lost) aborts all of them and raises
         StoreUnavailable.
         """
-        results: list[dict[str, Any] | FhirStoreError] = []
-        now = self._now()
-        async with self._unit_of_work(write=True) as session:
-            for bundle in bundles:
-                try:
-                    async with session.begin_nested():
-                        results.append(
-                            await self._run_bundle(session, bundle, now, return_resources)
-                        )
-                except FhirStoreError as error:
-                    results.append(error)
-                except IntegrityError as error:
-                    results.append(_concurrent_write(error))
-        return results
+        if not bundles:
+            return []
+        return await self._write(
+            apply_bundles,
+            list(bundles),
+            self._now(),
+            self._settings.validate_structure,
+            return_resources,
+        )
 
-    async def _write(self, entries: list[Entry]) -> dict[str, Any]:
-        async with self._unit_of_work(write=True) as session:
-            run = BundleRun(session, self._now(), self._settings.validate_structure, label=False)
-            responses = await run.apply(entries, return_resources=True)
+    async def aclose(self) -> None:
+        """Close the store's own write connections; the `database` engine is the caller's."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await asyncio.to_thread(writer.dispose)
+
+    async def _apply(self, entries: list[Entry]) -> dict[str, Any]:
+        responses = await self._write(
+            apply_entries, entries, self._now(), self._settings.validate_structure
+        )
         return responses[0]
 
-    async def _run_bundle(
-        self, session: AsyncSession, bundle: object, now: datetime, return_resources: bool
-    ) -> dict[str, Any]:
-        bundle_type, entries = parse_bundle(bundle)
-        validate = self._settings.validate_structure
-        if bundle_type == "transaction":
-            run = BundleRun(session, now, validate, label=True)
-            responses = await run.apply(entries, return_resources=return_resources)
-        else:
-            responses = []
-            for entry in entries:
-                try:
-                    async with session.begin_nested():
-                        run = BundleRun(session, now, validate, label=False)
-                        responses.extend(await run.apply([entry], return_resources))
-                except FhirStoreError as error:
-                    responses.append(_error_entry(error))
-                except IntegrityError as error:
-                    responses.append(_error_entry(_concurrent_write(error)))
-        return {
-            "resourceType": "Bundle",
-            "id": str(uuid.uuid4()),
-            "type": f"{bundle_type}-response",
-            "entry": responses,
-        }
+    async def _write(
+        self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `work(connection, *args)` in one write transaction, in one worker thread.
+
+        SQLite takes its write lock first (BEGIN IMMEDIATE): concurrent writers queue on the
+        busy timeout, and the reads of the work see the rows it then changes. A caller
+        cancelled meanwhile does not stop the thread, which commits: a resent write is a replay
+        and changes nothing. Without a synchronous twin (an in-memory SQLite database), the
+        work runs on the caller's engine instead, a hop per statement.
+        """
+
+        def run(connection: Connection) -> T:
+            return work(connection, *args, **kwargs)
+
+        writer = self._write_engine()
+        with _database_errors():
+            if writer is not None:
+                return await asyncio.to_thread(_in_transaction, writer, run)
+            async with self._database.begin() as connection:  # no synchronous twin
+                if self._sqlite:
+                    await _begin_immediate(connection)
+                return await connection.run_sync(run)
+
+    async def _read(
+        self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        with _database_errors():
+            async with self._database.connect() as connection:
+                return await connection.run_sync(work, *args, **kwargs)
+
+    def _write_engine(self) -> Engine | None:
+        if self._writer is None and self._mirrors:
+            self._writer = create_write_engine(self._database)
+            self._mirrors = self._writer is not None
+        return self._writer
 
     def _now(self) -> datetime:
         return datetime.now(self._settings.timezone).replace(microsecond=0)
 
-    @asynccontextmanager
-    async def _unit_of_work(self, *, write: bool) -> AsyncIterator[AsyncSession]:
-        """One session and one database transaction; database errors become store errors."""
-        try:
-            async with self._sessions() as session, session.begin():
-                if write and self._sqlite:
-                    await _begin_immediate(session)
-                yield session
-        except IntegrityError as error:
-            raise _concurrent_write(error) from error
-        except (OperationalError, InterfaceError) as error:
+
+def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.begin() as connection:
+        return work(connection)
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """Database errors become store errors: a lost race, or an unavailable database."""
+    try:
+        yield
+    except IntegrityError as error:
+        raise concurrent_write() from error
+    except (OperationalError, InterfaceError) as error:
+        raise StoreUnavailable(
+            f"the database did not complete the request ({type(error.orig).__name__}); "
+            "nothing was written, retry later and check the database if it persists"
+        ) from error
+    except DBAPIError as error:
+        if error.connection_invalidated:
             raise StoreUnavailable(
-                f"the database did not complete the request ({type(error.orig).__name__}); "
-                "nothing was written, retry later and check the database if it persists"
+                "the database connection was lost; nothing was written, retry later"
             ) from error
-        except DBAPIError as error:
-            if error.connection_invalidated:
-                raise StoreUnavailable(
-                    "the database connection was lost; nothing was written, retry later"
-                ) from error
-            raise
+        raise
 
 
-async def _begin_immediate(session: AsyncSession) -> None:
+async def _begin_immediate(connection: AsyncConnection) -> None:
     """On SQLite, take the write lock up front (BEGIN IMMEDIATE).
 
     The sqlite3 driver otherwise starts no transaction before the first write: reads before it
     would run outside the transaction, and a SAVEPOINT would open (and its RELEASE commit) the
-    whole transaction. Taking the lock first also makes concurrent writers queue on
-    `busy_timeout` instead of failing on a read-to-write lock upgrade.
+    whole transaction.
     """
-    connection = await session.connection()
     raw = await connection.get_raw_connection()
     if not getattr(raw.driver_connection, "in_transaction", True):
         await connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _concurrent_write(error: IntegrityError) -> VersionConflict:
-    return VersionConflict(
-        "another writer changed the same resource at the same time; nothing was written, "
-        "resend the request",
-        retryable=True,
-    )
-
-
-def _error_entry(error: FhirStoreError) -> dict[str, Any]:
-    return {
-        "response": {
-            "status": _status_text(error.status),
-            "outcome": error.to_operation_outcome(),
-        }
-    }
-
-
-def _status_text(status: int) -> str:
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)
 
 
 def _resource_of(response_entry: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,207 @@
+"""The changes of a group of Bundles, kept in memory over the database until written in bulk.
+
+Lookups answer with the database as the group has changed it so far, so a later Bundle sees an
+earlier one's writes. Each Bundle (or batch entry) changes a layer of its own, kept only if it
+succeeds (`atomic`); `flush` then writes the group's final state with a handful of statements.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from fhir_store._requests import IdentifierToken
+from fhir_store._storage import (
+    Current,
+    RowWrites,
+    fetch_current,
+    fetch_identifiers,
+    find_ids,
+    search_rows,
+    write_rows,
+)
+
+__all__ = ["Changes"]
+
+Key = tuple[str, str]
+
+
+class Changes:
+    """A group's reads and writes on `connection`; nothing is written before `flush`."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._stored: dict[Key, Current | None] = {}  # as read from the database (None: absent)
+        self._group: dict[Key, Current] = {}  # written by the layers kept so far
+        self._group_ids: dict[str, dict[str, Current]] = {}  # the same, by type then id
+        # (type, identifier value) -> (id, system) of the stored resources with it, if read ahead
+        self._identifiers: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
+        self._versions: list[dict[str, Any]] = []
+        self._layer: dict[Key, Current] = {}
+        self._layer_versions: list[dict[str, Any]] = []
+        self._open = False
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Changes made in the block are kept if it ends normally, forgotten if it raises."""
+        if self._open:
+            raise RuntimeError("Changes.atomic() does not nest")
+        self._open = True
+        try:
+            yield
+            self._group.update(self._layer)
+            for (resource_type, resource_id), state in self._layer.items():
+                self._group_ids.setdefault(resource_type, {})[resource_id] = state
+            self._versions.extend(self._layer_versions)
+        finally:
+            self._layer, self._layer_versions = {}, []
+            self._open = False
+
+    def prefetch(
+        self, keys: Iterable[Key], identifiers: Iterable[tuple[str, IdentifierToken]] = ()
+    ) -> None:
+        """Read ahead, with a few queries for the whole group, the current rows of `keys`, the
+        resources matching the (type, identifier) searches, and those resources' rows."""
+        wanted = [
+            (resource_type, token.value)
+            for resource_type, token in identifiers
+            if (resource_type, token.value) not in self._identifiers
+        ]
+        found_keys: list[Key] = []
+        if wanted:
+            found = fetch_identifiers(self._connection, wanted)
+            for pair in wanted:
+                self._identifiers[pair] = matches = found.get(pair, [])
+                found_keys.extend((pair[0], resource_id) for resource_id, _ in matches)
+        self._read([*keys, *found_keys])
+
+    def current(self, keys: Iterable[Key]) -> dict[Key, Current]:
+        """The current state of the keys that exist (deleted ones included)."""
+        wanted = list(keys)
+        self._read(wanted)
+        found: dict[Key, Current] = {}
+        for key in wanted:
+            state = self._state(key)
+            if state is not None:
+                found[key] = state
+        return found
+
+    def find_ids(
+        self, resource_type: str, token: IdentifierToken, *, limit: int | None = None
+    ) -> list[str]:
+        """Ids of current resources of `resource_type` with a matching identifier."""
+        changed = self._changed_ids(resource_type)
+        known = self._identifiers.get((resource_type, token.value))
+        stored = (
+            [resource_id for resource_id, system in known if token.matches(system, token.value)]
+            if known is not None
+            else find_ids(self._connection, resource_type, token, limit=None if changed else limit)
+        )
+        ids = {resource_id for resource_id in stored if resource_id not in changed}
+        ids.update(
+            resource_id
+            for resource_id, state in changed.items()
+            if any(token.matches(system, value) for system, value in state.tokens())
+        )
+        return sorted(ids)[:limit]
+
+    def search(self, resource_type: str, token: IdentifierToken) -> list[str]:
+        """The JSON content of the current resources of `resource_type` with a matching
+        identifier, by id."""
+        changed = self._changed_ids(resource_type)
+        rows = {
+            resource_id: content
+            for resource_id, content in search_rows(self._connection, resource_type, token)
+            if resource_id not in changed
+        }
+        for resource_id, state in changed.items():
+            if state.content is not None and any(
+                token.matches(system, value) for system, value in state.tokens()
+            ):
+                rows[resource_id] = state.content
+        return [rows[resource_id] for resource_id in sorted(rows)]
+
+    def put(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        *,
+        version_id: int,
+        last_updated: datetime,
+        method: str,
+    ) -> None:
+        """A new version of a resource (create, update or revive after delete)."""
+        content = json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
+        state = Current(version_id, False, content, resource, last_updated=last_updated)
+        self._write(resource_type, resource_id, state, method)
+
+    def delete(
+        self, resource_type: str, resource_id: str, *, version_id: int, last_updated: datetime
+    ) -> None:
+        """The deletion of a current resource: a tombstone version."""
+        state = Current(version_id, True, None, last_updated=last_updated)
+        self._write(resource_type, resource_id, state, "DELETE")
+
+    def flush(self) -> None:
+        """Write the final state of everything the kept layers changed, then forget it."""
+        writes = RowWrites(version_inserts=self._versions)
+        for key, state in self._group.items():
+            before = self._stored[key]  # read before its first write
+            writes.resource(*key, state, exists=before is not None)
+            old_tokens = before.tokens() if before is not None else []
+            new_tokens = state.tokens()
+            if old_tokens != new_tokens:  # index rows are rebuilt only when identifiers change
+                writes.tokens(*key, new_tokens, replace=bool(old_tokens))
+        write_rows(self._connection, writes)
+        self._stored.update(self._group)
+        self._group, self._group_ids, self._versions = {}, {}, []
+
+    def _write(self, resource_type: str, resource_id: str, state: Current, method: str) -> None:
+        if not self._open:
+            raise RuntimeError("Changes are made inside Changes.atomic()")
+        self._layer[(resource_type, resource_id)] = state
+        self._layer_versions.append(
+            {
+                "resource_type": resource_type,
+                "resource_id": resource_id,
+                "version_id": state.version_id,
+                "last_updated": state.last_updated,
+                "deleted": state.deleted,
+                "method": method,
+                "content": state.content,
+            }
+        )
+
+    def _read(self, keys: Iterable[Key]) -> None:
+        missing = [
+            key
+            for key in dict.fromkeys(keys)
+            if key not in self._stored and key not in self._group and key not in self._layer
+        ]
+        if missing:
+            found = fetch_current(self._connection, missing)
+            for key in missing:
+                self._stored[key] = found.get(key)
+
+    def _state(self, key: Key) -> Current | None:
+        state = self._layer.get(key)
+        if state is None:
+            state = self._group.get(key)
+        if state is None:
+            state = self._stored.get(key)
+        return state
+
+    def _changed_ids(self, resource_type: str) -> dict[str, Current]:
+        changed = self._group_ids.get(resource_type, {})
+        if any(key[0] == resource_type for key in self._layer):
+            changed = dict(changed)
+            changed.update(
+                (key[1], state) for key, state in self._layer.items() if key[0] == resource_type
+            )
+        return changed

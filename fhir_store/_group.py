@@ -1,0 +1,157 @@
+"""Applying a group of Bundles in one database transaction: resolved in memory, written in bulk.
+
+Every Bundle is checked and resolved against the group's in-memory `Changes` first, in order, so
+a later Bundle sees an earlier one's changes and most failures cost no write at all. A Bundle
+that fails leaves nothing behind and gets its error in the results. The group's changes are then
+written with a handful of statements; only if that write breaks a constraint (another writer
+committed the same resource meanwhile) is the group applied again one Bundle at a time, each
+under a SAVEPOINT on the rows as they now are.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from fhir_store._bundle import BundleRun
+from fhir_store._changes import Changes
+from fhir_store._requests import BundleType, Entry, parse_bundle
+from fhir_store.errors import FhirStoreError, VersionConflict
+
+__all__ = ["apply_bundles", "apply_entries", "concurrent_write"]
+
+Result = dict[str, Any] | FhirStoreError
+
+
+def apply_bundles(
+    connection: Connection,
+    bundles: Sequence[object],
+    now: datetime,
+    validate_structure: bool,
+    return_resources: bool,
+) -> list[Result]:
+    """Apply transaction/batch Bundles in `connection`'s transaction, each atomic on its own.
+
+    Returns, per Bundle, its response Bundle or the FhirStoreError that kept it out. A single
+    Bundle whose write breaks a constraint raises IntegrityError, as the database does.
+    """
+    if len(bundles) == 1:
+        return _apply(connection, bundles, now, validate_structure, return_resources)
+    try:
+        with connection.begin_nested():
+            return _apply(connection, bundles, now, validate_structure, return_resources)
+    except IntegrityError:
+        pass  # another writer got there first: redo each Bundle on the rows as they now are
+    results: list[Result] = []
+    for bundle in bundles:
+        try:
+            with connection.begin_nested():
+                results += _apply(connection, [bundle], now, validate_structure, return_resources)
+        except IntegrityError:
+            results.append(concurrent_write())
+    return results
+
+
+def apply_entries(
+    connection: Connection, entries: list[Entry], now: datetime, validate_structure: bool
+) -> list[dict[str, Any]]:
+    """Apply the entries of one request atomically; raise its FhirStoreError, unlabelled."""
+    changes = Changes(connection)
+    with changes.atomic():
+        responses = BundleRun(changes, now, validate_structure, label=False).apply(entries, True)
+    changes.flush()
+    return responses
+
+
+def concurrent_write() -> VersionConflict:
+    """The error of a write that lost a race with another writer of the same resource."""
+    return VersionConflict(
+        "another writer changed the same resource at the same time; nothing was written, "
+        "resend the request",
+        retryable=True,
+    )
+
+
+def _apply(
+    connection: Connection,
+    bundles: Sequence[object],
+    now: datetime,
+    validate_structure: bool,
+    return_resources: bool,
+) -> list[Result]:
+    parsed: list[tuple[BundleType, list[Entry]] | FhirStoreError] = []
+    for bundle in bundles:
+        try:
+            parsed.append(parse_bundle(bundle))
+        except FhirStoreError as error:
+            parsed.append(error)
+    entries = [
+        entry for item in parsed if not isinstance(item, FhirStoreError) for entry in item[1]
+    ]
+    changes = Changes(connection)
+    changes.prefetch(
+        [(entry.resource_type, entry.resource_id) for entry in entries if entry.resource_id],
+        [(entry.resource_type, entry.condition) for entry in entries if entry.condition],
+    )
+    results: list[Result] = []
+    for item in parsed:
+        if isinstance(item, FhirStoreError):
+            results.append(item)
+            continue
+        try:
+            results.append(_run(changes, *item, now, validate_structure, return_resources))
+        except FhirStoreError as error:
+            results.append(error)
+    changes.flush()
+    return results
+
+
+def _run(
+    changes: Changes,
+    bundle_type: BundleType,
+    entries: list[Entry],
+    now: datetime,
+    validate_structure: bool,
+    return_resources: bool,
+) -> dict[str, Any]:
+    responses: list[dict[str, Any]] = []
+    if bundle_type == "transaction":
+        with changes.atomic():
+            run = BundleRun(changes, now, validate_structure, label=True)
+            responses = run.apply(entries, return_resources)
+    else:
+        for entry in entries:
+            try:
+                with changes.atomic():
+                    run = BundleRun(changes, now, validate_structure, label=False)
+                    responses += run.apply([entry], return_resources)
+            except FhirStoreError as error:
+                responses.append(_error_entry(error))
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": f"{bundle_type}-response",
+        "entry": responses,
+    }
+
+
+def _error_entry(error: FhirStoreError) -> dict[str, Any]:
+    return {
+        "response": {
+            "status": _status_text(error.status),
+            "outcome": error.to_operation_outcome(),
+        }
+    }
+
+
+def _status_text(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
