@@ -1,0 +1,93 @@
+"""Benchmark 3 of the engine issue: ADT^A04 in over MLLP, Patient searchable in the FHIR store.
+
+Sends N messages over 8 MLLP connections to the default his-adt channel (mapping to Patient and
+Encounter, FHIR destination) and measures from the first byte sent until every message is
+delivered to the store, then checks a sample of patients through FHIR search.
+Usage: python bench/end_to_end.py [--messages N] [--no-postgres]. Target: >= 1,000 messages/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+import uuid
+
+import httpx
+from _load import (
+    ROOT,
+    Serve,
+    adt_a04,
+    blast,
+    drop_postgres_database,
+    free_port,
+    postgres_database,
+    wait_for_port,
+)
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def channel(port: int) -> str:
+    text = (ROOT / "channels" / "his-adt.yaml").read_text(encoding="utf-8")
+    return text.replace("port: 2575", f"port: {port}\n  host: 127.0.0.1")
+
+
+def run(messages: int, database_url: str | None) -> tuple[float, float, int]:
+    port = free_port()
+    with Serve({"his-adt": channel(port)}, database_url=database_url) as server:
+        wait_for_port(port)
+        client = httpx.Client(
+            base_url=f"http://127.0.0.1:{server.http_port}",
+            headers={"Authorization": f"Bearer {server.token()}"},
+            timeout=30,
+        )
+        warm = "W" + uuid.uuid4().hex[:6]
+        asyncio.run(blast("127.0.0.1", port, [adt_a04(i, run=warm) for i in range(200)], 8))
+        baseline = _delivered(client)
+        while baseline < 200:
+            time.sleep(0.05)
+            baseline = _delivered(client)
+        run_id = "E" + uuid.uuid4().hex[:6]
+        batch = [adt_a04(i, run=run_id) for i in range(messages)]
+        started = time.perf_counter()
+        load = asyncio.run(blast("127.0.0.1", port, batch, 8))
+        acked_s = time.perf_counter() - started
+        while _delivered(client) < baseline + messages:
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        found = 0
+        for n in random.sample(range(messages), 20):
+            bundle = client.get("/fhir/Patient", params={"identifier": f"{run_id}{n:08d}"}).json()
+            found += len(bundle.get("entry", [])) == 1
+        assert load.acked == messages
+        return messages / elapsed, messages / acked_s, found
+
+
+def _delivered(client: httpx.Client) -> int:
+    stats = client.get("/api/stats").json()["channels"]["his-adt"]
+    return int(stats["journal"].get("sent", 0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    print(f"End to end: {args.messages} ADT^A04 over 8 MLLP connections -> Patient + Encounter")
+    for backend in ["sqlite"] + ([] if args.no_postgres else ["postgresql"]):
+        url = postgres_database(PG_ADMIN) if backend == "postgresql" else None
+        try:
+            rate, ack_rate, found = run(args.messages, url)
+        finally:
+            if url:
+                drop_postgres_database(PG_ADMIN, url)
+        print(
+            f"{backend:<11} {rate:7.0f} messages/s in and searchable "
+            f"(ACKed at {ack_rate:.0f}/s; {found}/20 sampled patients found by identifier)"
+        )
+
+
+if __name__ == "__main__":
+    main()
