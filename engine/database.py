@@ -7,8 +7,11 @@ dialect-specific sits here, one function per need.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,28 +110,66 @@ class WriteThread:
     Each `run(fn)` is a single thread hop for a whole transaction (not one per statement, as
     with the async drivers), and on SQLite, where there is one writer at a time anyway, writes
     queue here instead of sleeping in SQLite's busy handler while another transaction holds
-    the lock across event-loop turns.
+    the lock across event-loop turns. Urgent work (journal commits that senders wait for)
+    goes ahead of everything else waiting.
     """
 
     def __init__(self, url: str | URL) -> None:
         self._engine = create_sync_engine(url)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
+        self._queue: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._thread = threading.Thread(target=self._serve, name="db-writer", daemon=True)
+        self._thread.start()
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
+    async def run(self, work: Callable[[Connection], T], *, urgent: bool = False) -> T:
         """Run `work(connection)` inside one transaction, committed when it returns."""
-
-        def transaction() -> T:
-            with self._engine.begin() as connection:
-                return work(connection)
-
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((0 if urgent else 1, next(self._order), _Job(work, future, loop)))
         # Shielded: a transaction that has started runs to its end even when the awaiting task
         # is cancelled, so nobody is left guessing whether it committed.
-        loop = asyncio.get_running_loop()
-        return await asyncio.shield(loop.run_in_executor(self._thread, transaction))
+        return await asyncio.shield(future)
+
+    def _serve(self) -> None:
+        while True:
+            _, _, job = self._queue.get()
+            if job is None:
+                return
+            try:
+                with self._engine.begin() as connection:
+                    result = job.work(connection)
+            except BaseException as exc:  # handed to the awaiting task, which decides
+                job.settle(None, exc)
+            else:
+                job.settle(result, None)
 
     def close(self) -> None:
-        self._thread.shutdown(wait=True)
+        self._queue.put((2, next(self._order), None))
+        self._thread.join()
         self._engine.dispose()
+
+
+class _Job:
+    """One transaction waiting for the write thread, and the future that awaits it."""
+
+    def __init__(
+        self, work: Callable[[Connection], Any], future: asyncio.Future[Any], loop: Any
+    ) -> None:
+        self.work = work
+        self.future = future
+        self.loop = loop
+
+    def settle(self, result: Any, error: BaseException | None) -> None:
+        def deliver() -> None:
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            self.loop.call_soon_threadsafe(deliver)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

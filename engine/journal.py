@@ -247,11 +247,15 @@ class JournalWriter:
 
     async def _write(self, items: list[tuple[str, Inbound]]) -> list[Receipt]:
         try:
-            return await self._writes.run(lambda connection: journal_inbound(connection, items))
+            return await self._writes.run(
+                lambda connection: journal_inbound(connection, items), urgent=True
+            )
         except IntegrityError:
             # Another engine node journalled one of these dedup keys between our look-up and
             # our insert; a second pass sees its row and answers "duplicate".
-            return await self._writes.run(lambda connection: journal_inbound(connection, items))
+            return await self._writes.run(
+                lambda connection: journal_inbound(connection, items), urgent=True
+            )
 
     @staticmethod
     def _fail(batch: Sequence[_Pending], exc: BaseException) -> None:

@@ -85,7 +85,11 @@ def render_reference(plugins: Plugins) -> str:
         *_table(RetryPolicy),
         "",
     ]
-    for title, factories in (("Sources", plugins.sources), ("Destinations", plugins.destinations)):
+    sections: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("Sources", dict(plugins.sources)),
+        ("Destinations", dict(plugins.destinations)),
+    )
+    for title, factories in sections:
         out.append(f"## {title}")
         out.append("")
         for kind, factory in sorted(factories.items()):
