@@ -105,6 +105,7 @@ class FhirDestinationFactory:
             context.database,
             validate_structure=checked.validate_structure,
             timezone=context.timezone,
+            run_write=context.run_write,
         )
         return FhirDestination(store, checked)
 

@@ -143,6 +143,11 @@ class ConnectorContext:
     timezone: timezone = CHINA_STANDARD_TIME
     # Checks an HTTP `Authorization` header value; every HTTP endpoint must pass it.
     authorize: Callable[[str | None], Awaitable[bool]] | None = None
+    # Runs `work(connection)` as one write transaction on the engine's write thread (a
+    # synchronous SQLAlchemy Connection) and returns its result. Connectors that write to the
+    # engine's own database use it, so that on SQLite writes queue instead of fighting for the
+    # lock; the journal's commits, which senders wait for, still go first.
+    run_write: Callable[[Callable[[Any], Any]], Awaitable[Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

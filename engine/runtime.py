@@ -231,6 +231,7 @@ class Runtime:
             default_charset=compiled.charset,
             timezone=compiled.tz,
             authorize=self._authorize,
+            run_write=self.writes.run,
         )
 
     def _start(

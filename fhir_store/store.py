@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -41,6 +41,10 @@ class _Settings:
     timezone: tzinfo
 
 
+# Runs `work(connection)` in one write transaction and returns its result.
+WriteRunner = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
+
+
 class FhirStore:
     """A FHIR R4 resource store over an `AsyncEngine` (SQLite or PostgreSQL).
 
@@ -48,6 +52,9 @@ class FhirStore:
     `validate_structure`, resources are also checked against the `fhir.resources` R4B models
     (about 0.2 ms per resource). `timezone` is the offset written in `meta.lastUpdated`.
     The store opens write connections of its own on the same database: close it (`aclose`).
+    A host that already serialises writes to the database (greenchannel's engine on SQLite)
+    passes `run_write`, which runs one write transaction on a synchronous `Connection` and
+    returns its result; the store then uses that instead of connections of its own.
     """
 
     def __init__(
@@ -56,8 +63,10 @@ class FhirStore:
         *,
         validate_structure: bool = False,
         timezone: tzinfo = UTC,
+        run_write: WriteRunner | None = None,
     ) -> None:
         self._database = database
+        self._run_write = run_write
         self._writer: Engine | None = None
         self._mirrors = True  # whether the database has a synchronous twin, as far as known
         self._sqlite = database.dialect.name == "sqlite"
@@ -227,6 +236,10 @@ class FhirStore:
         def run(connection: Connection) -> T:
             return work(connection, *args, **kwargs)
 
+        if self._run_write is not None:
+            with _database_errors():
+                result: T = await self._run_write(run)
+                return result
         writer = self._write_engine()
         with _database_errors():
             if writer is not None:
