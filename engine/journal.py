@@ -269,14 +269,12 @@ def journal_inbound(connection: Connection, items: Sequence[tuple[str, Inbound]]
     keys = {(channel, inbound.dedup_key) for channel, inbound in items if inbound.dedup_key}
     known: dict[tuple[str, str], int] = {}
     if keys:
-        channels = {c for c, _ in keys}
+        channels = sorted({c for c, _ in keys})
         dedup_keys = [k for _, k in keys]
         for chunk_start in range(0, len(dedup_keys), 500):
             rows = connection.execute(
-                select(JournalMessage.channel, JournalMessage.dedup_key, JournalMessage.id).where(
-                    JournalMessage.channel.in_(channels),
-                    JournalMessage.dedup_key.in_(dedup_keys[chunk_start : chunk_start + 500]),
-                )
+                _FIND_RESENDS,
+                {"channels": channels, "keys": dedup_keys[chunk_start : chunk_start + 500]},
             )
             for row_channel, row_key, message_id in rows:
                 if row_key is not None:
@@ -305,10 +303,7 @@ def journal_inbound(connection: Connection, items: Sequence[tuple[str, Inbound]]
         new_rows.append(_row_for(channel, inbound))
 
     if new_rows:
-        result = connection.execute(
-            insert(JournalMessage).returning(JournalMessage.id, sort_by_parameter_order=True),
-            new_rows,
-        )
+        result = connection.execute(_INSERT_MESSAGES, new_rows)
         for position, message_id in zip(new_positions, result.scalars(), strict=True):
             receipts[position] = Receipt(message_id, duplicate=False)
     for position, key in duplicates_in_batch:
@@ -404,23 +399,9 @@ def store_outcomes(
     connection: Connection, updates: list[dict[str, Any]], deliveries: list[dict[str, Any]]
 ) -> None:
     """Record what processing decided for a batch: message statuses and the new deliveries."""
-    table = JournalMessage.__table__
-    assert isinstance(table, Table)
-    connection.execute(
-        update(table)
-        .where(table.c.id == bindparam("message_id"))
-        .where(table.c.status == MessageStatus.RECEIVED.value)
-        .values(
-            status=bindparam("status"),
-            error=bindparam("error"),
-            transformed=bindparam("transformed"),
-            transformed_media_type=bindparam("transformed_media_type"),
-            processed_at=bindparam("processed_at"),
-        ),
-        updates,
-    )
+    connection.execute(_STORE_OUTCOME, updates)
     if deliveries:
-        connection.execute(insert(DestinationDelivery), deliveries)
+        connection.execute(_INSERT_DELIVERIES, deliveries)
 
 
 def record_attempts(
@@ -430,20 +411,13 @@ def record_attempts(
     message_ids: Sequence[int],
     now: datetime,
 ) -> None:
-    """Record delivery attempts, move the deliveries, and derive their messages' status."""
-    table = DestinationDelivery.__table__
-    assert isinstance(table, Table)
-    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in delivery_updates:
-        by_shape.setdefault(tuple(sorted(row)), []).append(row)
-    for keys, rows in by_shape.items():
-        connection.execute(
-            update(table)
-            .where(table.c.id == bindparam("delivery_id"))
-            .values({key: bindparam(key) for key in keys if key != "delivery_id"}),
-            rows,
-        )
-    connection.execute(insert(DeliveryAttempt), attempts)
+    """Record delivery attempts, move the deliveries, and derive their messages' status.
+
+    Each of `delivery_updates` has delivery_id, status, attempts, sent_at, last_error and
+    next_attempt_at.
+    """
+    connection.execute(_MOVE_DELIVERY, delivery_updates)
+    connection.execute(_INSERT_ATTEMPTS, attempts)
     refresh_message_status(connection, message_ids, now)
 
 
@@ -451,42 +425,85 @@ def refresh_message_status(
     connection: Connection, message_ids: Sequence[int], now: datetime
 ) -> None:
     """Derive each message's status from its deliveries once they move."""
-    if not message_ids:
-        return
-    delivery = DestinationDelivery
+    if message_ids:
+        connection.execute(_REFRESH_STATUS, {"ids": sorted(set(message_ids)), "now": now})
 
-    def any_with(status: str, *extra: ColumnElement[bool]) -> Exists:
-        return exists().where(
-            delivery.message_id == JournalMessage.id, delivery.status == status, *extra
-        )
 
-    connection.execute(
-        update(JournalMessage)
-        .where(JournalMessage.id.in_(sorted(set(message_ids))))
-        .values(
-            status=case(
-                (any_with(DeliveryStatus.ERROR), MessageStatus.ERROR.value),
-                (any_with(DeliveryStatus.QUEUED, delivery.attempts > 0), MessageStatus.QUEUED),
-                (any_with(DeliveryStatus.QUEUED), MessageStatus.TRANSFORMED.value),
-                else_=MessageStatus.SENT.value,
-            ),
-            error=case(
-                (
-                    any_with(DeliveryStatus.ERROR),
-                    select(delivery.last_error)
-                    .where(
-                        delivery.message_id == JournalMessage.id,
-                        delivery.status == DeliveryStatus.ERROR,
-                    )
-                    .order_by(delivery.id)
-                    .limit(1)
-                    .scalar_subquery(),
-                ),
-                else_=JournalMessage.error,
-            ),
-            processed_at=now,
-        )
+# Statements of the hot paths, built once: building them per call cost more than running them.
+
+
+def _any_delivery(status: str, *extra: ColumnElement[bool]) -> Exists:
+    return exists().where(
+        DestinationDelivery.message_id == JournalMessage.id,
+        DestinationDelivery.status == status,
+        *extra,
     )
+
+
+_MESSAGE = JournalMessage.__table__
+_DELIVERY = DestinationDelivery.__table__
+assert isinstance(_MESSAGE, Table) and isinstance(_DELIVERY, Table)
+
+_FIND_RESENDS = select(JournalMessage.channel, JournalMessage.dedup_key, JournalMessage.id).where(
+    JournalMessage.channel.in_(bindparam("channels", expanding=True)),
+    JournalMessage.dedup_key.in_(bindparam("keys", expanding=True)),
+)
+_INSERT_MESSAGES = insert(JournalMessage).returning(JournalMessage.id, sort_by_parameter_order=True)
+_STORE_OUTCOME = (
+    update(_MESSAGE)
+    .where(_MESSAGE.c.id == bindparam("message_id"))
+    .where(_MESSAGE.c.status == MessageStatus.RECEIVED.value)
+    .values(
+        status=bindparam("status"),
+        error=bindparam("error"),
+        transformed=bindparam("transformed"),
+        transformed_media_type=bindparam("transformed_media_type"),
+        processed_at=bindparam("processed_at"),
+    )
+)
+_INSERT_DELIVERIES = insert(DestinationDelivery)
+_MOVE_DELIVERY = (
+    update(_DELIVERY)
+    .where(_DELIVERY.c.id == bindparam("delivery_id"))
+    .values(
+        status=bindparam("status"),
+        attempts=bindparam("attempts"),
+        sent_at=bindparam("sent_at"),
+        last_error=bindparam("last_error"),
+        next_attempt_at=bindparam("next_attempt_at"),
+    )
+)
+_INSERT_ATTEMPTS = insert(DeliveryAttempt)
+_REFRESH_STATUS = (
+    update(JournalMessage)
+    .where(JournalMessage.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=case(
+            (_any_delivery(DeliveryStatus.ERROR), MessageStatus.ERROR.value),
+            (
+                _any_delivery(DeliveryStatus.QUEUED, DestinationDelivery.attempts > 0),
+                MessageStatus.QUEUED.value,
+            ),
+            (_any_delivery(DeliveryStatus.QUEUED), MessageStatus.TRANSFORMED.value),
+            else_=MessageStatus.SENT.value,
+        ),
+        error=case(
+            (
+                _any_delivery(DeliveryStatus.ERROR),
+                select(DestinationDelivery.last_error)
+                .where(
+                    DestinationDelivery.message_id == JournalMessage.id,
+                    DestinationDelivery.status == DeliveryStatus.ERROR,
+                )
+                .order_by(DestinationDelivery.id)
+                .limit(1)
+                .scalar_subquery(),
+            ),
+            else_=JournalMessage.error,
+        ),
+        processed_at=bindparam("now"),
+    )
+)
 
 
 # ---------------------------------------------------------------------------------------------

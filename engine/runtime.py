@@ -538,6 +538,7 @@ class Runtime:
                         "delivery_id": delivery.id,
                         "status": DeliveryStatus.ERROR,
                         "attempts": attempt,
+                        "sent_at": None,
                         "last_error": f"{type(outcome).__name__}: {outcome}",
                         "next_attempt_at": None,
                     }
@@ -559,6 +560,7 @@ class Runtime:
                         "delivery_id": delivery.id,
                         "status": DeliveryStatus.QUEUED,
                         "attempts": attempt,
+                        "sent_at": None,
                         "last_error": f"{type(outcome).__name__}: {outcome}",
                         "next_attempt_at": now + timedelta(seconds=delay),
                     }
