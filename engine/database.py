@@ -112,10 +112,16 @@ class WriteThread:
     queue here instead of sleeping in SQLite's busy handler while another transaction holds
     the lock across event-loop turns. Urgent work (journal commits that senders wait for)
     goes ahead of everything else waiting.
+
+    On SQLite only urgent commits wait for the disk (synchronous=FULL). The others (what the
+    engine derives from the journal: statuses, deliveries, FHIR resources) commit with
+    synchronous=NORMAL: WAL frames are written in order, so the next urgent commit makes them
+    durable too, and a power cut can only lose derived work that the journal replays.
     """
 
     def __init__(self, url: str | URL) -> None:
         self._engine = create_sync_engine(url)
+        self._sqlite = self._engine.dialect.name == "sqlite"
         self._queue: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._thread = threading.Thread(target=self._serve, name="db-writer", daemon=True)
@@ -125,7 +131,8 @@ class WriteThread:
         """Run `work(connection)` inside one transaction, committed when it returns."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((0 if urgent else 1, next(self._order), _Job(work, future, loop)))
+        job = _Job(work, future, loop, urgent)
+        self._queue.put((0 if urgent else 1, next(self._order), job))
         # Shielded: a transaction that has started runs to its end even when the awaiting task
         # is cancelled, so nobody is left guessing whether it committed.
         return await asyncio.shield(future)
@@ -137,11 +144,21 @@ class WriteThread:
                 return
             try:
                 with self._engine.begin() as connection:
+                    if self._sqlite:
+                        self._set_synchronous(connection, "FULL" if job.urgent else "NORMAL")
                     result = job.work(connection)
             except BaseException as exc:  # handed to the awaiting task, which decides
                 job.settle(None, exc)
             else:
                 job.settle(result, None)
+
+    @staticmethod
+    def _set_synchronous(connection: Connection, level: str) -> None:
+        # `info` belongs to the pooled DBAPI connection, which keeps the pragma. pysqlite opens
+        # its transaction lazily, at the first write, so the pragma still runs in autocommit.
+        if connection.info.get("synchronous") != level:
+            connection.exec_driver_sql(f"PRAGMA synchronous={level}")
+            connection.info["synchronous"] = level
 
     def close(self) -> None:
         self._queue.put((2, next(self._order), None))
@@ -153,11 +170,16 @@ class _Job:
     """One transaction waiting for the write thread, and the future that awaits it."""
 
     def __init__(
-        self, work: Callable[[Connection], Any], future: asyncio.Future[Any], loop: Any
+        self,
+        work: Callable[[Connection], Any],
+        future: asyncio.Future[Any],
+        loop: Any,
+        urgent: bool,
     ) -> None:
         self.work = work
         self.future = future
         self.loop = loop
+        self.urgent = urgent
 
     def settle(self, result: Any, error: BaseException | None) -> None:
         def deliver() -> None:
