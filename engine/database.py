@@ -119,13 +119,17 @@ class WriteThread:
     durable too, and a power cut can only lose derived work that the journal replays.
     """
 
-    def __init__(self, url: str | URL) -> None:
+    def __init__(self, url: str | URL, *, threads: int = 1) -> None:
         self._engine = create_sync_engine(url)
         self._sqlite = self._engine.dialect.name == "sqlite"
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"db-writer-{n}", daemon=True)
+            for n in range(threads)
+        ]
         self._queue: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
         self._order = itertools.count()
-        self._thread = threading.Thread(target=self._serve, name="db-writer", daemon=True)
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     async def run(self, work: Callable[[Connection], T], *, urgent: bool = False) -> T:
         """Run `work(connection)` inside one transaction, committed when it returns."""
@@ -161,8 +165,10 @@ class WriteThread:
             connection.info["synchronous"] = level
 
     def close(self) -> None:
-        self._queue.put((2, next(self._order), None))
-        self._thread.join()
+        for _ in self._threads:
+            self._queue.put((2, next(self._order), None))
+        for thread in self._threads:
+            thread.join()
         self._engine.dispose()
 
 

@@ -204,8 +204,12 @@ class JournalWriter:
         batch_max: int = 500,
         queue_max: int = 10_000,
         on_committed: Callable[[set[str]], None] | None = None,
+        concurrency: int = 1,
     ) -> None:
         self._writes = writes
+        # More than one batch in flight only helps a database that commits concurrently
+        # (PostgreSQL); messages of one connection stay ordered since each waits for its ACK.
+        self._concurrency = concurrency
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_max)
         self._batch_max = batch_max
         self._on_committed = on_committed
@@ -219,31 +223,36 @@ class JournalWriter:
     async def run(self) -> None:
         """Write batches until cancelled; anything still waiting is failed, not dropped silently."""
         try:
-            while True:
-                batch = [await self._queue.get()]
-                while len(batch) < self._batch_max and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                items = [(p.channel, p.inbound) for p in batch]
-                try:
-                    receipts = await self._write(items)
-                except asyncio.CancelledError:
-                    self._fail(batch, RuntimeError("engine stopping"))
-                    raise
-                except Exception as exc:
-                    # The senders get no ACK and will resend; nothing was committed.
-                    log.error("journal.write_failed", extra={"batch": len(batch)}, exc_info=True)
-                    self._fail(batch, exc)
-                    continue
-                for pending, receipt in zip(batch, receipts, strict=True):
-                    if not pending.future.done():
-                        pending.future.set_result(receipt)
-                if self._on_committed is not None:
-                    self._on_committed({p.channel for p in batch})
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self._concurrency):
+                    group.create_task(self._drain())
         finally:
             waiting: list[_Pending] = []
             while not self._queue.empty():
                 waiting.append(self._queue.get_nowait())
             self._fail(waiting, RuntimeError("engine stopping"))
+
+    async def _drain(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            items = [(p.channel, p.inbound) for p in batch]
+            try:
+                receipts = await self._write(items)
+            except asyncio.CancelledError:
+                self._fail(batch, RuntimeError("engine stopping"))
+                raise
+            except Exception as exc:
+                # The senders get no ACK and will resend; nothing was committed.
+                log.error("journal.write_failed", extra={"batch": len(batch)}, exc_info=True)
+                self._fail(batch, exc)
+                continue
+            for pending, receipt in zip(batch, receipts, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(receipt)
+            if self._on_committed is not None:
+                self._on_committed({p.channel for p in batch})
 
     async def _write(self, items: list[tuple[str, Inbound]]) -> list[Receipt]:
         try:

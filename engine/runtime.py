@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # workers also look at the journal this often, for work another node added
 STOP_GRACE_S = 10.0  # a stopping worker may finish its batch for this long
+JOURNAL_THREADS_PG = 4  # journal batches in flight at once on PostgreSQL
 PROCESS_GATHER_S = 0.02  # least time between two processing transactions of a busy channel
 
 
@@ -105,11 +106,13 @@ class Runtime:
         # in its busy handler. PostgreSQL commits concurrently (and groups commits itself), so
         # the journal, whose commits the senders wait for, gets a thread of its own.
         self.writes = WriteThread(database.url)
+        sqlite = database.dialect.name == "sqlite"
         self._journal_writes = (
-            self.writes if database.dialect.name == "sqlite" else WriteThread(database.url)
+            self.writes if sqlite else WriteThread(database.url, threads=JOURNAL_THREADS_PG)
         )
         self.writer = JournalWriter(
             self._journal_writes,
+            concurrency=1 if sqlite else JOURNAL_THREADS_PG,
             batch_max=journal_batch_max,
             queue_max=journal_queue_max,
             on_committed=self._wake_processors,
