@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, LargeBinary, create_engine, event
 from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -142,19 +143,30 @@ class WriteThread:
         return await asyncio.shield(future)
 
     def _serve(self) -> None:
-        while True:
-            _, _, job = self._queue.get()
-            if job is None:
-                return
-            try:
-                with self._engine.begin() as connection:
-                    if self._sqlite:
-                        self._set_synchronous(connection, "FULL" if job.urgent else "NORMAL")
-                    result = job.work(connection)
-            except BaseException as exc:  # handed to the awaiting task, which decides
-                job.settle(None, exc)
-            else:
-                job.settle(result, None)
+        # Each thread keeps its connection: checking one out of the pool per transaction cost
+        # as much as a small transaction itself. A broken one is replaced at the next job.
+        connection: Connection | None = None
+        try:
+            while True:
+                _, _, job = self._queue.get()
+                if job is None:
+                    return
+                try:
+                    if connection is None or connection.invalidated or connection.closed:
+                        connection = self._engine.connect()
+                    with connection.begin():
+                        if self._sqlite:
+                            self._set_synchronous(connection, "FULL" if job.urgent else "NORMAL")
+                        result = job.work(connection)
+                except BaseException as exc:  # handed to the awaiting task, which decides
+                    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                        connection = None
+                    job.settle(None, exc)
+                else:
+                    job.settle(result, None)
+        finally:
+            if connection is not None:
+                connection.close()
 
     @staticmethod
     def _set_synchronous(connection: Connection, level: str) -> None:
