@@ -383,8 +383,9 @@ def _messages_list(args: argparse.Namespace) -> int:
             f"{'ID':>8} {'RECEIVED':<26} {'CHANNEL':<16} {'STATUS':<12} {'CONTROL ID':<20} ERROR"
         ]
         for m in d["messages"]:
+            received = datetime.fromisoformat(m["received_at"]).isoformat(timespec="seconds")
             lines.append(
-                f"{m['id']:>8} {m['received_at']:<26} {m['channel']:<16} {m['status']:<12} "
+                f"{m['id']:>8} {received:<26} {m['channel']:<16} {m['status']:<12} "
                 f"{(m['correlation_id'] or '-'):<20} {m['error'] or ''}"
             )
         return "\n".join(lines)
