@@ -18,6 +18,7 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # PostgreSQL tests run when the server answers on 127.0.0.1:5432 (always on these machines
 # and in CI); set PG_URL= to skip them.
