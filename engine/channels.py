@@ -135,6 +135,7 @@ class Channel:
     spec: Any  # a ChannelFile built for the installed connectors (see `_model_for`)
     file: str
     fingerprint: str  # changes when the file's content changes
+    text: str = ""  # the file as read, so another process can validate it again
 
     @property
     def name(self) -> str:
@@ -190,7 +191,9 @@ def _validate(data: Any, positions: Any, file: str, plugins: Plugins, raw: str) 
             line=positions.get(("timezone",)),
             key="timezone",
         )
-    return Channel(spec=spec, file=file, fingerprint=hashlib.sha256(raw.encode()).hexdigest())
+    return Channel(
+        spec=spec, file=file, fingerprint=hashlib.sha256(raw.encode()).hexdigest(), text=raw
+    )
 
 
 def _check_kinds(data: dict[str, Any], positions: Any, file: str, plugins: Plugins) -> None:

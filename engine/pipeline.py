@@ -8,6 +8,7 @@ broken mapping or expression refuses the deploy instead of failing message by me
 from __future__ import annotations
 
 import json
+import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,18 @@ from engine.mapping.document import Document
 from engine.mapping.expression import is_truthy
 from engine.plugins import Plugins
 
-__all__ = ["CompiledChannel", "CompiledDestination", "Outcome", "compile_channel", "process"]
+__all__ = [
+    "ChannelRef",
+    "CompiledChannel",
+    "CompiledDestination",
+    "Outcome",
+    "compile_channel",
+    "process",
+    "process_rows",
+    "warm_up",
+]
+
+log = logging.getLogger(__name__)
 
 Condition = Callable[[Document], bool]
 Transform = Callable[[Document], bytes | None]
@@ -51,6 +63,21 @@ class CompiledChannel:
     lanes: int
     destinations: tuple[CompiledDestination, ...]
     plugins: Plugins
+    mappings_dir: Path
+    default_charset: str
+    default_tz: timezone
+
+    def ref(self, generation: int) -> ChannelRef:
+        """How a worker process can compile this same channel."""
+        offset = self.default_tz.utcoffset(None) or timedelta(0)
+        return ChannelRef(
+            text=self.channel.text,
+            file=self.channel.file,
+            generation=generation,
+            mappings_dir=str(self.mappings_dir),
+            default_charset=self.default_charset,
+            default_offset_minutes=int(offset.total_seconds() // 60),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +191,9 @@ def compile_channel(
         lanes=spec.partition.lanes if spec.partition else 1,
         destinations=destinations,
         plugins=plugins,
+        mappings_dir=mappings_dir,
+        default_charset=default_charset,
+        default_tz=default_tz,
     )
 
 
@@ -212,9 +242,70 @@ def process(compiled: CompiledChannel, raw: bytes, media_type: str, charset: str
         return Outcome(MessageStatus.ERROR, error=f"{type(exc).__name__}: {exc}")
     except GreenchannelError as exc:
         return Outcome(MessageStatus.ERROR, error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        # A bug in a parser or mapping function must not stop the channel on this message
+        # for ever: it goes to ERROR (with the traceback in the log) and the channel moves on.
+        log.error("message.processing_crashed", exc_info=True)
+        return Outcome(
+            MessageStatus.ERROR,
+            error=f"internal error ({type(exc).__name__}) while processing; "
+            "report it with the engine log, then reprocess the message",
+        )
     status = (
         MessageStatus.TRANSFORMED
         if any(p.status == DeliveryStatus.QUEUED for p in plans)
         else MessageStatus.SENT
     )
     return Outcome(status, transformed=transformed, media_type=out_media, deliveries=tuple(plans))
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRef:
+    """What a processing worker process needs to compile a deployed channel for itself.
+
+    `generation` changes at every deploy, so a redeploy with changed mapping files is never
+    served from a worker's cache.
+    """
+
+    text: str
+    file: str
+    generation: int
+    mappings_dir: str
+    default_charset: str
+    default_offset_minutes: int
+
+
+_COMPILED: dict[tuple[str, int], CompiledChannel] = {}
+
+
+def process_rows(ref: ChannelRef, rows: list[tuple[bytes, str, str | None]]) -> list[Outcome]:
+    """Process a batch in a worker process: compile the channel once, then each message."""
+    key = (ref.file, ref.generation)
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        from pathlib import Path
+
+        from engine.channels import load_channel_text
+        from engine.plugins import load_plugins
+
+        plugins = load_plugins()
+        channel = load_channel_text(ref.text, plugins, file=ref.file)
+        compiled = compile_channel(
+            channel,
+            mappings_dir=Path(ref.mappings_dir),
+            plugins=plugins,
+            default_charset=ref.default_charset,
+            default_tz=timezone(timedelta(minutes=ref.default_offset_minutes)),
+        )
+        # Old generations of the same channel are not needed any more.
+        for old in [k for k in _COMPILED if k[0] == ref.file]:
+            del _COMPILED[old]
+        _COMPILED[key] = compiled
+    return [process(compiled, raw, media_type, charset) for raw, media_type, charset in rows]
+
+
+def warm_up() -> None:
+    """Run once in each new worker process: imports and entry points loaded before work."""
+    from engine.plugins import load_plugins
+
+    load_plugins()

@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
+import multiprocessing
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,7 +48,14 @@ from engine.journal import (
     record_attempts,
     store_outcomes,
 )
-from engine.pipeline import CompiledChannel, process
+from engine.pipeline import (
+    ChannelRef,
+    CompiledChannel,
+    Outcome,
+    process,
+    process_rows,
+    warm_up,
+)
 from engine.stats import Stats
 
 __all__ = ["Runtime"]
@@ -77,6 +88,7 @@ class _Deployed:
     source_task: asyncio.Task[None]
     processor: _Worker
     destinations: dict[str, Destination]
+    ref: ChannelRef
     lanes: dict[str, list[_Worker]] = field(default_factory=dict)
 
 
@@ -92,6 +104,7 @@ class Runtime:
         now: Callable[[], datetime],
         authorize: Callable[[str | None], Awaitable[bool]] | None,
         worker_batch: int = 200,
+        processing_workers: int = 0,
         journal_batch_max: int = 500,
         journal_queue_max: int = 10_000,
     ) -> None:
@@ -118,6 +131,9 @@ class Runtime:
             on_committed=self._wake_processors,
         )
         self._deployed: dict[str, _Deployed] = {}
+        self._processing_workers = processing_workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._generation = itertools.count(1)
         self._lock = asyncio.Lock()
         self._group: asyncio.TaskGroup | None = None
 
@@ -125,6 +141,8 @@ class Runtime:
 
     async def run(self, started: asyncio.Event | None = None) -> None:
         """Run until cancelled; channels are deployed into this task group."""
+        if self._processing_workers:
+            self._pool = await asyncio.to_thread(self._start_pool)
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -138,8 +156,23 @@ class Runtime:
                 with contextlib.suppress(Exception):
                     await self._close_deployed(self._deployed.pop(name), graceful=False)
             await asyncio.to_thread(self.writes.close)
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
             if self._journal_writes is not self.writes:
                 await asyncio.to_thread(self._journal_writes.close)
+
+    def _start_pool(self) -> ProcessPoolExecutor:
+        """Worker processes for parsing and mapping, so that CPU work uses the other cores
+        instead of the one the event loop, the journal and the FHIR store share."""
+        pool = ProcessPoolExecutor(
+            max_workers=self._processing_workers,
+            mp_context=multiprocessing.get_context("spawn"),
+        )
+        # Started (and their imports done) now, not on the first message's time.
+        warming = [pool.submit(warm_up) for _ in range(self._processing_workers)]
+        for future in warming:
+            future.result()
+        return pool
 
     @property
     def deployed(self) -> dict[str, Channel]:
@@ -187,6 +220,7 @@ class Runtime:
                 source_task=source_task,
                 processor=_Worker.idle(),
                 destinations=destinations,
+                ref=compiled.ref(next(self._generation)),
             )
             # Registered before the workers start, so their first look finds the channel.
             self._deployed[name] = deployed
@@ -348,7 +382,6 @@ class Runtime:
         deployed = self._deployed.get(channel)
         if deployed is None:
             return 0
-        compiled = deployed.compiled
         async with self._sessions() as session:
             rows = (
                 await session.execute(
@@ -372,10 +405,8 @@ class Runtime:
         updates: list[dict[str, Any]] = []
         deliveries: list[dict[str, Any]] = []
         woken: set[tuple[str, int]] = set()
-        # Parsing and mapping a batch is CPU work of tens of milliseconds: done on a worker
-        # thread, the event loop keeps answering senders (ACK latency) meanwhile.
-        outcomes = await asyncio.to_thread(
-            lambda: [process(compiled, r.raw or b"", r.media_type, r.charset) for r in rows]
+        outcomes = await self._process_rows(
+            deployed, [(r.raw or b"", r.media_type, r.charset) for r in rows]
         )
         for (message_id, *_), outcome in zip(rows, outcomes, strict=True):
             updates.append(
@@ -421,6 +452,25 @@ class Runtime:
             if lanes and lane < len(lanes):
                 lanes[lane].wake.set()
         return len(rows)
+
+    async def _process_rows(
+        self, deployed: _Deployed, rows: list[tuple[bytes, str, str | None]]
+    ) -> list[Outcome]:
+        """Parsing and mapping a batch is CPU work of tens of milliseconds: it runs in a worker
+        process when there is a pool (another core), else on a thread, and never on the loop,
+        which keeps answering senders meanwhile."""
+        if self._pool is not None:
+            loop = asyncio.get_running_loop()
+            try:
+                return await loop.run_in_executor(self._pool, process_rows, deployed.ref, rows)
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory): a new pool, and this batch here.
+                log.error("processing.pool_broken", extra={"channel": deployed.ref.file})
+                self._pool = await asyncio.to_thread(self._start_pool)
+        compiled = deployed.compiled
+        return await asyncio.to_thread(
+            lambda: [process(compiled, raw, media, charset) for raw, media, charset in rows]
+        )
 
     # -- delivery ------------------------------------------------------------------------------
 

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     journal: JournalSettings = Field(default_factory=lambda: JournalSettings())
     retention: RetentionSettings = Field(default_factory=lambda: RetentionSettings())
     worker_batch: int = Field(200, gt=0, description="Messages a channel worker takes at once.")
+    processing_workers: int = Field(
+        1,
+        ge=0,
+        description="Worker processes that parse and map messages (another CPU core); "
+        "0 parses and maps in the engine process.",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     @field_validator("timezone")
