@@ -435,7 +435,12 @@ def refresh_message_status(
 ) -> None:
     """Derive each message's status from its deliveries once they move."""
     if message_ids:
-        connection.execute(_REFRESH_STATUS, {"ids": sorted(set(message_ids)), "now": now})
+        ids = sorted(set(message_ids))
+        # Two destinations of one message may finish at once (PostgreSQL runs writes
+        # concurrently): locking the message rows first makes the second refresh see the
+        # first's delivery. SQLite has one writer and renders no FOR UPDATE.
+        connection.execute(_LOCK_MESSAGES, {"ids": ids})
+        connection.execute(_REFRESH_STATUS, {"ids": ids, "now": now})
 
 
 # Statements of the hot paths, built once: building them per call cost more than running them.
@@ -483,6 +488,12 @@ _MOVE_DELIVERY = (
     )
 )
 _INSERT_ATTEMPTS = insert(DeliveryAttempt)
+_LOCK_MESSAGES = (
+    select(JournalMessage.id)
+    .where(JournalMessage.id.in_(bindparam("ids", expanding=True)))
+    .order_by(JournalMessage.id)
+    .with_for_update()
+)
 _REFRESH_STATUS = (
     update(JournalMessage)
     .where(JournalMessage.id.in_(bindparam("ids", expanding=True)))

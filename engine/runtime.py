@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # workers also look at the journal this often, for work another node added
 STOP_GRACE_S = 10.0  # a stopping worker may finish its batch for this long
+WRITE_THREADS_PG = 4  # concurrent processing and delivery transactions on PostgreSQL
 JOURNAL_THREADS_PG = 4  # journal batches in flight at once on PostgreSQL
 PROCESS_GATHER_S = 0.02  # least time between two processing transactions of a busy channel
 
@@ -118,8 +119,8 @@ class Runtime:
         # SQLite has one writer at a time: one thread for every write keeps them from sleeping
         # in its busy handler. PostgreSQL commits concurrently (and groups commits itself), so
         # the journal, whose commits the senders wait for, gets a thread of its own.
-        self.writes = WriteThread(database.url)
         sqlite = database.dialect.name == "sqlite"
+        self.writes = WriteThread(database.url, threads=1 if sqlite else WRITE_THREADS_PG)
         self._journal_writes = (
             self.writes if sqlite else WriteThread(database.url, threads=JOURNAL_THREADS_PG)
         )
