@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +19,7 @@ from fhir_store._changes import Changes
 from fhir_store._requests import Entry, IdentifierToken, parse_query_string, parse_search_query
 from fhir_store._resources import (
     R4_RESOURCE_TYPES,
+    Reference,
     find_references,
     identifier_tokens,
     same_content,
@@ -62,53 +61,66 @@ class BundleRun:
     """
 
     def __init__(
-        self, changes: Changes, now: datetime, validate_structure: bool, *, label: bool
+        self,
+        changes: Changes,
+        now: datetime,
+        validate_structure: bool,
+        *,
+        label: bool,
+        stamp: str | None = None,
     ) -> None:
         self._changes = changes
         self._now = now
-        self._stamp = now.isoformat()
+        self._stamp = stamp or now.isoformat()  # meta.lastUpdated; a group passes it, made once
         self._validate = validate_structure
         self._label = label
         self._conditional_refs: dict[str, str] = {}
+        self._writes: list[_Step] = []  # the steps that write a resource
+        self._in_bundle: list[tuple[str, str, list[tuple[str | None, str]]]] | None = None
 
     def apply(self, entries: list[Entry], return_resources: bool) -> list[dict[str, Any]]:
         """Apply the entries and return one response entry each, in the given order."""
-        steps = sorted((_Step(entry) for entry in entries), key=lambda s: _ORDER[s.entry.method])
-        for step in steps:
-            with self._at(step.entry):
-                self._resolve_target(step)
-        self._check_duplicates(steps)
-        self._resolve_references(steps)
-        if self._validate:
-            from fhir_store._validation import validate_structure  # imports fhir.resources
-
-            for step in steps:
-                if step.resource is not None:
-                    with self._at(step.entry):
-                        validate_structure(step.resource)
-        keys = [
-            (step.entry.resource_type, step.target_id)
-            for step in steps
-            if step.target_id is not None and step.entry.method != "GET"
-        ]
-        current = self._changes.current([(t, i) for t, i in keys if i is not None])
-        for step in steps:
-            with self._at(step.entry):
-                self._stage(step, current, return_resources)
-        for step in steps:
-            if step.entry.method == "GET":
-                with self._at(step.entry):
-                    self._get(step)
-        return [step.response for step in sorted(steps, key=lambda s: s.entry.index)]
-
-    @contextmanager
-    def _at(self, entry: Entry) -> Iterator[None]:
+        steps = [_Step(entry) for entry in entries]
+        if len(steps) > 1:
+            steps.sort(key=_order)
+        at: Entry | None = None  # the entry being worked on, named in its errors
         try:
-            yield
+            for step in steps:
+                at = step.entry
+                self._resolve_target(step)
+            at = None
+            self._check_duplicates(steps)
+            full_urls = self._targets(steps)
+            for step in self._writes:
+                at = step.entry
+                self._resolve_references(step, full_urls)
+            if self._validate:
+                from fhir_store._validation import validate_structure  # imports fhir.resources
+
+                for step in steps:
+                    if step.resource is not None:
+                        at = step.entry
+                        validate_structure(step.resource)
+            keys = [
+                (step.entry.resource_type, step.target_id)
+                for step in steps
+                if step.target_id is not None and step.entry.method != "GET"
+            ]
+            current = self._changes.current(keys)
+            for step in steps:
+                at = step.entry
+                self._stage(step, current, return_resources)
+            for step in steps:
+                if step.entry.method == "GET":
+                    at = step.entry
+                    self._get(step)
         except FhirStoreError as error:
-            if self._label:
-                raise error.with_prefix(entry.where) from None
+            if self._label and at is not None:
+                raise error.with_prefix(at.where) from None
             raise
+        if len(steps) > 1:
+            steps.sort(key=_index)
+        return [step.response for step in steps]
 
     def _resolve_target(self, step: _Step) -> None:
         entry = step.entry
@@ -163,50 +175,48 @@ class BundleRun:
                 )
             seen[key] = step.entry.index
 
-    def _resolve_references(self, steps: list[_Step]) -> None:
+    def _targets(self, steps: list[_Step]) -> dict[str, str]:
+        """Note the steps that write a resource; return the Bundle's fullUrls' local ids."""
         full_urls: dict[str, str] = {}
-        in_bundle: list[tuple[str, str, list[tuple[str | None, str]]]] = []
         for step in steps:
             entry = step.entry
             if entry.method not in ("POST", "PUT") or step.target_id is None:
                 continue
-            local = f"{entry.resource_type}/{step.target_id}"
             if entry.full_url is not None:
-                full_urls[entry.full_url] = local
+                full_urls[entry.full_url] = f"{entry.resource_type}/{step.target_id}"
             if step.writes and entry.resource is not None:
-                in_bundle.append(
-                    (entry.resource_type, step.target_id, identifier_tokens(entry.resource))
-                )
-        for step in steps:
-            entry = step.entry
-            if not step.writes or entry.resource is None:
-                continue
-            with self._at(entry):
-                replacements: dict[str, str] = {}
-                for value, path in find_references(entry.resource):
-                    if value in full_urls:
-                        replacements[value] = full_urls[value]
-                    elif value.startswith(("urn:uuid:", "urn:oid:")):
-                        raise InvalidResource(
-                            f"the reference at {path} names a fullUrl that no entry of this "
-                            "Bundle has; add the entry or correct the reference",
-                            expression=[path],
-                        )
-                    elif "?" in value and not value.startswith("#"):
-                        replacements[value] = self._conditional_reference(value, path, in_bundle)
-                resource = (
-                    with_references(entry.resource, replacements)
-                    if replacements
-                    else dict(entry.resource)
-                )
-            step.resource = _with_id_first(resource, step.target_id or "")
+                self._writes.append(step)
+        return full_urls
 
-    def _conditional_reference(
-        self, value: str, path: str, in_bundle: list[tuple[str, str, list[tuple[str | None, str]]]]
-    ) -> str:
+    def _resolve_references(self, step: _Step, full_urls: dict[str, str]) -> None:
+        entry = step.entry
+        resource = entry.resource
+        assert resource is not None and step.target_id is not None
+        references = find_references(resource)
+        replacements: dict[str, str] = {}
+        for reference in references:
+            value = reference.value
+            if value in full_urls:
+                replacements[value] = full_urls[value]
+            elif value.startswith(("urn:uuid:", "urn:oid:")):
+                path = reference.path(entry.resource_type)
+                raise InvalidResource(
+                    f"the reference at {path} names a fullUrl that no entry of this "
+                    "Bundle has; add the entry or correct the reference",
+                    expression=[path],
+                )
+            elif "?" in value and not value.startswith("#"):
+                replacements[value] = self._conditional_reference(entry.resource_type, reference)
+        if replacements:
+            resource = with_references(resource, references, replacements)
+        step.resource = _with_id_first(resource, step.target_id)
+
+    def _conditional_reference(self, referring_type: str, reference: Reference) -> str:
+        value = reference.value
         known = self._conditional_refs.get(value)
         if known is not None:
             return known
+        path = reference.path(referring_type)
         resource_type, _, query = value.partition("?")
         if resource_type not in R4_RESOURCE_TYPES:
             raise InvalidResource(
@@ -221,9 +231,15 @@ class BundleRun:
                 expression=[path],
                 status=error.status,
             ) from None
+        if self._in_bundle is None:  # the Bundle's own identifiers, read when first needed
+            self._in_bundle = [
+                (other.entry.resource_type, other.target_id or "", identifier_tokens(resource))
+                for other in self._writes
+                if (resource := other.entry.resource) is not None
+            ]
         matches = {
             f"{resource_type}/{resource_id}"
-            for other_type, resource_id, tokens in in_bundle
+            for other_type, resource_id, tokens in self._in_bundle
             if other_type == resource_type and _any_match(token, tokens)
         }
         ids = self._changes.find_ids(resource_type, token, limit=2)
@@ -297,8 +313,15 @@ class BundleRun:
         meta = dict(resource.get("meta") or {})
         meta["versionId"] = str(version)
         meta["lastUpdated"] = self._stamp
-        resource = {"resourceType": resource_type, "id": step.target_id, "meta": meta, **resource}
-        resource["meta"] = meta
+        if "meta" in resource:  # step.resource is this run's own copy: set meta in its place
+            resource["meta"] = meta
+        else:
+            resource = {
+                "resourceType": resource_type,
+                "id": step.target_id,
+                "meta": meta,
+                **resource,
+            }
         self._changes.put(
             resource_type,
             step.target_id,
@@ -363,6 +386,14 @@ def _response(
         entry["resource"] = resource
     entry["response"] = response
     return entry
+
+
+def _order(step: _Step) -> int:
+    return _ORDER[step.entry.method]
+
+
+def _index(step: _Step) -> int:
+    return step.entry.index
 
 
 def _any_match(token: IdentifierToken, tokens: list[tuple[str | None, str]]) -> bool:

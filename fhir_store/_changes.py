@@ -8,9 +8,10 @@ succeeds (`atomic`); `flush` then writes the group's final state with a handful 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from datetime import datetime
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -30,6 +31,9 @@ __all__ = ["Changes"]
 
 Key = tuple[str, str]
 
+# The stored JSON text: compact, non-ASCII kept; built once rather than per json.dumps call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 
 class Changes:
     """A group's reads and writes on `connection`; nothing is written before `flush`."""
@@ -41,26 +45,28 @@ class Changes:
         self._group_ids: dict[str, dict[str, Current]] = {}  # the same, by type then id
         # (type, identifier value) -> (id, system) of the stored resources with it, if read ahead
         self._identifiers: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
-        self._versions: list[dict[str, Any]] = []
+        self._versions: list[tuple[Key, Current, str]] = []  # (key, state, method), in order
         self._layer: dict[Key, Current] = {}
-        self._layer_versions: list[dict[str, Any]] = []
+        self._layer_versions: list[tuple[Key, Current, str]] = []
         self._open = False
 
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self) -> AbstractContextManager[None]:
         """Changes made in the block are kept if it ends normally, forgotten if it raises."""
+        return _Layer(self)
+
+    def _open_layer(self) -> None:
         if self._open:
             raise RuntimeError("Changes.atomic() does not nest")
         self._open = True
-        try:
-            yield
+
+    def _close_layer(self, keep: bool) -> None:
+        if keep:
             self._group.update(self._layer)
             for (resource_type, resource_id), state in self._layer.items():
                 self._group_ids.setdefault(resource_type, {})[resource_id] = state
             self._versions.extend(self._layer_versions)
-        finally:
-            self._layer, self._layer_versions = {}, []
-            self._open = False
+        self._layer, self._layer_versions = {}, []
+        self._open = False
 
     def prefetch(
         self, keys: Iterable[Key], identifiers: Iterable[tuple[str, IdentifierToken]] = ()
@@ -137,7 +143,7 @@ class Changes:
         method: str,
     ) -> None:
         """A new version of a resource (create, update or revive after delete)."""
-        content = json.dumps(resource, ensure_ascii=False, separators=(",", ":"))
+        content = _ENCODER.encode(resource)
         state = Current(version_id, False, content, resource, last_updated=last_updated)
         self._write(resource_type, resource_id, state, method)
 
@@ -150,7 +156,7 @@ class Changes:
 
     def flush(self) -> None:
         """Write the final state of everything the kept layers changed, then forget it."""
-        writes = RowWrites(version_inserts=self._versions)
+        writes = RowWrites(self._connection.dialect)
         for key, state in self._group.items():
             before = self._stored[key]  # read before its first write
             writes.resource(*key, state, exists=before is not None)
@@ -158,6 +164,8 @@ class Changes:
             new_tokens = state.tokens()
             if old_tokens != new_tokens:  # index rows are rebuilt only when identifiers change
                 writes.tokens(*key, new_tokens, replace=bool(old_tokens))
+        for key, state, method in self._versions:
+            writes.version(*key, state, method)
         write_rows(self._connection, writes)
         self._stored.update(self._group)
         self._group, self._group_ids, self._versions = {}, {}, []
@@ -165,18 +173,9 @@ class Changes:
     def _write(self, resource_type: str, resource_id: str, state: Current, method: str) -> None:
         if not self._open:
             raise RuntimeError("Changes are made inside Changes.atomic()")
-        self._layer[(resource_type, resource_id)] = state
-        self._layer_versions.append(
-            {
-                "resource_type": resource_type,
-                "resource_id": resource_id,
-                "version_id": state.version_id,
-                "last_updated": state.last_updated,
-                "deleted": state.deleted,
-                "method": method,
-                "content": state.content,
-            }
-        )
+        key = (resource_type, resource_id)
+        self._layer[key] = state
+        self._layer_versions.append((key, state, method))
 
     def _read(self, keys: Iterable[Key]) -> None:
         missing = [
@@ -205,3 +204,23 @@ class Changes:
                 (key[1], state) for key, state in self._layer.items() if key[0] == resource_type
             )
         return changed
+
+
+class _Layer(AbstractContextManager[None]):
+    """The block of `Changes.atomic()`: a class rather than a generator, as it runs per Bundle."""
+
+    __slots__ = ("_changes",)
+
+    def __init__(self, changes: Changes) -> None:
+        self._changes = changes
+
+    def __enter__(self) -> None:
+        self._changes._open_layer()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._changes._close_layer(keep=kind is None)

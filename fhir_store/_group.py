@@ -99,13 +99,14 @@ def _apply(
         [(entry.resource_type, entry.resource_id) for entry in entries if entry.resource_id],
         [(entry.resource_type, entry.condition) for entry in entries if entry.condition],
     )
+    stamp = now.isoformat()
     results: list[Result] = []
     for item in parsed:
         if isinstance(item, FhirStoreError):
             results.append(item)
             continue
         try:
-            results.append(_run(changes, *item, now, validate_structure, return_resources))
+            results.append(_run(changes, *item, now, stamp, validate_structure, return_resources))
         except FhirStoreError as error:
             results.append(error)
     changes.flush()
@@ -117,19 +118,20 @@ def _run(
     bundle_type: BundleType,
     entries: list[Entry],
     now: datetime,
+    stamp: str,
     validate_structure: bool,
     return_resources: bool,
 ) -> dict[str, Any]:
     responses: list[dict[str, Any]] = []
     if bundle_type == "transaction":
         with changes.atomic():
-            run = BundleRun(changes, now, validate_structure, label=True)
+            run = BundleRun(changes, now, validate_structure, label=True, stamp=stamp)
             responses = run.apply(entries, return_resources)
     else:
         for entry in entries:
             try:
                 with changes.atomic():
-                    run = BundleRun(changes, now, validate_structure, label=False)
+                    run = BundleRun(changes, now, validate_structure, label=False, stamp=stamp)
                     responses += run.apply([entry], return_resources)
             except FhirStoreError as error:
                 responses.append(_error_entry(error))

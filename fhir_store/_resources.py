@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from fhir_store.errors import InvalidResource
 
 __all__ = [
     "ID_PATTERN",
     "R4_RESOURCE_TYPES",
+    "Reference",
     "check_id",
     "check_resource",
     "check_type",
@@ -53,8 +54,24 @@ R4_RESOURCE_TYPES: frozenset[str] = frozenset(
     """.split()
 )
 
+
+class Reference(NamedTuple):
+    """A `reference` string of a resource and the keys and indexes that lead to its object."""
+
+    value: str
+    location: tuple[str | int, ...]
+
+    def path(self, resource_type: str) -> str:
+        """The element path of the object, e.g. `Encounter.participant[0].individual`."""
+        path = resource_type
+        for step in self.location:
+            path = f"{path}[{step}]" if isinstance(step, int) else f"{path}.{step}"
+        return path
+
+
 # Server-managed meta elements: ignored when deciding whether an update changes anything.
 _SERVER_META = ("versionId", "lastUpdated")
+_ABSENT = object()  # stands for a missing element in comparisons
 
 
 def check_type(resource_type: str) -> None:
@@ -128,52 +145,79 @@ def identifier_tokens(resource: dict[str, Any]) -> list[tuple[str | None, str]]:
 
 def same_content(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether two versions of a resource are equal apart from server-managed meta."""
-    return _without_server_meta(old) == _without_server_meta(new)
+    if len(old) - ("meta" in old) != len(new) - ("meta" in new):
+        return False
+    for key, value in new.items():
+        if key != "meta" and old.get(key, _ABSENT) != value:
+            return False
+    return bool(_client_meta(old) == _client_meta(new))
 
 
-def find_references(resource: dict[str, Any]) -> list[tuple[str, str]]:
-    """Every `reference` string in the resource, with its element path (e.g.
-    `Encounter.participant[0].individual`), in document order."""
-    found: list[tuple[str, str]] = []
-    _collect(resource, str(resource.get("resourceType", "Resource")), found)
+def find_references(resource: dict[str, Any]) -> list[Reference]:
+    """Every `reference` string in the resource, where it is, in document order."""
+    found: list[Reference] = []
+    _collect(resource, [], found)
     return found
 
 
-def with_references(node: Any, replacements: dict[str, str]) -> Any:
-    """A copy of `node` with each `reference` string found in `replacements` replaced."""
-    if isinstance(node, dict):
-        copy = {key: with_references(value, replacements) for key, value in node.items()}
-        reference = copy.get("reference")
-        if isinstance(reference, str) and reference in replacements:
-            copy["reference"] = replacements[reference]
-        return copy
-    if isinstance(node, list):
-        return [with_references(item, replacements) for item in node]
-    return node
+def with_references(
+    resource: dict[str, Any], references: list[Reference], replacements: dict[str, str]
+) -> dict[str, Any]:
+    """A copy of `resource` with each of its `references` whose value is in `replacements`
+    replaced. Only the objects and arrays on the way to a replaced reference are copied: the
+    rest is shared with `resource`, which is left as it was."""
+    root = dict(resource)
+    copies: dict[tuple[str | int, ...], Any] = {(): root}
+    for reference in references:
+        replacement = replacements.get(reference.value)
+        if replacement is None:
+            continue
+        node: Any = root
+        location = reference.location
+        for depth, step in enumerate(location, 1):
+            prefix = location[:depth]
+            child = copies.get(prefix)
+            if child is None:
+                original = node[step]
+                child = dict(original) if isinstance(original, dict) else list(original)
+                node[step] = copies[prefix] = child
+            node = child
+        node["reference"] = replacement
+    return root
 
 
-def _collect(node: Any, path: str, found: list[tuple[str, str]]) -> None:
-    if isinstance(node, dict):
-        reference = node.get("reference")
-        if isinstance(reference, str):
-            found.append((reference, path))
-        for key, value in node.items():
-            if isinstance(value, dict | list):
-                _collect(value, f"{path}.{key}", found)
-    elif isinstance(node, list):
-        for index, item in enumerate(node):
-            if isinstance(item, dict | list):
-                _collect(item, f"{path}[{index}]", found)
+def _collect(node: dict[str, Any], location: list[str | int], found: list[Reference]) -> None:
+    # The location is built only where a reference is: most objects hold none.
+    reference = node.get("reference")
+    if isinstance(reference, str):
+        found.append(Reference(reference, tuple(location)))
+    for key, value in node.items():
+        if isinstance(value, dict):
+            location.append(key)
+            _collect(value, location, found)
+            location.pop()
+        elif isinstance(value, list):
+            location.append(key)
+            _collect_items(value, location, found)
+            location.pop()
 
 
-def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
-    meta = resource.get("meta")
-    if not isinstance(meta, dict) or not any(key in meta for key in _SERVER_META):
-        return resource
-    stripped = dict(resource)
+def _collect_items(items: list[Any], location: list[str | int], found: list[Reference]) -> None:
+    for index, item in enumerate(items):
+        if isinstance(item, dict):
+            location.append(index)
+            _collect(item, location, found)
+            location.pop()
+        elif isinstance(item, list):
+            location.append(index)
+            _collect_items(item, location, found)
+            location.pop()
+
+
+def _client_meta(resource: dict[str, Any]) -> Any:
+    """The resource's meta without its server-managed elements; _ABSENT if that leaves none."""
+    meta = resource.get("meta", _ABSENT)
+    if not isinstance(meta, dict) or ("versionId" not in meta and "lastUpdated" not in meta):
+        return meta
     rest = {key: value for key, value in meta.items() if key not in _SERVER_META}
-    if rest:
-        stripped["meta"] = rest
-    else:
-        del stripped["meta"]
-    return stripped
+    return rest if rest else _ABSENT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -95,6 +96,35 @@ async def test_an_unresolvable_urn_reference_names_the_entry_and_element(store: 
         await store.transaction(transaction(encounter_entry(subject="urn:uuid:missing")))
     assert "Bundle.entry[0]" in caught.value.message
     assert caught.value.expression == ["Encounter.subject"]
+
+
+async def test_references_inside_arrays_are_rewritten_and_the_sent_bundle_kept(
+    store: FhirStore,
+) -> None:
+    encounter = encounter_entry()
+    encounter["resource"]["participant"] = [
+        {"type": [{"text": "attender"}]},
+        {"individual": {"reference": "urn:uuid:p"}, "period": {"start": "2024-05-01"}},
+    ]
+    bundle = transaction(patient_entry(), encounter)
+    sent = copy.deepcopy(bundle)
+    result = await store.transaction(bundle)
+    patient_id = result["entry"][0]["response"]["location"].split("/")[1]
+    stored = (await store.search_identifier("Encounter", "urn:visit|V1"))[0]
+    assert stored["participant"] == [
+        {"type": [{"text": "attender"}]},
+        {"individual": {"reference": f"Patient/{patient_id}"}, "period": {"start": "2024-05-01"}},
+    ]
+    assert stored["subject"] == {"reference": f"Patient/{patient_id}"}
+    assert bundle == sent
+
+
+async def test_an_unresolvable_reference_in_an_array_names_its_element(store: FhirStore) -> None:
+    encounter = encounter_entry(subject="Patient/x")
+    encounter["resource"]["participant"] = [{}, {"individual": {"reference": "urn:uuid:gone"}}]
+    with pytest.raises(InvalidResource) as caught:
+        await store.transaction(transaction(encounter))
+    assert caught.value.expression == ["Encounter.participant[1].individual"]
 
 
 async def test_conditional_reference_resolves_to_the_one_match(store: FhirStore) -> None:
