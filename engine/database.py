@@ -154,6 +154,8 @@ class WriteThread:
                 try:
                     if connection is None or connection.invalidated or connection.closed:
                         connection = self._engine.connect()
+                    if connection.in_transaction():  # left open by a failure: start clean
+                        connection.rollback()
                     with connection.begin():
                         if self._sqlite:
                             self._set_synchronous(connection, "FULL" if job.urgent else "NORMAL")

@@ -529,7 +529,11 @@ class Runtime:
             for d in ready
         ]
         if send_many is not None and len(ready) > 1:
-            outcomes: list[Delivered | DeliveryError] = await send_many(outbounds)
+            try:
+                outcomes: list[Delivered | DeliveryError] = await send_many(outbounds)
+            except Exception as exc:
+                crash = _connector_crash(channel, destination_name, exc)
+                outcomes = [crash] * len(ready)
             for delivery, outcome in zip(ready, outcomes, strict=True):
                 results.append((delivery, outcome))
                 if isinstance(outcome, RetryableDeliveryError):
@@ -540,6 +544,8 @@ class Runtime:
                     result: Delivered | DeliveryError = await destination.send(outbound)
                 except DeliveryError as exc:
                     result = exc
+                except Exception as exc:
+                    result = _connector_crash(channel, destination_name, exc)
                 results.append((delivery, result))
                 if isinstance(result, RetryableDeliveryError):
                     break  # keep order: nothing behind the failed one goes first
@@ -646,6 +652,20 @@ class Runtime:
                 connection, delivery_updates, attempts, message_ids, now
             )
         )
+
+
+def _connector_crash(channel: str, destination: str, exc: Exception) -> RetryableDeliveryError:
+    """A bug in a connector is not the message's fault: it stays queued and is retried with
+    backoff (visible in its attempts), instead of the worker crashing on it again and again."""
+    log.error(
+        "delivery.connector_crashed",
+        extra={"channel": channel, "destination": destination},
+        exc_info=exc,
+    )
+    return RetryableDeliveryError(
+        f"internal error ({type(exc).__name__}) in the {destination!r} connector; "
+        "report it with the engine log"
+    )
 
 
 def _due_in(delivery: QueuedDelivery, now: datetime) -> float:

@@ -423,3 +423,26 @@ async def test_each_destination_has_its_own_queue(harness: Harness) -> None:
             )
         )
     assert {d.status for d in waiting} == {"queued"}
+
+
+async def test_a_crashing_connector_keeps_the_message_queued(harness: Harness) -> None:
+    calls = {"n": 0}
+
+    async def buggy(outbound: Outbound) -> Delivered:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyError("a bug in the connector")
+        return Delivered()
+
+    harness.handler("out", buggy)
+    await harness.deploy(channel())
+    await harness.source().push(b"id=1")
+
+    async def sent() -> bool:
+        return await harness.statuses() == ["sent"]
+
+    await harness.wait_for(sent)
+    async with journal_session(harness.database) as session:
+        attempts = list(await session.scalars(select(DeliveryAttempt).order_by(DeliveryAttempt.id)))
+    assert [a.outcome for a in attempts] == ["retry", "sent"]
+    assert "internal error (KeyError)" in (attempts[0].detail or "")
