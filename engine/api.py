@@ -135,8 +135,8 @@ def build_api_router() -> APIRouter:
             "size_bytes": m.size_bytes,
             "error": m.error,
             "content_pruned": m.content_pruned,
-            "raw": _content(m.raw, m.charset),
-            "transformed": _content(m.transformed, "utf-8"),
+            "raw": _content(detail.raw, m.charset),
+            "transformed": _content(detail.transformed, "utf-8"),
             "transformed_media_type": m.transformed_media_type,
             "deliveries": [
                 {

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, aliased, mapped_column, relationship
 from sqlalchemy.sql.expression import ColumnElement, Exists
 
 from engine.connectors import Inbound, Receipt
@@ -48,6 +48,7 @@ __all__ = [
     "DestinationDelivery",
     "JournalMessage",
     "JournalWriter",
+    "MessageContent",
     "MessageStatus",
     "MessageSummary",
 ]
@@ -77,7 +78,11 @@ class DeliveryStatus(enum.StrEnum):
 
 
 class JournalMessage(Base):
-    """One received message, raw bytes included; the unit of reprocessing."""
+    """One received message's metadata; its bytes are in `MessageContent`.
+
+    Status moves several times per message; keeping the bytes in another table means those
+    updates rewrite a small row, not kilobytes of content.
+    """
 
     __tablename__ = "journal_message"
     __table_args__ = (
@@ -98,8 +103,6 @@ class JournalMessage(Base):
     correlation_id: Mapped[str | None] = mapped_column(String(200), index=True)
     reprocess_of: Mapped[int | None] = mapped_column(BigId)
     size_bytes: Mapped[int] = mapped_column(Integer)
-    raw: Mapped[bytes | None]
-    transformed: Mapped[bytes | None]
     transformed_media_type: Mapped[str | None] = mapped_column(String(100))
     error: Mapped[str | None] = mapped_column(Text)
     content_pruned: Mapped[bool] = mapped_column(default=False)
@@ -107,6 +110,23 @@ class JournalMessage(Base):
     deliveries: Mapped[list[DestinationDelivery]] = relationship(
         back_populates="message", lazy="raise", order_by="DestinationDelivery.id"
     )
+
+
+class ContentKind(enum.StrEnum):
+    RAW = "raw"  # exactly what arrived; the unit of reprocessing
+    TRANSFORMED = "transformed"  # what the channel's mapping made of it
+
+
+class MessageContent(Base):
+    """The bytes of a message: as received, and as transformed. Pruned separately."""
+
+    __tablename__ = "message_content"
+
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("journal_message.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    data: Mapped[bytes]
 
 
 class DestinationDelivery(Base):
@@ -313,8 +333,13 @@ def journal_inbound(connection: Connection, items: Sequence[tuple[str, Inbound]]
 
     if new_rows:
         result = connection.execute(_INSERT_MESSAGES, new_rows)
+        contents = []
         for position, message_id in zip(new_positions, result.scalars(), strict=True):
             receipts[position] = Receipt(message_id, duplicate=False)
+            contents.append(
+                {"message_id": message_id, "kind": ContentKind.RAW, "data": items[position][1].raw}
+            )
+        connection.execute(_INSERT_CONTENT, contents)
     for position, key in duplicates_in_batch:
         first = receipts[first_in_batch[key]]
         assert first is not None
@@ -336,8 +361,6 @@ def _row_for(channel: str, inbound: Inbound) -> dict[str, Any]:
         "correlation_id": inbound.correlation_id[:200] if inbound.correlation_id else None,
         "reprocess_of": None,
         "size_bytes": len(inbound.raw),
-        "raw": inbound.raw,
-        "transformed": None,
         "transformed_media_type": None,
         "error": f"{type(problem).__name__}: {problem}" if problem else None,
         "content_pruned": False,
@@ -360,6 +383,10 @@ async def received_messages(
         .limit(limit)
     )
     return result.all()
+
+
+_transformed = aliased(MessageContent)
+_raw = aliased(MessageContent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,13 +412,23 @@ async def queued_deliveries(
             DestinationDelivery.message_id,
             DestinationDelivery.attempts,
             DestinationDelivery.next_attempt_at,
-            func.coalesce(DestinationDelivery.payload, JournalMessage.transformed),
+            func.coalesce(DestinationDelivery.payload, _transformed.data, _raw.data),
             func.coalesce(
                 DestinationDelivery.payload_media_type, JournalMessage.transformed_media_type
             ),
             JournalMessage.received_at,
         )
         .join(JournalMessage, JournalMessage.id == DestinationDelivery.message_id)
+        .outerjoin(
+            _transformed,
+            (_transformed.message_id == DestinationDelivery.message_id)
+            & (_transformed.kind == ContentKind.TRANSFORMED.value),
+        )
+        .outerjoin(
+            _raw,
+            (_raw.message_id == DestinationDelivery.message_id)
+            & (_raw.kind == ContentKind.RAW.value),
+        )
         .where(
             DestinationDelivery.channel == channel,
             DestinationDelivery.destination == destination,
@@ -405,10 +442,21 @@ async def queued_deliveries(
 
 
 def store_outcomes(
-    connection: Connection, updates: list[dict[str, Any]], deliveries: list[dict[str, Any]]
+    connection: Connection,
+    updates: list[dict[str, Any]],
+    deliveries: list[dict[str, Any]],
+    transformed: list[dict[str, Any]],
 ) -> None:
-    """Record what processing decided for a batch: message statuses and the new deliveries."""
+    """Record what processing decided for a batch: statuses, transformed content, deliveries.
+
+    `transformed` rows have message_id and data.
+    """
     connection.execute(_STORE_OUTCOME, updates)
+    if transformed:
+        connection.execute(
+            _INSERT_CONTENT,
+            [{**row, "kind": ContentKind.TRANSFORMED.value} for row in transformed],
+        )
     if deliveries:
         connection.execute(_INSERT_DELIVERIES, deliveries)
 
@@ -470,12 +518,12 @@ _STORE_OUTCOME = (
     .values(
         status=bindparam("status"),
         error=bindparam("error"),
-        transformed=bindparam("transformed"),
         transformed_media_type=bindparam("transformed_media_type"),
         processed_at=bindparam("processed_at"),
     )
 )
 _INSERT_DELIVERIES = insert(DestinationDelivery)
+_INSERT_CONTENT = insert(MessageContent)
 _MOVE_DELIVERY = (
     update(_DELIVERY)
     .where(_DELIVERY.c.id == bindparam("delivery_id"))
@@ -613,6 +661,8 @@ class MessageDetail:
     """One message in full: content, deliveries and their attempts."""
 
     message: JournalMessage
+    raw: bytes | None
+    transformed: bytes | None
     deliveries: list[DestinationDelivery]
     attempts: dict[int, list[DeliveryAttempt]]
 
@@ -636,7 +686,23 @@ async def get_message(session: AsyncSession, message_id: int) -> MessageDetail |
             .order_by(DeliveryAttempt.id)
         ):
             attempts[attempt.delivery_id].append(attempt)
-    return MessageDetail(message, deliveries, attempts)
+    content = await _contents(session, message_id)
+    return MessageDetail(
+        message,
+        content.get(ContentKind.RAW),
+        content.get(ContentKind.TRANSFORMED),
+        deliveries,
+        attempts,
+    )
+
+
+async def _contents(session: AsyncSession, message_id: int) -> dict[str, bytes]:
+    rows = await session.execute(
+        select(MessageContent.kind, MessageContent.data).where(
+            MessageContent.message_id == message_id
+        )
+    )
+    return {kind: data for kind, data in rows}
 
 
 class ContentPrunedError(LookupError):
@@ -651,7 +717,8 @@ async def reprocess(session: AsyncSession, message_id: int, now: datetime) -> in
     original = await session.get(JournalMessage, message_id)
     if original is None:
         return None
-    if original.raw is None:
+    raw = (await _contents(session, message_id)).get(ContentKind.RAW)
+    if raw is None:
         raise ContentPrunedError(f"message {message_id} has had its content pruned")
     result = await session.execute(
         insert(JournalMessage).returning(JournalMessage.id),
@@ -668,15 +735,17 @@ async def reprocess(session: AsyncSession, message_id: int, now: datetime) -> in
                 "correlation_id": original.correlation_id,
                 "reprocess_of": message_id,
                 "size_bytes": original.size_bytes,
-                "raw": original.raw,
-                "transformed": None,
                 "transformed_media_type": None,
                 "error": None,
                 "content_pruned": False,
             }
         ],
     )
-    return int(result.scalar_one())
+    new_id = int(result.scalar_one())
+    await session.execute(
+        insert(MessageContent), [{"message_id": new_id, "kind": ContentKind.RAW, "data": raw}]
+    )
+    return new_id
 
 
 # Never pruned: anything still moving or waiting for a person.
@@ -698,10 +767,9 @@ async def prune_content(session: AsyncSession, older_than: datetime, limit: int)
     )
     if not ids:
         return 0
+    await session.execute(delete(MessageContent).where(MessageContent.message_id.in_(ids)))
     await session.execute(
-        update(JournalMessage)
-        .where(JournalMessage.id.in_(ids))
-        .values(raw=None, transformed=None, content_pruned=True)
+        update(JournalMessage).where(JournalMessage.id.in_(ids)).values(content_pruned=True)
     )
     await session.execute(
         update(DestinationDelivery)
@@ -738,6 +806,7 @@ async def prune_metadata(session: AsyncSession, older_than: datetime, limit: int
     await session.execute(
         delete(DestinationDelivery).where(DestinationDelivery.message_id.in_(ids))
     )
+    await session.execute(delete(MessageContent).where(MessageContent.message_id.in_(ids)))
     await session.execute(delete(JournalMessage).where(JournalMessage.id.in_(ids)))
     return len(ids)
 

@@ -215,7 +215,8 @@ def process(compiled: CompiledChannel, raw: bytes, media_type: str, charset: str
                 return Outcome(MessageStatus.FILTERED, error="the mapping does not apply")
             out_media = compiled.media_type
         else:
-            transformed, out_media = raw, media_type
+            # Passed on as received: the journal's raw content is what destinations send.
+            transformed, out_media = None, media_type
         lane = 0
         if compiled.partition is not None and compiled.lanes > 1:
             key = compiled.partition(document) or ""

@@ -39,9 +39,11 @@ from engine.connectors import (
 from engine.database import WriteThread
 from engine.errors import DeliveryError, RejectedDeliveryError, RetryableDeliveryError
 from engine.journal import (
+    ContentKind,
     DeliveryStatus,
     JournalMessage,
     JournalWriter,
+    MessageContent,
     MessageStatus,
     QueuedDelivery,
     queued_deliveries,
@@ -388,9 +390,14 @@ class Runtime:
                 await session.execute(
                     select(
                         JournalMessage.id,
-                        JournalMessage.raw,
+                        MessageContent.data,
                         JournalMessage.media_type,
                         JournalMessage.charset,
+                    )
+                    .outerjoin(
+                        MessageContent,
+                        (MessageContent.message_id == JournalMessage.id)
+                        & (MessageContent.kind == ContentKind.RAW.value),
                     )
                     .where(
                         JournalMessage.channel == channel,
@@ -405,9 +412,10 @@ class Runtime:
         now = self._now()
         updates: list[dict[str, Any]] = []
         deliveries: list[dict[str, Any]] = []
+        transformed: list[dict[str, Any]] = []
         woken: set[tuple[str, int]] = set()
         outcomes = await self._process_rows(
-            deployed, [(r.raw or b"", r.media_type, r.charset) for r in rows]
+            deployed, [(r.data or b"", r.media_type, r.charset) for r in rows]
         )
         for (message_id, *_), outcome in zip(rows, outcomes, strict=True):
             updates.append(
@@ -415,11 +423,12 @@ class Runtime:
                     "message_id": message_id,
                     "status": outcome.status,
                     "error": outcome.error,
-                    "transformed": outcome.transformed,
                     "transformed_media_type": outcome.media_type,
                     "processed_at": now,
                 }
             )
+            if outcome.transformed is not None:
+                transformed.append({"message_id": message_id, "data": outcome.transformed})
             self._stats.count(channel, str(outcome.status))
             if outcome.status == MessageStatus.ERROR:
                 # The reason names positions, never values; the content stays in the journal.
@@ -447,7 +456,9 @@ class Runtime:
                     woken.add((plan.destination, plan.lane))
                 else:
                     self._stats.count_destination(channel, plan.destination, "filtered")
-        await self.writes.run(lambda connection: store_outcomes(connection, updates, deliveries))
+        await self.writes.run(
+            lambda connection: store_outcomes(connection, updates, deliveries, transformed)
+        )
         for destination, lane in woken:
             lanes = deployed.lanes.get(destination)
             if lanes and lane < len(lanes):

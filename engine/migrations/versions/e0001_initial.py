@@ -1,4 +1,4 @@
-"""journal, deliveries, attempts and API tokens
+"""journal, content, deliveries, attempts and API tokens
 
 Revision ID: e0001
 Revises:
@@ -50,8 +50,6 @@ def upgrade() -> None:
             "reprocess_of", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
         ),
         sa.Column("size_bytes", sa.Integer(), nullable=False),
-        sa.Column("raw", sa.LargeBinary(), nullable=True),
-        sa.Column("transformed", sa.LargeBinary(), nullable=True),
         sa.Column("transformed_media_type", sa.String(length=100), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("content_pruned", sa.Boolean(), nullable=False),
@@ -98,6 +96,16 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "message_content",
+        sa.Column(
+            "message_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(["message_id"], ["journal_message.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("message_id", "kind"),
+    )
+    op.create_table(
         "delivery_attempt",
         sa.Column(
             "id",
@@ -130,6 +138,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_delivery_attempt_delivery_id"))
 
     op.drop_table("delivery_attempt")
+    op.drop_table("message_content")
     with op.batch_alter_table("destination_delivery", schema=None) as batch_op:
         batch_op.drop_index("ix_delivery_queue")
         batch_op.drop_index("ix_delivery_message")
