@@ -372,19 +372,6 @@ def _row_for(channel: str, inbound: Inbound) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-async def received_messages(
-    session: AsyncSession, channel: str, limit: int
-) -> Sequence[JournalMessage]:
-    """The oldest messages still waiting to be filtered and transformed, in arrival order."""
-    result = await session.scalars(
-        select(JournalMessage)
-        .where(JournalMessage.channel == channel, JournalMessage.status == MessageStatus.RECEIVED)
-        .order_by(JournalMessage.id)
-        .limit(limit)
-    )
-    return result.all()
-
-
 _transformed = aliased(MessageContent)
 _raw = aliased(MessageContent)
 
@@ -402,43 +389,72 @@ class QueuedDelivery:
     received_at: datetime  # of the message, for delivery latency
 
 
-async def queued_deliveries(
-    session: AsyncSession, channel: str, destination: str, lane: int, limit: int
+def received_batch(
+    connection: Connection, channel: str, limit: int
+) -> list[tuple[int, bytes | None, str, str | None]]:
+    """The oldest messages still waiting to be filtered and transformed, in arrival order:
+    (id, raw bytes, media type, charset)."""
+    rows = connection.execute(_RECEIVED, {"channel": channel, "limit": limit})
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+
+def queued_deliveries(
+    connection: Connection, channel: str, destination: str, lane: int, limit: int
 ) -> list[QueuedDelivery]:
     """The head of one lane of a destination queue, oldest first."""
-    rows = await session.execute(
-        select(
-            DestinationDelivery.id,
-            DestinationDelivery.message_id,
-            DestinationDelivery.attempts,
-            DestinationDelivery.next_attempt_at,
-            func.coalesce(DestinationDelivery.payload, _transformed.data, _raw.data),
-            func.coalesce(
-                DestinationDelivery.payload_media_type, JournalMessage.transformed_media_type
-            ),
-            JournalMessage.received_at,
-        )
-        .join(JournalMessage, JournalMessage.id == DestinationDelivery.message_id)
-        .outerjoin(
-            _transformed,
-            (_transformed.message_id == DestinationDelivery.message_id)
-            & (_transformed.kind == ContentKind.TRANSFORMED.value),
-        )
-        .outerjoin(
-            _raw,
-            (_raw.message_id == DestinationDelivery.message_id)
-            & (_raw.kind == ContentKind.RAW.value),
-        )
-        .where(
-            DestinationDelivery.channel == channel,
-            DestinationDelivery.destination == destination,
-            DestinationDelivery.lane == lane,
-            DestinationDelivery.status == DeliveryStatus.QUEUED,
-        )
-        .order_by(DestinationDelivery.id)
-        .limit(limit)
+    rows = connection.execute(
+        _QUEUED,
+        {"channel": channel, "destination": destination, "lane": lane, "limit": limit},
     )
     return [QueuedDelivery(*row) for row in rows]
+
+
+_RECEIVED = (
+    select(
+        JournalMessage.id,
+        _raw.data,
+        JournalMessage.media_type,
+        JournalMessage.charset,
+    )
+    .outerjoin(_raw, (_raw.message_id == JournalMessage.id) & (_raw.kind == ContentKind.RAW.value))
+    .where(
+        JournalMessage.channel == bindparam("channel"),
+        JournalMessage.status == MessageStatus.RECEIVED.value,
+    )
+    .order_by(JournalMessage.id)
+    .limit(bindparam("limit"))
+)
+_QUEUED = (
+    select(
+        DestinationDelivery.id,
+        DestinationDelivery.message_id,
+        DestinationDelivery.attempts,
+        DestinationDelivery.next_attempt_at,
+        func.coalesce(DestinationDelivery.payload, _transformed.data, _raw.data),
+        func.coalesce(
+            DestinationDelivery.payload_media_type, JournalMessage.transformed_media_type
+        ),
+        JournalMessage.received_at,
+    )
+    .join(JournalMessage, JournalMessage.id == DestinationDelivery.message_id)
+    .outerjoin(
+        _transformed,
+        (_transformed.message_id == DestinationDelivery.message_id)
+        & (_transformed.kind == ContentKind.TRANSFORMED.value),
+    )
+    .outerjoin(
+        _raw,
+        (_raw.message_id == DestinationDelivery.message_id) & (_raw.kind == ContentKind.RAW.value),
+    )
+    .where(
+        DestinationDelivery.channel == bindparam("channel"),
+        DestinationDelivery.destination == bindparam("destination"),
+        DestinationDelivery.lane == bindparam("lane"),
+        DestinationDelivery.status == DeliveryStatus.QUEUED.value,
+    )
+    .order_by(DestinationDelivery.id)
+    .limit(bindparam("limit"))
+)
 
 
 def store_outcomes(

@@ -16,14 +16,14 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from engine.channels import Channel
@@ -36,17 +36,15 @@ from engine.connectors import (
     Receipt,
     Source,
 )
-from engine.database import WriteThread
+from engine.database import WriteThread, create_sync_engine
 from engine.errors import DeliveryError, RejectedDeliveryError, RetryableDeliveryError
 from engine.journal import (
-    ContentKind,
     DeliveryStatus,
-    JournalMessage,
     JournalWriter,
-    MessageContent,
     MessageStatus,
     QueuedDelivery,
     queued_deliveries,
+    received_batch,
     record_attempts,
     store_outcomes,
 )
@@ -63,6 +61,7 @@ from engine.stats import Stats
 __all__ = ["Runtime"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POLL_S = 1.0  # workers also look at the journal this often, for work another node added
 STOP_GRACE_S = 10.0  # a stopping worker may finish its batch for this long
@@ -123,6 +122,9 @@ class Runtime:
         # the journal, whose commits the senders wait for, gets a thread of its own.
         sqlite = database.dialect.name == "sqlite"
         self.writes = WriteThread(database.url, threads=1 if sqlite else WRITE_THREADS_PG)
+        # The workers' hot reads run as one thread hop each on a synchronous engine.
+        self._reads = create_sync_engine(database.url)
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="db-reader")
         self._journal_writes = (
             self.writes if sqlite else WriteThread(database.url, threads=JOURNAL_THREADS_PG)
         )
@@ -159,6 +161,9 @@ class Runtime:
                 with contextlib.suppress(Exception):
                     await self._close_deployed(self._deployed.pop(name), graceful=False)
             await asyncio.to_thread(self.writes.close)
+            # Reads still running (their task was cancelled) finish before their pool closes.
+            await asyncio.to_thread(self._readers.shutdown, True)
+            await asyncio.to_thread(self._reads.dispose)
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             if self._journal_writes is not self.writes:
@@ -385,28 +390,9 @@ class Runtime:
         deployed = self._deployed.get(channel)
         if deployed is None:
             return 0
-        async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        JournalMessage.id,
-                        MessageContent.data,
-                        JournalMessage.media_type,
-                        JournalMessage.charset,
-                    )
-                    .outerjoin(
-                        MessageContent,
-                        (MessageContent.message_id == JournalMessage.id)
-                        & (MessageContent.kind == ContentKind.RAW.value),
-                    )
-                    .where(
-                        JournalMessage.channel == channel,
-                        JournalMessage.status == MessageStatus.RECEIVED,
-                    )
-                    .order_by(JournalMessage.id)
-                    .limit(self._worker_batch)
-                )
-            ).all()
+        rows = await self._read(
+            lambda connection: received_batch(connection, channel, self._worker_batch)
+        )
         if not rows:
             return 0
         now = self._now()
@@ -415,7 +401,7 @@ class Runtime:
         transformed: list[dict[str, Any]] = []
         woken: set[tuple[str, int]] = set()
         outcomes = await self._process_rows(
-            deployed, [(r.data or b"", r.media_type, r.charset) for r in rows]
+            deployed, [(raw or b"", media_type, charset) for _, raw, media_type, charset in rows]
         )
         for (message_id, *_), outcome in zip(rows, outcomes, strict=True):
             updates.append(
@@ -465,6 +451,13 @@ class Runtime:
                 lanes[lane].wake.set()
         return len(rows)
 
+    async def _read(self, query: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self._reads.connect() as connection:
+                return query(connection)
+
+        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+
     async def _process_rows(
         self, deployed: _Deployed, rows: list[tuple[bytes, str, str | None]]
     ) -> list[Outcome]:
@@ -495,10 +488,11 @@ class Runtime:
             d for d in deployed.compiled.channel.spec.destinations if d.name == destination_name
         )
         while not worker.stopping.is_set():
-            async with self._sessions() as session:
-                head = await queued_deliveries(
-                    session, channel, destination_name, lane, spec.batch_max
+            head = await self._read(
+                lambda connection: queued_deliveries(
+                    connection, channel, destination_name, lane, spec.batch_max
                 )
+            )
             if not head:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(POLL_S):
