@@ -26,5 +26,8 @@ test: $(VENV)/.installed lint
 	GREENCHANNEL_TEST_POSTGRES_URL=$$( [ -n "$(PG_URL)" ] && $(VENV)/bin/python -c "import psycopg,sys; psycopg.connect('$(PG_URL)'.replace('+psycopg',''), connect_timeout=3).close()" 2>/dev/null && echo "$(PG_URL)" ) \
 	$(VENV)/bin/pytest -q
 
+# Figures, not asserts: MLLP journal+ACK vs python-hl7's bare server, end to end, FHIR store.
 bench: $(VENV)/.installed
-	$(VENV)/bin/python bench/run_all.py
+	cd bench && ../$(VENV)/bin/python mllp_throughput.py
+	cd bench && ../$(VENV)/bin/python end_to_end.py
+	$(VENV)/bin/python bench/fhir_store_write.py
