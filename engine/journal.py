@@ -768,18 +768,26 @@ async def reprocess(session: AsyncSession, message_id: int, now: datetime) -> in
 _PRUNABLE = (MessageStatus.SENT.value, MessageStatus.FILTERED.value)
 
 
+async def _finished_before(
+    session: AsyncSession, older_than: datetime, limit: int, *extra: ColumnElement[bool]
+) -> list[int]:
+    """Sent or filtered messages received before `older_than`: the only prunable ones."""
+    rows = await session.scalars(
+        select(JournalMessage.id)
+        .where(
+            JournalMessage.received_at < older_than,
+            JournalMessage.status.in_(_PRUNABLE),
+            *extra,
+        )
+        .limit(limit)
+    )
+    return list(rows)
+
+
 async def prune_content(session: AsyncSession, older_than: datetime, limit: int) -> int:
     """Drop raw and transformed content of finished messages; keep their metadata."""
-    ids = list(
-        await session.scalars(
-            select(JournalMessage.id)
-            .where(
-                JournalMessage.received_at < older_than,
-                JournalMessage.status.in_(_PRUNABLE),
-                JournalMessage.content_pruned.is_(False),
-            )
-            .limit(limit)
-        )
+    ids = await _finished_before(
+        session, older_than, limit, JournalMessage.content_pruned.is_(False)
     )
     if not ids:
         return 0
@@ -803,16 +811,7 @@ async def prune_content(session: AsyncSession, older_than: datetime, limit: int)
 
 async def prune_metadata(session: AsyncSession, older_than: datetime, limit: int) -> int:
     """Delete finished messages entirely, with their deliveries and attempts."""
-    ids = list(
-        await session.scalars(
-            select(JournalMessage.id)
-            .where(
-                JournalMessage.received_at < older_than,
-                JournalMessage.status.in_(_PRUNABLE),
-            )
-            .limit(limit)
-        )
-    )
+    ids = await _finished_before(session, older_than, limit)
     if not ids:
         return 0
     delivery_ids = select(DestinationDelivery.id).where(DestinationDelivery.message_id.in_(ids))
