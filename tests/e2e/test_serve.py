@@ -44,6 +44,16 @@ def wait_for_patient(client: httpx.Client, identifier: str) -> dict:
     raise AssertionError(f"no Patient with identifier {identifier} after 30 s")
 
 
+def journal_statuses(client: httpx.Client, expected: list[str]) -> list[str]:
+    """The journal's statuses, newest first, once they equal `expected` (or after 20 s)."""
+    deadline = time.monotonic() + 20
+    while True:
+        statuses = [m["status"] for m in client.get("/api/messages").json()["messages"]]
+        if statuses == expected or time.monotonic() > deadline:
+            return statuses
+        time.sleep(0.1)
+
+
 def test_adt_from_mllp_send_is_acked_and_the_patient_is_searchable(
     server_factory, tmp_path: Path, database_url: str
 ) -> None:
@@ -145,13 +155,7 @@ def test_reprocess_from_the_cli_runs_the_raw_message_again(server_factory, tmp_p
     assert result.returncode == 0, result.stderr
     assert "reprocessed 1 of 1" in result.stdout
     with server.http() as client:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            statuses = [m["status"] for m in client.get("/api/messages").json()["messages"]]
-            if statuses == ["sent", "sent"]:
-                break
-            time.sleep(0.1)
-        assert statuses == ["sent", "sent"]
+        assert journal_statuses(client, ["sent", "sent"]) == ["sent", "sent"]
         assert len(client.get("/fhir/Patient", params={"identifier": "10086"}).json()["entry"]) == 1
 
 
@@ -235,13 +239,7 @@ def test_redeploy_keeps_an_open_mllp_connection(server_factory, tmp_path: Path) 
 
     assert asyncio.run(conversation()) == ["AA", "AA"]
     with server.http() as client:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            statuses = [m["status"] for m in client.get("/api/messages").json()["messages"]]
-            if statuses == ["sent", "sent"]:
-                break
-            time.sleep(0.1)
-        assert statuses == ["sent", "sent"]
+        assert journal_statuses(client, ["sent", "sent"]) == ["sent", "sent"]
 
 
 def test_cli_errors_are_one_clear_line_and_a_nonzero_exit(server_factory, tmp_path: Path) -> None:
