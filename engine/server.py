@@ -107,8 +107,10 @@ class Engine:
             ) from exc
         except Exception as exc:
             if type(exc).__module__.startswith(("sqlalchemy", "psycopg", "sqlite3")):
+                # The driver's first line says which: refused, unknown database, bad password.
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
                 raise ConfigError(
-                    f"cannot open the database: {type(exc).__name__}",
+                    f"cannot open the database: {reason}",
                     key="database_url",
                     hint="check GREENCHANNEL_DATABASE_URL and that the server is running",
                 ) from exc

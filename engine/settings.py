@@ -5,10 +5,10 @@ Built once in the CLI and passed down; no other module reads the environment.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from datetime import timedelta
 from datetime import timezone as dt_timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,18 @@ _OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
 
 
 def content_root() -> Path:
-    """Where the default channels, mappings and config live: the source tree's top folder
-    when run from a checkout, else the copy installed with the package."""
-    installed = Path(str(resources.files("greenchannel_content")))
-    return installed
+    """Where the default channels, mappings and config were installed with the package: the
+    `greenchannel_content` folder of a wheel, or the source tree for an editable install."""
+    spec = importlib.util.find_spec("greenchannel_content")
+    # A namespace package; editable installs add a path-hook entry that is no directory.
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location)
+        if (candidate / "config").is_dir() or (candidate / "channels").is_dir():
+            return candidate
+    raise ConfigError(
+        "the default channels, mappings and settings are not installed",
+        hint="reinstall greenchannel (`pip install .`) or pass --config and set channels_dir",
+    )
 
 
 class RetentionSettings(BaseModel):
