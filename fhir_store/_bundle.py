@@ -276,6 +276,16 @@ class BundleRun:
             else None
         )
         if entry.method == "DELETE":
+            if entry.if_match is not None and (
+                current is None or current.deleted or current.version_id != entry.if_match
+            ):
+                raise VersionConflict(
+                    f"If-Match names version {entry.if_match}, but the current version is "
+                    + (str(current.version_id) if current and not current.deleted else "absent")
+                    + "; read the resource again before deleting it",
+                    expression=[f"{resource_type}.meta.versionId"],
+                    status=412,
+                )
             if step.target_id is None or current is None or current.deleted:
                 step.response = {"response": {"status": "204 No Content"}}
                 return

@@ -9,7 +9,16 @@ from fhir_store._resources import R4_RESOURCE_TYPES
 
 __all__ = ["capability_statement"]
 
-_INTERACTIONS = ["read", "create", "update", "delete"]
+_INTERACTIONS = [
+    "read",
+    "vread",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+]
 
 
 def capability_statement() -> dict[str, Any]:
@@ -29,7 +38,17 @@ def capability_statement() -> dict[str, Any]:
                 "resource": [
                     _resource(resource_type) for resource_type in sorted(R4_RESOURCE_TYPES)
                 ],
-                "interaction": [{"code": "transaction"}, {"code": "batch"}],
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
+                "operation": [
+                    {
+                        "name": "validate",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+                    }
+                ],
             }
         ],
     }
@@ -40,7 +59,7 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "type": resource_type,
         "interaction": [{"code": code} for code in _INTERACTIONS],
         "versioning": "versioned-update",
-        "readHistory": False,
+        "readHistory": True,
         "updateCreate": True,
         "conditionalCreate": True,
         "conditionalRead": "not-supported",

@@ -160,10 +160,12 @@ class Changes:
         for key, state in self._group.items():
             before = self._stored[key]  # read before its first write
             writes.resource(*key, state, exists=before is not None)
-            old_tokens = before.tokens() if before is not None else []
-            new_tokens = state.tokens()
-            if old_tokens != new_tokens:  # index rows are rebuilt only when identifiers change
-                writes.tokens(*key, new_tokens, replace=bool(old_tokens))
+            # index rows are rebuilt only when the content (meta's version and time aside) changed
+            if before is None:
+                if not state.deleted:
+                    writes.index(*key, state.index(), replace=False)
+            elif not state.same_content(before):
+                writes.index(*key, state.index(), replace=not before.deleted)
         for key, state, method in self._versions:
             writes.version(*key, state, method)
         write_rows(self._connection, writes)

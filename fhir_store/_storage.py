@@ -32,9 +32,20 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
+from fhir_store._indexing import ResourceIndex, extract_index
 from fhir_store._requests import IdentifierToken
 from fhir_store._resources import identifier_tokens
-from fhir_store.models import ResourceRow, ResourceVersionRow, TokenIndexRow
+from fhir_store.models import (
+    DateIndexRow,
+    NumberIndexRow,
+    QuantityIndexRow,
+    ReferenceIndexRow,
+    ResourceRow,
+    ResourceVersionRow,
+    StringIndexRow,
+    TokenIndexRow,
+    UriIndexRow,
+)
 
 __all__ = [
     "Current",
@@ -49,6 +60,12 @@ __all__ = [
 _RESOURCE = cast(Table, ResourceRow.__table__)
 _VERSION = cast(Table, ResourceVersionRow.__table__)
 _TOKEN = cast(Table, TokenIndexRow.__table__)
+_STRING = cast(Table, StringIndexRow.__table__)
+_REFERENCE = cast(Table, ReferenceIndexRow.__table__)
+_DATE = cast(Table, DateIndexRow.__table__)
+_NUMBER = cast(Table, NumberIndexRow.__table__)
+_QUANTITY = cast(Table, QuantityIndexRow.__table__)
+_URI = cast(Table, UriIndexRow.__table__)
 _CHUNK = 400  # keys per IN (...) list: under SQLite's and psycopg's parameter limits
 
 
@@ -62,6 +79,7 @@ class Current:
     _parsed: dict[str, Any] | None = None
     _tokens: list[tuple[str | None, str]] | None = None
     last_updated: datetime | None = None
+    _index: ResourceIndex | None = None
 
     def resource(self) -> dict[str, Any]:
         """The current content, parsed once."""
@@ -75,6 +93,37 @@ class Current:
             self._tokens = [] if self.deleted else identifier_tokens(self.resource())
         return self._tokens
 
+    def index(self) -> ResourceIndex:
+        """The search index rows of this state, every parameter type (none if deleted)."""
+        if self._index is None:
+            self._index = ResourceIndex() if self.deleted else extract_index(self.resource())
+        return self._index
+
+    def same_content(self, other: Current) -> bool:
+        """Whether both states hold the same resource, apart from meta.versionId and
+        meta.lastUpdated: then the search index rows need no rebuilding."""
+        if self.deleted or other.deleted:
+            return self.deleted and other.deleted
+        mine, theirs = self.resource(), other.resource()
+        if len(mine) != len(theirs):
+            return False
+        for key, value in mine.items():
+            if key == "meta" and isinstance(value, dict):
+                if _bare_meta(value) != _bare_meta(theirs.get("meta")):
+                    return False
+            elif theirs.get(key, _ABSENT) != value:
+                return False
+        return True
+
+
+_ABSENT = object()
+
+
+def _bare_meta(meta: Any) -> Any:
+    if not isinstance(meta, dict):
+        return meta
+    return {key: value for key, value in meta.items() if key not in ("versionId", "lastUpdated")}
+
 
 class RowWrites:
     """The row changes of a group, written with one executemany per kind of change.
@@ -84,14 +133,21 @@ class RowWrites:
     """
 
     __slots__ = (
+        "_bind_date",
         "_bind_time",
         "_last_time",
         "_last_bound",
         "resource_inserts",
         "resource_updates",
         "version_inserts",
-        "token_deletes",
+        "index_deletes",
         "token_inserts",
+        "string_inserts",
+        "reference_inserts",
+        "date_inserts",
+        "number_inserts",
+        "quantity_inserts",
+        "uri_inserts",
     )
 
     def __init__(self, dialect: Dialect) -> None:
@@ -101,8 +157,15 @@ class RowWrites:
         self.resource_inserts: list[tuple[Any, ...]] = []
         self.resource_updates: list[tuple[Any, ...]] = []
         self.version_inserts: list[tuple[Any, ...]] = []
-        self.token_deletes: list[tuple[Any, ...]] = []
+        self._bind_date = _DATE.c.low.type.dialect_impl(dialect).bind_processor(dialect)
+        self.index_deletes: list[tuple[Any, ...]] = []
         self.token_inserts: list[tuple[Any, ...]] = []
+        self.string_inserts: list[tuple[Any, ...]] = []
+        self.reference_inserts: list[tuple[Any, ...]] = []
+        self.date_inserts: list[tuple[Any, ...]] = []
+        self.number_inserts: list[tuple[Any, ...]] = []
+        self.quantity_inserts: list[tuple[Any, ...]] = []
+        self.uri_inserts: list[tuple[Any, ...]] = []
 
     def resource(
         self, resource_type: str, resource_id: str, state: Current, *, exists: bool
@@ -132,20 +195,26 @@ class RowWrites:
             )
         )
 
-    def tokens(
-        self,
-        resource_type: str,
-        resource_id: str,
-        tokens: list[tuple[str | None, str]],
-        *,
-        replace: bool,
+    def index(
+        self, resource_type: str, resource_id: str, index: ResourceIndex, *, replace: bool
     ) -> None:
-        """Index `tokens` for the resource, first dropping its old rows if `replace`."""
+        """Write the resource's search index rows, first dropping its old ones if `replace`."""
         if replace:
-            self.token_deletes.append((resource_type, resource_id))
-        self.token_inserts.extend(
-            (resource_type, resource_id, "identifier", system, value) for system, value in tokens
-        )
+            self.index_deletes.append((resource_type, resource_id))
+        key = (resource_type, resource_id)
+        self.token_inserts.extend(key + row for row in index.tokens)
+        self.string_inserts.extend(key + row for row in index.strings)
+        self.reference_inserts.extend(key + row for row in index.references)
+        bind = self._bind_date
+        if bind is None:
+            self.date_inserts.extend(key + row for row in index.dates)
+        else:
+            self.date_inserts.extend(
+                (*key, param, bind(low), bind(high)) for param, low, high in index.dates
+            )
+        self.number_inserts.extend(key + row for row in index.numbers)
+        self.quantity_inserts.extend(key + row for row in index.quantities)
+        self.uri_inserts.extend(key + row for row in index.uris)
 
     def _time(self, value: datetime | None) -> Any:
         if value is not self._last_time:
@@ -159,8 +228,15 @@ def write_rows(connection: Connection, writes: RowWrites) -> None:
     _INSERT_RESOURCES.execute(connection, writes.resource_inserts)
     _UPDATE_RESOURCES.execute(connection, writes.resource_updates)
     _INSERT_VERSIONS.execute(connection, writes.version_inserts)
-    _DELETE_TOKENS.execute(connection, writes.token_deletes)
+    for delete_index in _DELETE_INDEX:
+        delete_index.execute(connection, writes.index_deletes)
     _INSERT_TOKENS.execute(connection, writes.token_inserts)
+    _INSERT_STRINGS.execute(connection, writes.string_inserts)
+    _INSERT_REFERENCES.execute(connection, writes.reference_inserts)
+    _INSERT_DATES.execute(connection, writes.date_inserts)
+    _INSERT_NUMBERS.execute(connection, writes.number_inserts)
+    _INSERT_QUANTITIES.execute(connection, writes.quantity_inserts)
+    _INSERT_URIS.execute(connection, writes.uri_inserts)
 
 
 def fetch_current(
@@ -387,12 +463,21 @@ _INSERT_VERSIONS = _BulkWrite(
         "content",
     ),
 )
-_DELETE_TOKENS = _BulkWrite(
-    delete(_TOKEN).where(
-        _TOKEN.c.resource_type == bindparam("b_type"), _TOKEN.c.resource_id == bindparam("b_id")
-    ),
-    ("b_type", "b_id"),
-)
-_INSERT_TOKENS = _BulkWrite(
-    insert(_TOKEN), ("resource_type", "resource_id", "param", "system", "value")
-)
+_INDEX_TABLES = (_TOKEN, _STRING, _REFERENCE, _DATE, _NUMBER, _QUANTITY, _URI)
+_DELETE_INDEX = [
+    _BulkWrite(
+        delete(table).where(
+            table.c.resource_type == bindparam("b_type"), table.c.resource_id == bindparam("b_id")
+        ),
+        ("b_type", "b_id"),
+    )
+    for table in _INDEX_TABLES
+]
+_KEY = ("resource_type", "resource_id", "param")
+_INSERT_TOKENS = _BulkWrite(insert(_TOKEN), (*_KEY, "system", "value"))
+_INSERT_STRINGS = _BulkWrite(insert(_STRING), (*_KEY, "normal", "exact"))
+_INSERT_REFERENCES = _BulkWrite(insert(_REFERENCE), (*_KEY, "target_type", "target_id"))
+_INSERT_DATES = _BulkWrite(insert(_DATE), (*_KEY, "low", "high"))
+_INSERT_NUMBERS = _BulkWrite(insert(_NUMBER), (*_KEY, "value"))
+_INSERT_QUANTITIES = _BulkWrite(insert(_QUANTITY), (*_KEY, "value", "system", "code"))
+_INSERT_URIS = _BulkWrite(insert(_URI), (*_KEY, "value"))

@@ -15,29 +15,34 @@ from pydantic import BaseModel, ValidationError
 
 from fhir_store.errors import InvalidResource
 
-__all__ = ["validate_structure"]
+__all__ = ["structure_issues", "validate_structure"]
 
 
 def validate_structure(resource: dict[str, Any]) -> None:
     """Raise InvalidResource (422) naming the element paths that break the R4B structure."""
+    issues = structure_issues(resource, limit=10)
+    if issues:
+        reasons = "; ".join(f"{path}: {reason}" for path, reason in issues)
+        raise InvalidResource(
+            f"the resource does not match the FHIR structure ({reasons})",
+            expression=[path for path, _ in issues],
+            status=422,
+            code="structure",
+        )
+
+
+def structure_issues(resource: dict[str, Any], *, limit: int = 100) -> list[tuple[str, str]]:
+    """The (element path, reason) of each way the resource breaks the R4B structure."""
     resource_type = str(resource.get("resourceType"))
     model = _model(resource_type)
     if model is None:
-        return
+        return []
     try:
         model.model_validate(resource)
     except ValidationError as error:
-        issues = error.errors(include_input=False, include_url=False)
-        paths = [_path(resource_type, issue["loc"]) for issue in issues[:10]]
-        reasons = "; ".join(
-            f"{path}: {issue['msg']}" for path, issue in zip(paths, issues[:10], strict=True)
-        )
-        raise InvalidResource(
-            f"the resource does not match the FHIR structure ({reasons})",
-            expression=paths,
-            status=422,
-            code="structure",
-        ) from None
+        issues = error.errors(include_input=False, include_url=False)[:limit]
+        return [(_path(resource_type, issue["loc"]), issue["msg"]) for issue in issues]
+    return []
 
 
 @cache

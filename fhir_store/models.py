@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -23,7 +24,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["AwareDateTime", "Base", "ResourceRow", "ResourceVersionRow", "TokenIndexRow"]
+__all__ = [
+    "AwareDateTime",
+    "Base",
+    "DateIndexRow",
+    "NumberIndexRow",
+    "QuantityIndexRow",
+    "ReferenceIndexRow",
+    "ResourceRow",
+    "ResourceVersionRow",
+    "StringIndexRow",
+    "TokenIndexRow",
+    "UriIndexRow",
+]
 
 
 class AwareDateTime(TypeDecorator[datetime]):
@@ -94,7 +107,7 @@ class ResourceVersionRow(Base):
 
 
 class TokenIndexRow(Base):
-    """One token search value of a current resource (for now: `identifier` system|value)."""
+    """One token search value of a current resource: (system, code) of a token parameter."""
 
     __tablename__ = "fhir_token_index"
     __table_args__ = (
@@ -112,4 +125,100 @@ class TokenIndexRow(Base):
     resource_id: Mapped[str] = mapped_column(String(64))
     param: Mapped[str] = mapped_column(String(64))
     system: Mapped[str | None] = mapped_column(String)
+    value: Mapped[str] = mapped_column(String)
+
+
+def _index_args(table: str, *lookup: str) -> tuple[Any, ...]:
+    """A search index table's foreign key to its resource and its two indexes."""
+    return (
+        ForeignKeyConstraint(
+            ["resource_type", "resource_id"],
+            ["fhir_resource.resource_type", "fhir_resource.id"],
+            ondelete="CASCADE",
+        ),
+        Index(f"ix_{table}_lookup", "resource_type", "param", *lookup),
+        Index(f"ix_{table}_resource", "resource_type", "resource_id"),
+    )
+
+
+class StringIndexRow(Base):
+    """One string search value: accent-folded lower case (`normal`) and as written (`exact`)."""
+
+    __tablename__ = "fhir_string_index"
+    __table_args__ = _index_args("fhir_string", "normal")
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    normal: Mapped[str] = mapped_column(String(200))
+    exact: Mapped[str] = mapped_column(String(200))
+
+
+class ReferenceIndexRow(Base):
+    """One reference search value: the target's type and id."""
+
+    __tablename__ = "fhir_reference_index"
+    __table_args__ = _index_args("fhir_reference", "target_id", "target_type")
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(64))
+    target_id: Mapped[str] = mapped_column(String(64))
+
+
+class DateIndexRow(Base):
+    """One date search value: the UTC instants [low, high) it stands for at its precision."""
+
+    __tablename__ = "fhir_date_index"
+    __table_args__ = _index_args("fhir_date", "low", "high")
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    low: Mapped[datetime]
+    high: Mapped[datetime]
+
+
+class NumberIndexRow(Base):
+    """One number search value."""
+
+    __tablename__ = "fhir_number_index"
+    __table_args__ = _index_args("fhir_number", "value")
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+
+
+class QuantityIndexRow(Base):
+    """One quantity search value: number, unit system and code (or unit text)."""
+
+    __tablename__ = "fhir_quantity_index"
+    __table_args__ = _index_args("fhir_quantity", "value")
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    system: Mapped[str | None] = mapped_column(String)
+    code: Mapped[str | None] = mapped_column(String)
+
+
+class UriIndexRow(Base):
+    """One uri search value."""
+
+    __tablename__ = "fhir_uri_index"
+    __table_args__ = _index_args("fhir_uri", "value")
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
     value: Mapped[str] = mapped_column(String)

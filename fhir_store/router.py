@@ -17,11 +17,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_store._bundle import searchset
 from fhir_store._capability import capability_statement
-from fhir_store._requests import parse_etag, parse_search_query
-from fhir_store._resources import check_type
-from fhir_store.errors import FhirStoreError, InvalidRequest, PayloadTooLarge
+from fhir_store._history import history_bundle, parse_history_query
+from fhir_store._patch import JSON_PATCH
+from fhir_store._requests import parse_etag
+from fhir_store._resources import check_resource, check_type
+from fhir_store._search import parse_search, search_bundle
+from fhir_store._validation import structure_issues
+from fhir_store.errors import FhirStoreError, InvalidRequest, NotSupported, PayloadTooLarge
 from fhir_store.store import FhirStore
 
 __all__ = ["FHIR_JSON", "FhirResponse", "build_router"]
@@ -110,11 +113,18 @@ def build_router(
     async def metadata() -> FhirResponse:
         return FhirResponse(capability_statement())
 
+    _add_interaction_routes(router, fhir, read_json)
+
     @router.post("")
     @router.post("/", include_in_schema=False)
     async def transaction(request: Request) -> FhirResponse:
         bundle = await read_json(request)
-        result = await fhir.transaction(bundle, return_resources=_wants_representation(request))
+        prefer = _prefer_return(request)
+        result = await fhir.transaction(bundle, return_resources=prefer == "representation")
+        if prefer == "OperationOutcome":
+            for entry in result.get("entry", []):
+                response = entry.get("response", {})
+                response.setdefault("outcome", _outcome(f"{response.get('status')}"))
         return FhirResponse(result)
 
     @router.post("/{resource_type}")
@@ -127,7 +137,9 @@ def build_router(
         stored, created = await fhir.conditional_create(
             _typed(resource, resource_type), if_none_exist
         )
-        return _resource_response(stored, 201 if created else 200, location=True)
+        return _resource_response(
+            stored, 201 if created else 200, location=True, prefer=_prefer_return(request)
+        )
 
     @router.put("/{resource_type}")
     async def conditional_update(resource_type: str, request: Request) -> FhirResponse:
@@ -135,7 +147,9 @@ def build_router(
         condition = _condition(request)
         resource = await read_json(request)
         stored, created = await fhir.conditional_update(resource_type, condition, resource)
-        return _resource_response(stored, 201 if created else 200, location=created)
+        return _resource_response(
+            stored, 201 if created else 200, location=created, prefer=_prefer_return(request)
+        )
 
     @router.put("/{resource_type}/{resource_id}")
     async def update(resource_type: str, resource_id: str, request: Request) -> FhirResponse:
@@ -144,15 +158,19 @@ def build_router(
         if_match = parse_etag(header) if header else None
         resource = await read_json(request)
         stored, created = await fhir.update(resource_type, resource_id, resource, if_match)
-        return _resource_response(stored, 201 if created else 200, location=created)
+        return _resource_response(
+            stored, 201 if created else 200, location=created, prefer=_prefer_return(request)
+        )
 
     @router.get("/{resource_type}/{resource_id}")
     async def read(resource_type: str, resource_id: str) -> FhirResponse:
         return _resource_response(await fhir.read(resource_type, resource_id), 200)
 
     @router.delete("/{resource_type}/{resource_id}")
-    async def delete(resource_type: str, resource_id: str) -> Response:
-        version = await fhir.delete(resource_type, resource_id)
+    async def delete(resource_type: str, resource_id: str, request: Request) -> Response:
+        header = request.headers.get("if-match")
+        if_match = parse_etag(header) if header else None
+        version = await fhir.delete(resource_type, resource_id, if_match)
         headers = {"ETag": f'W/"{version}"'} if version is not None else {}
         return Response(status_code=204, headers=headers)
 
@@ -165,15 +183,21 @@ def build_router(
     @router.get("/{resource_type}")
     async def search(resource_type: str, request: Request) -> FhirResponse:
         check_type(resource_type)
-        token = parse_search_query(list(request.query_params.multi_items()))
-        identifier = token.value if token.any_system else f"{token.system or ''}|{token.value}"
-        return FhirResponse(searchset(await fhir.search_identifier(resource_type, identifier)))
+        strict = "handling=strict" in request.headers.get("prefer", "")
+        pairs = list(request.query_params.multi_items())
+        query = parse_search(resource_type, pairs, strict=strict)
+        page = await fhir.search(query)
+        return FhirResponse(search_bundle(query, page, str(request.url)))
 
     return router
 
 
 def _resource_response(
-    resource: dict[str, Any], status: int, *, location: bool = False
+    resource: dict[str, Any],
+    status: int,
+    *,
+    location: bool = False,
+    prefer: str | None = None,
 ) -> FhirResponse:
     meta = resource.get("meta", {})
     version = meta.get("versionId")
@@ -184,6 +208,11 @@ def _resource_response(
         headers["Last-Modified"] = format_datetime(moment, usegmt=True)
     if location:
         headers["Location"] = f"{resource['resourceType']}/{resource['id']}/_history/{version}"
+    if prefer == "minimal":
+        return FhirResponse(None, status_code=status, headers=headers)
+    if prefer == "OperationOutcome":
+        text = f"{resource['resourceType']} {'created' if status == 201 else 'stored'}"
+        return FhirResponse(_outcome(text), status_code=status, headers=headers)
     return FhirResponse(resource, status_code=status, headers=headers)
 
 
@@ -205,8 +234,139 @@ def _typed(resource: Any, resource_type: str) -> Any:
     return resource
 
 
-def _wants_representation(request: Request) -> bool:
-    return "return=representation" in request.headers.get("prefer", "")
+def _prefer_return(request: Request) -> str | None:
+    """The `return` preference of the Prefer header: minimal, representation or
+    OperationOutcome; None if absent or another value."""
+    for part in request.headers.get("prefer", "").replace(";", ",").split(","):
+        name, _, value = part.strip().partition("=")
+        value = value.strip().strip('"')
+        if name.strip() == "return" and value in ("minimal", "representation", "OperationOutcome"):
+            return value
+    return None
+
+
+def _outcome(text: str) -> dict[str, Any]:
+    """An OperationOutcome with one information issue."""
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": "informational", "diagnostics": text}],
+    }
+
+
+def _base_url(request: Request) -> str:
+    """The server's FHIR base URL, ending in '/'."""
+    return str(request.url_for("metadata")).removesuffix("metadata")
+
+
+def _add_interaction_routes(
+    router: APIRouter, fhir: FhirStore, read_json: Callable[[Request], Coroutine[Any, Any, Any]]
+) -> None:
+    """History, vread, PATCH and $validate. Registered before the CRUD and search routes,
+    whose patterns (`/{type}/{id}`, `/{type}`) would otherwise take `_history`."""
+
+    async def history(
+        request: Request, resource_type: str | None = None, resource_id: str | None = None
+    ) -> FhirResponse:
+        query = parse_history_query(
+            list(request.query_params.multi_items()), fhir.timezone, resource_type, resource_id
+        )
+        total, versions = await fhir.history(query)
+        links = {"self": str(request.url)}
+        if query.offset + len(versions) < total:
+            following = query.offset + len(versions)
+            links["next"] = str(
+                request.url.include_query_params(_count=query.count, _offset=following)
+            )
+        return FhirResponse(
+            history_bundle(versions, total, _base_url(request), links, fhir.timezone)
+        )
+
+    @router.get("/_history")
+    async def system_history(request: Request) -> FhirResponse:
+        return await history(request)
+
+    @router.get("/{resource_type}/_history")
+    async def type_history(resource_type: str, request: Request) -> FhirResponse:
+        check_type(resource_type)
+        return await history(request, resource_type)
+
+    @router.get("/{resource_type}/{resource_id}/_history")
+    async def instance_history(
+        resource_type: str, resource_id: str, request: Request
+    ) -> FhirResponse:
+        check_type(resource_type)
+        return await history(request, resource_type, resource_id)
+
+    @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
+    async def vread(resource_type: str, resource_id: str, version_id: str) -> FhirResponse:
+        return _resource_response(await fhir.vread(resource_type, resource_id, version_id), 200)
+
+    @router.patch("/{resource_type}/{resource_id}")
+    async def patch(resource_type: str, resource_id: str, request: Request) -> FhirResponse:
+        check_type(resource_type)
+        media_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if media_type != JSON_PATCH:
+            raise NotSupported(
+                f"PATCH accepts {JSON_PATCH} (RFC 6902); FHIRPath Patch is not supported yet",
+                expression=["Content-Type"],
+                status=415,
+            )
+        header = request.headers.get("if-match")
+        if_match = parse_etag(header) if header else None
+        operations = await read_json(request)
+        stored = await fhir.patch(resource_type, resource_id, operations, if_match)
+        return _resource_response(stored, 200, prefer=_prefer_return(request))
+
+    @router.post("/{resource_type}/$validate")
+    async def validate_type(resource_type: str, request: Request) -> FhirResponse:
+        check_type(resource_type)
+        return FhirResponse(_validate(await read_json(request), resource_type, None))
+
+    @router.post("/{resource_type}/{resource_id}/$validate")
+    async def validate_instance(
+        resource_type: str, resource_id: str, request: Request
+    ) -> FhirResponse:
+        check_type(resource_type)
+        return FhirResponse(_validate(await read_json(request), resource_type, resource_id))
+
+
+def _validate(body: Any, resource_type: str, resource_id: str | None) -> dict[str, Any]:
+    """$validate: an OperationOutcome with the resource's problems, or one information issue.
+
+    The body is the resource, or a Parameters resource with it in the `resource` parameter.
+    Structure is checked against fhir.resources whatever the store's own setting.
+    """
+    resource = body
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        resource = next(
+            (
+                parameter.get("resource")
+                for parameter in body.get("parameter") or []
+                if isinstance(parameter, dict) and parameter.get("name") == "resource"
+            ),
+            None,
+        )
+    try:
+        checked = check_resource(resource, expected_type=resource_type)
+    except FhirStoreError as error:
+        return error.to_operation_outcome()
+    issues: list[dict[str, Any]] = []
+    if resource_id is not None and checked.get("id") != resource_id:
+        issues.append(
+            {
+                "severity": "error",
+                "code": "invalid",
+                "diagnostics": "the resource id differs from the id in the request URL",
+                "expression": [f"{resource_type}.id"],
+            }
+        )
+    issues += [
+        {"severity": "error", "code": "structure", "diagnostics": reason, "expression": [path]}
+        for path, reason in structure_issues(checked)
+    ]
+    if not issues:
+        return _outcome(f"the {resource_type} is valid")
+    return {"resourceType": "OperationOutcome", "issue": issues}
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

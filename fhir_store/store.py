@@ -23,11 +23,21 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhir_store._group import apply_bundles, apply_entries, concurrent_write
+from fhir_store._history import HistoryQuery, Version, fetch_history, fetch_version
+from fhir_store._patch import apply_json_patch
 from fhir_store._requests import Entry, parse_condition, parse_identifier
 from fhir_store._resources import check_id, check_resource, check_type
+from fhir_store._search import SearchPage, SearchQuery, run_search
 from fhir_store._storage import fetch_current, search_rows
 from fhir_store._writer import create_write_engine
-from fhir_store.errors import FhirStoreError, Gone, NotFound, StoreUnavailable
+from fhir_store.errors import (
+    FhirStoreError,
+    Gone,
+    InvalidResource,
+    NotFound,
+    StoreUnavailable,
+    VersionConflict,
+)
 
 __all__ = ["FhirStore"]
 
@@ -138,13 +148,83 @@ class FhirStore:
             )
         return current.resource()
 
-    async def delete(self, resource_type: str, resource_id: str) -> int | None:
-        """Delete a resource; returns the tombstone's version, or None if there was nothing."""
+    async def delete(
+        self, resource_type: str, resource_id: str, if_match: int | None = None
+    ) -> int | None:
+        """Delete a resource; returns the tombstone's version, or None if there was nothing.
+
+        `if_match` is the version the client last saw: another current one raises 412.
+        """
         check_type(resource_type)
         check_id(resource_id)
         entry = Entry(index=0, method="DELETE", resource_type=resource_type)
         entry.resource_id = resource_id
+        entry.if_match = if_match
         return _deleted_version(await self._apply([entry]))
+
+    async def vread(self, resource_type: str, resource_id: str, version_id: str) -> dict[str, Any]:
+        """One version of a resource; NotFound if unknown, Gone if it is a deletion."""
+        check_type(resource_type)
+        where = [f"{resource_type}.meta.versionId"]
+        if not _valid_id(resource_id) or not version_id.isdigit():
+            raise NotFound(f"no {resource_type} version with this id", expression=where)
+        version = await self._read(fetch_version, resource_type, resource_id, int(version_id))
+        if version is None:
+            raise NotFound(f"no {resource_type} version with this id exists", expression=where)
+        if version.deleted:
+            raise Gone(f"this version of the {resource_type} is its deletion", expression=where)
+        return version.resource()
+
+    async def history(self, query: HistoryQuery) -> tuple[int, list[Version]]:
+        """The number of versions in the query's scope and its page of them, newest first.
+
+        An instance history of a resource that never existed raises NotFound.
+        """
+        if query.resource_type is not None:
+            check_type(query.resource_type)
+        total, versions = await self._read(fetch_history, query)
+        if query.resource_id is not None and total == 0 and query.since is query.at is None:
+            raise NotFound(
+                f"no {query.resource_type} with this id exists",
+                expression=[f"{query.resource_type}.id"],
+            )
+        return total, versions
+
+    async def patch(
+        self,
+        resource_type: str,
+        resource_id: str,
+        operations: object,
+        if_match: int | None = None,
+    ) -> dict[str, Any]:
+        """Apply a JSON Patch to the current version and store the result as a new version.
+
+        A bad patch raises InvalidRequest (400) naming the operation; a result that is not a
+        valid resource InvalidResource (422). Without `if_match`, a concurrent update between
+        the read and the write makes the patch start again on the newer version.
+        """
+        for _ in range(3):
+            current = await self.read(resource_type, resource_id)
+            patched = apply_json_patch(current, operations)
+            _check_patched(patched, resource_type, resource_id)
+            seen = if_match if if_match is not None else int(current["meta"]["versionId"])
+            try:
+                stored, _ = await self.update(resource_type, resource_id, patched, seen)
+            except VersionConflict:
+                if if_match is not None:
+                    raise
+                continue
+            return stored
+        raise concurrent_write()
+
+    def now(self) -> datetime:
+        """The current time in the store's time zone (as written in meta.lastUpdated)."""
+        return self._now()
+
+    @property
+    def timezone(self) -> tzinfo:
+        """The time zone of `meta.lastUpdated`."""
+        return self._settings.timezone
 
     async def conditional_update(
         self, resource_type: str, condition: str, resource: dict[str, Any]
@@ -172,6 +252,11 @@ class FhirStore:
         token = parse_identifier(identifier)
         rows = await self._read(search_rows, resource_type, token)
         return [_loads(content) for _, content in rows]
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """One page of the current resources matching a parsed search (`parse_search`)."""
+        check_type(query.resource_type)
+        return await self._read(run_search, query)
 
     async def transaction(
         self, bundle: dict[str, Any], *, return_resources: bool = False
@@ -311,6 +396,27 @@ def _resource_of(response_entry: dict[str, Any]) -> dict[str, Any]:
 def _deleted_version(response_entry: dict[str, Any]) -> int | None:
     etag = response_entry["response"].get("etag")
     return int(etag.removeprefix('W/"').removesuffix('"')) if isinstance(etag, str) else None
+
+
+def _check_patched(patched: object, resource_type: str, resource_id: str) -> None:
+    """A patched resource must still be a valid resource of the same type and id (422)."""
+    try:
+        resource = check_resource(patched, expected_type=resource_type)
+    except InvalidResource as error:
+        raise InvalidResource(
+            f"the patched resource is not valid: {error.message}",
+            expression=error.expression,
+            status=422,
+        ) from None
+    if resource.get("id") != resource_id:
+        raise InvalidResource(
+            "a patch cannot remove or change the resource id",
+            expression=[f"{resource_type}.id"],
+            status=422,
+        )
+    from fhir_store._validation import validate_structure  # imports fhir.resources
+
+    validate_structure(resource)
 
 
 def _valid_id(resource_id: str) -> bool:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import bz2
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_store import FhirStore, migrate
+from fhir_store import FhirStore, build_router, migrate
 from fhir_store.app import create_database
 
 
@@ -46,3 +50,26 @@ def synthea(shared_data: Path) -> Callable[[str], dict[str, Any]]:
         return bundle
 
     return load
+
+
+@pytest.fixture
+async def fhir_http(store: FhirStore) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the FHIR router, served by uvicorn on a free 127.0.0.1 port."""
+    app = FastAPI()
+    app.include_router(build_router(store.database, store=store))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):  # uvicorn has no started event; give it 5 s at most
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        assert server.started, "uvicorn did not start"
+        port = server.servers[0].sockets[0].getsockname()[1]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/fhir") as http:
+            yield http
+    finally:
+        server.should_exit = True
+        await task

@@ -110,13 +110,15 @@ async def test_identifier_search_returns_a_searchset(client: httpx.AsyncClient) 
     assert bundle["entry"][0]["resource"]["id"] == "p1"
 
 
-async def test_unsupported_search_parameter_is_refused_not_ignored(
+async def test_unsupported_search_parameter_is_refused_when_strict(
     client: httpx.AsyncClient,
 ) -> None:
-    response = await client.get("/Patient", params={"name": "张"})
+    response = await client.get(
+        "/Patient", params={"shoe-size": "42"}, headers={"Prefer": "handling=strict"}
+    )
     assert response.status_code == 400
     assert issue(response)["code"] == "not-supported"
-    assert issue(response)["expression"] == ["name"]
+    assert issue(response)["expression"] == ["shoe-size"]
 
 
 async def test_malformed_json_says_where(client: httpx.AsyncClient) -> None:
@@ -173,4 +175,4 @@ async def test_metadata_tells_what_is_implemented(client: httpx.AsyncClient) -> 
     assert statement["fhirVersion"] == "4.0.1"
     patient_entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
     assert [p["name"] for p in patient_entry["searchParam"]] == ["identifier"]
-    assert patient_entry["readHistory"] is False
+    assert patient_entry["readHistory"] is True

@@ -1,0 +1,289 @@
+"""The search parameter registry, built once from the official R4 SearchParameter definitions.
+
+Each definition's FHIRPath `expression` may join several resource types with `|`; the registry
+keeps, per resource type, only the parts for that type. Simple paths (`Patient.identifier`,
+`(Observation.value as Quantity)`, `Encounter.subject.where(resolve() is Patient)`) are
+evaluated by a small walker; anything else is compiled once with fhirpathpy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from fhir_store._resources import R4_RESOURCE_TYPES
+
+__all__ = ["SearchParameter", "Step", "element_names", "parameters_for", "search_parameter"]
+
+# Parameters answered from the resource table itself rather than from index rows.
+RESOURCE_COLUMNS = frozenset({"_id", "_lastUpdated"})
+# Parameter types this store indexes; composite and special ones are not searchable yet.
+INDEXED_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri"})
+
+# `(Type.a.b as X)...` is written `Type.a.b.as(X)...` before the steps are read.
+_AS_GROUP = re.compile(r"^\((?P<path>[A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+) as (?P<type>\w+)\)")
+_ROOT = re.compile(r"^[A-Z][A-Za-z]+")
+_STEP = re.compile(
+    r"\.(?:(?P<name>[a-z][A-Za-z0-9]*)(?![\w(])|as\((?P<as>\w+)\)"
+    r"|where\((?P<field>[a-z][A-Za-z0-9]*)\s*=\s*'(?P<literal>[^'\\]*)'\)"
+    r"|where\(resolve\(\) is (?P<target>[A-Z][A-Za-z]+)\))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a simple path: an element (`choice`: it may be a value[x] one), or a filter
+    keeping elements whose `name` is `literal`."""
+
+    name: str
+    choice: bool = False
+    literal: str | None = None
+
+
+@dataclass(slots=True)
+class _Part:
+    """One `|`-separated part of an expression: a simple path, or a FHIRPath expression."""
+
+    steps: tuple[Step, ...] | None
+    target: str | None  # only references to this type (`where(resolve() is X)`)
+    expression: str
+    first: str | None = None  # the first element the expression reads, if known
+    _compiled: Callable[..., Any] | None = None
+
+    def evaluate(self, resource: dict[str, Any]) -> list[Any]:
+        """The values this part selects in `resource`."""
+        if self.steps is not None:
+            values = _walk(resource, self.steps)
+            if self.target is not None:
+                values = [value for value in values if _refers_to(value, self.target)]
+            return values
+        if (
+            self.first is not None
+            and self.first not in resource
+            and _choice(resource, self.first) is None
+        ):
+            return []  # nothing to read: skip the (slow) FHIRPath evaluation
+        if self._compiled is None:
+            self._compiled = _compile(self.expression)
+        try:
+            result = self._compiled(resource, {})
+        except Exception:  # a FHIRPath evaluation error indexes nothing
+            return []
+        return list(result) if isinstance(result, list) else [result]
+
+
+@dataclass(slots=True)
+class SearchParameter:
+    """A search parameter of one resource type: its code, type and expression parts."""
+
+    code: str
+    type: str
+    expression: str
+    parts: list[_Part] = field(default_factory=list)
+    targets: tuple[str, ...] = ()
+
+    def values(self, resource: dict[str, Any], present: frozenset[str] | None = None) -> list[Any]:
+        """The values of the parameter in `resource` (FHIR JSON elements or primitives);
+        `present` (from `element_names`) lets parts that read an absent element be skipped."""
+        found: list[Any] = []
+        for part in self.parts:
+            if present is not None and part.first is not None and part.first not in present:
+                continue
+            found.extend(part.evaluate(resource))
+        return found
+
+
+def element_names(resource: dict[str, Any]) -> frozenset[str]:
+    """The resource's top-level element names, value[x] ones also without their type suffix."""
+    names = set(resource)
+    for key in resource:
+        for position, char in enumerate(key):
+            if char.isupper():
+                names.add(key[:position])
+                break
+    return frozenset(names)
+
+
+def search_parameter(resource_type: str, code: str) -> SearchParameter | None:
+    """The parameter `code` of `resource_type`, or None if the specification has none."""
+    return _registry().get(resource_type, {}).get(code)
+
+
+def parameters_for(resource_type: str) -> list[SearchParameter]:
+    """The parameters of `resource_type` that the store indexes at write time."""
+    return _indexed().get(resource_type, [])
+
+
+@cache
+def _registry() -> dict[str, dict[str, SearchParameter]]:
+    text = files("fhir_store").joinpath("definitions/search-parameters-r4.json").read_text("utf-8")
+    bundle = json.loads(text)
+    registry: dict[str, dict[str, SearchParameter]] = {}
+    common: list[dict[str, Any]] = []
+    for entry in bundle.get("entry", []):
+        definition = entry.get("resource", {})
+        bases = definition.get("base", [])
+        if "Resource" in bases or "DomainResource" in bases:
+            common.append(definition)
+            continue
+        for base in bases:
+            parameter = _parameter(definition, base)
+            if parameter is not None:
+                registry.setdefault(base, {})[parameter.code] = parameter
+    for resource_type in list(registry) + _other_types(registry):
+        for definition in common:
+            parameter = _parameter(definition, resource_type)
+            if parameter is not None:
+                registry.setdefault(resource_type, {}).setdefault(parameter.code, parameter)
+    return registry
+
+
+def _other_types(registry: dict[str, dict[str, SearchParameter]]) -> list[str]:
+    return sorted(R4_RESOURCE_TYPES - set(registry))
+
+
+@cache
+def _indexed() -> dict[str, list[SearchParameter]]:
+    return {
+        resource_type: [
+            parameter
+            for code, parameter in parameters.items()
+            if parameter.type in INDEXED_TYPES and code not in RESOURCE_COLUMNS and parameter.parts
+        ]
+        for resource_type, parameters in _registry().items()
+    }
+
+
+def _parameter(definition: dict[str, Any], resource_type: str) -> SearchParameter | None:
+    code = definition.get("code")
+    kind = definition.get("type")
+    if not isinstance(code, str) or not isinstance(kind, str):
+        return None
+    expression = definition.get("expression") or ""
+    parts: list[_Part] = []
+    for text in _split_union(expression):
+        owner = text.lstrip("(").split(".", 1)[0]
+        if owner in ("Resource", "DomainResource"):
+            text = text.replace(owner + ".", resource_type + ".", 1)
+        elif owner != resource_type:
+            continue
+        parts.append(_part(text))
+    targets = tuple(definition.get("target", []))
+    return SearchParameter(code, kind, expression, parts, targets)
+
+
+def _part(text: str) -> _Part:
+    """A simple path's steps, or None steps (fhirpathpy evaluates the part)."""
+    normal = _AS_GROUP.sub(lambda match: f"{match['path']}.as({match['type']})", text)
+    root = _ROOT.match(normal)
+    first = re.match(r"^\(?[A-Z][A-Za-z]+\.([a-z][A-Za-z0-9]*)", text)
+    fallback = _Part(None, None, text, first[1] if first else None)
+    if root is None:
+        return fallback
+    steps: list[Step] = []
+    target: str | None = None
+    position = root.end()
+    while position < len(normal):
+        match = _STEP.match(normal, position)
+        if match is None or target is not None:
+            return fallback
+        position = match.end()
+        if match["name"] is not None:
+            # Without `as`, any element may be a value[x]: the walker tries name + Type keys.
+            steps.append(Step(match["name"], choice=True))
+        elif match["as"] is not None:
+            if not steps or steps[-1].literal is not None:
+                return fallback
+            as_type = match["as"]
+            steps[-1] = Step(steps[-1].name + as_type[0].upper() + as_type[1:])
+        elif match["field"] is not None:
+            steps.append(Step(match["field"], literal=match["literal"]))
+        else:
+            target = match["target"]
+    if not steps:
+        return fallback
+    return _Part(tuple(steps), target, text, steps[0].name)
+
+
+def _split_union(expression: str) -> list[str]:
+    """The top-level `|` parts of an expression (not those inside parentheses or strings)."""
+    parts: list[str] = []
+    depth, quoted, start = 0, False, 0
+    for position, char in enumerate(expression):
+        if char == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(expression[start:position].strip())
+            start = position + 1
+    last = expression[start:].strip()
+    if last:
+        parts.append(last)
+    return parts
+
+
+def _walk(resource: dict[str, Any], steps: tuple[Step, ...]) -> list[Any]:
+    current: list[Any] = [resource]
+    for step in steps:
+        following: list[Any] = []
+        if step.literal is not None:
+            current = [
+                node
+                for node in current
+                if isinstance(node, dict) and node.get(step.name) == step.literal
+            ]
+            if not current:
+                return []
+            continue
+        for node in current:
+            if not isinstance(node, dict):
+                continue
+            value = node.get(step.name)
+            if value is None and step.choice:
+                value = _choice(node, step.name)
+            if value is None:
+                continue
+            if isinstance(value, list):
+                following.extend(value)
+            else:
+                following.append(value)
+        if not following:
+            return []
+        current = following
+    return current
+
+
+def _choice(node: dict[str, Any], name: str) -> Any:
+    size = len(name)
+    for key, value in node.items():
+        if len(key) > size and key.startswith(name) and key[size].isupper():
+            return value
+    return None
+
+
+def _refers_to(value: Any, target: str) -> bool:
+    if not isinstance(value, dict):
+        return False
+    reference = value.get("reference")
+    if isinstance(reference, str):
+        parts = reference.split("/")
+        return len(parts) >= 2 and parts[-2] == target
+    return value.get("type") == target
+
+
+def _compile(expression: str) -> Callable[..., Any]:
+    from fhirpathpy import compile as compile_fhirpath
+    from fhirpathpy.models import models
+
+    compiled: Callable[..., Any] = compile_fhirpath(expression, models["r4"])
+    return compiled
