@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
-from fhir_store._search_params import element_names, parameters_for
+from fhir_store._search_params import element_names, index_plan
 
 __all__ = [
     "DATE_MAX",
@@ -35,8 +37,11 @@ _DATE = re.compile(
     r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?P<fraction>\.\d+)?)?"
     r"(?P<zone>Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
-_STRING_PARTS = ("text", "family", "given", "prefix", "suffix", "line", "city", "district")
-_STRING_PARTS_2 = ("state", "postalCode", "country", "value")
+# The string parts of HumanName, Address and other complex types, in the order they are indexed.
+_STRING_PARTS = (
+    *("text", "family", "given", "prefix", "suffix", "line", "city", "district"),
+    *("state", "postalCode", "country", "value"),
+)
 
 
 @dataclass(slots=True)
@@ -59,13 +64,11 @@ def extract_index(resource: dict[str, Any]) -> ResourceIndex:
     if not isinstance(resource_type, str):
         return index
     present = element_names(resource)
-    for parameter in parameters_for(resource_type):
-        values = parameter.values(resource, present)
-        if not values:
+    for first, code, adder, evaluate in _extractors(resource_type):
+        if first is not None and first not in present:
             continue
-        adder = _ADDERS[parameter.type]
-        for value in values:
-            adder(index, parameter.code, value)
+        for value in evaluate(resource):
+            adder(index, code, value)
     index.strings = list(dict.fromkeys(index.strings))
     index.tokens = list(dict.fromkeys(index.tokens))
     index.references = list(dict.fromkeys(index.references))
@@ -73,6 +76,7 @@ def extract_index(resource: dict[str, Any]) -> ResourceIndex:
     return index
 
 
+@lru_cache(maxsize=8192)
 def normalise(text: str) -> str:
     """Lower case without accents, the form `string` search compares by default."""
     decomposed = unicodedata.normalize("NFKD", text)
@@ -147,8 +151,10 @@ def _add_string(index: ResourceIndex, code: str, value: Any) -> None:
         if value:
             index.strings.append((code, normalise(value)[:200], value[:200]))
     elif isinstance(value, dict):  # HumanName, Address and other complex types: their parts
-        for key in (*_STRING_PARTS, *_STRING_PARTS_2):
+        for key in _STRING_PARTS:
             part = value.get(key)
+            if part is None:
+                continue
             if isinstance(part, list):
                 for item in part:
                     _add_string(index, code, item)
@@ -253,3 +259,16 @@ _ADDERS = {
     "quantity": _add_quantity,
     "uri": _add_uri,
 }
+
+
+_Adder = Callable[[ResourceIndex, str, Any], None]
+_Evaluator = Callable[[dict[str, Any]], list[Any]]
+
+
+@lru_cache(maxsize=256)  # the R4 resource types, with room for unknown ones
+def _extractors(resource_type: str) -> tuple[tuple[str | None, str, _Adder, _Evaluator], ...]:
+    """Per resource type, once: (first element read, code, row adder, evaluator) per part."""
+    return tuple(
+        (first, code, _ADDERS[kind], evaluate)
+        for first, code, kind, evaluate in index_plan(resource_type)
+    )

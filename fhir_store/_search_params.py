@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib.resources import files
 from typing import Any
 
 from fhir_store._resources import R4_RESOURCE_TYPES
 
-__all__ = ["SearchParameter", "Step", "element_names", "parameters_for", "search_parameter"]
+__all__ = [
+    "SearchParameter",
+    "Step",
+    "element_names",
+    "index_plan",
+    "parameters_for",
+    "search_parameter",
+]
 
 # Parameters answered from the resource table itself rather than from index rows.
 RESOURCE_COLUMNS = frozenset({"_id", "_lastUpdated"})
@@ -33,6 +40,10 @@ _STEP = re.compile(
     r"|where\((?P<field>[a-z][A-Za-z0-9]*)\s*=\s*'(?P<literal>[^'\\]*)'\)"
     r"|where\(resolve\(\) is (?P<target>[A-Z][A-Za-z]+)\))"
 )
+
+# The values a part of an expression selects in a resource (only read: it may be the resource's
+# own list).
+Evaluator = Callable[[dict[str, Any]], list[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +98,7 @@ class SearchParameter:
     parts: list[_Part] = field(default_factory=list)
     targets: tuple[str, ...] = ()
 
-    def values(self, resource: dict[str, Any], present: frozenset[str] | None = None) -> list[Any]:
+    def values(self, resource: dict[str, Any], present: Set[str] | None = None) -> list[Any]:
         """The values of the parameter in `resource` (FHIR JSON elements or primitives);
         `present` (from `element_names`) lets parts that read an absent element be skipped."""
         found: list[Any] = []
@@ -98,15 +109,22 @@ class SearchParameter:
         return found
 
 
-def element_names(resource: dict[str, Any]) -> frozenset[str]:
+def element_names(resource: dict[str, Any]) -> set[str]:
     """The resource's top-level element names, value[x] ones also without their type suffix."""
     names = set(resource)
     for key in resource:
-        for position, char in enumerate(key):
-            if char.isupper():
-                names.add(key[:position])
-                break
-    return frozenset(names)
+        if not key.islower():
+            base = _choice_base(key)
+            if base:
+                names.add(base)
+    return names
+
+
+def index_plan(resource_type: str) -> tuple[tuple[str | None, str, str, Evaluator], ...]:
+    """(first element read or None, code, type, evaluator) of every part of every parameter
+    `parameters_for(resource_type)` gives, in that order: the extraction work of the type,
+    laid out once so that a resource's index costs no lookups and no parsing."""
+    return _plan(resource_type)
 
 
 def search_parameter(resource_type: str, code: str) -> SearchParameter | None:
@@ -117,6 +135,42 @@ def search_parameter(resource_type: str, code: str) -> SearchParameter | None:
 def parameters_for(resource_type: str) -> list[SearchParameter]:
     """The parameters of `resource_type` that the store indexes at write time."""
     return _indexed().get(resource_type, [])
+
+
+@lru_cache(maxsize=256)  # the R4 resource types, with room for unknown ones
+def _plan(resource_type: str) -> tuple[tuple[str | None, str, str, Evaluator], ...]:
+    return tuple(
+        (part.first, parameter.code, parameter.type, _evaluator(part))
+        for parameter in parameters_for(resource_type)
+        for part in parameter.parts
+    )
+
+
+def _evaluator(part: _Part) -> Evaluator:
+    """The part's evaluation; one element of the resource (`Patient.gender`) read directly."""
+    steps = part.steps
+    if steps is None or part.target is not None or len(steps) != 1 or steps[0].literal is not None:
+        return part.evaluate
+    name, choice = steps[0].name, steps[0].choice
+
+    def element(resource: dict[str, Any]) -> list[Any]:
+        value = resource.get(name)
+        if value is None:
+            value = _choice(resource, name) if choice else None
+            if value is None:
+                return []
+        return value if isinstance(value, list) else [value]
+
+    return element
+
+
+@lru_cache(maxsize=4096)
+def _choice_base(key: str) -> str:
+    """`value` for `valueQuantity`: the key up to its first capital ("" if none)."""
+    for position, char in enumerate(key):
+        if char.isupper():
+            return key[:position]
+    return ""
 
 
 @cache
@@ -235,24 +289,26 @@ def _split_union(expression: str) -> list[str]:
 def _walk(resource: dict[str, Any], steps: tuple[Step, ...]) -> list[Any]:
     current: list[Any] = [resource]
     for step in steps:
-        following: list[Any] = []
+        name = step.name
         if step.literal is not None:
+            literal = step.literal
             current = [
-                node
-                for node in current
-                if isinstance(node, dict) and node.get(step.name) == step.literal
+                node for node in current if isinstance(node, dict) and node.get(name) == literal
             ]
             if not current:
                 return []
             continue
+        following: list[Any] = []
         for node in current:
             if not isinstance(node, dict):
                 continue
-            value = node.get(step.name)
-            if value is None and step.choice:
-                value = _choice(node, step.name)
+            value = node.get(name)
             if value is None:
-                continue
+                if not step.choice:
+                    continue
+                value = _choice(node, name)
+                if value is None:
+                    continue
             if isinstance(value, list):
                 following.extend(value)
             else:

@@ -134,6 +134,7 @@ class RowWrites:
 
     __slots__ = (
         "_bind_date",
+        "_bound_dates",
         "_bind_time",
         "_last_time",
         "_last_bound",
@@ -158,6 +159,7 @@ class RowWrites:
         self.resource_updates: list[tuple[Any, ...]] = []
         self.version_inserts: list[tuple[Any, ...]] = []
         self._bind_date = _DATE.c.low.type.dialect_impl(dialect).bind_processor(dialect)
+        self._bound_dates: dict[datetime, Any] = {}  # many resources share dates (and DATE_MAX)
         self.index_deletes: list[tuple[Any, ...]] = []
         self.token_inserts: list[tuple[Any, ...]] = []
         self.string_inserts: list[tuple[Any, ...]] = []
@@ -209,9 +211,15 @@ class RowWrites:
         if bind is None:
             self.date_inserts.extend(key + row for row in index.dates)
         else:
-            self.date_inserts.extend(
-                (*key, param, bind(low), bind(high)) for param, low, high in index.dates
-            )
+            bound = self._bound_dates
+            for param, low, high in index.dates:
+                low_bound = bound.get(low)
+                if low_bound is None:
+                    low_bound = bound[low] = bind(low)
+                high_bound = bound.get(high)
+                if high_bound is None:
+                    high_bound = bound[high] = bind(high)
+                self.date_inserts.append((*key, param, low_bound, high_bound))
         self.number_inserts.extend(key + row for row in index.numbers)
         self.quantity_inserts.extend(key + row for row in index.quantities)
         self.uri_inserts.extend(key + row for row in index.uris)
