@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bz2
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -52,11 +53,11 @@ def synthea(shared_data: Path) -> Callable[[str], dict[str, Any]]:
     return load
 
 
-@pytest.fixture
-async def fhir_http(store: FhirStore) -> AsyncIterator[httpx.AsyncClient]:
+@contextlib.asynccontextmanager
+async def serve_fhir(store: FhirStore, **router_options: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client on the FHIR router, served by uvicorn on a free 127.0.0.1 port."""
     app = FastAPI()
-    app.include_router(build_router(store.database, store=store))
+    app.include_router(build_router(store.database, store=store, **router_options))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     )
@@ -73,3 +74,16 @@ async def fhir_http(store: FhirStore) -> AsyncIterator[httpx.AsyncClient]:
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.fixture
+def fhir_server() -> Any:
+    """`serve_fhir` for tests that need their own router options."""
+    return serve_fhir
+
+
+@pytest.fixture
+async def fhir_http(store: FhirStore) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the FHIR router, served by uvicorn on a free 127.0.0.1 port."""
+    async with serve_fhir(store) as http:
+        yield http

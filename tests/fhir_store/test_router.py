@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
-from fhir_store import FhirStore, build_router
+from fhir_store import FhirStore
 
 pytestmark = pytest.mark.anyio
 
@@ -21,26 +18,10 @@ FHIR_JSON = "application/fhir+json"
 
 
 @pytest.fixture
-async def client(store: FhirStore) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client against the router served by uvicorn on a free 127.0.0.1 port."""
-    app = FastAPI()
-    app.include_router(build_router(store.database, store=store, max_body_bytes=64 * 1024))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):  # uvicorn has no started event; give it 5 s at most
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        port = server.servers[0].sockets[0].getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/fhir") as http:
-            yield http
-    finally:
-        server.should_exit = True
-        await task
+async def client(store: FhirStore, fhir_server: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client against the router, with a small body limit to test it."""
+    async with fhir_server(store, max_body_bytes=64 * 1024) as http:
+        yield http
 
 
 def patient(family: str = "张") -> dict[str, Any]:
