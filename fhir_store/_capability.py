@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from fhir_store._resources import R4_RESOURCE_TYPES
+from fhir_store._search_params import parameters_for
 
 __all__ = ["capability_statement"]
 
@@ -35,9 +37,7 @@ def capability_statement() -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                "resource": [
-                    _resource(resource_type) for resource_type in sorted(R4_RESOURCE_TYPES)
-                ],
+                "resource": _resources(),
                 "interaction": [
                     {"code": "transaction"},
                     {"code": "batch"},
@@ -54,6 +54,12 @@ def capability_statement() -> dict[str, Any]:
     }
 
 
+@lru_cache(maxsize=1)
+def _resources() -> list[dict[str, Any]]:
+    # Built once (about 0.1 s): it only changes with the code.
+    return [_resource(resource_type) for resource_type in sorted(R4_RESOURCE_TYPES)]
+
+
 def _resource(resource_type: str) -> dict[str, Any]:
     return {
         "type": resource_type,
@@ -66,12 +72,37 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "conditionalUpdate": True,
         "conditionalDelete": "single",
         "referencePolicy": ["literal", "logical"],
-        "searchParam": [
-            {
-                "name": "identifier",
-                "type": "token",
-                "documentation": "system|value, |value (no system) or value (any system); "
-                "no modifiers, one value",
-            }
-        ],
+        "searchParam": _search_params(resource_type),
     }
+
+
+# What `_search.py` implements per parameter type; the CapabilityStatement says exactly this.
+_SUPPORT = {
+    "token": "system|code, |code, code or system|; comma for OR",
+    "string": "starts with, ignoring case and accents; :exact, :contains",
+    "reference": "Type/id, id or an absolute URL; :Type",
+    "date": "prefixes eq ne gt lt ge le sa eb ap, with the precision of the value",
+    "number": "prefixes eq ne gt lt ge le sa eb ap",
+    "quantity": "prefixes; value|system|code or value||unit",
+    "uri": "exact; :below",
+}
+
+
+def _search_params(resource_type: str) -> list[dict[str, Any]]:
+    params = [
+        {"name": "_id", "type": "token", "documentation": "the logical id"},
+        {
+            "name": "_lastUpdated",
+            "type": "date",
+            "documentation": _SUPPORT["date"],
+        },
+    ]
+    for parameter in parameters_for(resource_type):
+        params.append(
+            {
+                "name": parameter.code,
+                "type": parameter.type,
+                "documentation": _SUPPORT.get(parameter.type, ""),
+            }
+        )
+    return params

@@ -155,5 +155,23 @@ async def test_metadata_tells_what_is_implemented(client: httpx.AsyncClient) -> 
     statement = response.json()
     assert statement["fhirVersion"] == "4.0.1"
     patient_entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
-    assert [p["name"] for p in patient_entry["searchParam"]] == ["identifier"]
+    names = {p["name"] for p in patient_entry["searchParam"]}
+    assert {"identifier", "birthdate", "gender", "name", "_id", "_lastUpdated"} <= names
     assert patient_entry["readHistory"] is True
+
+
+async def test_every_listed_search_parameter_is_really_searchable(
+    client: httpx.AsyncClient,
+) -> None:
+    statement = (await client.get("/metadata")).json()
+    samples = {"token": "x", "string": "x", "reference": "Patient/x", "date": "2026",
+               "number": "1", "quantity": "1", "uri": "http://x"}  # fmt: skip
+    for resource_type in ("Patient", "Encounter", "Observation"):
+        entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == resource_type)
+        for parameter in entry["searchParam"]:
+            response = await client.get(
+                f"/{resource_type}",
+                params={parameter["name"]: samples[parameter["type"]]},
+                headers={"Prefer": "handling=strict"},
+            )
+            assert response.status_code == 200, (resource_type, parameter["name"], response.text)
