@@ -159,7 +159,7 @@ class Runtime:
             self._group = None
             for name in list(self._deployed):
                 with contextlib.suppress(Exception):
-                    await self._close_deployed(self._deployed.pop(name), graceful=False)
+                    await self._close_deployed(self._deployed.pop(name))
             await asyncio.to_thread(self.writes.close)
             # Reads still running (their task was cancelled) finish before their pool closes.
             await asyncio.to_thread(self._readers.shutdown, True)
@@ -257,7 +257,7 @@ class Runtime:
             deployed = self._deployed.pop(name, None)
             if deployed is None:
                 return False
-            await self._close_deployed(deployed, graceful=True)
+            await self._close_deployed(deployed)
             log.info("channel.undeployed", extra={"channel": name})
             return True
 
@@ -332,7 +332,7 @@ class Runtime:
         with contextlib.suppress(Exception):
             await deployed.source.aclose()
 
-    async def _close_deployed(self, deployed: _Deployed, *, graceful: bool) -> None:
+    async def _close_deployed(self, deployed: _Deployed) -> None:
         await self._stop_source(deployed)
         await self._stop_workers(deployed)
 
