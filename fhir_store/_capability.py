@@ -77,24 +77,32 @@ def _resource(resource_type: str) -> dict[str, Any]:
 
 
 # What `_search.py` implements per parameter type; the CapabilityStatement says exactly this.
+# Every indexed parameter also takes :missing=true|false.
 _SUPPORT = {
-    "token": "system|code, |code, code or system|; comma for OR",
-    "string": "starts with, ignoring case and accents; :exact, :contains",
-    "reference": "Type/id, id or an absolute URL; :Type",
-    "date": "prefixes eq ne gt lt ge le sa eb ap, with the precision of the value",
-    "number": "prefixes eq ne gt lt ge le sa eb ap",
-    "quantity": "prefixes; value|system|code or value||unit",
-    "uri": "exact; :below",
+    "token": "system|code, |code, code or system|; comma for OR; :not (also matches resources "
+    "without the element), :missing; _sort by code",
+    "string": "starts with, ignoring case and accents; :exact, :contains, :missing; _sort",
+    "reference": "Type/id, id or an absolute URL; :Type, :missing; _include and _revinclude "
+    "(Type:param or Type:param:TargetType, :iterate)",
+    "date": "prefixes eq ne gt lt ge le sa eb ap, with the precision of the value; :missing; "
+    "_sort (ascending by the start of the range, descending by its end)",
+    "number": "prefixes eq ne gt lt ge le sa eb ap; :missing; _sort",
+    "quantity": "prefixes; value|system|code or value||unit; :missing; _sort by value",
+    "uri": "exact; :below, :missing",
+}
+_RESOURCE_SUPPORT = {
+    "_id": "the logical id; comma for OR; _sort",
+    "_lastUpdated": "prefixes eq ne gt lt ge le sa eb ap, with the precision of the value; _sort",
 }
 
 
 def _search_params(resource_type: str) -> list[dict[str, Any]]:
     params = [
-        {"name": "_id", "type": "token", "documentation": "the logical id"},
+        {"name": "_id", "type": "token", "documentation": _RESOURCE_SUPPORT["_id"]},
         {
             "name": "_lastUpdated",
             "type": "date",
-            "documentation": _SUPPORT["date"],
+            "documentation": _RESOURCE_SUPPORT["_lastUpdated"],
         },
     ]
     for parameter in parameters_for(resource_type):

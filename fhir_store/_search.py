@@ -1,25 +1,25 @@
-"""Search: a FHIR query string turned into SQL over the index tables, and its searchset Bundle.
+"""Search: a FHIR query string turned into SQL over the index tables, and a page of matches.
 
 Parameters are ANDed, comma-separated values of one parameter ORed. Supported: token
-(`system|code`, `|code`, `code`, `system|`), string (starts-with on accent-folded lower case,
-`:exact`, `:contains`), date, number and quantity prefixes (eq ne gt lt ge le sa eb ap, with the
-value's precision as its range), reference (`Type/id`, `id`, `:Type`), uri (`:below`), and
-`_id`, `_lastUpdated`, `_count`, `_offset`, `_total=accurate`.
+(`system|code`, `|code`, `code`, `system|`, `:not`), string (starts-with on accent-folded lower
+case, `:exact`, `:contains`), date, number and quantity prefixes (eq ne gt lt ge le sa eb ap,
+with the value's precision as its range), reference (`Type/id`, `id`, `:Type`), uri (`:below`),
+`:missing` on all of them, and `_id`, `_lastUpdated`, `_sort`, `_include`, `_revinclude`,
+`_count`, `_offset`, `_total=accurate`, `_summary=count`, `_elements`.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from sqlalchemy import ColumnElement, Table, and_, false, func, not_, or_, select
+from sqlalchemy import ColumnElement, Table, and_, case, false, func, not_, or_, select
 from sqlalchemy.engine import Connection
 
 from fhir_store._indexing import date_range, decimal_range, normalise, split_reference
+from fhir_store._search_include import Include, included, parse_include
 from fhir_store._search_params import INDEXED_TYPES, search_parameter
 from fhir_store.errors import InvalidRequest, NotSupported
 from fhir_store.models import (
@@ -33,7 +33,7 @@ from fhir_store.models import (
     UriIndexRow,
 )
 
-__all__ = ["SearchPage", "SearchQuery", "parse_search", "run_search", "search_bundle"]
+__all__ = ["SearchPage", "SearchQuery", "SortKey", "parse_search", "run_search"]
 
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000
@@ -48,14 +48,26 @@ _TABLES: dict[str, Table] = {
     "quantity": cast(Table, QuantityIndexRow.__table__),
     "uri": cast(Table, UriIndexRow.__table__),
 }
+_SORTABLE = frozenset({"string", "token", "date", "number", "quantity"})
 _PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
+_ELEMENT = re.compile(r"[a-z][A-Za-z0-9]*")
 # Result parameters this store ignores without harm (formatting is always JSON).
 _IGNORED = frozenset({"_format", "_pretty"})
 
 
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    """One `_sort` key: a parameter code, its type (or `_id`, `_lastUpdated`), and direction."""
+
+    code: str
+    kind: str
+    descending: bool
+
+
 @dataclass(slots=True)
 class SearchQuery:
-    """A parsed search: the SQL conditions, paging, and the parameters that were ignored."""
+    """A parsed search: the SQL conditions, order, paging, includes, result shaping, and the
+    parameters that were ignored."""
 
     resource_type: str
     conditions: list[ColumnElement[bool]] = field(default_factory=list)
@@ -64,15 +76,21 @@ class SearchQuery:
     total: bool = False
     ignored: list[str] = field(default_factory=list)
     pairs: list[tuple[str, str]] = field(default_factory=list)
+    sort: list[SortKey] = field(default_factory=list)
+    includes: list[Include] = field(default_factory=list)
+    summary_count: bool = False  # `_summary=count`: the total only
+    elements: tuple[str, ...] = ()  # `_elements`: the top-level elements to keep, if any
 
 
 @dataclass(slots=True)
 class SearchPage:
-    """One page of matches (JSON content, by id), the total if counted, and whether more follow."""
+    """One page of matches (JSON content, by id), the total if counted, whether more follow,
+    and the resources `_include` and `_revinclude` added."""
 
     contents: list[str]
     total: int | None
     more: bool
+    included: list[str] = field(default_factory=list)
 
 
 def parse_search(resource_type: str, pairs: list[tuple[str, str]], *, strict: bool) -> SearchQuery:
@@ -91,6 +109,25 @@ def parse_search(resource_type: str, pairs: list[tuple[str, str]], *, strict: bo
             query.total = value == "accurate"
         elif code in _IGNORED:
             continue
+        elif code in ("_include", "_revinclude"):
+            query.includes.append(parse_include(name, value))
+        elif code == "_summary":
+            _no_modifier(name, modifier)
+            if value not in ("count", "false"):
+                raise NotSupported(
+                    f"search parameter '{name}': only count and false are supported",
+                    expression=[name],
+                )
+            query.summary_count = value == "count"
+        elif code == "_elements":
+            _no_modifier(name, modifier)
+            names = _values(name, value)
+            if not all(_ELEMENT.fullmatch(text) for text in names):
+                raise _bad(name, "must list top-level element names, such as name,birthDate")
+            query.elements += tuple(names)
+        elif code == "_sort":
+            _no_modifier(name, modifier)
+            query.sort = [_sort_key(resource_type, text) for text in _values(name, value)]
         elif code == "_id":
             _no_modifier(name, modifier)
             query.conditions.append(_RESOURCE.c.id.in_(_values(name, value)))
@@ -115,14 +152,7 @@ def parse_search(resource_type: str, pairs: list[tuple[str, str]], *, strict: bo
                     )
                 query.ignored.append(name)
                 continue
-            table = _TABLES[parameter.type]
-            matches = [
-                _match(parameter.type, name, modifier, text, table) for text in _values(name, value)
-            ]
-            rows = select(table.c.resource_id).where(
-                table.c.resource_type == resource_type, table.c.param == code, or_(*matches)
-            )
-            query.conditions.append(_RESOURCE.c.id.in_(rows))
+            query.conditions.append(_condition(resource_type, parameter.type, name, value))
     return query
 
 
@@ -133,79 +163,103 @@ def run_search(connection: Connection, query: SearchQuery) -> SearchPage:
         _RESOURCE.c.deleted.is_(False),
         *query.conditions,
     ]
+    if query.summary_count:
+        count = select(func.count()).select_from(_RESOURCE).where(*where)
+        return SearchPage([], int(connection.execute(count).scalar_one()), more=False)
+    order = [
+        term
+        for key in query.sort
+        for term in _sort_terms(query.resource_type, key, connection.dialect.name)
+    ]
     statement = (
-        select(_RESOURCE.c.content)
+        select(_RESOURCE.c.id, _RESOURCE.c.content)
         .where(*where)
-        .order_by(_RESOURCE.c.id)
+        .order_by(*order, _RESOURCE.c.id)
         .limit(query.count + 1)
         .offset(query.offset)
     )
-    contents = [content for content in connection.execute(statement).scalars() if content]
-    more = len(contents) > query.count
-    contents = contents[: query.count]
+    rows = [(row.id, row.content) for row in connection.execute(statement) if row.content]
+    more = len(rows) > query.count
+    rows = rows[: query.count]
+    contents = [content for _, content in rows]
     total: int | None = None
     if query.total and (more or query.offset):
         count = select(func.count()).select_from(_RESOURCE).where(*where)
         total = int(connection.execute(count).scalar_one())
     elif not more and (query.total or query.offset == 0):
         total = len(contents)  # the whole answer is on this page
-    return SearchPage(contents, total, more)
+    matches = [(query.resource_type, resource_id) for resource_id, _ in rows]
+    return SearchPage(contents, total, more, included(connection, query.includes, matches))
 
 
-def search_bundle(query: SearchQuery, page: SearchPage, url: str) -> dict[str, Any]:
-    """The searchset Bundle of a page, with self and next links and an OperationOutcome entry
-    listing the ignored parameters."""
-    entries: list[dict[str, Any]] = []
-    for content in page.contents:
-        resource = json.loads(content)
-        entries.append(
-            {
-                "fullUrl": f"{resource['resourceType']}/{resource['id']}",
-                "resource": resource,
-                "search": {"mode": "match"},
-            }
+def _condition(resource_type: str, kind: str, name: str, value: str) -> ColumnElement[bool]:
+    """The condition on the resource table of one indexed parameter and its values."""
+    code, _, modifier = name.partition(":")
+    table = _TABLES[kind]
+    rows = select(table.c.resource_id).where(
+        table.c.resource_type == resource_type, table.c.param == code
+    )
+    if modifier == "missing":
+        if value not in ("true", "false"):
+            raise _bad(name, "must be true or false")
+        # a resource is missing the parameter when it has no index row for it
+        return _RESOURCE.c.id.not_in(rows) if value == "true" else _RESOURCE.c.id.in_(rows)
+    if kind == "token" and modifier == "not":
+        # R4: resources with no matching token, those without the element included
+        matches = [_token(text, table) for text in _values(name, value)]
+        return _RESOURCE.c.id.not_in(rows.where(or_(*matches)))
+    matches = [_match(kind, name, modifier, text, table) for text in _values(name, value)]
+    return _RESOURCE.c.id.in_(rows.where(or_(*matches)))
+
+
+def _sort_key(resource_type: str, text: str) -> SortKey:
+    descending = text.startswith("-")
+    code = text.removeprefix("-")
+    if code in ("_id", "_lastUpdated"):
+        return SortKey(code, code, descending)
+    parameter = search_parameter(resource_type, code)
+    if parameter is None or parameter.type not in _SORTABLE:
+        raise NotSupported(
+            f"search parameter '_sort': '{code}' is unknown for {resource_type} or not a "
+            "string, token, date, number or quantity parameter",
+            expression=["_sort"],
         )
-    if query.ignored:
-        entries.append(
-            {
-                "resource": {
-                    "resourceType": "OperationOutcome",
-                    "issue": [
-                        {
-                            "severity": "warning",
-                            "code": "not-supported",
-                            "diagnostics": f"search parameter '{name}' is unknown or not "
-                            "supported here and was ignored",
-                            "expression": [name],
-                        }
-                        for name in query.ignored
-                    ],
-                },
-                "search": {"mode": "outcome"},
-            }
-        )
-    links = [{"relation": "self", "url": url}]
-    if page.more:
-        links.append(
-            {"relation": "next", "url": _with_offset(url, query, query.offset + query.count)}
-        )
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "type": "searchset",
-    }
-    if page.total is not None:
-        bundle["total"] = page.total
-    bundle["link"] = links
-    bundle["entry"] = entries
-    return bundle
+    return SortKey(code, parameter.type, descending)
 
 
-def _with_offset(url: str, query: SearchQuery, offset: int) -> str:
-    parts = urlsplit(url)
-    pairs = [(name, value) for name, value in query.pairs if name not in ("_offset", "_count")]
-    pairs += [("_count", str(query.count)), ("_offset", str(offset))]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs), ""))
+def _sort_terms(resource_type: str, key: SortKey, dialect: str) -> list[ColumnElement[Any]]:
+    """ORDER BY terms of one key: resources without a value last, then the value. A resource
+    with several values sorts by its lowest ascending and its highest descending (a date by
+    the low bound of its range ascending, the high bound descending)."""
+    if key.kind == "_id":
+        return [_RESOURCE.c.id.desc() if key.descending else _RESOURCE.c.id.asc()]
+    if key.kind == "_lastUpdated":
+        updated = _RESOURCE.c.last_updated
+        return [updated.desc() if key.descending else updated.asc()]
+    table = _TABLES[key.kind]
+    column_name = {"string": "normal", "date": "high" if key.descending else "low"}
+    column: ColumnElement[Any] = table.c[column_name.get(key.kind, "value")]
+    if key.kind in ("string", "token"):
+        column = _binary(column, dialect)
+    pick = func.max if key.descending else func.min
+    value = (
+        select(pick(column))
+        .where(
+            table.c.resource_type == resource_type,
+            table.c.resource_id == _RESOURCE.c.id,
+            table.c.param == key.code,
+        )
+        .scalar_subquery()
+    )
+    return [case((value.is_(None), 1), else_=0), value.desc() if key.descending else value.asc()]
+
+
+def _binary(column: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """Text compared by code point on every database (PostgreSQL's default collation may
+    ignore punctuation; SQLite's is already binary)."""
+    if dialect == "postgresql":
+        return column.collate("C")
+    return column
 
 
 def _match(kind: str, name: str, modifier: str, text: str, table: Table) -> ColumnElement[bool]:

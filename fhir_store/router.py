@@ -22,7 +22,8 @@ from fhir_store._history import history_bundle, parse_history_query
 from fhir_store._patch import JSON_PATCH
 from fhir_store._requests import parse_etag
 from fhir_store._resources import check_resource, check_type
-from fhir_store._search import parse_search, search_bundle
+from fhir_store._search import parse_search
+from fhir_store._searchset import search_bundle
 from fhir_store._validation import structure_issues
 from fhir_store.errors import FhirStoreError, InvalidRequest, NotSupported, PayloadTooLarge
 from fhir_store.store import FhirStore

@@ -1,0 +1,100 @@
+"""The searchset Bundle of a search page: match and include entries, self and next links,
+an OperationOutcome entry for ignored parameters, and `_elements` subsetting."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from fhir_store._search import SearchPage, SearchQuery
+
+__all__ = ["search_bundle"]
+
+_SUBSETTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+    "display": "subsetted",
+}
+
+
+def search_bundle(query: SearchQuery, page: SearchPage, url: str) -> dict[str, Any]:
+    """The searchset Bundle of a page, with self and next links and an OperationOutcome entry
+    listing the ignored parameters."""
+    entries: list[dict[str, Any]] = []
+    for mode, contents in (("match", page.contents), ("include", page.included)):
+        for content in contents:
+            resource = json.loads(content)
+            if mode == "match" and query.elements:
+                resource = _subset(resource, query.elements)
+            entries.append(
+                {
+                    "fullUrl": f"{resource['resourceType']}/{resource['id']}",
+                    "resource": resource,
+                    "search": {"mode": mode},
+                }
+            )
+    if query.ignored:
+        entries.append(
+            {
+                "resource": {
+                    "resourceType": "OperationOutcome",
+                    "issue": [
+                        {
+                            "severity": "warning",
+                            "code": "not-supported",
+                            "diagnostics": f"search parameter '{name}' is unknown or not "
+                            "supported here and was ignored",
+                            "expression": [name],
+                        }
+                        for name in query.ignored
+                    ],
+                },
+                "search": {"mode": "outcome"},
+            }
+        )
+    links = [{"relation": "self", "url": url}]
+    if page.more:
+        links.append(
+            {"relation": "next", "url": _with_offset(url, query, query.offset + query.count)}
+        )
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "searchset",
+    }
+    if page.total is not None:
+        bundle["total"] = page.total
+    bundle["link"] = links
+    if entries or not query.summary_count:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _subset(resource: dict[str, Any], elements: tuple[str, ...]) -> dict[str, Any]:
+    """`_elements`: the listed top-level elements (a choice element by its base name, with
+    primitive extensions) and resourceType, id and meta, tagged SUBSETTED."""
+    kept = {
+        key: value
+        for key, value in resource.items()
+        if key in ("resourceType", "id", "meta") or _listed(key.removeprefix("_"), elements)
+    }
+    meta = dict(kept.get("meta") or {})
+    meta["tag"] = [*meta.get("tag", []), _SUBSETTED]
+    kept["meta"] = meta
+    return kept
+
+
+def _listed(key: str, elements: tuple[str, ...]) -> bool:
+    return any(
+        key == name or (key.startswith(name) and key[len(name) : len(name) + 1].isupper())
+        for name in elements
+    )
+
+
+def _with_offset(url: str, query: SearchQuery, offset: int) -> str:
+    parts = urlsplit(url)
+    pairs = [(name, value) for name, value in query.pairs if name not in ("_offset", "_count")]
+    pairs += [("_count", str(query.count)), ("_offset", str(offset))]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs), ""))
