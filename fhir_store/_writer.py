@@ -52,6 +52,11 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # The sqlite3 driver's own BEGIN is turned off (isolation_level None) so that the "begin"
     # event below decides how transactions start; SQLAlchemy still commits and rolls back.
     dbapi_connection.isolation_level = None
+    sqlite_pragmas(dbapi_connection, _record)
+
+
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """The store's SQLite settings, for every connection it opens (a `connect` listener)."""
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")

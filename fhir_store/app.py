@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from fhir_store._writer import sqlite_pragmas
 from fhir_store.router import build_router
 from fhir_store.schema import migrate
 from fhir_store.store import FhirStore
@@ -23,10 +23,10 @@ __all__ = ["create_app", "create_database"]
 
 
 def create_database(url: str) -> AsyncEngine:
-    """An AsyncEngine for `url`; SQLite connections get WAL, busy_timeout and foreign keys."""
+    """An AsyncEngine for `url`; SQLite connections get the same settings as the writer's."""
     engine = create_async_engine(url)
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     return engine
 
 
@@ -47,14 +47,3 @@ def create_app(database_url: str) -> FastAPI:
     app = FastAPI(title="greenchannel FHIR store", lifespan=lifespan)
     app.include_router(build_router(database, store=store))
     return app
-
-
-def _sqlite_pragmas(connection: Any, record: Any) -> None:
-    cursor = connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cursor.close()
