@@ -189,9 +189,11 @@ class Engine:
                         continue
                     if new_id is not None:
                         new_ids.append(new_id)
-                        message = await session.get(journal.JournalMessage, new_id)
-                        if message is not None:
-                            channels.add(message.channel)
+                        # The copy is on the original's channel; the original is already in
+                        # the session's identity map, so this costs no query.
+                        original = await session.get(journal.JournalMessage, message_id)
+                        if original is not None:
+                            channels.add(original.channel)
         for channel in channels:
             self.runtime.wake(channel)
         return new_ids
