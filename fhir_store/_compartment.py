@@ -10,13 +10,11 @@ Only the Patient compartment is served: it is the only definition vendored.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from functools import cache
 from importlib.resources import files
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, and_, or_, select, true
-from sqlalchemy.sql.expression import literal, union_all
+from sqlalchemy import ColumnElement, CompoundSelect, Table, or_, select, true, tuple_, union_all
 
 from fhir_store._search_params import search_parameter
 from fhir_store.errors import InvalidRequest, NotSupported
@@ -82,32 +80,28 @@ def in_compartment(compartment: str, focus_id: str, resource_type: str) -> Colum
     return or_(*conditions)
 
 
-def compartment_members(compartment: str, focus_id: str | None) -> Select[Any]:
+def compartment_members(compartment: str, focus_id: str | None) -> CompoundSelect[Any]:
     """(resource_type, id) of every resource in the compartment of `compartment`/`focus_id`
     (of every resource of type `compartment` if `focus_id` is None), the focal ones included;
     deleted ones may be listed (the caller joins the current resources)."""
     check_compartment(compartment)
-    by_code: dict[str, list[str]] = defaultdict(list)
-    for resource_type, codes in _params(compartment).items():
-        for code in codes:
-            by_code[code].append(resource_type)
+    pairs = [
+        (resource_type, code)
+        for resource_type, codes in sorted(_params(compartment).items())
+        for code in codes
+    ]
     reference = _REFERENCE.alias()
     referring = select(reference.c.resource_type, reference.c.resource_id).where(
         reference.c.target_type == compartment,
         reference.c.target_id == focus_id if focus_id is not None else true(),
-        or_(
-            *(
-                and_(reference.c.param == code, reference.c.resource_type.in_(types))
-                for code, types in sorted(by_code.items())
-            )
-        ),
+        tuple_(reference.c.resource_type, reference.c.param).in_(pairs),
     )
     resource = _RESOURCE.alias()
     focal = select(resource.c.resource_type, resource.c.id).where(
-        resource.c.resource_type == literal(compartment),
+        resource.c.resource_type == compartment,
         resource.c.id == focus_id if focus_id is not None else true(),
     )
-    return select(union_all(focal, referring).subquery())
+    return union_all(focal, referring)
 
 
 @cache

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, case, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Table, and_, case, func, select, union
 from sqlalchemy.engine import Connection
 
 from fhir_store._compartment import compartment_members
@@ -105,9 +105,8 @@ def run_everything(connection: Connection, query: EverythingQuery) -> SearchPage
     """One page of the answer: NotFound or Gone if the patient does not exist."""
     if query.patient_id is not None and query.referenced:  # $everything, not Patient/1/*
         _check_patient(connection, query.patient_id)
-    members = compartment_members("Patient", query.patient_id)
-    key = tuple_(_RESOURCE.c.resource_type, _RESOURCE.c.id)
-    wanted = [key.in_(members)]
+    members = compartment_members("Patient", query.patient_id).cte("members")
+    wanted: Any = select(members.c.resource_type, members.c.id).distinct()
     if query.referenced:
         # One step along the references of the patient and of its compartment's resources,
         # but never to other patients: an Observation may name another patient as its
@@ -115,14 +114,27 @@ def run_everything(connection: Connection, query: EverythingQuery) -> SearchPage
         reference = _REFERENCE.alias()
         referred = (
             select(reference.c.target_type, reference.c.target_id)
-            .where(
-                tuple_(reference.c.resource_type, reference.c.resource_id).in_(members),
-                reference.c.target_type != "Patient",
+            .select_from(
+                reference.join(
+                    members,
+                    and_(
+                        reference.c.resource_type == members.c.resource_type,
+                        reference.c.resource_id == members.c.id,
+                    ),
+                )
             )
-            .correlate(None)
+            .where(reference.c.target_type != "Patient")
         )
-        wanted.append(key.in_(referred))
-    where = [_RESOURCE.c.deleted.is_(False), or_(*wanted)]
+        wanted = union(wanted, referred)  # UNION: each resource once
+    found = wanted.subquery("found")
+    rows = _RESOURCE.join(
+        found,
+        and_(
+            _RESOURCE.c.resource_type == found.c.resource_type,
+            _RESOURCE.c.id == found.c.id,
+        ),
+    )
+    where: list[ColumnElement[bool]] = [_RESOURCE.c.deleted.is_(False)]
     if query.types:
         where.append(_RESOURCE.c.resource_type.in_(query.types))
     if query.since is not None:
@@ -132,6 +144,7 @@ def run_everything(connection: Connection, query: EverythingQuery) -> SearchPage
         focal = focal & (_RESOURCE.c.id == query.patient_id)
     statement = (
         select(_RESOURCE.c.content)
+        .select_from(rows)
         .where(*where)
         .order_by(case((focal, 0), else_=1), _RESOURCE.c.resource_type, _RESOURCE.c.id)
         .limit(query.count + 1)
@@ -141,7 +154,7 @@ def run_everything(connection: Connection, query: EverythingQuery) -> SearchPage
     more = len(contents) > query.count
     contents = contents[: query.count]
     if more or query.offset:
-        counted = select(func.count()).select_from(_RESOURCE).where(*where)
+        counted = select(func.count()).select_from(rows).where(*where)
         total = int(connection.execute(counted).scalar_one())
     else:
         total = len(contents)
