@@ -13,9 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 
-from fhir_store import FhirStore, InvalidRequest
+from fhir_store import FhirStore, FhirStoreError, InvalidRequest
 from fhir_store._search import parse_search
+from fhir_store.models import ResourceRow
 
 LOINC = "http://loinc.org"
 MRN = "urn:oid:1.2.36.146.595.217.0.1"
@@ -339,6 +344,40 @@ async def test_chains_through_the_store_api(small: FhirStore) -> None:
     with pytest.raises(InvalidRequest) as raised:
         parse_search("Observation", [("subject.identifier", "x")], strict=False)
     assert raised.value.expression == ["subject.identifier"]
+
+
+# Any parameter name: a query or an error naming it, never anything else
+
+PIECES = st.sampled_from(
+    ["subject", "patient", "Patient", "Observation", "Encounter", "name", "code", "_has",
+     "organization", "Organization", "encounter", "identifier", "_id", "_count", "missing",
+     "not", "exact", "x", "", ":", ".", ":", "."]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    resource_type=st.sampled_from(["Patient", "Observation", "Encounter", "Organization"]),
+    pieces=st.lists(PIECES, min_size=1, max_size=9),
+    value=st.sampled_from(["x", "true", "ge2020", "http://loinc.org|8867-4", "Patient/p1", ","]),
+    strict=st.booleans(),
+)
+def test_any_chain_or_has_name_parses_to_sql_or_an_error_naming_it(
+    resource_type: str, pieces: list[str], value: str, strict: bool
+) -> None:
+    name = "".join(pieces)
+    if "." not in name and not name.startswith("_has"):
+        name += ".name"
+    try:
+        query = parse_search(resource_type, [(name, value)], strict=strict)
+    except FhirStoreError as error:
+        assert error.status == 400
+        assert error.expression == [name]
+        return
+    assert len(query.conditions) + len(query.ignored) == 1
+    statement = select(ResourceRow.id).where(*query.conditions)
+    for dialect in (sqlite.dialect(), postgresql.dialect()):
+        assert "SELECT" in str(statement.compile(dialect=dialect))
 
 
 # On Synthea, against the raw bundles
