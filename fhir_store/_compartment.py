@@ -94,6 +94,10 @@ def compartment_members(compartment: str, focus_id: str | None) -> CompoundSelec
     referring = select(reference.c.resource_type, reference.c.resource_id).where(
         reference.c.target_type == compartment,
         reference.c.target_id == focus_id if focus_id is not None else true(),
+        # the two lists let the databases seek the lookup index (type, param, target); the
+        # pairs then keep only the parameters listed for each type
+        reference.c.resource_type.in_(sorted({resource_type for resource_type, _ in pairs})),
+        reference.c.param.in_(sorted({code for _, code in pairs})),
         tuple_(reference.c.resource_type, reference.c.param).in_(pairs),
     )
     resource = _RESOURCE.alias()
