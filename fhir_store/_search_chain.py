@@ -88,7 +88,7 @@ def _forward(
 ) -> ColumnElement[bool] | None:
     """`ref[:Type].rest`: resources whose `ref` points to a Type matching `rest`."""
     head, _, rest = name.partition(".")
-    code, _, target = head.partition(":")
+    code, _, typed = head.partition(":")
     if not rest or not code:
         raise InvalidRequest(
             f"search parameter '{name}' must be param.param2 or param:Type.param2",
@@ -102,21 +102,23 @@ def _forward(
             expression=[name],
         )
     next_code = rest.partition(":")[0].partition(".")[0]
-    if target:
-        if parameter.targets and target not in parameter.targets:
+    target: str | None = typed
+    if typed:
+        if typed not in (parameter.targets or R4_RESOURCE_TYPES):
             raise InvalidRequest(
                 f"search parameter '{name}': {resource_type}.{code} cannot refer to a "
-                f"{target}; it refers to {', '.join(parameter.targets)}",
+                f"{typed}; it refers to {', '.join(parameter.targets) or 'R4 resources'}",
                 expression=[name],
             )
     else:
         target = _inferred_target(resource_type, name, code, parameter.targets, next_code)
-    if next_code.startswith("_") and not _known(target, next_code):
-        raise _cannot_end(name, rest, target)  # a result parameter such as _count
-    if not _known(target, next_code):
+    if target is None or not _known(target, next_code):
+        types = target or ", ".join(parameter.targets)
+        if next_code.startswith("_"):
+            raise _cannot_end(name, rest, types)  # a result parameter such as _count
         if strict:
             raise NotSupported(
-                f"search parameter '{name}': '{next_code}' is not a search parameter of {target}",
+                f"search parameter '{name}': '{next_code}' is not a search parameter of {types}",
                 expression=[name],
             )
         return None
@@ -188,20 +190,22 @@ def _reverse(
 
 def _inferred_target(
     resource_type: str, name: str, code: str, targets: tuple[str, ...], next_code: str
-) -> str:
-    """The one target type of `code` that has the next link's parameter; 400 if none or
-    several have it (the client then names the type: `code:Type.`)."""
+) -> str | None:
+    """The one target type of `code` that has the next link's parameter (None if none has
+    it); 400 if several have it (the client then names the type: `code:Type.`)."""
     candidates = [target for target in targets if _known(target, next_code)]
     if len(targets) == 1:
         return targets[0]
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise InvalidRequest(
-            f"search parameter '{name}': none of the types {resource_type}.{code} refers to "
-            f"({', '.join(targets) or 'none declared'}) has a search parameter '{next_code}'",
-            expression=[name],
-        )
+        if not targets:
+            raise InvalidRequest(
+                f"search parameter '{name}': {resource_type}.{code} may refer to any type; "
+                f"name it, such as {code}:Patient.{name.partition('.')[2]}",
+                expression=[name],
+            )
+        return None  # an unknown parameter, whatever the type
     raise InvalidRequest(
         f"search parameter '{name}' is ambiguous: {resource_type}.{code} may refer to "
         f"{', '.join(candidates)}, which all have '{next_code}'; name the type, such as "

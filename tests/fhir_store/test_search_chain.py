@@ -243,6 +243,9 @@ async def test_chain_to_a_deleted_resource_matches_nothing(
         ("/Observation", "subject:Patient.name:sounds-like", "not supported"),
         ("/Observation", "subject:Patient._count", "cannot end a chain"),
         ("/Observation", "subject.", "must be param.param2"),
+        ("/Observation", "subject:Foo.name", "cannot refer to a Foo"),
+        ("/Observation", "subject._count", "cannot end a chain"),
+        ("/Observation", "subject:Patient._has:Observation:patient", "must be _has:Type:"),
     ],
 )
 async def test_bad_chains_are_400_naming_the_whole_parameter(
@@ -251,19 +254,29 @@ async def test_bad_chains_are_400_naming_the_whole_parameter(
     assert reason in await refused(fhir_http, path, name, "x")
 
 
+@pytest.mark.parametrize(
+    ("path", "name", "other", "expected"),
+    [
+        ("/Observation", "subject:Patient.shoe-size", ("code", "9279-1"), ["o3"]),
+        ("/Observation", "subject.shoe-size", ("code", "9279-1"), ["o3"]),
+        ("/Patient", "_has:Observation:patient:shoe-size", ("name", "bakerson"), ["p3"]),
+    ],
+)
 async def test_unknown_last_link_is_ignored_and_reported_or_refused_when_strict(
-    small: FhirStore, fhir_http: httpx.AsyncClient
+    small: FhirStore,
+    fhir_http: httpx.AsyncClient,
+    path: str,
+    name: str,
+    other: tuple[str, str],
+    expected: list[str],
 ) -> None:
-    name = "subject:Patient.shoe-size"
-    response = await fhir_http.get("/Observation", params={name: "42", "code": "9279-1"})
+    response = await fhir_http.get(path, params={name: "42", other[0]: other[1]})
     assert response.status_code == 200
     entries = response.json()["entry"]
-    assert [e["resource"]["id"] for e in entries if e["search"]["mode"] == "match"] == ["o3"]
+    assert [e["resource"]["id"] for e in entries if e["search"]["mode"] == "match"] == expected
     [outcome] = [e["resource"] for e in entries if e["search"]["mode"] == "outcome"]
     assert outcome["issue"][0]["expression"] == [name]
-    strict = await fhir_http.get(
-        "/Observation", params={name: "42"}, headers={"Prefer": "handling=strict"}
-    )
+    strict = await fhir_http.get(path, params={name: "42"}, headers={"Prefer": "handling=strict"})
     assert strict.status_code == 400
     assert strict.json()["issue"][0]["expression"] == [name]
 
