@@ -6,7 +6,10 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from fhir_store._compartment import COMPARTMENTS
+from fhir_store._everything import EVERYTHING
 from fhir_store._resources import R4_RESOURCE_TYPES
+from fhir_store._search_chain import with_chaining
 from fhir_store._search_params import parameters_for
 
 __all__ = ["capability_statement"]
@@ -43,6 +46,7 @@ def capability_statement() -> dict[str, Any]:
                     {"code": "batch"},
                     {"code": "history-system"},
                 ],
+                "compartment": list(COMPARTMENTS.values()),
                 "operation": [
                     {
                         "name": "validate",
@@ -61,7 +65,7 @@ def _resources() -> list[dict[str, Any]]:
 
 
 def _resource(resource_type: str) -> dict[str, Any]:
-    return {
+    resource = {
         "type": resource_type,
         "interaction": [{"code": code} for code in _INTERACTIONS],
         "versioning": "versioned-update",
@@ -72,8 +76,11 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "conditionalUpdate": True,
         "conditionalDelete": "single",
         "referencePolicy": ["literal", "logical"],
-        "searchParam": _search_params(resource_type),
+        "searchParam": with_chaining(_search_params(resource_type)),
     }
+    if resource_type == "Patient":  # Patient/1/$everything and Patient/$everything
+        resource["operation"] = [{"name": "everything", "definition": EVERYTHING}]
+    return resource
 
 
 # What `_search.py` implements per parameter type; the CapabilityStatement says exactly this.

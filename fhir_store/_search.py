@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Table, and_, case, false, func, not_, or_,
 from sqlalchemy.engine import Connection
 
 from fhir_store._indexing import date_range, decimal_range, normalise, split_reference
+from fhir_store._search_chain import chained, is_chained
 from fhir_store._search_include import Include, included, parse_include
 from fhir_store._search_params import INDEXED_TYPES, search_parameter
 from fhir_store.errors import InvalidRequest, NotSupported
@@ -141,6 +142,12 @@ def parse_search(resource_type: str, pairs: list[tuple[str, str]], *, strict: bo
                     )
                 )
             )
+        elif is_chained(name):  # chains and `_has`: _search_chain.py
+            chain = chained(resource_type, name, value, _chain_link, strict=strict)
+            if chain is None:
+                query.ignored.append(name)
+            else:
+                query.conditions.append(chain)
         else:
             parameter = search_parameter(resource_type, code)
             if parameter is None or parameter.type not in INDEXED_TYPES:
@@ -154,6 +161,11 @@ def parse_search(resource_type: str, pairs: list[tuple[str, str]], *, strict: bo
                 continue
             query.conditions.append(_condition(resource_type, parameter.type, name, value))
     return query
+
+
+def _chain_link(resource_type: str, name: str, value: str) -> list[ColumnElement[bool]]:
+    """The conditions of the last link of a chain: one parameter, always strict."""
+    return parse_search(resource_type, [(name, value)], strict=True).conditions
 
 
 def run_search(connection: Connection, query: SearchQuery) -> SearchPage:

@@ -18,6 +18,8 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_store._capability import capability_statement
+from fhir_store._compartment import check_compartment
+from fhir_store._everything import parse_everything
 from fhir_store._history import history_bundle, parse_history_query
 from fhir_store._patch import JSON_PATCH
 from fhir_store._requests import parse_etag
@@ -115,6 +117,7 @@ def build_router(
         return FhirResponse(capability_statement())
 
     _add_interaction_routes(router, fhir, read_json)
+    _add_compartment_routes(router, fhir)
 
     @router.post("")
     @router.post("/", include_in_schema=False)
@@ -329,6 +332,44 @@ def _add_interaction_routes(
     ) -> FhirResponse:
         check_type(resource_type)
         return FhirResponse(_validate(await read_json(request), resource_type, resource_id))
+
+
+def _add_compartment_routes(router: APIRouter, fhir: FhirStore) -> None:
+    """`Patient/$everything`, `Patient/1/$everything`, and compartment search
+    (`Patient/1/Observation`, `Patient/1/*`). Registered before the CRUD routes, whose
+    `/{type}/{id}` would otherwise take `Patient/$everything`."""
+
+    async def everything(
+        request: Request, patient_id: str | None, *, referenced: bool = True
+    ) -> FhirResponse:
+        strict = "handling=strict" in request.headers.get("prefer", "")
+        pairs = list(request.query_params.multi_items())
+        query = parse_everything(patient_id, pairs, strict=strict, referenced=referenced)
+        page = await fhir.everything(query)
+        return FhirResponse(search_bundle(query.as_search(), page, str(request.url)))
+
+    @router.get("/Patient/$everything")
+    async def everything_all(request: Request) -> FhirResponse:
+        return await everything(request, None)
+
+    @router.get("/Patient/{patient_id}/$everything")
+    async def everything_one(patient_id: str, request: Request) -> FhirResponse:
+        return await everything(request, patient_id)
+
+    @router.get("/{compartment}/{focus_id}/{resource_type}")
+    async def compartment_search(
+        compartment: str, focus_id: str, resource_type: str, request: Request
+    ) -> FhirResponse:
+        check_type(compartment)
+        check_compartment(compartment)
+        if resource_type == "*":
+            return await everything(request, focus_id, referenced=False)
+        check_type(resource_type)
+        strict = "handling=strict" in request.headers.get("prefer", "")
+        pairs = list(request.query_params.multi_items())
+        query = parse_search(resource_type, pairs, strict=strict)
+        page = await fhir.search_compartment(compartment, focus_id, query)
+        return FhirResponse(search_bundle(query, page, str(request.url)))
 
 
 def _validate(body: Any, resource_type: str, resource_id: str | None) -> dict[str, Any]:

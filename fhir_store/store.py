@@ -13,7 +13,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -22,6 +22,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from fhir_store._compartment import in_compartment
+from fhir_store._everything import EverythingQuery, run_everything
 from fhir_store._group import apply_bundles, apply_entries, concurrent_write
 from fhir_store._history import HistoryQuery, Version, fetch_history, fetch_version
 from fhir_store._patch import apply_json_patch
@@ -257,6 +259,20 @@ class FhirStore:
         """One page of the current resources matching a parsed search (`parse_search`)."""
         check_type(query.resource_type)
         return await self._read(run_search, query)
+
+    async def search_compartment(
+        self, compartment: str, focus_id: str, query: SearchQuery
+    ) -> SearchPage:
+        """`Patient/1/Observation?...`: a parsed search within the compartment of
+        `compartment`/`focus_id` (only Patient compartments are served)."""
+        check_type(query.resource_type)
+        condition = in_compartment(compartment, focus_id, query.resource_type)
+        return await self.search(replace(query, conditions=[*query.conditions, condition]))
+
+    async def everything(self, query: EverythingQuery) -> SearchPage:
+        """One page of `Patient/1/$everything` (or `Patient/1/*`): parse it with
+        `parse_everything`; NotFound or Gone if the patient does not exist."""
+        return await self._read(run_everything, query)
 
     async def transaction(
         self, bundle: dict[str, Any], *, return_resources: bool = False

@@ -169,6 +169,8 @@ async def test_every_listed_search_parameter_is_really_searchable(
     for resource_type in ("Patient", "Encounter", "Observation"):
         entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == resource_type)
         for parameter in entry["searchParam"]:
+            if parameter["type"] == "special":  # _has takes a chain: test_search_chain.py
+                continue
             response = await client.get(
                 f"/{resource_type}",
                 params={parameter["name"]: samples[parameter["type"]]},
