@@ -34,8 +34,10 @@ from engine.mapping.tables import CodeTable
 __all__ = [
     "MAX_EXPRESSION_DEPTH",
     "MAX_EXPRESSION_LENGTH",
+    "Call",
     "CompileContext",
     "Evaluator",
+    "ListNode",
     "Node",
     "PathNode",
     "Scope",
@@ -502,6 +504,8 @@ def _compile_call(node: Call, ctx: CompileContext) -> Evaluator:
     spec = VALUE_FUNCTIONS.get(name)
     bounds = (spec[0], spec[1]) if spec is not None else _SPECIAL.get(name)
     if bounds is None:
+        if name == "group":
+            raise ctx.error("group(...) is written as `each: group(OBR, [OBX, NTE])` only")
         raise ctx.error(f"unknown function '{name}'")
     low, high = bounds
     count = len(node.args)

@@ -16,8 +16,10 @@ from typing import Any
 from engine.errors import ConfigError, MappingError
 from engine.mapping.document import Document
 from engine.mapping.expression import (
+    Call,
     CompileContext,
     Evaluator,
+    ListNode,
     PathNode,
     Scope,
     compile_node,
@@ -25,6 +27,7 @@ from engine.mapping.expression import (
     parse_expression,
 )
 from engine.mapping.functions import ValueProblem, to_text
+from engine.mapping.groups import GroupSpec, find_groups
 from engine.mapping.tables import CodeTable, load_table
 from engine.mapping.yamlfile import KeyPath, PositionMap, format_key, load_yaml
 
@@ -41,9 +44,12 @@ _BARE_PATH = re.compile(
     r"[A-Z][A-Z0-9]{2}(?:\[\d+\])?(?:-\d+(?:\[\d+\])?(?:\.\d+){0,2})?"
     r"|[$@](?:\.[^\s.\[\]()'\",=!<>?]+|\[(?:-?\d+|'(?:[^'\\]|\\.)*')\])*"
 )
+_SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
 _OFFSET = re.compile(r"([+-])(\d{2}):?(\d{2})")
 _EMPTY_TYPES = (str, list, dict)
 _BUNDLE_TYPES = {"transaction", "batch", "collection"}
+# One step of `each` over the input: a path (OBX, PID-3) or a segment group.
+_Step = str | GroupSpec
 
 
 def parse_timezone(text: str) -> tzinfo:
@@ -378,7 +384,7 @@ class _Compiler:
     def object(self, value: dict[str, Any], path: KeyPath, names: dict[str, str]) -> Evaluator:
         names = dict(names)
         each_source = value.get("each")
-        each: tuple[str, Evaluator | None, str] | None = None
+        each: tuple[tuple[_Step, ...], Evaluator | None, str] | None = None
         if "as" in value and "each" not in value:
             raise self.error("`as` names the item of an `each`", path + ("as",))
         if each_source is not None:
@@ -400,27 +406,69 @@ class _Compiler:
 
     def each(
         self, source: Any, alias: Any, path: KeyPath, names: dict[str, str]
-    ) -> tuple[str, Evaluator | None, str]:
-        """`each: PID-3` iterates sub-documents; `each: ${split(...)}` + `as: x` iterates values."""
+    ) -> tuple[tuple[_Step, ...], Evaluator | None, str]:
+        """`each: PID-3` iterates sub-documents, `each: group(OBR, [OBX])` segment groups, a list
+        of those nests (outermost first); `each: ${split(...)}` + `as: x` iterates values."""
         where = path + ("each",)
+        if isinstance(source, list) and source:
+            steps: list[_Step] = []
+            for index, item in enumerate(source):
+                step = self.each_step(item, where + (index,), names)
+                if step is None:
+                    raise self.error(
+                        "each step of a nested each is a path (OBX) or a group(...)",
+                        where + (index,),
+                    )
+                steps.append(step)
+            if alias is not None:
+                raise self.error("`as` is for each over values", path + ("as",))
+            return tuple(steps), None, ""
         if not isinstance(source, str) or not source.strip():
-            raise self.error("must be a path such as OBX or PID-3, or an expression", where)
+            raise self.error(
+                "must be a path such as OBX or PID-3, a group(OBR, [OBX, NTE]) or an expression",
+                where,
+            )
         inner = _unwrap(source).strip()
         ctx = self.context(where, names)
         node = parse_expression(inner, ctx)
-        if isinstance(node, PathNode):
+        step = self.each_step(source, where, names)
+        if step is not None:
             if alias is not None:
                 raise self.error(
                     "`as` is for each over values; inside each over a path, use paths",
                     path + ("as",),
                 )
-            return node.path, None, ""
+            return (step,), None, ""
         name = "item" if alias is None else alias
         if not isinstance(name, str):
             raise self.error("must be a name", path + ("as",))
         self.check_name(name, path + ("as",))
         names[name] = ""
-        return "", compile_node(node, ctx), name
+        return (), compile_node(node, ctx), name
+
+    def each_step(self, source: Any, where: KeyPath, names: dict[str, str]) -> _Step | None:
+        """A path or a group(...) to iterate, or None when `source` is another expression."""
+        if not isinstance(source, str):
+            return None
+        node = parse_expression(_unwrap(source).strip(), self.context(where, names))
+        if isinstance(node, PathNode):
+            return node.path
+        if isinstance(node, Call) and node.function == "group":
+            return self.group_spec(node, where)
+        return None
+
+    def group_spec(self, node: Call, where: KeyPath) -> GroupSpec:
+        usage = "write group(OBR, [OBX, NTE]): the segment that starts a group, then the list of "
+        usage += "segments that may follow it"
+        if len(node.args) != 2 or not isinstance(node.args[1], ListNode) or not node.args[1].items:
+            raise self.error(usage, where)
+        head, members = node.args[0], node.args[1].items
+        ids: list[str] = []
+        for arg in (head, *members):
+            if not isinstance(arg, PathNode) or not _SEGMENT_ID.fullmatch(arg.path):
+                raise self.error(f"{usage} (segment ids only, such as OBX)", where)
+            ids.append(arg.path)
+        return GroupSpec(ids[0], tuple(ids[1:]))
 
 
 def _object_builder(
@@ -448,20 +496,15 @@ def _object_builder(
     return build
 
 
-def _each_builder(each: tuple[str, Evaluator | None, str], body: Evaluator) -> Evaluator:
-    path, values, alias = each
+def _each_builder(
+    each: tuple[tuple[_Step, ...], Evaluator | None, str], body: Evaluator
+) -> Evaluator:
+    steps, values, alias = each
     if values is None:
 
         def over_documents(scope: Scope) -> list[Any] | None:
             out: list[Any] = []
-            prefix = f"{scope.trail} > " if scope.trail else ""
-            for index, sub in enumerate(scope.document.each(path), start=1):
-                child = Scope(
-                    sub, scope.names, scope.zone, scope.refs, f"{prefix}{path} #{index}", index
-                )
-                result = body(child)
-                if result:
-                    out.append(result)
+            _walk(scope, steps, body, out)
             return out or None
 
         return over_documents
@@ -483,6 +526,26 @@ def _each_builder(each: tuple[str, Evaluator | None, str], body: Evaluator) -> E
         return out or None
 
     return over_values
+
+
+def _walk(scope: Scope, steps: tuple[_Step, ...], body: Evaluator, out: list[Any]) -> None:
+    """Iterate the first step; for each item, the remaining steps inside it; `body` at the end."""
+    step, rest = steps[0], steps[1:]
+    prefix = f"{scope.trail} > " if scope.trail else ""
+    items: list[Document]
+    if isinstance(step, GroupSpec):
+        items = list(find_groups(scope.document, step, scope.trail))
+        label = f"{step.head} group"
+    else:
+        items, label = scope.document.each(step), step
+    for index, sub in enumerate(items, start=1):
+        child = Scope(sub, scope.names, scope.zone, scope.refs, f"{prefix}{label} #{index}", index)
+        if rest:
+            _walk(child, rest, body, out)
+            continue
+        result = body(child)
+        if result:
+            out.append(result)
 
 
 def _unwrap(text: str) -> str:
