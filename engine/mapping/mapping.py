@@ -29,15 +29,17 @@ from engine.mapping.expression import (
 from engine.mapping.functions import ValueProblem, to_text
 from engine.mapping.groups import GroupSpec, find_groups
 from engine.mapping.tables import CodeTable, load_table
+from engine.mapping.templates import TemplateDef, load_template_file
 from engine.mapping.yamlfile import KeyPath, PositionMap, format_key, load_yaml
 
 __all__ = ["DEFAULT_TIMEZONE", "Mapping", "load_mapping", "parse_timezone"]
 
 DEFAULT_TIMEZONE = timezone(timedelta(hours=8))
 
-_TOP_KEYS = {"input", "description", "timezone", "tables", "when", "let", "resources", "bundle",
-             "output"}  # fmt: skip
-_DIRECTIVES = {"when", "each", "as", "let"}
+_TOP_KEYS = {"input", "description", "timezone", "tables", "templates", "when", "let",
+             "resources", "bundle", "output"}  # fmt: skip
+_DIRECTIVES = {"when", "each", "as", "let", "template", "from"}
+_PLACEHOLDER = "ZZZ-1"  # the field unused templates are checked against
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _RESERVED_NAMES = {"and", "or", "not", "in", "true", "false", "null"}
 _BARE_PATH = re.compile(
@@ -159,6 +161,13 @@ class _Compiler:
         self.tables: dict[str, CodeTable] = {}
         self.table_files: dict[str, str] = {}
         self.refs: frozenset[str] = frozenset()
+        self.templates: dict[str, TemplateDef] = {}
+        self.used_templates: set[str] = set()
+        # Inside a template body: its parameter's path, the templates being expanded (to refuse
+        # a template that uses itself) and where it is used, appended to every error's key.
+        self.params: dict[str, str] = {}
+        self.expanding: tuple[str, ...] = ()
+        self.used_at = ""
 
     # --- errors and contexts ------------------------------------------------------------------
 
@@ -170,13 +179,16 @@ class _Compiler:
         return None
 
     def error(self, message: str, path: KeyPath) -> ConfigError:
-        return ConfigError(message, file=self.file, line=self.line(path), key=format_key(path))
+        return ConfigError(
+            message, file=self.file, line=self.line(path), key=format_key(path) + self.used_at
+        )
 
     def context(self, path: KeyPath, names: dict[str, str]) -> CompileContext:
         return CompileContext(
             file=self.file,
             line=self.line(path),
-            rule=format_key(path),
+            rule=format_key(path) + self.used_at,
+            path_params=self.params,
             names=frozenset(names),
             tables=self.tables,
             refs=self.refs,
@@ -218,6 +230,7 @@ class _Compiler:
                     'must be an offset like "+08:00" or a zone like Asia/Shanghai', ("timezone",)
                 ) from None
         self.declare_tables(data.get("tables"))
+        self.load_templates(data.get("templates"))
         names: dict[str, str] = {}
         when = None
         if "when" in data:
@@ -238,6 +251,8 @@ class _Compiler:
         for table in self.table_files:
             if table not in self.tables:
                 self.load_table(table, ("tables", table))
+        for name in sorted(set(self.templates) - self.used_templates):
+            self.expand(name, _PLACEHOLDER, ("templates",))  # report mistakes in unused ones too
         return Mapping(
             file=self.file,
             input=media_type,
@@ -259,6 +274,73 @@ class _Compiler:
             if not isinstance(relative, str) or not relative.endswith(".csv"):
                 raise self.error("must be a .csv file relative to the mapping", ("tables", table))
             self.table_files[table] = relative
+
+    def load_templates(self, files: Any) -> None:
+        if files is None:
+            return
+        listed = [files] if isinstance(files, str) else files
+        if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed):
+            raise self.error("must list template files relative to the mapping", ("templates",))
+        for index, relative in enumerate(listed):
+            where: KeyPath = ("templates",) if isinstance(files, str) else ("templates", index)
+            path = self.base / relative
+            if not path.is_file():
+                raise self.error(f"no template file {relative}", where)
+            shown = str(Path(self.file).parent / relative)
+            for name, template in load_template_file(path, display_name=shown).items():
+                if name in self.templates:
+                    raise self.error(
+                        f"template '{name}' is defined in {self.templates[name].file} and in "
+                        f"{shown}",
+                        where,
+                    )
+                self.templates[name] = template
+
+    # --- templates ----------------------------------------------------------------------------
+
+    def use_template(
+        self, value: dict[str, Any], path: KeyPath, names: dict[str, str]
+    ) -> Evaluator:
+        """`template: cx_identifier` + `from: PID-3`: the template's body, its param = PID-3."""
+        name = value["template"]
+        if not isinstance(name, str) or name not in self.templates:
+            known = ", ".join(sorted(self.templates)) or "none; list files under `templates:`"
+            raise self.error(f"unknown template {name!r} (known: {known})", path + ("template",))
+        if "from" not in value:
+            raise self.error(
+                f"template '{name}' needs `from:`, the field it maps, e.g. from: PID-3",
+                path + ("template",),
+            )
+        source = value["from"]
+        node = None
+        if isinstance(source, str) and source.strip():
+            node = parse_expression(_unwrap(source).strip(), self.context(path + ("from",), names))
+        if not isinstance(node, PathNode):
+            raise self.error("must be a path such as PID-3 or OBX-5", path + ("from",))
+        return self.expand(name, node.path, path)
+
+    def expand(self, name: str, argument: str, path: KeyPath) -> Evaluator:
+        template = self.templates[name]
+        if name in self.expanding:
+            raise self.error(f"template '{name}' uses itself", path)
+        self.used_templates.add(name)
+        child = _Compiler(template.file, self.base, template.positions)
+        child.tables, child.table_files, child.refs = self.tables, self.table_files, self.refs
+        child.templates, child.used_templates = self.templates, self.used_templates
+        child.params = {template.param: argument}
+        child.expanding = self.expanding + (name,)
+        if argument == _PLACEHOLDER:
+            child.used_at = f" (template '{name}', checked with from: {argument})"
+        else:
+            here = f"{self.file}:{self.line(path)} {format_key(path)}"
+            child.used_at = f" (template '{name}' from: {argument}, used at {here})"
+        body = template.body
+        if isinstance(body, dict) and "each" in body:
+            raise child.error(
+                "a template's body cannot start with `each`; write `each:` where it is used",
+                template.key + ("body", "each"),
+            )
+        return child.template(body, template.key + ("body",), {})
 
     def resources(self, data: Any, names: dict[str, str]) -> list[_Resource]:
         if not isinstance(data, dict) or not data:
@@ -391,6 +473,19 @@ class _Compiler:
             each = self.each(each_source, value.get("as"), path, names)
         when = self.condition(value["when"], path + ("when",), names) if "when" in value else None
         lets = self.lets(value.get("let"), path + ("let",), names)
+        if "from" in value and "template" not in value:
+            raise self.error("`from` gives a template its field; add `template:`", path + ("from",))
+        base = self.use_template(value, path, names) if "template" in value else None
+        extra = [key for key in value if key not in _DIRECTIVES]
+        if (
+            base is not None
+            and extra
+            and not isinstance(self.templates[value["template"]].body, dict)
+        ):
+            raise self.error(
+                f"template '{value['template']}' gives a single value; nothing can be added to it",
+                path + (extra[0],),
+            )
         fields: list[tuple[str, Evaluator]] = []
         for key, item in value.items():
             if key in _DIRECTIVES:
@@ -399,7 +494,7 @@ class _Compiler:
             if not out_key:
                 raise self.error("empty key", path + (key,))
             fields.append((out_key, self.template(item, path + (key,), names)))
-        body = _object_builder(tuple(fields), tuple(lets), when)
+        body = _object_builder(tuple(fields), tuple(lets), when, base)
         if each is None:
             return body
         return _each_builder(each, body)
@@ -475,8 +570,9 @@ def _object_builder(
     fields: tuple[tuple[str, Evaluator], ...],
     lets: tuple[tuple[str, Evaluator], ...],
     when: Evaluator | None,
+    base: Evaluator | None = None,
 ) -> Evaluator:
-    def build(scope: Scope) -> dict[str, Any] | None:
+    def build(scope: Scope) -> Any:
         if when is not None and not is_truthy(when(scope)):
             return None
         if lets:
@@ -487,6 +583,11 @@ def _object_builder(
             for name, let in lets:
                 scope.names[name] = let(scope)
         out: dict[str, Any] = {}
+        if base is not None:
+            made = base(scope)
+            if not isinstance(made, dict):
+                return made  # a template giving text or a list: nothing else to add
+            out.update(made)  # the fields written next to `template:` add to it or replace
         for key, item in fields:
             result = item(scope)
             if result or (result is not None and type(result) not in _EMPTY_TYPES):
