@@ -94,6 +94,13 @@ class Mapping:
     _resources: tuple[_Resource, ...] = field(repr=False)
     _output: Evaluator | None = field(repr=False)
 
+    def matches(self, document: Document, *, timezone: tzinfo | None = None) -> bool:
+        """Whether the mapping's `when` holds for `document` (true when it has none)."""
+        if self._when is None:
+            return True
+        zone = timezone or self.timezone or DEFAULT_TIMEZONE
+        return is_truthy(self._when(Scope(document, {}, zone, {})))
+
     def apply(self, document: Document, *, timezone: tzinfo | None = None) -> Any:
         """Map one document to its JSON output, or None when the mapping's `when` is false.
 
