@@ -173,9 +173,11 @@ def _parser() -> argparse.ArgumentParser:
     mappings = command("mappings", "test and lint the analysts' mapping files")
     mapping_commands = mappings.add_subparsers(title="mapping commands", metavar="ACTION")
     mapping_test = mapping_commands.add_parser(
-        "test", help="run mappings/tests/*.yaml and say which check failed where"
+        "test", help="run mappings/tests/*.yaml (and *.txt case files); say what failed where"
     )
-    mapping_test.add_argument("files", nargs="*", type=Path, help="test files (default: all)")
+    mapping_test.add_argument(
+        "files", nargs="*", type=Path, help="test files, or IZ Gateway style .txt case files"
+    )
     mapping_test.set_defaults(handler=_mappings_test)
     mapping_lint = mapping_commands.add_parser(
         "lint", help="load every mapping, template file and code table; print file:line key"
@@ -488,16 +490,25 @@ def _messages_reprocess(args: argparse.Namespace) -> int:
 
 
 def _mappings_test(args: argparse.Namespace) -> int:
-    from engine.mapping.testing import run_mapping_test
+    from engine.mapping import load_mapping
+    from engine.mapping.catalog import mapping_files
+    from engine.mapping.testing import run_case_file, run_mapping_test
 
     settings = _settings(args)
-    files = list(args.files) or sorted((settings.resolved_mappings_dir / "tests").glob("*.yaml"))
+    tests = settings.resolved_mappings_dir / "tests"
+    files = list(args.files) or sorted([*tests.glob("*.yaml"), *tests.glob("*.txt")])
     if not files:
-        raise CommandError(f"no mapping tests in {settings.resolved_mappings_dir / 'tests'}", 1)
+        raise CommandError(f"no mapping tests in {tests}", 1)
     failed = 0
     for path in files:
-        failures = run_mapping_test(path)
-        print(f"{'ok  ' if not failures else 'FAIL'} {path}")
+        if path.suffix == ".txt":  # a case file: many messages, mapped by their `when`
+            folder = settings.resolved_mappings_dir
+            mappings = [load_mapping(file) for file in mapping_files(folder)]
+            count, failures = run_case_file(path, mappings, charset=settings.default_charset)
+            label = f"{path} ({count} messages)"
+        else:
+            failures, label = run_mapping_test(path), str(path)
+        print(f"{'ok  ' if not failures else 'FAIL'} {label}")
         for failure in failures:
             print(f"     {failure}")
         failed += bool(failures)
@@ -520,7 +531,7 @@ def _mappings_lint(args: argparse.Namespace) -> int:
 
 def _map(args: argparse.Namespace) -> int:
     from engine.mapping import Document, load_mapping, parse_timezone
-    from engine.mapping.catalog import choose_mapping, mapping_files
+    from engine.mapping.catalog import NoMappingError, choose_mapping, mapping_files
     from engine.plugins import load_plugins
 
     settings = _settings(args)
@@ -550,7 +561,10 @@ def _map(args: argparse.Namespace) -> int:
     else:
         folder = settings.resolved_mappings_dir
         mappings = [load_mapping(path) for path in mapping_files(folder)]
-        mapping, document = choose_mapping(raw, mappings, parse, timezone=zone)
+        try:
+            mapping, document = choose_mapping(raw, mappings, parse, timezone=zone)
+        except NoMappingError as exc:
+            raise CommandError(f"{exc}; name the mapping with --mapping", 1) from None
         print(f"mapping: {mapping.file}", file=sys.stderr)
         output = mapping.apply(document, timezone=zone)
     print(json.dumps(output, ensure_ascii=False, indent=2))

@@ -103,8 +103,8 @@ def choose_mapping(
     if chosen:
         names = ", ".join(mapping.file for mapping, _ in chosen)
         raise NoMappingError(
-            f"{len(chosen)} mappings want this message ({names}); choose one with --mapping "
-            "or make their `when` conditions exclusive"
+            f"{len(chosen)} mappings want this message ({names}); make their `when` "
+            "conditions exclusive"
         )
     tried = ", ".join(mapping.file for mapping in mappings) or "none found"
     detail = f"; could not read it as: {'; '.join(unreadable)}" if unreadable else ""
