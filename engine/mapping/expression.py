@@ -421,6 +421,14 @@ def _equal(left: Any, right: Any) -> bool:
 def _location(node: Node, ctx: CompileContext) -> str:
     if isinstance(node, PathNode):
         return node.path
+    if (
+        isinstance(node, Binary)
+        and node.op == "??"
+        or (isinstance(node, Call) and node.function == "coalesce")
+    ):
+        # `OBX-14.1 ?? OBR-7.1`: the value came from one of these fields; name them all.
+        sides = (node.left, node.right) if isinstance(node, Binary) else node.args
+        return " ?? ".join(where for side in sides if (where := _location(side, ctx)))
     if isinstance(node, Name):
         return ctx.name_paths.get(node.name, "")
     if isinstance(node, Call) and node.function == "field" and node.args:

@@ -9,9 +9,10 @@ so the failure can say what was found.
 
 from __future__ import annotations
 
-import copy
+import json
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -75,7 +76,7 @@ class FhirPathCheck:
 
     def failure(self, output: Any) -> str | None:
         try:
-            result = self._evaluate(copy.deepcopy(output))
+            result = self._evaluate(_fresh(output))
         except Exception as exc:  # fhirpathpy raises plain Exceptions for bad functions
             return f"cannot be evaluated: {exc}"
         if result and all(item is not False for item in result):
@@ -83,16 +84,22 @@ class FhirPathCheck:
         if self._left is None:
             return f"is {_show(result)}"
         try:
-            found = self._left(copy.deepcopy(output))
+            found = self._left(_fresh(output))
         except Exception:  # only used to explain a failure
             return f"is {_show(result)}"
         return f"is {_show(result)}; found {_show(found)}"
 
 
+def _fresh(output: Any) -> Any:
+    """A copy to evaluate (fhirpathpy annotates what it reads) with decimals as Decimal, so
+    `value = 52.3` compares like FHIRPath decimals do and not like binary floats."""
+    return json.loads(json.dumps(output), parse_float=Decimal)
+
+
 def _show(values: list[Any]) -> str:
     if not values:
         return "nothing (empty)"
-    text = ", ".join(repr(v) for v in values[:5])
+    text = ", ".join(str(v) if isinstance(v, Decimal) else repr(v) for v in values[:5])
     return f"[{text}{', ...' if len(values) > 5 else ''}]"
 
 
