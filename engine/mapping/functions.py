@@ -343,6 +343,7 @@ VALUE_FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
     "upper": (1, 1, _text_fn(str.upper)),
     "lower": (1, 1, _text_fn(str.lower)),
     "trim": (1, 1, _text_fn(str.strip)),
+    "normalize_space": (1, 1, _text_fn(lambda text: " ".join(text.split()))),
     "substring": (2, 3, _substring),
     "replace": (3, 3, _replace),
     "split": (2, 2, _split),
