@@ -1,7 +1,7 @@
 """Mapping files: load a YAML mapping, compile every template and expression once, apply it.
 
 A mapping turns one parsed input (a `Document`) into one JSON value, usually a FHIR transaction
-Bundle built from named `resources`; docs/mapping.md is the analysts' reference.
+Bundle built from named `resources`; docs/mapping-language.md is the analysts' reference.
 """
 
 from __future__ import annotations
