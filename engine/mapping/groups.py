@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from engine.errors import MappingError
 from engine.mapping.document import Document, SegmentedDocument
@@ -44,7 +45,7 @@ class SegmentView:
     (the enclosing group or the whole message)."""
 
     media_type: str
-    __slots__ = ("_by_id", "ids", "media_type", "outer", "segments")
+    __slots__ = ("_by_id", "_values", "ids", "media_type", "outer", "segments")
 
     def __init__(
         self, segments: Sequence[tuple[str, Document]], outer: Document, ids: frozenset[str]
@@ -57,32 +58,40 @@ class SegmentView:
             by_id.setdefault(segment_id, []).append(document)
         self._by_id = by_id
         self.ids = ids
+        # A message never changes while it is mapped, and a mapping reads the same fields of a
+        # result many times (OBX-5 for the value, its type and its text): read each once.
+        self._values: dict[str, str | None] = {}
 
     def __repr__(self) -> str:
         return f"SegmentView({[s for s, _ in self.segments]})"  # ids only, never the content
 
     def _local(self, path: str) -> tuple[list[Document], str] | None:
         """The segments of this view a path reads and the path to ask them; None: not ours."""
-        match = _SEGMENT_PATH.match(path.strip())
-        if match is None or match.group(1) not in self.ids:
+        parts = _split(path)
+        if parts is None or parts[0] not in self.ids:
             return None
-        segment_id, index, rest = match.groups()
+        segment_id, position, inner = parts
         documents = self._by_id.get(segment_id, [])
-        if index is not None:
-            position = int(index) - 1
+        if position is not None:
             documents = documents[position : position + 1] if position >= 0 else []
-        return documents, segment_id + rest
+        return documents, inner
 
     def get(self, path: str) -> str | None:
+        try:
+            return self._values[path]
+        except KeyError:
+            pass
         local = self._local(path)
+        value = None
         if local is None:
-            return self.outer.get(path)
-        documents, inner = local
-        for document in documents:
-            value = document.get(inner)
-            if value is not None:
-                return value
-        return None
+            value = self.outer.get(path)
+        else:
+            for document in local[0]:
+                value = document.get(local[1])
+                if value is not None:
+                    break
+        self._values[path] = value
+        return value
 
     def all(self, path: str) -> list[str]:
         local = self._local(path)
@@ -103,6 +112,16 @@ class SegmentView:
             for document in documents
             for item in document.each(inner)
         ]
+
+
+@lru_cache(maxsize=4096)
+def _split(path: str) -> tuple[str, int | None, str] | None:
+    """`OBX[2]-5.1` → ("OBX", 1, "OBX-5.1"): segment id, 0-based index in the view, the path."""
+    match = _SEGMENT_PATH.match(path.strip())
+    if match is None:
+        return None
+    segment_id, index, rest = match.groups()
+    return segment_id, None if index is None else int(index) - 1, segment_id + rest
 
 
 def _segments_of(document: Document, spec: GroupSpec, location: str) -> list[tuple[str, Document]]:
