@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,6 @@ _FIELD = st.lists(
 def test_adt_output_is_unchanged_for_any_field_content(
     pid3: str, pid5: str, pid11: str, pid13: str, pv1_2: str
 ) -> None:
-    import tempfile
 
     message = (
         "MSH|^~\\&|HIS|COUNTY-HOSP|GC|ED|20261125080000+0800||ADT^A01|X|P|2.5.1\r"
@@ -218,5 +218,29 @@ def test_adt_output_is_unchanged_for_any_field_content(
         with pytest.raises(MappingError) as caught:
             new.apply(document)
         assert caught.value.location == exc.location
+        assert exc.location and exc.location.startswith(("PID-", "PV1-")), str(exc)  # the field
         return
     assert new.apply(document) == expected
+
+
+_STAMP = st.lists(st.sampled_from([*"0123456789+-.^&~ Tx:", "2026", "\\S\\"]), max_size=24).map(
+    "".join
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(stamp=_STAMP)
+def test_a_template_on_any_field_content_gives_a_value_or_names_the_field(stamp: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        file = _write(
+            Path(tmp),
+            "templates: [templates.yaml]\noutput:\n  at: {template: when, from: OBX-14}\n",
+        )
+        mapping = load_mapping(file)
+    message = f"MSH|^~\\&|A|B|C|D|2026||ORU^R01|1|P|2.5\rOBX|1|NM|X||1|||||||||{stamp}\r"
+    try:
+        out = mapping.apply(_doc(message))
+    except MappingError as exc:
+        assert exc.location == "OBX-14.1" and "datetime()" in str(exc)
+        return
+    assert out is None or set(out) == {"at"} and isinstance(out["at"], str)
