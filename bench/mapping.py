@@ -32,12 +32,13 @@ def oru_with_20_results() -> bytes:
 
 
 def rate(work: Callable[[], Any], seconds: float) -> float:
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(50):
+    """Messages per CPU second of this process: per core, and steady on a shared machine."""
+    done, start = 0, time.process_time()
+    while time.process_time() - start < seconds:
+        for _ in range(20):
             work()
-        done += 50
-    return done / (time.perf_counter() - start)
+        done += 20
+    return done / (time.process_time() - start)
 
 
 def main() -> None:
