@@ -1,7 +1,8 @@
 """Segment groups: `each: group(OBR, [OBX, NTE])` walks an order with its results as one unit.
 
 A group starts at each head segment and takes the segments that follow it while they are listed
-members; it ends at the next head or at the first segment that is not a member. Inside a group,
+members; it ends at the next head or at the first segment that is not a member, and no group is
+looked for after a segment of the optional third list (`group(OBX, [NTE], [SPM])`). Inside a group,
 paths that name a segment of the group (`OBR-7`, `OBX-5`, `count(OBX)`, `each: OBX`) read only
 that group's segments; every other path (`PID-3`, `MSH-10`) still reads the whole message.
 
@@ -28,13 +29,16 @@ _SEGMENT_PATH = re.compile(r"([A-Z][A-Z0-9]{2})(?:\[(\d+)\])?(.*)", re.DOTALL)
 
 @dataclass(frozen=True, slots=True)
 class GroupSpec:
-    """`group(OBR, [OBX, NTE])`: the head segment id and the ids that may follow it."""
+    """`group(OBR, [OBX, NTE])`: the head segment id and the ids that may follow it; with a
+    third list, `group(OBX, [NTE], [SPM])`, the ids after which no more groups are looked for."""
 
     head: str
     members: tuple[str, ...]
+    stop: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return f"group({self.head}, [{', '.join(self.members)}])"
+        stop = f", [{', '.join(self.stop)}]" if self.stop else ""
+        return f"group({self.head}, [{', '.join(self.members)}]{stop})"
 
 
 class SegmentView:
@@ -133,7 +137,7 @@ def _segments_of(document: Document, spec: GroupSpec, location: str) -> list[tup
             f"{spec} needs an input made of segments (such as HL7 v2)", location=location
         )
     ids = document.segment_ids
-    wanted = {spec.head, *spec.members}
+    wanted = {spec.head, *spec.members} - set(spec.stop)
     iterators = {segment_id: iter(document.each(segment_id)) for segment_id in wanted}
     pairs: list[tuple[str, Document]] = []
     for segment_id in ids:
@@ -159,6 +163,8 @@ def find_groups(document: Document, spec: GroupSpec, location: str = "") -> list
     members = frozenset(spec.members)
     ids = members | {spec.head}
     for segment_id, item in _segments_of(document, spec, location):
+        if segment_id in spec.stop:
+            break  # e.g. the OBXs after an SPM describe the specimen, not results
         if segment_id == spec.head:
             if current is not None:
                 groups.append(SegmentView(current, document, ids))

@@ -561,16 +561,27 @@ class _Compiler:
 
     def group_spec(self, node: Call, where: KeyPath) -> GroupSpec:
         usage = "write group(OBR, [OBX, NTE]): the segment that starts a group, then the list of "
-        usage += "segments that may follow it"
-        if len(node.args) != 2 or not isinstance(node.args[1], ListNode) or not node.args[1].items:
+        usage += "segments that may follow it (and optionally a list to stop at: [SPM])"
+        lists = node.args[1:]
+        if not 2 <= len(node.args) <= 3 or not all(
+            isinstance(arg, ListNode) and arg.items for arg in lists
+        ):
             raise self.error(usage, where)
-        head, members = node.args[0], node.args[1].items
-        ids: list[str] = []
-        for arg in (head, *members):
-            if not isinstance(arg, PathNode) or not _SEGMENT_ID.fullmatch(arg.path):
-                raise self.error(f"{usage} (segment ids only, such as OBX)", where)
-            ids.append(arg.path)
-        return GroupSpec(ids[0], tuple(ids[1:]))
+        groups: list[list[str]] = []
+        for arg_list in (
+            (node.args[0],),
+            *(arg.items for arg in lists if isinstance(arg, ListNode)),
+        ):
+            ids: list[str] = []
+            for arg in arg_list:
+                if not isinstance(arg, PathNode) or not _SEGMENT_ID.fullmatch(arg.path):
+                    raise self.error(f"{usage} (segment ids only, such as OBX)", where)
+                ids.append(arg.path)
+            groups.append(ids)
+        stop = tuple(groups[2]) if len(groups) > 2 else ()
+        if {groups[0][0], *groups[1]} & set(stop):
+            raise self.error("a segment cannot both belong to the group and stop it", where)
+        return GroupSpec(groups[0][0], tuple(groups[1]), stop)
 
 
 def _object_builder(

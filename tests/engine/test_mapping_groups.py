@@ -156,6 +156,8 @@ def test_an_error_inside_a_group_names_the_group_and_the_result(tmp_path: Path) 
     [
         ("group(OBR)", "write group(OBR, [OBX, NTE])"),
         ("group(OBR, [])", "write group(OBR, [OBX, NTE])"),
+        ("group(OBR, [OBX], [])", "write group(OBR, [OBX, NTE])"),
+        ("group(OBR, [OBX], [SPM], [ZXY])", "write group(OBR, [OBX, NTE])"),
         ("group(OBR, [OBX-5])", "segment ids only"),
         ("group('OBR', [OBX])", "segment ids only"),
     ],
@@ -203,3 +205,41 @@ def test_groups_match_an_independent_grouping_for_any_segment_order(
     assert [order["order"] for order in got] == [want["order"] for want in expected]
     assert [order.get("codes", []) for order in got] == [want["codes"] for want in expected]
     assert [order["count"] for order in got] == [len(want["codes"]) for want in expected]
+
+
+def test_a_stop_list_ends_the_search_for_groups(tmp_path: Path) -> None:
+    message = HEADER + (
+        "OBR|1|A1|F1|X\rOBX|1|NM|A||1\rNTE|1||on A\rOBX|2|NM|B||2\rSPM|1|S1\rOBX|3|CWE|SPEC||Y\r"
+        "OBR|2|A2|F2|Y\rOBX|1|NM|C||3\r"
+    )
+    body = """
+    output:
+      results:
+        - each:
+            - group(OBR, [NTE, OBX, SPM])
+            - group(OBX, [NTE], [SPM])
+          code: ${OBX-3}
+          specimen: ${SPM-2}
+      without_stop:
+        - each:
+            - group(OBR, [NTE, OBX, SPM])
+            - group(OBX, [NTE])
+          code: ${OBX-3}
+    """
+    out = _map(tmp_path, body, message)
+    # Independently: the results are the OBXs of each order that come before its SPM.
+    before_spm: list[str] = []
+    seen_spm = False
+    for fields in _segments(message):
+        seen_spm = (seen_spm or fields[0] == "SPM") and fields[0] != "OBR"
+        if fields[0] == "OBX" and not seen_spm:
+            before_spm.append(fields[3])
+    assert [r["code"] for r in out["results"]] == before_spm == ["A", "B", "C"]
+    assert out["results"][0]["specimen"] == "S1" and "specimen" not in out["results"][2]
+    assert [r["code"] for r in out["without_stop"]] == ["A", "B", "SPEC", "C"]
+
+
+def test_a_stop_segment_cannot_be_a_member(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="both belong to the group and stop it"):
+        _map(tmp_path, "output:\n  a:\n    - each: group(OBX, [NTE, SPM], [SPM])\n      x: 1\n",
+             HEADER)  # fmt: skip
