@@ -138,3 +138,22 @@ def test_any_result_content_maps_or_fails_naming_the_field(
     quantity = observations[0].get("valueQuantity")
     if quantity is not None:
         assert isinstance(quantity["value"], int | float)
+
+
+def test_a_v25_specimen_segment_gives_the_collection_time_and_its_obx_is_no_result() -> None:
+    raw = (
+        HEADER.replace("|L1|", "|L9|")
+        + "OBX|1|NM|HSTNI^hs-cTnI^L||12|ng/L|0-26|N|||F\r"
+        + "SPM|1|S-77||SER^Serum^HL70487|||||||||||||20261125080500+0800|20261125081500+0800\r"
+        + "OBX|2|CWE|SPECQ^Specimen quality^L||HEM^hemolysed^L||||||F\r"
+    ).encode("utf-8")
+    bundle = ORU.apply(parse_for_mapping(raw, "utf-8"))
+    (specimen,) = _resources(bundle, "Specimen")
+    assert specimen["accessionIdentifier"]["value"] == "S-77"  # SPM-2
+    assert specimen["collection"]["collectedDateTime"] == "2026-11-25T08:05:00+08:00"  # SPM-17
+    assert specimen["receivedTime"] == "2026-11-25T08:15:00+08:00"  # SPM-18
+    assert specimen["type"]["coding"][0]["code"] == "119364003"
+    (observation,) = _resources(bundle, "Observation")  # not the specimen's quality OBX
+    assert observation["specimen"]["reference"] == f"Specimen/{specimen['id']}"
+    (report,) = _resources(bundle, "DiagnosticReport")
+    assert report["result"] == [{"reference": f"Observation/{observation['id']}"}]
