@@ -28,7 +28,9 @@ EXAMPLES = {
     "messages": "greenchannel messages list --channel his-adt --status error",
     "stats": "greenchannel stats --json",
     "prune": "greenchannel prune",
-    "mappings": "greenchannel mappings test mappings/tests/his-adt-a04.yaml",
+    "mappings": "greenchannel mappings test mappings/tests/his-adt-a04.yaml   |   "
+    "greenchannel mappings lint",
+    "map": "greenchannel map mappings/tests/samples/adt-a04.hl7 --tz +08:00",
 }
 
 
@@ -161,13 +163,27 @@ def _parser() -> argparse.ArgumentParser:
         _client_options(sub)
         sub.set_defaults(handler=handler)
 
-    mappings = command("mappings", "run the analysts' mapping tests")
+    mapping = command("map", "print the FHIR Bundle (JSON) one message maps to")
+    mapping.add_argument("file", type=Path, help="the message, as received (bytes)")
+    mapping.add_argument("--mapping", type=Path, help="mapping file (default: chosen by `when`)")
+    mapping.add_argument("--tz", help="offset for times sent without one (default: settings)")
+    mapping.add_argument("--charset", help="charset when the message declares none")
+    mapping.set_defaults(handler=_map)
+
+    mappings = command("mappings", "test and lint the analysts' mapping files")
     mapping_commands = mappings.add_subparsers(title="mapping commands", metavar="ACTION")
     mapping_test = mapping_commands.add_parser(
-        "test", help="run mappings/tests/*.yaml and say which check failed where"
+        "test", help="run mappings/tests/*.yaml (and *.txt case files); say what failed where"
     )
-    mapping_test.add_argument("files", nargs="*", type=Path, help="test files (default: all)")
+    mapping_test.add_argument(
+        "files", nargs="*", type=Path, help="test files, or IZ Gateway style .txt case files"
+    )
     mapping_test.set_defaults(handler=_mappings_test)
+    mapping_lint = mapping_commands.add_parser(
+        "lint", help="load every mapping, template file and code table; print file:line key"
+    )
+    mapping_lint.add_argument("folder", nargs="?", type=Path, help="default: the mappings folder")
+    mapping_lint.set_defaults(handler=_mappings_lint)
 
     stats = command("stats", "per channel and destination counters, queues and latency")
     _client_options(stats)
@@ -474,21 +490,85 @@ def _messages_reprocess(args: argparse.Namespace) -> int:
 
 
 def _mappings_test(args: argparse.Namespace) -> int:
-    from engine.mapping.testing import run_mapping_test
+    from engine.mapping import load_mapping
+    from engine.mapping.catalog import mapping_files
+    from engine.mapping.testing import run_case_file, run_mapping_test
 
     settings = _settings(args)
-    files = list(args.files) or sorted((settings.resolved_mappings_dir / "tests").glob("*.yaml"))
+    tests = settings.resolved_mappings_dir / "tests"
+    files = list(args.files) or sorted([*tests.glob("*.yaml"), *tests.glob("*.txt")])
     if not files:
-        raise CommandError(f"no mapping tests in {settings.resolved_mappings_dir / 'tests'}", 1)
+        raise CommandError(f"no mapping tests in {tests}", 1)
     failed = 0
     for path in files:
-        failures = run_mapping_test(path)
-        print(f"{'ok  ' if not failures else 'FAIL'} {path}")
+        if path.suffix == ".txt":  # a case file: many messages, mapped by their `when`
+            folder = settings.resolved_mappings_dir
+            mappings = [load_mapping(file) for file in mapping_files(folder)]
+            count, failures = run_case_file(path, mappings, charset=settings.default_charset)
+            label = f"{path} ({count} messages)"
+        else:
+            failures, label = run_mapping_test(path), str(path)
+        print(f"{'ok  ' if not failures else 'FAIL'} {label}")
         for failure in failures:
             print(f"     {failure}")
         failed += bool(failures)
     print(f"{len(files) - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def _mappings_lint(args: argparse.Namespace) -> int:
+    from engine.mapping.catalog import lint_folder
+
+    folder = args.folder or _settings(args).resolved_mappings_dir
+    if not folder.is_dir():
+        raise CommandError(f"{folder} is not a folder", 1)
+    checked, problems = lint_folder(folder)
+    for problem in problems:
+        print(problem.message)
+    print(f"{checked} files checked, {len(problems)} with problems")
+    return 1 if problems else 0
+
+
+def _map(args: argparse.Namespace) -> int:
+    from engine.mapping import Document, load_mapping, parse_timezone
+    from engine.mapping.catalog import NoMappingError, choose_mapping, mapping_files
+    from engine.plugins import load_plugins
+
+    settings = _settings(args)
+    try:
+        zone = parse_timezone(args.tz or settings.timezone)
+    except ValueError:
+        raise CommandError(f"--tz {args.tz!r}: write an offset like +08:00", 2) from None
+    try:
+        raw = args.file.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.file}: {exc.strerror}", 1) from None
+    charset = args.charset or settings.default_charset
+    plugins = load_plugins()
+
+    def parse(media_type: str, data: bytes) -> Document:
+        parser = plugins.parser(media_type) if media_type else None
+        if parser is None:
+            raise ConfigError(f"no parser is installed for input type {media_type!r}")
+        return parser(data, charset)
+
+    if args.mapping is not None:
+        mapping = load_mapping(args.mapping)
+        document = parse(mapping.input or "", raw)
+        output = mapping.apply(document, timezone=zone)
+        if output is None:
+            raise CommandError(f"{args.mapping}: its `when` is false for this message", 1)
+    else:
+        folder = settings.resolved_mappings_dir
+        mappings = [load_mapping(path) for path in mapping_files(folder)]
+        try:
+            mapping, document = choose_mapping(raw, mappings, parse, timezone=zone)
+        except NoMappingError as exc:
+            raise CommandError(f"{exc}; name the mapping with --mapping", 1) from None
+        print(f"mapping: {mapping.file}", file=sys.stderr)
+        output = mapping.apply(document, timezone=zone)
+    print(json.dumps(output, ensure_ascii=False, indent=2))
+    return 0
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """The mapping language: YAML mapping files that turn one parsed input into one JSON document.
 
 `load_mapping` compiles a file once (ConfigError names file:line key); `Mapping.apply` maps a
-`Document` (MappingError names the rule and the input position). See docs/mapping.md.
+`Document` (MappingError names the rule and the input position). See docs/mapping-language.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """The read-only view of a parsed input that mappings and filters read by path.
 
 Each input format (HL7 v2, JSON, XML) implements `Document` in its adapter; the mapping language
-only ever calls these three methods, so it knows no protocol.
+only ever calls these three methods, so it knows no protocol. Formats made of segments in order
+(HL7 v2) also implement `SegmentedDocument`, which segment groups (`group(OBR, [OBX])`) need.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-__all__ = ["Document"]
+__all__ = ["Document", "SegmentedDocument"]
 
 
 class Document(Protocol):
@@ -32,4 +33,17 @@ class Document(Protocol):
         """Sub-documents to iterate over: every segment named `path` ("OBX") or every repetition
         of a field ("PID-3"). Within one, paths into that segment or field resolve to it; all
         other paths still resolve against the whole message."""
+        ...
+
+
+@runtime_checkable
+class SegmentedDocument(Document, Protocol):
+    """A document made of named segments in order (HL7 v2): what segment groups need.
+
+    `each(segment_id)` must return that id's segments in the order they appear in
+    `segment_ids`."""
+
+    @property
+    def segment_ids(self) -> list[str]:
+        """The id of every segment of the whole message, in order."""
         ...

@@ -34,8 +34,10 @@ from engine.mapping.tables import CodeTable
 __all__ = [
     "MAX_EXPRESSION_DEPTH",
     "MAX_EXPRESSION_LENGTH",
+    "Call",
     "CompileContext",
     "Evaluator",
+    "ListNode",
     "Node",
     "PathNode",
     "Scope",
@@ -55,6 +57,7 @@ _TOKEN = re.compile(
     |(?P<json>[$@](?:\.[^\s.\[\]()'",=!<>?]+|\[(?:-?\d+|'(?:[^'\\]|\\.)*')\])*)
     |(?P<num>-?\d+(?:\.\d+)?)(?![A-Za-z0-9_.])
     |(?P<str>'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")
+    |(?P<param>[a-z_][a-z0-9_]*(?:\.\d+){1,2})(?![A-Za-z0-9_.])
     |(?P<name>[a-z_][A-Za-z0-9_]*)
     |(?P<op>\?\?|==|!=|<=|>=|<|>|\(|\)|\[|\]|,)
     """,
@@ -101,6 +104,9 @@ class CompileContext:
     refs: frozenset[str] = frozenset()
     # Names bound to a bare path (`let: {dob: "${PID-7}"}`): errors then name that position.
     name_paths: Mapping[str, str] = field(default_factory=dict)
+    # A template's parameter and the input path it stands for (`cx` → `PID-3`): `cx.4.1`
+    # is then the path `PID-3.4.1`.
+    path_params: Mapping[str, str] = field(default_factory=dict)
     # Called for a table name that is not loaded yet; returns it or raises ConfigError.
     table_loader: Callable[[str], CodeTable] | None = None
 
@@ -293,6 +299,8 @@ class _Parser:
         kind = token.kind
         if kind == "hl7" or kind == "json":
             return PathNode(token.column, token.text)
+        if kind == "param":
+            return self.param_path(token)
         if kind == "num":
             number = float(token.text) if "." in token.text else int(token.text)
             return Literal(token.column, number)
@@ -313,6 +321,8 @@ class _Parser:
                 self.take()
                 args = self.parse_items(")")
                 return Call(token.column, word, args)
+            if word in self.ctx.path_params:
+                return PathNode(token.column, self.ctx.path_params[word])
             return Name(token.column, word)
         if kind == "op" and token.text == "(":
             node = self.parse_or()
@@ -322,6 +332,24 @@ class _Parser:
             return ListNode(token.column, self.parse_items("]"))
         self.index -= 1
         raise self.unexpected("expected a value")
+
+    def param_path(self, token: _Token) -> PathNode:
+        """`cx.4.1` in a template: the path its parameter stands for, plus the components."""
+        name, _, suffix = token.text.partition(".")
+        base = self.ctx.path_params.get(name)
+        if base is None:
+            raise self.ctx.error(
+                f"'{token.text}' at column {token.column}: only a template's parameter can be "
+                "followed by .component"
+            )
+        path = f"{base}.{suffix}"
+        match = _TOKEN.fullmatch(path)
+        if match is None or match.lastgroup not in ("hl7", "json"):
+            raise self.ctx.error(
+                f"'{token.text}' at column {token.column} would read {path}, which is not a "
+                f"path: the template is given {base}; give it a field, not a component"
+            )
+        return PathNode(token.column, path)
 
     def parse_items(self, close: str) -> tuple[Node, ...]:
         self.enter()
@@ -393,6 +421,14 @@ def _equal(left: Any, right: Any) -> bool:
 def _location(node: Node, ctx: CompileContext) -> str:
     if isinstance(node, PathNode):
         return node.path
+    if (
+        isinstance(node, Binary)
+        and node.op == "??"
+        or (isinstance(node, Call) and node.function == "coalesce")
+    ):
+        # `OBX-14.1 ?? OBR-7.1`: the value came from one of these fields; name them all.
+        sides = (node.left, node.right) if isinstance(node, Binary) else node.args
+        return " ?? ".join(where for side in sides if (where := _location(side, ctx)))
     if isinstance(node, Name):
         return ctx.name_paths.get(node.name, "")
     if isinstance(node, Call) and node.function == "field" and node.args:
@@ -502,6 +538,8 @@ def _compile_call(node: Call, ctx: CompileContext) -> Evaluator:
     spec = VALUE_FUNCTIONS.get(name)
     bounds = (spec[0], spec[1]) if spec is not None else _SPECIAL.get(name)
     if bounds is None:
+        if name == "group":
+            raise ctx.error("group(...) is written as `each: group(OBR, [OBX, NTE])` only")
         raise ctx.error(f"unknown function '{name}'")
     low, high = bounds
     count = len(node.args)

@@ -296,6 +296,16 @@ def _number(value: Any) -> int | float | None:
     return number
 
 
+def _is_number(value: Any) -> bool:
+    """Whether `number()` would give a finite number (`0.01` yes; `<0.01`, `阴性`, null no)."""
+    if is_empty(value) or isinstance(value, bool | list | dict):
+        return False
+    try:
+        return _number(value) is not None
+    except ValueProblem:
+        return False
+
+
 def _count(value: Any) -> int:
     if value is None:
         return 0
@@ -333,6 +343,7 @@ VALUE_FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
     "upper": (1, 1, _text_fn(str.upper)),
     "lower": (1, 1, _text_fn(str.lower)),
     "trim": (1, 1, _text_fn(str.strip)),
+    "normalize_space": (1, 1, _text_fn(lambda text: " ".join(text.split()))),
     "substring": (2, 3, _substring),
     "replace": (3, 3, _replace),
     "split": (2, 2, _split),
@@ -340,6 +351,7 @@ VALUE_FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
     "last": (1, 1, _last),
     "at": (2, 2, _at),
     "number": (1, 1, _number),
+    "is_number": (1, 1, _is_number),
     "string": (1, 1, _string),
     "count": (1, 1, _count),
     "contains": (2, 2, _contains),

@@ -1,7 +1,7 @@
 """Mapping files: load a YAML mapping, compile every template and expression once, apply it.
 
 A mapping turns one parsed input (a `Document`) into one JSON value, usually a FHIR transaction
-Bundle built from named `resources`; docs/mapping.md is the analysts' reference.
+Bundle built from named `resources`; docs/mapping-language.md is the analysts' reference.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any
 from engine.errors import ConfigError, MappingError
 from engine.mapping.document import Document
 from engine.mapping.expression import (
+    Call,
     CompileContext,
     Evaluator,
+    ListNode,
     PathNode,
     Scope,
     compile_node,
@@ -25,25 +27,31 @@ from engine.mapping.expression import (
     parse_expression,
 )
 from engine.mapping.functions import ValueProblem, to_text
+from engine.mapping.groups import GroupSpec, find_groups
 from engine.mapping.tables import CodeTable, load_table
+from engine.mapping.templates import TemplateDef, load_template_file
 from engine.mapping.yamlfile import KeyPath, PositionMap, format_key, load_yaml
 
 __all__ = ["DEFAULT_TIMEZONE", "Mapping", "load_mapping", "parse_timezone"]
 
 DEFAULT_TIMEZONE = timezone(timedelta(hours=8))
 
-_TOP_KEYS = {"input", "description", "timezone", "tables", "when", "let", "resources", "bundle",
-             "output"}  # fmt: skip
-_DIRECTIVES = {"when", "each", "as", "let"}
+_TOP_KEYS = {"input", "description", "timezone", "tables", "templates", "when", "let",
+             "resources", "bundle", "output"}  # fmt: skip
+_DIRECTIVES = {"when", "each", "as", "let", "template", "from"}
+_PLACEHOLDER = "ZZZ-1"  # the field unused templates are checked against
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _RESERVED_NAMES = {"and", "or", "not", "in", "true", "false", "null"}
 _BARE_PATH = re.compile(
     r"[A-Z][A-Z0-9]{2}(?:\[\d+\])?(?:-\d+(?:\[\d+\])?(?:\.\d+){0,2})?"
     r"|[$@](?:\.[^\s.\[\]()'\",=!<>?]+|\[(?:-?\d+|'(?:[^'\\]|\\.)*')\])*"
 )
+_SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
 _OFFSET = re.compile(r"([+-])(\d{2}):?(\d{2})")
 _EMPTY_TYPES = (str, list, dict)
 _BUNDLE_TYPES = {"transaction", "batch", "collection"}
+# One step of `each` over the input: a path (OBX, PID-3) or a segment group.
+_Step = str | GroupSpec
 
 
 def parse_timezone(text: str) -> tzinfo:
@@ -85,6 +93,13 @@ class Mapping:
     _lets: tuple[tuple[str, Evaluator], ...] = field(repr=False)
     _resources: tuple[_Resource, ...] = field(repr=False)
     _output: Evaluator | None = field(repr=False)
+
+    def matches(self, document: Document, *, timezone: tzinfo | None = None) -> bool:
+        """Whether the mapping's `when` holds for `document` (true when it has none)."""
+        if self._when is None:
+            return True
+        zone = timezone or self.timezone or DEFAULT_TIMEZONE
+        return is_truthy(self._when(Scope(document, {}, zone, {})))
 
     def apply(self, document: Document, *, timezone: tzinfo | None = None) -> Any:
         """Map one document to its JSON output, or None when the mapping's `when` is false.
@@ -153,6 +168,13 @@ class _Compiler:
         self.tables: dict[str, CodeTable] = {}
         self.table_files: dict[str, str] = {}
         self.refs: frozenset[str] = frozenset()
+        self.templates: dict[str, TemplateDef] = {}
+        self.used_templates: set[str] = set()
+        # Inside a template body: its parameter's path, the templates being expanded (to refuse
+        # a template that uses itself) and where it is used, appended to every error's key.
+        self.params: dict[str, str] = {}
+        self.expanding: tuple[str, ...] = ()
+        self.used_at = ""
 
     # --- errors and contexts ------------------------------------------------------------------
 
@@ -164,13 +186,16 @@ class _Compiler:
         return None
 
     def error(self, message: str, path: KeyPath) -> ConfigError:
-        return ConfigError(message, file=self.file, line=self.line(path), key=format_key(path))
+        return ConfigError(
+            message, file=self.file, line=self.line(path), key=format_key(path) + self.used_at
+        )
 
     def context(self, path: KeyPath, names: dict[str, str]) -> CompileContext:
         return CompileContext(
             file=self.file,
             line=self.line(path),
-            rule=format_key(path),
+            rule=format_key(path) + self.used_at,
+            path_params=self.params,
             names=frozenset(names),
             tables=self.tables,
             refs=self.refs,
@@ -212,6 +237,7 @@ class _Compiler:
                     'must be an offset like "+08:00" or a zone like Asia/Shanghai', ("timezone",)
                 ) from None
         self.declare_tables(data.get("tables"))
+        self.load_templates(data.get("templates"))
         names: dict[str, str] = {}
         when = None
         if "when" in data:
@@ -232,6 +258,8 @@ class _Compiler:
         for table in self.table_files:
             if table not in self.tables:
                 self.load_table(table, ("tables", table))
+        for name in sorted(set(self.templates) - self.used_templates):
+            self.expand(name, _PLACEHOLDER, ("templates",))  # report mistakes in unused ones too
         return Mapping(
             file=self.file,
             input=media_type,
@@ -253,6 +281,73 @@ class _Compiler:
             if not isinstance(relative, str) or not relative.endswith(".csv"):
                 raise self.error("must be a .csv file relative to the mapping", ("tables", table))
             self.table_files[table] = relative
+
+    def load_templates(self, files: Any) -> None:
+        if files is None:
+            return
+        listed = [files] if isinstance(files, str) else files
+        if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed):
+            raise self.error("must list template files relative to the mapping", ("templates",))
+        for index, relative in enumerate(listed):
+            where: KeyPath = ("templates",) if isinstance(files, str) else ("templates", index)
+            path = self.base / relative
+            if not path.is_file():
+                raise self.error(f"no template file {relative}", where)
+            shown = str(Path(self.file).parent / relative)
+            for name, template in load_template_file(path, display_name=shown).items():
+                if name in self.templates:
+                    raise self.error(
+                        f"template '{name}' is defined in {self.templates[name].file} and in "
+                        f"{shown}",
+                        where,
+                    )
+                self.templates[name] = template
+
+    # --- templates ----------------------------------------------------------------------------
+
+    def use_template(
+        self, value: dict[str, Any], path: KeyPath, names: dict[str, str]
+    ) -> Evaluator:
+        """`template: cx_identifier` + `from: PID-3`: the template's body, its param = PID-3."""
+        name = value["template"]
+        if not isinstance(name, str) or name not in self.templates:
+            known = ", ".join(sorted(self.templates)) or "none; list files under `templates:`"
+            raise self.error(f"unknown template {name!r} (known: {known})", path + ("template",))
+        if "from" not in value:
+            raise self.error(
+                f"template '{name}' needs `from:`, the field it maps, e.g. from: PID-3",
+                path + ("template",),
+            )
+        source = value["from"]
+        node = None
+        if isinstance(source, str) and source.strip():
+            node = parse_expression(_unwrap(source).strip(), self.context(path + ("from",), names))
+        if not isinstance(node, PathNode):
+            raise self.error("must be a path such as PID-3 or OBX-5", path + ("from",))
+        return self.expand(name, node.path, path)
+
+    def expand(self, name: str, argument: str, path: KeyPath) -> Evaluator:
+        template = self.templates[name]
+        if name in self.expanding:
+            raise self.error(f"template '{name}' uses itself", path)
+        self.used_templates.add(name)
+        child = _Compiler(template.file, self.base, template.positions)
+        child.tables, child.table_files, child.refs = self.tables, self.table_files, self.refs
+        child.templates, child.used_templates = self.templates, self.used_templates
+        child.params = {template.param: argument}
+        child.expanding = self.expanding + (name,)
+        if argument == _PLACEHOLDER:
+            child.used_at = f" (template '{name}', checked with from: {argument})"
+        else:
+            here = f"{self.file}:{self.line(path)} {format_key(path)}"
+            child.used_at = f" (template '{name}' from: {argument}, used at {here})"
+        body = template.body
+        if isinstance(body, dict) and "each" in body:
+            raise child.error(
+                "a template's body cannot start with `each`; write `each:` where it is used",
+                template.key + ("body", "each"),
+            )
+        return child.template(body, template.key + ("body",), {})
 
     def resources(self, data: Any, names: dict[str, str]) -> list[_Resource]:
         if not isinstance(data, dict) or not data:
@@ -378,13 +473,26 @@ class _Compiler:
     def object(self, value: dict[str, Any], path: KeyPath, names: dict[str, str]) -> Evaluator:
         names = dict(names)
         each_source = value.get("each")
-        each: tuple[str, Evaluator | None, str] | None = None
+        each: tuple[tuple[_Step, ...], Evaluator | None, str] | None = None
         if "as" in value and "each" not in value:
             raise self.error("`as` names the item of an `each`", path + ("as",))
         if each_source is not None:
             each = self.each(each_source, value.get("as"), path, names)
         when = self.condition(value["when"], path + ("when",), names) if "when" in value else None
         lets = self.lets(value.get("let"), path + ("let",), names)
+        if "from" in value and "template" not in value:
+            raise self.error("`from` gives a template its field; add `template:`", path + ("from",))
+        base = self.use_template(value, path, names) if "template" in value else None
+        extra = [key for key in value if key not in _DIRECTIVES]
+        if (
+            base is not None
+            and extra
+            and not isinstance(self.templates[value["template"]].body, dict)
+        ):
+            raise self.error(
+                f"template '{value['template']}' gives a single value; nothing can be added to it",
+                path + (extra[0],),
+            )
         fields: list[tuple[str, Evaluator]] = []
         for key, item in value.items():
             if key in _DIRECTIVES:
@@ -393,42 +501,96 @@ class _Compiler:
             if not out_key:
                 raise self.error("empty key", path + (key,))
             fields.append((out_key, self.template(item, path + (key,), names)))
-        body = _object_builder(tuple(fields), tuple(lets), when)
+        body = _object_builder(tuple(fields), tuple(lets), when, base)
         if each is None:
             return body
         return _each_builder(each, body)
 
     def each(
         self, source: Any, alias: Any, path: KeyPath, names: dict[str, str]
-    ) -> tuple[str, Evaluator | None, str]:
-        """`each: PID-3` iterates sub-documents; `each: ${split(...)}` + `as: x` iterates values."""
+    ) -> tuple[tuple[_Step, ...], Evaluator | None, str]:
+        """`each: PID-3` iterates sub-documents, `each: group(OBR, [OBX])` segment groups, a list
+        of those nests (outermost first); `each: ${split(...)}` + `as: x` iterates values."""
         where = path + ("each",)
+        if isinstance(source, list) and source:
+            steps: list[_Step] = []
+            for index, item in enumerate(source):
+                step = self.each_step(item, where + (index,), names)
+                if step is None:
+                    raise self.error(
+                        "each step of a nested each is a path (OBX) or a group(...)",
+                        where + (index,),
+                    )
+                steps.append(step)
+            if alias is not None:
+                raise self.error("`as` is for each over values", path + ("as",))
+            return tuple(steps), None, ""
         if not isinstance(source, str) or not source.strip():
-            raise self.error("must be a path such as OBX or PID-3, or an expression", where)
+            raise self.error(
+                "must be a path such as OBX or PID-3, a group(OBR, [OBX, NTE]) or an expression",
+                where,
+            )
         inner = _unwrap(source).strip()
         ctx = self.context(where, names)
         node = parse_expression(inner, ctx)
-        if isinstance(node, PathNode):
+        step = self.each_step(source, where, names)
+        if step is not None:
             if alias is not None:
                 raise self.error(
                     "`as` is for each over values; inside each over a path, use paths",
                     path + ("as",),
                 )
-            return node.path, None, ""
+            return (step,), None, ""
         name = "item" if alias is None else alias
         if not isinstance(name, str):
             raise self.error("must be a name", path + ("as",))
         self.check_name(name, path + ("as",))
         names[name] = ""
-        return "", compile_node(node, ctx), name
+        return (), compile_node(node, ctx), name
+
+    def each_step(self, source: Any, where: KeyPath, names: dict[str, str]) -> _Step | None:
+        """A path or a group(...) to iterate, or None when `source` is another expression."""
+        if not isinstance(source, str):
+            return None
+        node = parse_expression(_unwrap(source).strip(), self.context(where, names))
+        if isinstance(node, PathNode):
+            return node.path
+        if isinstance(node, Call) and node.function == "group":
+            return self.group_spec(node, where)
+        return None
+
+    def group_spec(self, node: Call, where: KeyPath) -> GroupSpec:
+        usage = "write group(OBR, [OBX, NTE]): the segment that starts a group, then the list of "
+        usage += "segments that may follow it (and optionally a list to stop at: [SPM])"
+        lists = node.args[1:]
+        if not 2 <= len(node.args) <= 3 or not all(
+            isinstance(arg, ListNode) and arg.items for arg in lists
+        ):
+            raise self.error(usage, where)
+        groups: list[list[str]] = []
+        for arg_list in (
+            (node.args[0],),
+            *(arg.items for arg in lists if isinstance(arg, ListNode)),
+        ):
+            ids: list[str] = []
+            for arg in arg_list:
+                if not isinstance(arg, PathNode) or not _SEGMENT_ID.fullmatch(arg.path):
+                    raise self.error(f"{usage} (segment ids only, such as OBX)", where)
+                ids.append(arg.path)
+            groups.append(ids)
+        stop = tuple(groups[2]) if len(groups) > 2 else ()
+        if {groups[0][0], *groups[1]} & set(stop):
+            raise self.error("a segment cannot both belong to the group and stop it", where)
+        return GroupSpec(groups[0][0], tuple(groups[1]), stop)
 
 
 def _object_builder(
     fields: tuple[tuple[str, Evaluator], ...],
     lets: tuple[tuple[str, Evaluator], ...],
     when: Evaluator | None,
+    base: Evaluator | None = None,
 ) -> Evaluator:
-    def build(scope: Scope) -> dict[str, Any] | None:
+    def build(scope: Scope) -> Any:
         if when is not None and not is_truthy(when(scope)):
             return None
         if lets:
@@ -439,6 +601,11 @@ def _object_builder(
             for name, let in lets:
                 scope.names[name] = let(scope)
         out: dict[str, Any] = {}
+        if base is not None:
+            made = base(scope)
+            if not isinstance(made, dict):
+                return made  # a template giving text or a list: nothing else to add
+            out.update(made)  # the fields written next to `template:` add to it or replace
         for key, item in fields:
             result = item(scope)
             if result or (result is not None and type(result) not in _EMPTY_TYPES):
@@ -448,20 +615,15 @@ def _object_builder(
     return build
 
 
-def _each_builder(each: tuple[str, Evaluator | None, str], body: Evaluator) -> Evaluator:
-    path, values, alias = each
+def _each_builder(
+    each: tuple[tuple[_Step, ...], Evaluator | None, str], body: Evaluator
+) -> Evaluator:
+    steps, values, alias = each
     if values is None:
 
         def over_documents(scope: Scope) -> list[Any] | None:
             out: list[Any] = []
-            prefix = f"{scope.trail} > " if scope.trail else ""
-            for index, sub in enumerate(scope.document.each(path), start=1):
-                child = Scope(
-                    sub, scope.names, scope.zone, scope.refs, f"{prefix}{path} #{index}", index
-                )
-                result = body(child)
-                if result:
-                    out.append(result)
+            _walk(scope, steps, body, out)
             return out or None
 
         return over_documents
@@ -483,6 +645,26 @@ def _each_builder(each: tuple[str, Evaluator | None, str], body: Evaluator) -> E
         return out or None
 
     return over_values
+
+
+def _walk(scope: Scope, steps: tuple[_Step, ...], body: Evaluator, out: list[Any]) -> None:
+    """Iterate the first step; for each item, the remaining steps inside it; `body` at the end."""
+    step, rest = steps[0], steps[1:]
+    prefix = f"{scope.trail} > " if scope.trail else ""
+    items: list[Document]
+    if isinstance(step, GroupSpec):
+        items = list(find_groups(scope.document, step, scope.trail))
+        label = f"{step.head} group"
+    else:
+        items, label = scope.document.each(step), step
+    for index, sub in enumerate(items, start=1):
+        child = Scope(sub, scope.names, scope.zone, scope.refs, f"{prefix}{label} #{index}", index)
+        if rest:
+            _walk(child, rest, body, out)
+            continue
+        result = body(child)
+        if result:
+            out.append(result)
 
 
 def _unwrap(text: str) -> str:

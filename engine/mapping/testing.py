@@ -8,14 +8,22 @@
       - {path: "entry[0].resource.gender", equals: male}
       - {path: "entry[1].resource.period.start", exists: true}
       - {path: entry, count: 3}
+      - fhirpath: "Bundle.entry.resource.ofType(Patient).gender = 'male'"
 
-`run_mapping_test` returns the failures, each naming the file, line and check. FHIRPath checks
-will come later; today a path is keys and `[n]` indices into the output.
+`run_mapping_test` returns the failures, each naming the file, line and check: a `path` is keys
+and `[n]` indices into the output; a `fhirpath` holds when its result is non-empty and has no
+`false`. Output checkers registered under the `greenchannel.output_checks` entry point (e.g. a
+FHIR structure validator, which the engine itself does not have) run on every output too.
+
+`run_case_file` runs an IZ Gateway style case file (`casefile.py`): each message is mapped by the
+mapping whose `when` wants it and its `@` assertions are checked, `Patient.x` meaning the
+Bundle's Patients.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -24,14 +32,31 @@ from typing import Any
 
 from engine.connectors import Parser
 from engine.errors import ConfigError, GreenchannelError
-from engine.mapping.mapping import load_mapping, parse_timezone
+from engine.mapping.casefile import load_cases
+from engine.mapping.catalog import choose_mapping
+from engine.mapping.document import Document
+from engine.mapping.fhirpath import compile_check, rooted_at_bundle
+from engine.mapping.mapping import Mapping, load_mapping, parse_timezone
 from engine.mapping.yamlfile import load_yaml
 
-__all__ = ["MappingTestFailure", "find_parser", "resolve_output_path", "run_mapping_test"]
+__all__ = [
+    "OUTPUT_CHECKS",
+    "MappingTestFailure",
+    "OutputCheck",
+    "find_output_checks",
+    "find_parser",
+    "resolve_output_path",
+    "run_case_file",
+    "run_mapping_test",
+]
+
+OUTPUT_CHECKS = "greenchannel.output_checks"
+# Takes a mapping's output; returns problems as "element: reason" (empty: fine).
+OutputCheck = Callable[[Any], list[str]]
 
 _TEST_KEYS = {"mapping", "parser", "input", "input_file", "charset", "timezone", "expect",
               "description", "filtered"}  # fmt: skip
-_CHECKS = ("equals", "exists", "count")
+_CHECKS = ("equals", "exists", "count", "fhirpath")
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _MISSING = object()
 
@@ -59,6 +84,11 @@ def find_parser(media_type: str) -> Parser:
     raise LookupError(media_type)
 
 
+def find_output_checks() -> dict[str, OutputCheck]:
+    """Every checker registered under the `greenchannel.output_checks` entry point, by name."""
+    return {point.name: point.load() for point in entry_points(group=OUTPUT_CHECKS)}
+
+
 def resolve_output_path(value: Any, path: str) -> Any:
     """Follow `a.b[0].c` through dicts and lists; a missing step gives a sentinel (not None)."""
     node = value
@@ -77,6 +107,7 @@ def run_mapping_test(
     path: Path,
     *,
     parsers: MappingABC[str, Parser] | None = None,
+    output_checks: MappingABC[str, OutputCheck] | None = None,
     display_name: str | None = None,
 ) -> list[MappingTestFailure]:
     """Run one test file; an empty list means every check passed."""
@@ -104,9 +135,70 @@ def run_mapping_test(
         line = positions.get(("expect", index))
         failure = _check(output, check)
         if failure is not None:
-            target = check.get("path", "") if isinstance(check, dict) else ""
+            target = ""
+            if isinstance(check, dict):
+                target = str(check.get("path") or check.get("fhirpath") or "")
             failures.append(MappingTestFailure(file, line, f"expect[{index}] {target}", failure))
+    failures += _output_problems(file, output, output_checks)
     return failures
+
+
+def _output_problems(
+    file: str, output: Any, checks: MappingABC[str, OutputCheck] | None
+) -> list[MappingTestFailure]:
+    found = find_output_checks() if checks is None else checks
+    return [
+        MappingTestFailure(file, None, f"output ({name})", problem)
+        for name, check in sorted(found.items())
+        for problem in check(output)
+    ]
+
+
+def run_case_file(
+    path: Path,
+    mappings: list[Mapping],
+    *,
+    parsers: MappingABC[str, Parser] | None = None,
+    output_checks: MappingABC[str, OutputCheck] | None = None,
+    charset: str = "utf-8",
+    display_name: str | None = None,
+) -> tuple[int, list[MappingTestFailure]]:
+    """Map every message of a case file and check its assertions; (messages, failures)."""
+    file = display_name if display_name is not None else str(path)
+    try:
+        cases = load_cases(path.read_bytes().decode("utf-8-sig"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return 0, [MappingTestFailure(file, None, "test", f"cannot read the case file ({exc})")]
+
+    def parse(media_type: str, raw: bytes) -> Document:
+        try:
+            parser = parsers[media_type] if parsers is not None else find_parser(media_type)
+        except LookupError:
+            raise ConfigError(f"no parser for input type {media_type!r}") from None
+        return parser(raw, charset)
+
+    failures: list[MappingTestFailure] = []
+    for case in cases:
+        try:
+            mapping, document = choose_mapping(case.message, mappings, parse)
+            output = mapping.apply(document)
+        except GreenchannelError as exc:
+            failures.append(MappingTestFailure(file, case.line, "message", str(exc)))
+            continue
+        for assertion in case.assertions:
+            try:
+                problem = compile_check(rooted_at_bundle(assertion.expression)).failure(output)
+            except ConfigError as exc:
+                problem = exc.message
+            if problem is not None:
+                failures.append(
+                    MappingTestFailure(file, assertion.line, f"@{assertion.expression}", problem)
+                )
+        failures += [
+            MappingTestFailure(file, case.line, failure.check, failure.message)
+            for failure in _output_problems(file, output, output_checks)
+        ]
+    return len(cases), failures
 
 
 def _run(
@@ -146,8 +238,16 @@ def _run(
 
 
 def _check(output: Any, check: Any) -> str | None:
+    if isinstance(check, dict) and "fhirpath" in check:
+        expression = check["fhirpath"]
+        if len(check) != 1 or not isinstance(expression, str):
+            return "a fhirpath check is just `fhirpath: <expression>`"
+        try:
+            return compile_check(expression).failure(output)
+        except ConfigError as exc:
+            return exc.message
     if not isinstance(check, dict) or not isinstance(check.get("path"), str):
-        return "a check needs a `path` and one of equals, exists, count"
+        return "a check needs a `path` and one of equals, exists, count, or a `fhirpath`"
     kinds = [k for k in _CHECKS if k in check]
     if len(kinds) != 1:
         return "a check needs exactly one of equals, exists, count"

@@ -1,0 +1,70 @@
+"""The shipped lis-oru channel end to end: a GB 18030 troponin result over MLLP becomes searchable
+Observation, DiagnosticReport and Specimen with their own times, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "mappings" / "tests" / "samples" / "lis-oru-troponin-gb18030.hl7"
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def send(port: int, message: bytes) -> bytes:
+    """One MLLP exchange: the framed message out, the framed ACK back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"\x0b" + message + b"\x1c\r")
+        reply = b""
+        while not reply.endswith(b"\x1c\r"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    return reply
+
+
+def search(client: httpx.Client, kind: str, **params: str) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        bundle = client.get(f"/fhir/{kind}", params=params).json()
+        if bundle.get("entry"):
+            return [entry["resource"] for entry in bundle["entry"]]
+        time.sleep(0.1)
+    raise AssertionError(f"no {kind} matching {params} after 30 s")
+
+
+def test_a_gb18030_troponin_result_is_stored_with_its_times(
+    server_factory, tmp_path: Path, database_url: str
+) -> None:
+    server = server_factory(tmp_path, database_url)
+    lis_port = free_port()
+    channel = (ROOT / "channels" / "lis-oru.yaml").read_text(encoding="utf-8")
+    (server.channels_dir / "lis-oru.yaml").write_text(
+        channel.replace("port: 2576", f"port: {lis_port}\n  host: 127.0.0.1"), encoding="utf-8"
+    )
+    server.start()
+    ack = send(lis_port, SAMPLE.read_bytes())
+    assert b"MSA|AA|LIS20261125001" in ack
+    with server.http() as client:
+        (troponin,) = search(client, "Observation", code="http://loinc.org|89579-7")
+        assert troponin["valueQuantity"]["value"] == 52.3
+        assert troponin["code"]["coding"][1]["display"] == "高敏肌钙蛋白I"  # decoded from GB 18030
+        assert troponin["effectiveDateTime"] == "2026-11-25T08:20:00+08:00"  # OBX-14
+        (report,) = search(client, "DiagnosticReport", identifier="LAB0001")
+        assert report["issued"] == "2026-11-25T08:35:00+08:00"  # OBR-22
+        assert {"reference": f"Observation/{troponin['id']}"} in report["result"]
+        specimen = client.get(f"/fhir/{troponin['specimen']['reference']}").json()
+        assert specimen["collection"]["collectedDateTime"] == "2026-11-25T08:10:00+08:00"  # OBR-7
