@@ -80,15 +80,18 @@ def _resource(resource_type: str) -> dict[str, Any]:
 # Every indexed parameter also takes :missing=true|false.
 _SUPPORT = {
     "token": "system|code, |code, code or system|; comma for OR; :not (also matches resources "
-    "without the element), :missing; _sort by code",
+    "without the element), :text (start of the text or a display, ignoring case and accents), "
+    ":of-type (Identifier: type-system|type-code|value), :missing; _sort by code; "
+    ":in, :not-in, :above, :below are refused (no terminology server)",
     "string": "starts with, ignoring case and accents; :exact, :contains, :missing; _sort",
-    "reference": "Type/id, id or an absolute URL; :Type, :missing; _include and _revinclude "
+    "reference": "Type/id, id or an absolute URL; :Type, :identifier (system|value of "
+    "Reference.identifier), :missing; _include and _revinclude "
     "(Type:param or Type:param:TargetType, :iterate)",
     "date": "prefixes eq ne gt lt ge le sa eb ap, with the precision of the value; :missing; "
     "_sort (ascending by the start of the range, descending by its end)",
     "number": "prefixes eq ne gt lt ge le sa eb ap; :missing; _sort",
     "quantity": "prefixes; value|system|code or value||unit; :missing; _sort by value",
-    "uri": "exact; :below, :missing",
+    "uri": "exact; :below, :above (by whole path segments), :missing",
 }
 _RESOURCE_SUPPORT = {
     "_id": "the logical id; comma for OR; _sort",

@@ -1,9 +1,10 @@
 """Search: a FHIR query string turned into SQL over the index tables, and a page of matches.
 
 Parameters are ANDed, comma-separated values of one parameter ORed. Supported: token
-(`system|code`, `|code`, `code`, `system|`, `:not`), string (starts-with on accent-folded lower
-case, `:exact`, `:contains`), date, number and quantity prefixes (eq ne gt lt ge le sa eb ap,
-with the value's precision as its range), reference (`Type/id`, `id`, `:Type`), uri (`:below`),
+(`system|code`, `|code`, `code`, `system|`, `:not`, `:text`, `:of-type`), string (starts-with
+on accent-folded lower case, `:exact`, `:contains`), date, number and quantity prefixes (eq ne
+gt lt ge le sa eb ap, with the value's precision as its range), reference (`Type/id`, `id`,
+`:Type`, `:identifier`), uri (`:below`, `:above`),
 `:missing` on all of them, and `_id`, `_lastUpdated`, `_sort`, `_include`, `_revinclude`,
 `_count`, `_offset`, `_total=accurate`, `_summary=count`, `_elements`.
 """
@@ -20,6 +21,13 @@ from sqlalchemy.engine import Connection
 
 from fhir_store._indexing import date_range, decimal_range, normalise, split_reference
 from fhir_store._search_include import Include, included, parse_include
+from fhir_store._search_modifiers import (
+    OWN_ROWS,
+    logical_reference_rows,
+    modifier_rows,
+    uri_above,
+    uri_below,
+)
 from fhir_store._search_params import INDEXED_TYPES, search_parameter
 from fhir_store.errors import InvalidRequest, NotSupported
 from fhir_store.models import (
@@ -195,6 +203,10 @@ def run_search(connection: Connection, query: SearchQuery) -> SearchPage:
 def _condition(resource_type: str, kind: str, name: str, value: str) -> ColumnElement[bool]:
     """The condition on the resource table of one indexed parameter and its values."""
     code, _, modifier = name.partition(":")
+    if modifier and (kind == "token" or (kind, modifier) in OWN_ROWS):
+        own = modifier_rows(resource_type, kind, name, _values(name, value))
+        if own is not None:
+            return _RESOURCE.c.id.in_(own)
     table = _TABLES[kind]
     rows = select(table.c.resource_id).where(
         table.c.resource_type == resource_type, table.c.param == code
@@ -203,7 +215,10 @@ def _condition(resource_type: str, kind: str, name: str, value: str) -> ColumnEl
         if value not in ("true", "false"):
             raise _bad(name, "must be true or false")
         # a resource is missing the parameter when it has no index row for it
-        return _RESOURCE.c.id.not_in(rows) if value == "true" else _RESOURCE.c.id.in_(rows)
+        present: ColumnElement[bool] = _RESOURCE.c.id.in_(rows)
+        if kind == "reference":  # a logical reference (identifier only) is a value too
+            present = or_(present, _RESOURCE.c.id.in_(logical_reference_rows(resource_type, code)))
+        return not_(present) if value == "true" else present
     if kind == "token" and modifier == "not":
         # R4: resources with no matching token, those without the element included
         matches = [_token(text, table) for text in _values(name, value)]
@@ -293,7 +308,9 @@ def _match(kind: str, name: str, modifier: str, text: str, table: Table) -> Colu
         return and_(*conditions)
     # uri
     if modifier == "below":
-        return table.c.value.like(_like(text) + "%", escape="\\")
+        return uri_below(table.c.value, text)
+    if modifier == "above":
+        return uri_above(table.c.value, text)
     _no_modifier(name, modifier)
     return table.c.value == text
 
