@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from fhir_store._resources import R4_RESOURCE_TYPES
+from fhir_store._search_composite import composite_codes
 from fhir_store._search_params import parameters_for
 
 __all__ = ["capability_statement"]
@@ -92,6 +93,8 @@ _SUPPORT = {
     "number": "prefixes eq ne gt lt ge le sa eb ap; :missing; _sort",
     "quantity": "prefixes; value|system|code or value||unit; :missing; _sort by value",
     "uri": "exact; :below, :above (by whole path segments), :missing",
+    "composite": "token$value, both matched within the same element (the same component); "
+    "the value as its own type would be (prefixes, units); comma for OR",
 }
 _RESOURCE_SUPPORT = {
     "_id": "the logical id; comma for OR; _sort",
@@ -116,4 +119,8 @@ def _search_params(resource_type: str) -> list[dict[str, Any]]:
                 "documentation": _SUPPORT.get(parameter.type, ""),
             }
         )
+    params += [
+        {"name": code, "type": "composite", "documentation": _SUPPORT["composite"]}
+        for code in composite_codes(resource_type)
+    ]
     return params

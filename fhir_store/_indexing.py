@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
+from fhir_store._search_composite import composite_values
 from fhir_store._search_params import element_names, index_plan
 
 __all__ = [
@@ -70,6 +71,8 @@ def extract_index(resource: dict[str, Any]) -> ResourceIndex:
             continue
         for value in evaluate(resource):
             adder(index, code, value)
+    for kind, param, value in composite_values(resource_type, resource):
+        _ADDERS[kind](index, param, value)
     index.strings = list(dict.fromkeys(index.strings))
     index.tokens = list(dict.fromkeys(index.tokens))
     index.references = list(dict.fromkeys(index.references))

@@ -20,6 +20,8 @@ from sqlalchemy import ColumnElement, Table, and_, case, false, func, not_, or_,
 from sqlalchemy.engine import Connection
 
 from fhir_store._indexing import date_range, decimal_range, normalise, split_reference
+from fhir_store._search_composite import composite, composite_param, split_composite
+from fhir_store._search_composite import refuse as refuse_composite
 from fhir_store._search_include import Include, included, parse_include
 from fhir_store._search_modifiers import (
     OWN_ROWS,
@@ -151,6 +153,9 @@ def parse_search(resource_type: str, pairs: list[tuple[str, str]], *, strict: bo
             )
         else:
             parameter = search_parameter(resource_type, code)
+            if parameter is not None and composite(resource_type, code) is not None:
+                query.conditions.append(_composite(resource_type, name, value))
+                continue
             if parameter is None or parameter.type not in INDEXED_TYPES:
                 if strict:
                     raise NotSupported(
@@ -225,6 +230,23 @@ def _condition(resource_type: str, kind: str, name: str, value: str) -> ColumnEl
         return _RESOURCE.c.id.not_in(rows.where(or_(*matches)))
     matches = [_match(kind, name, modifier, text, table) for text in _values(name, value)]
     return _RESOURCE.c.id.in_(rows.where(or_(*matches)))
+
+
+def _composite(resource_type: str, name: str, value: str) -> ColumnElement[bool]:
+    """A composite parameter: the second component's value, matched as its own type, in the
+    rows written under the first component's token (`_search_composite`)."""
+    code, _, modifier = name.partition(":")
+    found = composite(resource_type, code)
+    if found is None or modifier:
+        raise refuse_composite(name, resource_type)
+    table = _TABLES[found.kind]
+    matches = []
+    for text in _values(name, value):
+        key, second = split_composite(name, text)
+        param = composite_param(code, key)
+        matches.append(and_(table.c.param == param, _match(found.kind, name, "", second, table)))
+    rows = select(table.c.resource_id).where(table.c.resource_type == resource_type, or_(*matches))
+    return _RESOURCE.c.id.in_(rows)
 
 
 def _sort_key(resource_type: str, text: str) -> SortKey:
