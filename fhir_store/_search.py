@@ -6,7 +6,7 @@ on accent-folded lower case, `:exact`, `:contains`), date, number and quantity p
 gt lt ge le sa eb ap, with the value's precision as its range), reference (`Type/id`, `id`,
 `:Type`, `:identifier`), uri (`:below`, `:above`),
 `:missing` on all of them, and `_id`, `_lastUpdated`, `_sort`, `_include`, `_revinclude`,
-`_count`, `_offset`, `_total=accurate`, `_summary=count`, `_elements`.
+`_count`, `_offset`, `_total=accurate`, `_summary` (count, true, text, data), `_elements`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from fhir_store._search_modifiers import (
     uri_below,
 )
 from fhir_store._search_params import INDEXED_TYPES, search_parameter
+from fhir_store._summary import SUMMARY_MODES
 from fhir_store.errors import InvalidRequest, NotSupported
 from fhir_store.models import (
     DateIndexRow,
@@ -89,6 +90,7 @@ class SearchQuery:
     sort: list[SortKey] = field(default_factory=list)
     includes: list[Include] = field(default_factory=list)
     summary_count: bool = False  # `_summary=count`: the total only
+    summary: str | None = None  # `_summary=true|text|data`: how the resources are cut
     elements: tuple[str, ...] = ()  # `_elements`: the top-level elements to keep, if any
 
 
@@ -123,12 +125,10 @@ def parse_search(resource_type: str, pairs: list[tuple[str, str]], *, strict: bo
             query.includes.append(parse_include(name, value))
         elif code == "_summary":
             _no_modifier(name, modifier)
-            if value not in ("count", "false"):
-                raise NotSupported(
-                    f"search parameter '{name}': only count and false are supported",
-                    expression=[name],
-                )
+            if value not in ("count", "false", *SUMMARY_MODES):
+                raise _bad(name, "must be true, text, data, count or false")
             query.summary_count = value == "count"
+            query.summary = value if value in SUMMARY_MODES else None
         elif code == "_elements":
             _no_modifier(name, modifier)
             names = _values(name, value)

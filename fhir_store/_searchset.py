@@ -1,5 +1,5 @@
 """The searchset Bundle of a search page: match and include entries, self and next links,
-an OperationOutcome entry for ignored parameters, and `_elements` subsetting."""
+an OperationOutcome entry for ignored parameters, `_elements` and `_summary` subsetting."""
 
 from __future__ import annotations
 
@@ -9,14 +9,9 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fhir_store._search import SearchPage, SearchQuery
+from fhir_store._summary import summarise, tag_subsetted
 
 __all__ = ["search_bundle"]
-
-_SUBSETTED = {
-    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    "code": "SUBSETTED",
-    "display": "subsetted",
-}
 
 
 def search_bundle(query: SearchQuery, page: SearchPage, url: str) -> dict[str, Any]:
@@ -28,6 +23,8 @@ def search_bundle(query: SearchQuery, page: SearchPage, url: str) -> dict[str, A
             resource = json.loads(content)
             if mode == "match" and query.elements:
                 resource = _subset(resource, query.elements)
+            if query.summary is not None:
+                resource = summarise(resource, query.summary)
             entries.append(
                 {
                     "fullUrl": f"{resource['resourceType']}/{resource['id']}",
@@ -80,10 +77,7 @@ def _subset(resource: dict[str, Any], elements: tuple[str, ...]) -> dict[str, An
         for key, value in resource.items()
         if key in ("resourceType", "id", "meta") or _listed(key.removeprefix("_"), elements)
     }
-    meta = dict(kept.get("meta") or {})
-    meta["tag"] = [*meta.get("tag", []), _SUBSETTED]
-    kept["meta"] = meta
-    return kept
+    return tag_subsetted(kept)
 
 
 def _listed(key: str, elements: tuple[str, ...]) -> bool:
