@@ -52,9 +52,11 @@ def search_bundle(query: SearchQuery, page: SearchPage, url: str) -> dict[str, A
             }
         )
     links = [{"relation": "self", "url": url}]
-    if page.more:
+    if page.next_cursor is not None:
+        links.append({"relation": "next", "url": _with_cursor(url, query, page.next_cursor)})
+    if page.previous_cursor is not None:
         links.append(
-            {"relation": "next", "url": _with_offset(url, query, query.offset + query.count)}
+            {"relation": "previous", "url": _with_cursor(url, query, page.previous_cursor)}
         )
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
@@ -87,8 +89,10 @@ def _listed(key: str, elements: tuple[str, ...]) -> bool:
     )
 
 
-def _with_offset(url: str, query: SearchQuery, offset: int) -> str:
+def _with_cursor(url: str, query: SearchQuery, cursor: str) -> str:
+    """The search's URL for the page at `cursor` (keyset paging: `_paging`)."""
     parts = urlsplit(url)
-    pairs = [(name, value) for name, value in query.pairs if name not in ("_offset", "_count")]
-    pairs += [("_count", str(query.count)), ("_offset", str(offset))]
+    dropped = ("_offset", "_count", "_cursor")
+    pairs = [(name, value) for name, value in query.pairs if name not in dropped]
+    pairs += [("_count", str(query.count)), ("_cursor", cursor)]
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs), ""))
