@@ -10,7 +10,7 @@ from fhir_store._resources import R4_RESOURCE_TYPES
 from fhir_store._search_composite import composite_codes
 from fhir_store._search_params import parameters_for
 
-__all__ = ["capability_statement"]
+__all__ = ["capability_statement", "forget_capabilities"]
 
 _INTERACTIONS = [
     "read",
@@ -55,9 +55,14 @@ def capability_statement() -> dict[str, Any]:
     }
 
 
+def forget_capabilities() -> None:
+    """Build the resources' part again at the next request: the search parameters changed."""
+    _resources.cache_clear()
+
+
 @lru_cache(maxsize=1)
 def _resources() -> list[dict[str, Any]]:
-    # Built once (about 0.1 s): it only changes with the code.
+    # Built once (about 0.1 s): it changes only with the code and the custom parameters.
     return [_resource(resource_type) for resource_type in sorted(R4_RESOURCE_TYPES)]
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "date_range",
     "decimal_range",
     "extract_index",
+    "forget_plans",
     "modifier_param",
     "normalise",
     "split_reference",
@@ -320,6 +321,11 @@ _ADDERS = {
 
 _Adder = Callable[[ResourceIndex, str, Any], None]
 _Evaluator = Callable[[dict[str, Any]], list[Any]]
+
+
+def forget_plans() -> None:
+    """Drop the extraction plans: the search parameters changed (custom ones, `use_custom`)."""
+    _extractors.cache_clear()
 
 
 @lru_cache(maxsize=256)  # the R4 resource types, with room for unknown ones

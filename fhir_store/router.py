@@ -115,6 +115,7 @@ def build_router(
         return FhirResponse(capability_statement())
 
     _add_interaction_routes(router, fhir, read_json)
+    _add_reindex_routes(router, fhir)
 
     @router.post("")
     @router.post("/", include_in_schema=False)
@@ -186,6 +187,7 @@ def build_router(
         check_type(resource_type)
         strict = "handling=strict" in request.headers.get("prefer", "")
         pairs = list(request.query_params.multi_items())
+        await fhir.search_parameters()  # custom ones are read at the first use
         query = parse_search(resource_type, pairs, strict=strict)
         page = await fhir.search(query)
         return FhirResponse(search_bundle(query, page, str(request.url)))
@@ -329,6 +331,38 @@ def _add_interaction_routes(
     ) -> FhirResponse:
         check_type(resource_type)
         return FhirResponse(_validate(await read_json(request), resource_type, resource_id))
+
+
+def _add_reindex_routes(router: APIRouter, fhir: FhirStore) -> None:
+    """`$reindex` (`_reindex`): of the base types of one SearchParameter, or of one type."""
+
+    @router.post("/SearchParameter/{resource_id}/$reindex")
+    async def reindex_parameter(resource_id: str) -> FhirResponse:
+        definition = await fhir.read("SearchParameter", resource_id)
+        problem = (await fhir.search_parameters()).get(resource_id)
+        if problem is not None:
+            raise InvalidRequest(
+                f"SearchParameter/{resource_id} cannot be used: {problem}",
+                expression=["SearchParameter"],
+            )
+        bases = [base for base in definition.get("base", []) if isinstance(base, str)]
+        return FhirResponse(_reindexed(await fhir.reindex(bases), bases))
+
+    @router.post("/{resource_type}/$reindex")
+    async def reindex_type(resource_type: str) -> FhirResponse:
+        check_type(resource_type)
+        return FhirResponse(_reindexed(await fhir.reindex([resource_type]), [resource_type]))
+
+
+def _reindexed(count: int, resource_types: list[str]) -> dict[str, Any]:
+    """The Parameters answer of `$reindex`: how many resources of which types."""
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "count", "valueInteger": count},
+            *({"name": "type", "valueCode": name} for name in resource_types),
+        ],
+    }
 
 
 def _validate(body: Any, resource_type: str, resource_id: str | None) -> dict[str, Any]:
