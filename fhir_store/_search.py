@@ -164,7 +164,8 @@ def parse_search(resource_type: str, pairs: list[tuple[str, str]], *, strict: bo
             if parameter is not None and composite(resource_type, code) is not None:
                 query.conditions.append(_composite(resource_type, name, value))
                 continue
-            if parameter is None or parameter.type not in INDEXED_TYPES:
+            # no parts: nothing is indexed for it (`_text`, `_content`, `_query`)
+            if parameter is None or parameter.type not in INDEXED_TYPES or not parameter.parts:
                 if strict:
                     raise NotSupported(
                         f"search parameter '{code}' is unknown or not supported for "

@@ -51,7 +51,9 @@ def search_bundle(query: SearchQuery, page: SearchPage, url: str) -> dict[str, A
                 "search": {"mode": "outcome"},
             }
         )
-    links = [{"relation": "self", "url": url}]
+    # the self link says what was searched: the parameters used, not the ignored ones
+    used = [(name, value) for name, value in query.pairs if name not in query.ignored]
+    links = [{"relation": "self", "url": _with_pairs(url, used)}]
     if page.next_cursor is not None:
         links.append({"relation": "next", "url": _with_cursor(url, query, page.next_cursor)})
     if page.previous_cursor is not None:
@@ -91,8 +93,12 @@ def _listed(key: str, elements: tuple[str, ...]) -> bool:
 
 def _with_cursor(url: str, query: SearchQuery, cursor: str) -> str:
     """The search's URL for the page at `cursor` (keyset paging: `_paging`)."""
-    parts = urlsplit(url)
     dropped = ("_offset", "_count", "_cursor")
     pairs = [(name, value) for name, value in query.pairs if name not in dropped]
     pairs += [("_count", str(query.count)), ("_cursor", cursor)]
+    return _with_pairs(url, pairs)
+
+
+def _with_pairs(url: str, pairs: list[tuple[str, str]]) -> str:
+    parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs), ""))

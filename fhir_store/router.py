@@ -185,7 +185,7 @@ def build_router(
     @router.get("/{resource_type}")
     async def search(resource_type: str, request: Request) -> FhirResponse:
         check_type(resource_type)
-        strict = "handling=strict" in request.headers.get("prefer", "")
+        strict = _prefer(request, "handling") == "strict"
         pairs = list(request.query_params.multi_items())
         await fhir.search_parameters()  # custom ones are read at the first use
         query = parse_search(resource_type, pairs, strict=strict)
@@ -240,11 +240,17 @@ def _typed(resource: Any, resource_type: str) -> Any:
 def _prefer_return(request: Request) -> str | None:
     """The `return` preference of the Prefer header: minimal, representation or
     OperationOutcome; None if absent or another value."""
-    for part in request.headers.get("prefer", "").replace(";", ",").split(","):
-        name, _, value = part.strip().partition("=")
-        value = value.strip().strip('"')
-        if name.strip() == "return" and value in ("minimal", "representation", "OperationOutcome"):
-            return value
+    value = _prefer(request, "return")
+    return value if value in ("minimal", "representation", "OperationOutcome") else None
+
+
+def _prefer(request: Request, preference: str) -> str | None:
+    """The value of one preference of the Prefer headers (`handling`, `return`), if given."""
+    for header in request.headers.getlist("prefer"):
+        for part in header.replace(";", ",").split(","):
+            name, _, value = part.strip().partition("=")
+            if name.strip().lower() == preference:
+                return value.strip().strip('"')
     return None
 
 
