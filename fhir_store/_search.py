@@ -280,8 +280,8 @@ def _composite(resource_type: str, name: str, value: str) -> ColumnElement[bool]
     matches = []
     for text in _values(name, value):
         key, second = split_composite(name, text)
-        param = composite_param(code, key)
-        matches.append(and_(table.c.param == param, _match(found.kind, name, "", second, table)))
+        params = [composite_param(searched, key) for searched in found.searched_as]
+        matches.append(and_(table.c.param.in_(params), _match(found.kind, name, "", second, table)))
     rows = select(table.c.resource_id).where(table.c.resource_type == resource_type, or_(*matches))
     return _RESOURCE.c.id.in_(rows)
 

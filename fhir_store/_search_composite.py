@@ -4,10 +4,11 @@ from the `component` lists of the R4 definitions.
 The components must match within the same element (the same Observation.component), so they
 are indexed together: each value of the second component is written to the index table of its
 type under a parameter name that carries the first component's token, `code$<digest>`, where
-the digest stands for `system|code`, `|code` (no system), `*|code` (any system) or `system|*`
-(any code of the system). A search then reads one table, one exact `param`, and compares the
-second component's value as its own type would. Supported: the R4 composites of two components
-whose first is a token (all but MolecularSequence's coordinates).
+the digest stands for `system|code`, `|code` (no system) or `*|code` (any system). A search
+then reads one table, one exact `param`, and compares the second component's value as its own
+type would. A composite joining the elements of others (Observation's `combo-*`) is answered
+by their rows. Supported: the R4 composites of two components whose first is a token (all but
+MolecularSequence's coordinates and DocumentReference's relationship).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, replace
+from functools import cache, lru_cache
 from importlib.resources import files
 from typing import Any
 
@@ -41,13 +42,15 @@ _COMPONENT_TYPES = frozenset({"string", "token", "reference", "date", "number", 
 @dataclass(frozen=True, slots=True)
 class Composite:
     """A composite parameter of one resource type: the paths to its elements (None: the
-    resource itself), the token component's paths, and the second component's type and paths."""
+    resource itself), the token component's paths, the second component's type and paths, and
+    the composites whose rows answer it (itself, or those whose elements it joins)."""
 
     code: str
     elements: tuple[tuple[str, ...] | None, ...]
     token: tuple[tuple[str, ...], ...]
     kind: str
     value: tuple[tuple[str, ...], ...]
+    searched_as: tuple[str, ...] = ()
 
 
 def composite(resource_type: str, code: str) -> Composite | None:
@@ -60,6 +63,7 @@ def composite_codes(resource_type: str) -> list[str]:
     return sorted(_composites().get(resource_type, {}))
 
 
+@lru_cache(maxsize=16384)  # a store sees few distinct codes: hash each once
 def composite_param(code: str, key: str) -> str:
     """The index `param` of a composite's rows for one token key (`system|code` and so on)."""
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).hexdigest()
@@ -72,11 +76,13 @@ def composite_values(
     """(type, param, value) of the index rows of every composite parameter of the resource:
     each second component value under the param of each key of the same element's tokens."""
     for parameter in _composites().get(resource_type, {}).values():
+        if parameter.searched_as != (parameter.code,):
+            continue  # answered by the rows of others
         for element in _elements(resource, parameter.elements):
-            keys = [key for path in parameter.token for key in _token_keys(_walk(element, path))]
-            if not keys:
-                continue
             values = [value for path in parameter.value for value in _walk(element, path)]
+            if not values:  # the cheaper side first: most elements lack one of the value types
+                continue
+            keys = [key for path in parameter.token for key in _token_keys(_walk(element, path))]
             for key in dict.fromkeys(keys):
                 param = composite_param(parameter.code, key)
                 for value in values:
@@ -97,8 +103,12 @@ def split_composite(name: str, text: str) -> tuple[str, str]:
     if "|" not in token:
         return f"*|{token}", value
     system, _, code = token.partition("|")
-    if not code:
-        return f"{system}|*", value
+    if not code:  # not indexed: it would add a row per value for a rare search
+        raise NotSupported(
+            f"search parameter '{name}': a composite's token needs a code (system|code, |code "
+            "or code), not a system alone",
+            expression=[name],
+        )
     return f"{system}|{code}", value
 
 
@@ -112,7 +122,7 @@ def refuse(name: str, resource_type: str) -> NotSupported:
 
 
 def _token_keys(values: list[Any]) -> Iterator[str]:
-    """The keys a token value is found by: `system|code`, `*|code`, `system|*` or `|code`."""
+    """The keys a token value is found by: `system|code`, `*|code` or `|code`."""
     for value in values:
         if isinstance(value, str):
             yield from (f"|{value}", f"*|{value}")
@@ -126,7 +136,7 @@ def _token_keys(values: list[Any]) -> Iterator[str]:
                 continue
             system = value.get("system")
             if isinstance(system, str) and system:
-                yield from (f"{system}|{code}", f"*|{code}", f"{system}|*")
+                yield from (f"{system}|{code}", f"*|{code}")
             else:
                 yield from (f"|{code}", f"*|{code}")
 
@@ -148,7 +158,7 @@ def _walk(node: Any, path: tuple[str, ...]) -> list[Any]:
         for item in current:
             if isinstance(item, dict):
                 value = item.get(name)
-                if value is None:  # a value[x] element named by its base (`value`)
+                if value is None and name.islower():  # a value[x] named by its base (`value`)
                     value = next(
                         (
                             v
@@ -206,10 +216,32 @@ def _composites() -> dict[str, dict[str, Composite]]:
         for base in definition.get("base", []):
             elements = _base_paths(definition.get("expression", ""), base)
             if elements:
-                found.setdefault(base, {})[definition["code"]] = Composite(
-                    definition["code"], elements, token, str(kind), value
+                code = definition["code"]
+                found.setdefault(base, {})[code] = Composite(
+                    code, elements, token, str(kind), value, (code,)
                 )
-    return found
+    return {base: _joined(composites) for base, composites in found.items()}
+
+
+def _joined(composites: dict[str, Composite]) -> dict[str, Composite]:
+    """The composites with `searched_as` set: one whose elements are exactly those of others
+    with the same components (Observation's combo-code-value-quantity joins code-value-quantity
+    and component-code-value-quantity) is answered by their rows instead of its own copies."""
+    joined: dict[str, Composite] = {}
+    for code, parameter in composites.items():
+        parts = [
+            other
+            for other in composites.values()
+            if other.code != code
+            and (other.token, other.kind, other.value)
+            == (parameter.token, parameter.kind, parameter.value)
+            and set(other.elements) < set(parameter.elements)
+        ]
+        covered = {element for other in parts for element in other.elements}
+        if parts and covered == set(parameter.elements):
+            parameter = replace(parameter, searched_as=tuple(other.code for other in parts))
+        joined[code] = parameter
+    return joined
 
 
 def _base_paths(expression: str, base: str) -> tuple[tuple[str, ...] | None, ...]:
