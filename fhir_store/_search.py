@@ -21,7 +21,14 @@ from sqlalchemy import ColumnElement, Table, and_, case, false, func, not_, or_,
 from sqlalchemy.engine import Connection
 
 from fhir_store._indexing import date_range, decimal_range, normalise, split_reference
-from fhir_store._paging import Cursor, KeyTerm, beyond, decode_cursor, encode_cursor
+from fhir_store._paging import (
+    Cursor,
+    KeyTerm,
+    as_stored,
+    beyond,
+    decode_cursor,
+    encode_cursor,
+)
 from fhir_store._search_composite import composite, composite_param, split_composite
 from fhir_store._search_composite import refuse as refuse_composite
 from fhir_store._search_include import Include, included, parse_include
@@ -196,10 +203,11 @@ def run_search(connection: Connection, query: SearchQuery) -> SearchPage:
         count = select(func.count()).select_from(_RESOURCE).where(*where)
         return SearchPage([], int(connection.execute(count).scalar_one()), more=False)
     # the order, the id last so that it is total: the key a page cursor holds (`_paging`)
+    dialect = connection.dialect.name
     terms = [
-        term
+        as_stored(term, dialect)
         for key in query.sort
-        for term in _sort_terms(query.resource_type, key, connection.dialect.name)
+        for term in _sort_terms(query.resource_type, key, dialect)
     ]
     terms.append(KeyTerm(_RESOURCE.c.id, descending=False))
     cursor = query.cursor

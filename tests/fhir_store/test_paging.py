@@ -139,3 +139,21 @@ async def test_a_cursor_is_refused_with_another_sort(
     response = await fhir_http.get(links["next"].replace("_sort=birthdate", "_sort=-birthdate"))
     assert response.status_code == 400
     assert "another _sort" in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("sort", ["_lastUpdated", "-_lastUpdated", "family", "-family"])
+async def test_paging_by_instant_and_text_keys_matches_one_big_page(
+    store: FhirStore, fhir_http: httpx.AsyncClient, sort: str
+) -> None:
+    # names that PostgreSQL's default collation would order differently from code points
+    families = ["o'Brien", "OBrien", "Ob-rien", "obrien", "Äbel", "abel", "Zed", "zed", "_x"]
+    for number, family in enumerate(families):
+        resource = {"resourceType": "Patient", "id": f"n{number}", "name": [{"family": family}]}
+        await store.update("Patient", f"n{number}", resource)
+    everything, _ = await page(fhir_http, "/Patient", _sort=sort, _count="100")
+    assert sorted(everything) == sorted(f"n{number}" for number in range(len(families)))
+    seen, links = await page(fhir_http, "/Patient", _sort=sort, _count="2")
+    while "next" in links:
+        found, links = await page(fhir_http, links["next"])
+        seen += found
+    assert seen == everything
