@@ -48,7 +48,12 @@ def capability_statement() -> dict[str, Any]:
                     {
                         "name": "validate",
                         "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
-                    }
+                    },
+                    {
+                        # HAPI's name; POST [type]/$reindex or SearchParameter/[id]/$reindex
+                        "name": "reindex",
+                        "definition": "http://hapifhir.io/fhir/OperationDefinition/reindex",
+                    },
                 ],
             }
         ],
@@ -92,7 +97,7 @@ _SUPPORT = {
     "string": "starts with, ignoring case and accents; :exact, :contains, :missing; _sort",
     "reference": "Type/id, id or an absolute URL; :Type, :identifier (system|value of "
     "Reference.identifier), :missing; _include and _revinclude "
-    "(Type:param or Type:param:TargetType, :iterate)",
+    "(Type:param, Type:param:TargetType or *, :iterate)",
     "date": "prefixes eq ne gt lt ge le sa eb ap, with the precision of the value; :missing; "
     "_sort (ascending by the start of the range, descending by its end)",
     "number": "prefixes eq ne gt lt ge le sa eb ap; :missing; _sort",
