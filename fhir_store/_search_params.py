@@ -158,8 +158,8 @@ def use_custom(parameters: dict[str, dict[str, SearchParameter]]) -> None:
     """Search and index with these custom parameters (per resource type, by code) on top of the
     specification's, in place of the previous custom ones. Callers also drop the plans that
     depend on the registry (`_indexing.forget_plans`)."""
-    _CUSTOM.clear()
-    _CUSTOM.update(parameters)
+    global _CUSTOM  # one rebinding: a search or write in another thread sees old or new
+    _CUSTOM = {resource_type: dict(by_code) for resource_type, by_code in parameters.items()}
     _plan.cache_clear()
 
 
