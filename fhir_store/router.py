@@ -118,6 +118,7 @@ def build_router(
 
     _add_interaction_routes(router, fhir, read_json)
     _add_compartment_routes(router, fhir)
+    _add_reindex_routes(router, fhir)
 
     @router.post("")
     @router.post("/", include_in_schema=False)
@@ -187,8 +188,9 @@ def build_router(
     @router.get("/{resource_type}")
     async def search(resource_type: str, request: Request) -> FhirResponse:
         check_type(resource_type)
-        strict = "handling=strict" in request.headers.get("prefer", "")
+        strict = _prefer(request, "handling") == "strict"
         pairs = list(request.query_params.multi_items())
+        await fhir.search_parameters()  # custom ones are read at the first use
         query = parse_search(resource_type, pairs, strict=strict)
         page = await fhir.search(query)
         return FhirResponse(search_bundle(query, page, str(request.url)))
@@ -241,11 +243,17 @@ def _typed(resource: Any, resource_type: str) -> Any:
 def _prefer_return(request: Request) -> str | None:
     """The `return` preference of the Prefer header: minimal, representation or
     OperationOutcome; None if absent or another value."""
-    for part in request.headers.get("prefer", "").replace(";", ",").split(","):
-        name, _, value = part.strip().partition("=")
-        value = value.strip().strip('"')
-        if name.strip() == "return" and value in ("minimal", "representation", "OperationOutcome"):
-            return value
+    value = _prefer(request, "return")
+    return value if value in ("minimal", "representation", "OperationOutcome") else None
+
+
+def _prefer(request: Request, preference: str) -> str | None:
+    """The value of one preference of the Prefer headers (`handling`, `return`), if given."""
+    for header in request.headers.getlist("prefer"):
+        for part in header.replace(";", ",").split(","):
+            name, _, value = part.strip().partition("=")
+            if name.strip().lower() == preference:
+                return value.strip().strip('"')
     return None
 
 
@@ -370,6 +378,38 @@ def _add_compartment_routes(router: APIRouter, fhir: FhirStore) -> None:
         query = parse_search(resource_type, pairs, strict=strict)
         page = await fhir.search_compartment(compartment, focus_id, query)
         return FhirResponse(search_bundle(query, page, str(request.url)))
+
+
+def _add_reindex_routes(router: APIRouter, fhir: FhirStore) -> None:
+    """`$reindex` (`_reindex`): of the base types of one SearchParameter, or of one type."""
+
+    @router.post("/SearchParameter/{resource_id}/$reindex")
+    async def reindex_parameter(resource_id: str) -> FhirResponse:
+        definition = await fhir.read("SearchParameter", resource_id)
+        problem = (await fhir.search_parameters()).get(resource_id)
+        if problem is not None:
+            raise InvalidRequest(
+                f"SearchParameter/{resource_id} cannot be used: {problem}",
+                expression=["SearchParameter"],
+            )
+        bases = [base for base in definition.get("base", []) if isinstance(base, str)]
+        return FhirResponse(_reindexed(await fhir.reindex(bases), bases))
+
+    @router.post("/{resource_type}/$reindex")
+    async def reindex_type(resource_type: str) -> FhirResponse:
+        check_type(resource_type)
+        return FhirResponse(_reindexed(await fhir.reindex([resource_type]), [resource_type]))
+
+
+def _reindexed(count: int, resource_types: list[str]) -> dict[str, Any]:
+    """The Parameters answer of `$reindex`: how many resources of which types."""
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "count", "valueInteger": count},
+            *({"name": "type", "valueCode": name} for name in resource_types),
+        ],
+    }
 
 
 def _validate(body: Any, resource_type: str, resource_id: str | None) -> dict[str, Any]:

@@ -23,10 +23,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhir_store._compartment import in_compartment
+from fhir_store._custom_params import load_custom_parameters, touches_search_parameters
 from fhir_store._everything import EverythingQuery, run_everything
 from fhir_store._group import apply_bundles, apply_entries, concurrent_write
 from fhir_store._history import HistoryQuery, Version, fetch_history, fetch_version
 from fhir_store._patch import apply_json_patch
+from fhir_store._reindex import BATCH, reindex_batch
 from fhir_store._requests import Entry, parse_condition, parse_identifier
 from fhir_store._resources import check_id, check_resource, check_type
 from fhir_store._search import SearchPage, SearchQuery, run_search
@@ -83,6 +85,7 @@ class FhirStore:
         self._mirrors = True  # whether the database has a synchronous twin, as far as known
         self._sqlite = database.dialect.name == "sqlite"
         self._settings = _Settings(validate_structure=validate_structure, timezone=timezone)
+        self._custom_problems: dict[str, str] | None = None  # None: custom params not read yet
 
     @property
     def database(self) -> AsyncEngine:
@@ -274,6 +277,36 @@ class FhirStore:
         `parse_everything`; NotFound or Gone if the patient does not exist."""
         return await self._read(run_everything, query)
 
+    # --- Custom search parameters (`_custom_params`) and `$reindex` (`_reindex`) ---
+
+    async def search_parameters(self) -> dict[str, str]:
+        """Make the store's SearchParameter resources searchable and indexed, if not done yet
+        (at the first use; again after each write of one). Returns, by id, why any of them
+        cannot be used. Call it before `parse_search` of a search that may use them."""
+        if self._custom_problems is None:
+            self._custom_problems = await self._read(load_custom_parameters)
+        return self._custom_problems
+
+    async def reindex(self, resource_types: Sequence[str]) -> int:
+        """Extract the search index of every current resource of these types again, with
+        today's parameters, in batches of their own transactions; returns how many."""
+        for resource_type in resource_types:
+            check_type(resource_type)
+        await self.search_parameters()
+        total = 0
+        for resource_type in resource_types:
+            after: str | None = None
+            while True:
+                count, after = await self._write(reindex_batch, resource_type, after, BATCH)
+                total += count
+                if after is None:
+                    break
+        return total
+
+    async def _search_parameters_written(self) -> None:
+        self._custom_problems = None
+        await self.search_parameters()
+
     async def transaction(
         self, bundle: dict[str, Any], *, return_resources: bool = False
     ) -> dict[str, Any]:
@@ -285,6 +318,8 @@ class FhirStore:
         """
         now, validate = self._now(), self._settings.validate_structure
         (result,) = await self._write(apply_bundles, [bundle], now, validate, return_resources)
+        if touches_search_parameters([bundle]):
+            await self._search_parameters_written()
         if isinstance(result, FhirStoreError):
             raise result
         return result
@@ -302,13 +337,16 @@ class FhirStore:
         """
         if not bundles:
             return []
-        return await self._write(
+        results = await self._write(
             apply_bundles,
             list(bundles),
             self._now(),
             self._settings.validate_structure,
             return_resources,
         )
+        if touches_search_parameters(bundles):
+            await self._search_parameters_written()
+        return results
 
     async def aclose(self) -> None:
         """Close the store's own write connections; the `database` engine is the caller's."""
@@ -320,6 +358,8 @@ class FhirStore:
         responses = await self._write(
             apply_entries, entries, self._now(), self._settings.validate_structure
         )
+        if any(entry.resource_type == "SearchParameter" for entry in entries):
+            await self._search_parameters_written()
         return responses[0]
 
     async def _write(
@@ -333,6 +373,9 @@ class FhirStore:
         and changes nothing. Without a synchronous twin (an in-memory SQLite database), the
         work runs on the caller's engine instead, a hop per statement.
         """
+
+        if self._custom_problems is None:  # index with the custom parameters from the start
+            await self.search_parameters()
 
         def run(connection: Connection) -> T:
             return work(connection, *args, **kwargs)
