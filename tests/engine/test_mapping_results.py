@@ -268,3 +268,19 @@ def test_any_monitor_content_maps_to_valid_fhir_or_names_the_field(
 def test_an_lis_result_is_not_taken_by_the_other_oru_mappings(mapping: Any) -> None:
     raw = (SAMPLES / "lis-oru-troponin-utf8.hl7").read_bytes()
     assert not mapping.matches(parse_for_mapping(raw, "utf-8"))
+
+
+@pytest.mark.parametrize(
+    ("sender", "section", "expected"),
+    [("ECG", "", "oru_ecg.yaml"), ("ECG", "EC", "oru_ecg.yaml"), ("MUSE", "EC", "oru_ecg.yaml"),
+     ("MUSE", "", "oru_lab.yaml"), ("PACS", "", "oru_imaging.yaml"),
+     ("XRIS", "MR", "oru_imaging.yaml"), ("LIS", "EC", "oru_lab.yaml")],
+)  # fmt: skip
+def test_the_sender_table_wins_over_obr_24(sender: str, section: str, expected: str) -> None:
+    raw = (SAMPLES / "ecg-oru-stemi-utf8.hl7").read_bytes()
+    raw = raw.replace(b"MSH|^~\\&|ECG|", f"MSH|^~\\&|{sender}|".encode()).replace(
+        b"||EC|F|", f"||{section}|F|".encode()
+    )
+    mappings = [load_mapping(file) for file in mapping_files(ROOT / "mappings")]
+    chosen, _ = choose_mapping(raw, mappings, lambda _t, raw: parse_for_mapping(raw, "utf-8"))
+    assert Path(chosen.file).name == expected
