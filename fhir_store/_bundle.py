@@ -26,6 +26,7 @@ from fhir_store._resources import (
     with_references,
 )
 from fhir_store._storage import Current
+from fhir_store._validation import validate_structure
 from fhir_store.errors import (
     ConditionFailed,
     FhirStoreError,
@@ -94,19 +95,17 @@ class BundleRun:
             for step in self._writes:
                 at = step.entry
                 self._resolve_references(step, full_urls)
-            if self._validate:
-                from fhir_store._validation import validate_structure  # imports fhir.resources
-
-                for step in steps:
-                    if step.resource is not None:
-                        at = step.entry
-                        validate_structure(step.resource)
             keys = [
                 (step.entry.resource_type, step.target_id)
                 for step in steps
                 if step.target_id is not None and step.entry.method != "GET"
             ]
             current = self._changes.current(keys)
+            if self._validate:  # a replay of the current content is no new version: not checked
+                for step in steps:
+                    if step.resource is not None and not _unchanged(step, current):
+                        at = step.entry
+                        validate_structure(step.resource)
             for step in steps:
                 at = step.entry
                 self._stage(step, current, return_resources)
@@ -396,6 +395,15 @@ def _response(
         entry["resource"] = resource
     entry["response"] = response
     return entry
+
+
+def _unchanged(step: _Step, current_rows: dict[tuple[str, str], Current]) -> bool:
+    """Whether the step writes what the resource holds already (a replay): no new version."""
+    if step.target_id is None or step.resource is None:
+        return False
+    current = current_rows.get((step.entry.resource_type, step.target_id))
+    alive = current is not None and not current.deleted
+    return alive and current is not None and same_content(current.resource(), step.resource)
 
 
 def _order(step: _Step) -> int:

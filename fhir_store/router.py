@@ -32,6 +32,8 @@ __all__ = ["FHIR_JSON", "FhirResponse", "build_router"]
 
 FHIR_JSON = "application/fhir+json"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# Media types of a FHIR JSON body; as a PATCH body, they carry a FHIRPath Patch.
+_FHIR_MEDIA_TYPES = (FHIR_JSON, "application/json+fhir")
 
 
 class FhirResponse(Response):
@@ -305,17 +307,21 @@ def _add_interaction_routes(
     @router.patch("/{resource_type}/{resource_id}")
     async def patch(resource_type: str, resource_id: str, request: Request) -> FhirResponse:
         check_type(resource_type)
-        media_type = request.headers.get("content-type", "").split(";")[0].strip()
-        if media_type != JSON_PATCH:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in (JSON_PATCH, *_FHIR_MEDIA_TYPES):
             raise NotSupported(
-                f"PATCH accepts {JSON_PATCH} (RFC 6902); FHIRPath Patch is not supported yet",
+                f"PATCH accepts {JSON_PATCH} (JSON Patch, RFC 6902) or {FHIR_JSON} (a FHIRPath "
+                "Patch Parameters resource); set Content-Type to one of them",
                 expression=["Content-Type"],
                 status=415,
             )
         header = request.headers.get("if-match")
         if_match = parse_etag(header) if header else None
         operations = await read_json(request)
-        stored = await fhir.patch(resource_type, resource_id, operations, if_match)
+        fhirpath = media_type != JSON_PATCH
+        stored = await fhir.patch(
+            resource_type, resource_id, operations, if_match, fhirpath=fhirpath
+        )
         return _resource_response(stored, 200, prefer=_prefer_return(request))
 
     @router.post("/{resource_type}/$validate")

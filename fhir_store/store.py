@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from fhir_store._fhirpath_patch import apply_fhirpath_patch
 from fhir_store._group import apply_bundles, apply_entries, concurrent_write
 from fhir_store._history import HistoryQuery, Version, fetch_history, fetch_version
 from fhir_store._patch import apply_json_patch
@@ -58,9 +59,12 @@ WriteRunner = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
 class FhirStore:
     """A FHIR R4 resource store over an `AsyncEngine` (SQLite or PostgreSQL).
 
-    The schema must exist: call `fhir_store.migrate(engine)` once at start. With
-    `validate_structure`, resources are also checked against the `fhir.resources` R4B models
-    (about 0.2 ms per resource). `timezone` is the offset written in `meta.lastUpdated`.
+    The schema must exist: call `fhir_store.migrate(engine)` once at start. Every write
+    (create, update, conditional ones, the result of a PATCH, each entry of a batch or
+    transaction) is checked against the `fhir.resources` R4B models; an invalid resource is
+    refused with InvalidResource (422) naming the element path. `validate_structure=False`
+    turns that off (it costs a fraction of a millisecond per resource; see
+    bench/fhir_validation_cost.py). `timezone` is the offset written in `meta.lastUpdated`.
     The store opens write connections of its own on the same database: close it (`aclose`).
     A host that already serialises writes to the database (greenchannel's engine on SQLite)
     passes `run_write`, which runs one write transaction on a synchronous `Connection` and
@@ -71,7 +75,7 @@ class FhirStore:
         self,
         database: AsyncEngine,
         *,
-        validate_structure: bool = False,
+        validate_structure: bool = True,
         timezone: tzinfo = UTC,
         run_write: WriteRunner | None = None,
     ) -> None:
@@ -196,16 +200,21 @@ class FhirStore:
         resource_id: str,
         operations: object,
         if_match: int | None = None,
+        *,
+        fhirpath: bool = False,
     ) -> dict[str, Any]:
-        """Apply a JSON Patch to the current version and store the result as a new version.
+        """Apply a patch to the current version and store the result as a new version.
 
-        A bad patch raises InvalidRequest (400) naming the operation; a result that is not a
-        valid resource InvalidResource (422). Without `if_match`, a concurrent update between
-        the read and the write makes the patch start again on the newer version.
+        `operations` is a JSON Patch (RFC 6902) document, or with `fhirpath` a FHIRPath Patch
+        `Parameters` resource. A bad patch raises InvalidRequest (400) naming the operation; a
+        result that is not a valid resource InvalidResource (422). Without `if_match`, a
+        concurrent update between the read and the write makes the patch start again on the
+        newer version.
         """
+        apply = apply_fhirpath_patch if fhirpath else apply_json_patch
         for _ in range(3):
             current = await self.read(resource_type, resource_id)
-            patched = apply_json_patch(current, operations)
+            patched = apply(current, operations)
             _check_patched(patched, resource_type, resource_id)
             seen = if_match if if_match is not None else int(current["meta"]["versionId"])
             try:
@@ -399,7 +408,8 @@ def _deleted_version(response_entry: dict[str, Any]) -> int | None:
 
 
 def _check_patched(patched: object, resource_type: str, resource_id: str) -> None:
-    """A patched resource must still be a valid resource of the same type and id (422)."""
+    """A patched resource must still be a resource of the same type and id (422); its structure
+    is validated where every write is, on the way in (unless the store's validation is off)."""
     try:
         resource = check_resource(patched, expected_type=resource_type)
     except InvalidResource as error:
@@ -414,9 +424,6 @@ def _check_patched(patched: object, resource_type: str, resource_id: str) -> Non
             expression=[f"{resource_type}.id"],
             status=422,
         )
-    from fhir_store._validation import validate_structure  # imports fhir.resources
-
-    validate_structure(resource)
 
 
 def _valid_id(resource_id: str) -> bool:
