@@ -20,12 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fhir_store._capability import capability_statement
 from fhir_store._history import history_bundle, parse_history_query
 from fhir_store._patch import JSON_PATCH
-from fhir_store._requests import parse_etag
+from fhir_store._requests import parse_etag, parse_json, too_deeply_nested
 from fhir_store._resources import check_resource, check_type
 from fhir_store._search import parse_search
 from fhir_store._searchset import search_bundle
 from fhir_store._validation import structure_issues
-from fhir_store.errors import FhirStoreError, InvalidRequest, NotSupported, PayloadTooLarge
+from fhir_store.errors import (
+    FhirStoreError,
+    InvalidRequest,
+    InvalidResource,
+    NotSupported,
+    PayloadTooLarge,
+)
 from fhir_store.store import FhirStore
 
 __all__ = ["FHIR_JSON", "FhirResponse", "build_router"]
@@ -61,6 +67,9 @@ class _FhirRoute(APIRoute):
                 return FhirResponse(
                     error.to_operation_outcome(), status_code=error.status, headers=headers
                 )
+            except RecursionError:  # JSON that parsed, nested too deeply to process
+                outcome = too_deeply_nested().to_operation_outcome()
+                return FhirResponse(outcome, status_code=400)
 
         return handle
 
@@ -100,17 +109,7 @@ def build_router(
             body.extend(chunk)
             if len(body) > max_body_bytes:
                 raise _too_large(max_body_bytes)
-        try:
-            return json.loads(body)
-        except UnicodeDecodeError as error:
-            raise InvalidRequest(
-                f"the body is not UTF-8 text (byte {error.start}); send FHIR JSON in UTF-8"
-            ) from None
-        except json.JSONDecodeError as error:
-            raise InvalidRequest(
-                f"the body is not valid JSON: {error.msg} at line {error.lineno} column "
-                f"{error.colno}; send a FHIR JSON resource"
-            ) from None
+        return parse_json(bytes(body))
 
     @router.get("/metadata")
     async def metadata() -> FhirResponse:
@@ -229,9 +228,16 @@ def _condition(request: Request) -> str:
 
 
 def _typed(resource: Any, resource_type: str) -> Any:
-    if isinstance(resource, dict) and resource.get("resourceType") != resource_type:
-        raise InvalidRequest(
-            "the resourceType does not match the type in the URL",
+    if not isinstance(resource, dict):
+        return resource  # check_resource says what is wrong
+    if "resourceType" not in resource:
+        raise InvalidResource(
+            f'the resource has no resourceType; add "resourceType": "{resource_type}"',
+            expression=["resourceType"],
+        )
+    if resource["resourceType"] != resource_type:
+        raise InvalidResource(
+            f"the resourceType does not match the type in the URL ({resource_type})",
             expression=["resourceType"],
         )
     return resource
