@@ -36,6 +36,7 @@ from fhir_store.errors import (
     Gone,
     InvalidResource,
     NotFound,
+    PayloadTooLarge,
     StoreUnavailable,
     VersionConflict,
 )
@@ -46,10 +47,14 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+DEFAULT_MAX_BUNDLE_ENTRIES = 10_000  # the largest Synthea Bundle has 3,419
+
+
 @dataclass(frozen=True, slots=True)
 class _Settings:
     validate_structure: bool
     timezone: tzinfo
+    max_bundle_entries: int
 
 
 # Runs `work(connection)` in one write transaction and returns its result.
@@ -65,6 +70,7 @@ class FhirStore:
     refused with InvalidResource (422) naming the element path. `validate_structure=False`
     turns that off (it costs a fraction of a millisecond per resource; see
     bench/fhir_validation_cost.py). `timezone` is the offset written in `meta.lastUpdated`.
+    A Bundle of more than `max_bundle_entries` entries is refused with PayloadTooLarge (413).
     The store opens write connections of its own on the same database: close it (`aclose`).
     A host that already serialises writes to the database (greenchannel's engine on SQLite)
     passes `run_write`, which runs one write transaction on a synchronous `Connection` and
@@ -78,13 +84,18 @@ class FhirStore:
         validate_structure: bool = True,
         timezone: tzinfo = UTC,
         run_write: WriteRunner | None = None,
+        max_bundle_entries: int = DEFAULT_MAX_BUNDLE_ENTRIES,
     ) -> None:
         self._database = database
         self._run_write = run_write
         self._writer: Engine | None = None
         self._mirrors = True  # whether the database has a synchronous twin, as far as known
         self._sqlite = database.dialect.name == "sqlite"
-        self._settings = _Settings(validate_structure=validate_structure, timezone=timezone)
+        self._settings = _Settings(
+            validate_structure=validate_structure,
+            timezone=timezone,
+            max_bundle_entries=max_bundle_entries,
+        )
 
     @property
     def database(self) -> AsyncEngine:
@@ -276,6 +287,7 @@ class FhirStore:
         the entry index (`Bundle.entry[3]: ...`). A batch applies each entry on its own and
         reports failures as OperationOutcomes in the response entries.
         """
+        self._check_size(bundle)
         now, validate = self._now(), self._settings.validate_structure
         (result,) = await self._write(apply_bundles, [bundle], now, validate, return_resources)
         if isinstance(result, FhirStoreError):
@@ -293,15 +305,36 @@ class FhirStore:
         the database itself (locked, connection lost) aborts all of them and raises
         StoreUnavailable.
         """
-        if not bundles:
-            return []
-        return await self._write(
-            apply_bundles,
-            list(bundles),
-            self._now(),
-            self._settings.validate_structure,
-            return_resources,
-        )
+        results: list[dict[str, Any] | FhirStoreError | None] = [None] * len(bundles)
+        accepted: list[int] = []
+        for index, bundle in enumerate(bundles):
+            try:
+                self._check_size(bundle)
+            except PayloadTooLarge as error:
+                results[index] = error
+            else:
+                accepted.append(index)
+        if accepted:
+            written = await self._write(
+                apply_bundles,
+                [bundles[index] for index in accepted],
+                self._now(),
+                self._settings.validate_structure,
+                return_resources,
+            )
+            for index, result in zip(accepted, written, strict=True):
+                results[index] = result
+        return [result for result in results if result is not None]
+
+    def _check_size(self, bundle: object) -> None:
+        entries = bundle.get("entry") if isinstance(bundle, dict) else None
+        limit = self._settings.max_bundle_entries
+        if isinstance(entries, list) and len(entries) > limit:
+            raise PayloadTooLarge(
+                f"the Bundle has {len(entries)} entries, more than this server accepts in one "
+                f"({limit}, max_bundle_entries); split it into smaller Bundles",
+                expression=["Bundle.entry"],
+            )
 
     async def aclose(self) -> None:
         """Close the store's own write connections; the `database` engine is the caller's."""
