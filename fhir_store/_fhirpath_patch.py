@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import re
 import types
-from functools import cache
+from functools import cache, lru_cache
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
@@ -253,7 +253,7 @@ class _Operation:
         )
 
 
-@cache
+@lru_cache(maxsize=256)  # paths come from clients: bounded
 def _compiled(path: str) -> Any:
     from fhirpathpy import compile as compile_fhirpath
     from fhirpathpy.models import models

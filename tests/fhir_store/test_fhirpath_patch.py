@@ -115,6 +115,13 @@ async def test_fhirpath_patch_errors_name_the_operation(fhir_http: httpx.AsyncCl
     assert (await fhir_http.get(url)).headers["etag"] == 'W/"1"'
 
 
+async def test_the_capability_statement_lists_both_patch_formats(
+    fhir_http: httpx.AsyncClient,
+) -> None:
+    statement = (await fhir_http.get("/metadata")).json()
+    assert statement["patchFormat"] == ["application/json-patch+json", "application/fhir+json"]
+
+
 def test_delete_of_nothing_changes_nothing_and_of_several_is_refused() -> None:
     resource = patient()
     assert apply_fhirpath_patch(resource, parameters(operation("delete", "Patient.photo"))) == (
