@@ -42,7 +42,10 @@ def structure_issues(resource: dict[str, Any], *, limit: int = 100) -> list[tupl
         model.model_validate(resource)
     except ValidationError as error:
         issues = error.errors(include_input=False, include_url=False)[:limit]
-        return [(_path(resource_type, issue["loc"]), issue["msg"]) for issue in issues]
+        return [
+            (_path(resource_type, issue["loc"]), issue["msg"].removeprefix("Value error, "))
+            for issue in issues
+        ]
     return []
 
 
