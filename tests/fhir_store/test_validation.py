@@ -7,9 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_store import FhirStore, InvalidResource
+from fhir_store._validation import validate_structure
 
 pytestmark = pytest.mark.anyio
 
@@ -129,3 +132,40 @@ async def test_synthea_bundles_load_with_validation_on(
     for loaded in (hospitals, practitioners):
         result = await store.transaction(loaded)
         assert len(result["entry"]) == len(loaded["entry"])
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["value", "system", "code", "reference", "extension", "url", "start"])
+            | st.text(max_size=6),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+_ELEMENTS = {
+    "Patient": ["name", "birthDate", "gender", "contact", "deceasedBoolean", "extension"],
+    "Observation": ["status", "code", "valueQuantity", "effectiveDateTime", "component"],
+    "Encounter": ["status", "class", "period", "participant", "subject"],
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    resource_type=st.sampled_from(sorted(_ELEMENTS)),
+    data=st.data(),
+)
+def test_validation_of_arbitrary_content_only_ever_raises_invalid_resource(
+    resource_type: str, data: st.DataObject
+) -> None:
+    names = data.draw(st.lists(st.sampled_from(_ELEMENTS[resource_type]), unique=True))
+    resource = {"resourceType": resource_type, **{name: data.draw(_JSON) for name in names}}
+    try:
+        validate_structure(resource)
+    except InvalidResource as error:
+        assert error.status == 422 and error.expression
+        assert all(path.startswith(resource_type) for path in error.expression)
