@@ -199,8 +199,7 @@ def _parse_entry(index: int, raw: object) -> Entry:
     url = request.get("url")
     if method not in ("GET", "POST", "PUT", "DELETE"):
         raise NotSupported(
-            "request.method must be GET, POST, PUT or DELETE (PATCH and HEAD are not "
-            "supported yet)",
+            "request.method must be GET, POST, PUT, DELETE or PATCH (HEAD is not supported yet)",
             expression=["request.method"],
         )
     if not isinstance(url, str) or not url:

@@ -23,9 +23,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhir_store._fhirpath_patch import apply_fhirpath_patch
+from fhir_store._group import _error_entry as error_entry
 from fhir_store._group import apply_bundles, apply_entries, concurrent_write
 from fhir_store._history import HistoryQuery, Version, fetch_history, fetch_version
 from fhir_store._patch import apply_json_patch
+from fhir_store._patch_entries import check_patched, patch_entries
 from fhir_store._requests import Entry, parse_condition, parse_identifier
 from fhir_store._resources import check_id, check_resource, check_type
 from fhir_store._search import SearchPage, SearchQuery, run_search
@@ -34,7 +36,6 @@ from fhir_store._writer import create_write_engine
 from fhir_store.errors import (
     FhirStoreError,
     Gone,
-    InvalidResource,
     NotFound,
     PayloadTooLarge,
     StoreUnavailable,
@@ -226,7 +227,7 @@ class FhirStore:
         for _ in range(3):
             current = await self.read(resource_type, resource_id)
             patched = apply(current, operations)
-            _check_patched(patched, resource_type, resource_id)
+            check_patched(patched, resource_type, resource_id)
             seen = if_match if if_match is not None else int(current["meta"]["versionId"])
             try:
                 stored, _ = await self.update(resource_type, resource_id, patched, seen)
@@ -287,9 +288,7 @@ class FhirStore:
         the entry index (`Bundle.entry[3]: ...`). A batch applies each entry on its own and
         reports failures as OperationOutcomes in the response entries.
         """
-        self._check_size(bundle)
-        now, validate = self._now(), self._settings.validate_structure
-        (result,) = await self._write(apply_bundles, [bundle], now, validate, return_resources)
+        (result,) = await self.transaction_many([bundle], return_resources=return_resources)
         if isinstance(result, FhirStoreError):
             raise result
         return result
@@ -306,23 +305,31 @@ class FhirStore:
         StoreUnavailable.
         """
         results: list[dict[str, Any] | FhirStoreError | None] = [None] * len(bundles)
-        accepted: list[int] = []
+        accepted: dict[int, object] = {}  # the Bundles to write, PATCH entries made PUTs
+        failed_patches: dict[int, dict[int, FhirStoreError]] = {}
         for index, bundle in enumerate(bundles):
             try:
                 self._check_size(bundle)
-            except PayloadTooLarge as error:
+                accepted[index], failed = await patch_entries(bundle, self.read)
+            except FhirStoreError as error:
                 results[index] = error
-            else:
-                accepted.append(index)
+                continue
+            if failed and isinstance(bundle, dict) and bundle.get("type") == "transaction":
+                results[index] = failed[min(failed)]
+                del accepted[index]
+            elif failed:
+                failed_patches[index] = failed
         if accepted:
             written = await self._write(
                 apply_bundles,
-                [bundles[index] for index in accepted],
+                list(accepted.values()),
                 self._now(),
                 self._settings.validate_structure,
                 return_resources,
             )
             for index, result in zip(accepted, written, strict=True):
+                if index in failed_patches and isinstance(result, dict):
+                    _insert_failures(result, failed_patches[index])
                 results[index] = result
         return [result for result in results if result is not None]
 
@@ -440,23 +447,12 @@ def _deleted_version(response_entry: dict[str, Any]) -> int | None:
     return int(etag.removeprefix('W/"').removesuffix('"')) if isinstance(etag, str) else None
 
 
-def _check_patched(patched: object, resource_type: str, resource_id: str) -> None:
-    """A patched resource must still be a resource of the same type and id (422); its structure
-    is validated where every write is, on the way in (unless the store's validation is off)."""
-    try:
-        resource = check_resource(patched, expected_type=resource_type)
-    except InvalidResource as error:
-        raise InvalidResource(
-            f"the patched resource is not valid: {error.message}",
-            expression=error.expression,
-            status=422,
-        ) from None
-    if resource.get("id") != resource_id:
-        raise InvalidResource(
-            "a patch cannot remove or change the resource id",
-            expression=[f"{resource_type}.id"],
-            status=422,
-        )
+def _insert_failures(response: dict[str, Any], failed: dict[int, FhirStoreError]) -> None:
+    """Put the batch's failed PATCH entries back in their places in the response Bundle."""
+    entries = response.setdefault("entry", [])
+    for index in sorted(failed):
+        error = failed[index]
+        entries.insert(index, error_entry(error))
 
 
 def _valid_id(resource_id: str) -> bool:

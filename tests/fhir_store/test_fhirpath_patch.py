@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import httpx
@@ -120,6 +122,61 @@ async def test_the_capability_statement_lists_both_patch_formats(
 ) -> None:
     statement = (await fhir_http.get("/metadata")).json()
     assert statement["patchFormat"] == ["application/json-patch+json", "application/fhir+json"]
+
+
+def patch_entry(url: str, resource: dict[str, Any]) -> dict[str, Any]:
+    return {"resource": resource, "request": {"method": "PATCH", "url": url}}
+
+
+def json_patch_binary(operations: list[dict[str, Any]]) -> dict[str, Any]:
+    data = base64.b64encode(json.dumps(operations).encode()).decode()
+    return {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": data}
+
+
+async def test_patch_entries_in_a_transaction(fhir_http: httpx.AsyncClient) -> None:
+    patient_id = await created(fhir_http)
+    url = f"Patient/{patient_id}"
+    fhirpath = parameters(operation("replace", "Patient.gender", value={"valueCode": "female"}))
+    json_patch = json_patch_binary([{"op": "add", "path": "/active", "value": False}])
+    other = await created(fhir_http)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [patch_entry(url, fhirpath), patch_entry(f"Patient/{other}", json_patch)],
+    }
+    response = await fhir_http.post("", json=bundle)
+    assert response.status_code == 200, response.text
+    assert [e["response"]["etag"] for e in response.json()["entry"]] == ['W/"2"', 'W/"2"']
+    assert (await fhir_http.get(f"/{url}")).json()["gender"] == "female"
+    assert (await fhir_http.get(f"/Patient/{other}")).json()["active"] is False
+    bundle["entry"].append(patch_entry("Patient/nobody", fhirpath))
+    failed = await fhir_http.post("", json=bundle)
+    assert failed.status_code == 404
+    assert issue(failed)["diagnostics"].startswith("Bundle.entry[2]")
+    assert (await fhir_http.get(f"/{url}")).headers["etag"] == 'W/"2"'  # nothing applied
+
+
+async def test_patch_entries_in_a_batch_fail_alone(fhir_http: httpx.AsyncClient) -> None:
+    patient_id = await created(fhir_http)
+    fhirpath = parameters(operation("replace", "Patient.gender", value={"valueCode": "female"}))
+    bad = parameters(operation("replace", "Patient.deceased", value={"valueBoolean": True}))
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            patch_entry("Patient/nobody", fhirpath),
+            patch_entry(f"Patient/{patient_id}", fhirpath),
+            patch_entry(f"Patient/{patient_id}", {"resourceType": "Basic"}),
+            patch_entry(f"Patient/{patient_id}", bad),
+        ],
+    }
+    response = await fhir_http.post("", json=bundle)
+    assert response.status_code == 200
+    statuses = [entry["response"]["status"][:3] for entry in response.json()["entry"]]
+    assert statuses == ["404", "200", "400", "400"]
+    outcome = response.json()["entry"][3]["response"]["outcome"]["issue"][0]
+    assert outcome["expression"] == ["Parameters.parameter[0]"]
+    assert (await fhir_http.get(f"/Patient/{patient_id}")).json()["gender"] == "female"
 
 
 def test_delete_of_nothing_changes_nothing_and_of_several_is_refused() -> None:
