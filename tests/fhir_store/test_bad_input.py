@@ -234,7 +234,8 @@ _SHAPED = st.fixed_dictionaries(
                     "request": st.fixed_dictionaries(
                         {},
                         optional={
-                            "method": st.sampled_from(["GET", "POST", "PUT", "DELETE"]) | _JSON,
+                            "method": st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"])
+                            | _JSON,
                             "url": st.sampled_from(
                                 ["Patient", "Patient/1", "Patient?identifier=a|b"]
                             )
