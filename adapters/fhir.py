@@ -25,10 +25,11 @@ class FhirDestinationConfig(BaseModel):
 
     kind: Literal["fhir"] = Field(description="Always `fhir`: the built-in FHIR store.")
     validate_structure: bool = Field(
-        default=False,
+        default=True,
         description=(
-            "Also check each resource against the FHIR structure (fhir.resources R4B models) "
-            "before storing it; costs about 0.2 ms per resource."
+            "Check each resource against the FHIR structure (fhir.resources R4B models) "
+            "before storing it, as every write to the store is; false skips it and saves "
+            "about 0.2 ms of CPU per resource."
         ),
     )
     return_resources: bool = Field(

@@ -38,6 +38,7 @@ def capability_statement() -> dict[str, Any]:
         "implementation": {"description": "greenchannel FHIR store"},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [
             {
                 "mode": "server",

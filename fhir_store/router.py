@@ -22,18 +22,26 @@ from fhir_store._compartment import check_compartment
 from fhir_store._everything import parse_everything
 from fhir_store._history import history_bundle, parse_history_query
 from fhir_store._patch import JSON_PATCH
-from fhir_store._requests import parse_etag
+from fhir_store._requests import parse_etag, parse_json, too_deeply_nested
 from fhir_store._resources import check_resource, check_type
 from fhir_store._search import parse_search
 from fhir_store._searchset import search_bundle
 from fhir_store._validation import structure_issues
-from fhir_store.errors import FhirStoreError, InvalidRequest, NotSupported, PayloadTooLarge
+from fhir_store.errors import (
+    FhirStoreError,
+    InvalidRequest,
+    InvalidResource,
+    NotSupported,
+    PayloadTooLarge,
+)
 from fhir_store.store import FhirStore
 
 __all__ = ["FHIR_JSON", "FhirResponse", "build_router"]
 
 FHIR_JSON = "application/fhir+json"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# Media types of a FHIR JSON body; as a PATCH body, they carry a FHIRPath Patch.
+_FHIR_MEDIA_TYPES = (FHIR_JSON, "application/json+fhir")
 
 
 class FhirResponse(Response):
@@ -61,6 +69,9 @@ class _FhirRoute(APIRoute):
                 return FhirResponse(
                     error.to_operation_outcome(), status_code=error.status, headers=headers
                 )
+            except RecursionError:  # JSON that parsed, nested too deeply to process
+                outcome = too_deeply_nested().to_operation_outcome()
+                return FhirResponse(outcome, status_code=400)
 
         return handle
 
@@ -100,17 +111,7 @@ def build_router(
             body.extend(chunk)
             if len(body) > max_body_bytes:
                 raise _too_large(max_body_bytes)
-        try:
-            return json.loads(body)
-        except UnicodeDecodeError as error:
-            raise InvalidRequest(
-                f"the body is not UTF-8 text (byte {error.start}); send FHIR JSON in UTF-8"
-            ) from None
-        except json.JSONDecodeError as error:
-            raise InvalidRequest(
-                f"the body is not valid JSON: {error.msg} at line {error.lineno} column "
-                f"{error.colno}; send a FHIR JSON resource"
-            ) from None
+        return parse_json(bytes(body))
 
     @router.get("/metadata")
     async def metadata() -> FhirResponse:
@@ -232,9 +233,16 @@ def _condition(request: Request) -> str:
 
 
 def _typed(resource: Any, resource_type: str) -> Any:
-    if isinstance(resource, dict) and resource.get("resourceType") != resource_type:
-        raise InvalidRequest(
-            "the resourceType does not match the type in the URL",
+    if not isinstance(resource, dict):
+        return resource  # check_resource says what is wrong
+    if "resourceType" not in resource:
+        raise InvalidResource(
+            f'the resource has no resourceType; add "resourceType": "{resource_type}"',
+            expression=["resourceType"],
+        )
+    if resource["resourceType"] != resource_type:
+        raise InvalidResource(
+            f"the resourceType does not match the type in the URL ({resource_type})",
             expression=["resourceType"],
         )
     return resource
@@ -316,17 +324,21 @@ def _add_interaction_routes(
     @router.patch("/{resource_type}/{resource_id}")
     async def patch(resource_type: str, resource_id: str, request: Request) -> FhirResponse:
         check_type(resource_type)
-        media_type = request.headers.get("content-type", "").split(";")[0].strip()
-        if media_type != JSON_PATCH:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in (JSON_PATCH, *_FHIR_MEDIA_TYPES):
             raise NotSupported(
-                f"PATCH accepts {JSON_PATCH} (RFC 6902); FHIRPath Patch is not supported yet",
+                f"PATCH accepts {JSON_PATCH} (JSON Patch, RFC 6902) or {FHIR_JSON} (a FHIRPath "
+                "Patch Parameters resource); set Content-Type to one of them",
                 expression=["Content-Type"],
                 status=415,
             )
         header = request.headers.get("if-match")
         if_match = parse_etag(header) if header else None
         operations = await read_json(request)
-        stored = await fhir.patch(resource_type, resource_id, operations, if_match)
+        fhirpath = media_type != JSON_PATCH
+        stored = await fhir.patch(
+            resource_type, resource_id, operations, if_match, fhirpath=fhirpath
+        )
         return _resource_response(stored, 200, prefer=_prefer_return(request))
 
     @router.post("/{resource_type}/$validate")
