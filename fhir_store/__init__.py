@@ -17,11 +17,15 @@ from fhir_store.errors import (
     StoreUnavailable,
     VersionConflict,
 )
+from fhir_store.events import ChangeAction, ChangeEvent, ChangeFeed
 from fhir_store.router import build_router
 from fhir_store.schema import migrate
 from fhir_store.store import FhirStore
 
 __all__ = [
+    "ChangeAction",
+    "ChangeEvent",
+    "ChangeFeed",
     "ConditionFailed",
     "FhirStore",
     "FhirStoreError",

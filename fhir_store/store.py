@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from fhir_store._change_log import ring
 from fhir_store._group import apply_bundles, apply_entries, concurrent_write
 from fhir_store._history import HistoryQuery, Version, fetch_history, fetch_version
 from fhir_store._patch import apply_json_patch
@@ -321,18 +322,21 @@ class FhirStore:
         def run(connection: Connection) -> T:
             return work(connection, *args, **kwargs)
 
-        if self._run_write is not None:
+        try:
+            if self._run_write is not None:
+                with _database_errors():
+                    result: T = await self._run_write(run)
+                    return result
+            writer = self._write_engine()
             with _database_errors():
-                result: T = await self._run_write(run)
-                return result
-        writer = self._write_engine()
-        with _database_errors():
-            if writer is not None:
-                return await asyncio.to_thread(_in_transaction, writer, run)
-            async with self._database.begin() as connection:  # no synchronous twin
-                if self._sqlite:
-                    await _begin_immediate(connection)
-                return await connection.run_sync(run)
+                if writer is not None:
+                    return await asyncio.to_thread(_in_transaction, writer, run)
+                async with self._database.begin() as connection:  # no synchronous twin
+                    if self._sqlite:
+                        await _begin_immediate(connection)
+                    return await connection.run_sync(run)
+        finally:
+            ring(self._database.url)  # the change feeds of this process look at once
 
     async def _read(
         self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
