@@ -11,7 +11,8 @@ dedup key (subscription and event number) makes an event seen twice one message;
 `fhir-rest-hook` destination then POSTs to the endpoint (or, with a payload, PUTs the resource
 version to `[endpoint]/[type]/[id]`) with the Subscription's headers, queued and retried, every
 attempt in the journal. After `error_after_attempts` failed attempts the Subscription goes to
-`error`. A websocket match sends `ping <id>` to the sockets bound to it (`/fhir/websocket`).
+`error`; from its `end` on, to `off`. A websocket match sends `ping <id>` to the sockets bound
+to it (`/fhir/websocket`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl
 
@@ -68,6 +69,7 @@ class _Active:
     resource_type: str
     pairs: tuple[tuple[str, str], ...]
     channel_type: str
+    end: datetime | None  # Subscription.end: no notifications from then on
 
 
 def parse_criteria(criteria: object) -> tuple[str, list[tuple[str, str]]]:
@@ -102,7 +104,20 @@ def _check(subscription: dict[str, Any]) -> _Active:
     if channel_type == "rest-hook":
         assert isinstance(channel, dict)
         _http_config(channel, "POST", _endpoint(channel))
-    return _Active(str(subscription["id"]), resource_type, tuple(pairs), str(channel_type))
+    end = _end_of(subscription.get("end"))
+    return _Active(str(subscription["id"]), resource_type, tuple(pairs), str(channel_type), end)
+
+
+def _end_of(value: object) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        end = datetime.fromisoformat(str(value))
+    except ValueError:
+        end = None
+    if end is None or end.tzinfo is None:
+        raise ValueError("Subscription.end must be an instant with a time zone")
+    return end
 
 
 def _endpoint(channel: dict[str, Any]) -> str:
@@ -174,7 +189,11 @@ class SubscriptionSubscriber:
             return
         if event.action == "delete":
             return  # R4: criteria apply to the new content; a deletion has none
+        now = datetime.now(UTC)
         for active in list(self._active.get(event.resource_type, {}).values()):
+            if active.end is not None and active.end <= now:
+                await self._refresh(active.id)  # its time is up: it goes off
+                continue
             if await self._matches(active, event):
                 await self._notify(active, event)
 
@@ -196,6 +215,9 @@ class SubscriptionSubscriber:
             active = _check(subscription)
         except ValueError as problem:
             await _store_status(self._store, subscription, "error", str(problem))
+            return
+        if active.end is not None and active.end <= datetime.now(UTC):
+            await _store_status(self._store, subscription, "off", None)
             return
         if status == "requested":
             # Its own change event comes next and finds it active.

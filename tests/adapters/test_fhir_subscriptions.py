@@ -9,6 +9,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,31 @@ async def test_a_subscription_with_bad_criteria_goes_to_error_saying_why(site: S
         failed = await site.wait_for_status(subscription_id, "error")
 
     assert "colour" in failed["error"]
+
+
+async def test_a_subscription_past_its_end_is_switched_off_and_not_notified(site: Site) -> None:
+    async with receiving([200]) as receiver, site.engine():
+        soon = datetime.now(UTC) + timedelta(seconds=3)
+        subscription_id = await site.store.create(
+            {
+                "resourceType": "Subscription",
+                "status": "requested",
+                "reason": "until the end of the shift",
+                "criteria": f"Observation?code={LOINC}|{HEART_RATE}",
+                "end": soon.isoformat(),
+                "channel": {"type": "rest-hook", "endpoint": receiver.url},
+            }
+        )
+        await site.wait_for_status(subscription_id["id"], "active")
+        await site.observe()
+        await until(lambda: len(receiver.received) == 1)
+        await asyncio.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.2)
+        await site.observe(value=140)
+        ended = await site.wait_for_status(subscription_id["id"], "off")
+        await asyncio.sleep(0.5)
+
+    assert ended["end"] == soon.isoformat()
+    assert len(receiver.received) == 1
 
 
 async def test_a_change_made_while_the_engine_is_down_is_notified_once_after_restarts(
