@@ -158,7 +158,8 @@ class SubscriptionSubscriber:
     async def run(self) -> None:
         """Follow the change events from this subscriber's cursor until cancelled."""
         await self._load()
-        async for events in self._feed.follow(self._context.name):
+        # Notifications are about changes from now on: a first start skips the history.
+        async for events in self._feed.follow(self._context.name, new="future"):
             for event in events:
                 await self._handle(event)
             await self._feed.commit(self._context.name, events[-1].sequence)

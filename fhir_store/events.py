@@ -120,12 +120,16 @@ class ChangeFeed:
     async def position(self, name: str) -> int:
         """The committed cursor of subscriber `name`: the events up to it are processed.
 
-        A subscriber never seen before starts at 0, so it receives every event in the log.
+        A subscriber never seen before is at 0, so it receives every event in the log.
         """
+        found = await self._cursor(name)
+        return found if found is not None else 0
+
+    async def _cursor(self, name: str) -> int | None:
         _check_name(name)
         async with self._database.connect() as connection:
             value = (await connection.execute(_POSITION, {"b_name": name})).scalar()
-            return int(value) if value is not None else 0
+            return int(value) if value is not None else None
 
     async def commit(self, name: str, sequence: int) -> None:
         """Record that subscriber `name` has processed every event up to `sequence`."""
@@ -145,14 +149,23 @@ class ChangeFeed:
                 continue
         raise RuntimeError(f"could not commit the cursor of change subscriber {name!r}")
 
-    async def follow(self, name: str, *, batch: int = 500) -> AsyncIterator[list[ChangeEvent]]:
+    async def follow(
+        self, name: str, *, batch: int = 500, new: Literal["all", "future"] = "all"
+    ) -> AsyncIterator[list[ChangeEvent]]:
         """Batches of the events after subscriber `name`'s committed cursor, forever.
 
         Waits for new events when it has given out all there are. It does not commit: the
         caller commits once it has processed a batch, and a batch it never commits comes again
-        after a restart (`commit` may lag behind what `follow` has given out).
+        after a restart (`commit` may lag behind what `follow` has given out). A subscriber
+        never seen before gets the whole log (`new="all"`), or only what is committed from now
+        on (`"future"`: its cursor is committed at the newest event at once, so what commits
+        while it is down is still delivered after a restart).
         """
-        after = await self.position(name)
+        found = await self._cursor(name)
+        if found is None and new == "future":
+            found = await self.latest()
+            await self.commit(name, found)
+        after = found or 0
         bell = Bell()
         bell.register(self._database.url)
         try:

@@ -196,6 +196,37 @@ async def test_uncommitted_events_come_again_after_a_restart_and_committed_ones_
     assert [e.sequence for e in again] == [3, 4]
 
 
+async def test_a_new_subscriber_may_start_at_the_future_and_keeps_that_place(
+    database_url: str,
+) -> None:
+    database = create_database(database_url)
+    await migrate(database)
+    store = FhirStore(database)
+    await store.update("Patient", "old", {**patient("0001"), "id": "old"})
+    feed = ChangeFeed(database, poll_interval_s=0.05)
+
+    async def first(name: str) -> list[ChangeEvent]:
+        async with asyncio.timeout(10):
+            async for events in feed.follow(name, new="future"):
+                return events
+        raise AssertionError("follow ended")
+
+    waiting = asyncio.create_task(first("hooks"))
+    await asyncio.sleep(0.3)  # it has placed its cursor and waits
+    await store.update("Patient", "new", {**patient("0002"), "id": "new"})
+    fresh = await waiting
+    # Down before it processed anything: what committed meanwhile is still delivered.
+    await store.update("Patient", "later", {**patient("0003"), "id": "later"})
+    await store.aclose()
+    try:
+        after_restart = await first("hooks")
+    finally:
+        await database.dispose()
+
+    assert [e.resource_id for e in fresh] == ["new"]
+    assert [e.resource_id for e in after_restart] == ["new", "later"]
+
+
 async def test_a_waiting_subscriber_wakes_on_commit_not_on_its_poll(store: FhirStore) -> None:
     feed = ChangeFeed(store.database, poll_interval_s=600)  # only a wake-up can deliver
     received: asyncio.Queue[list[ChangeEvent]] = asyncio.Queue()
