@@ -1,8 +1,9 @@
 """The write side of the change log: a sequence number and a row per committed version.
 
 `record_changes` runs in the write transaction, after the group's version rows, so a change row
-commits (or rolls back) with the versions it describes. `ring` wakes this process's change
-feeds on the same database once a write has committed; see `fhir_store.events` for the reading
+commits (or rolls back) with the versions it describes; on PostgreSQL it also sends a NOTIFY,
+delivered at commit to every process. `ring` wakes this process's change feeds on the same
+database once a write has committed; see `fhir_store.events` for the reading
 side and for why the sequence has no gaps a reader could skip.
 """
 
@@ -21,7 +22,9 @@ from fhir_store.models import ChangeRow, ChangeSequenceRow
 if TYPE_CHECKING:
     from fhir_store._storage import Current
 
-__all__ = ["Bell", "action_of", "database_key", "record_changes", "ring"]
+__all__ = ["NOTIFY_CHANNEL", "Bell", "action_of", "database_key", "record_changes", "ring"]
+
+NOTIFY_CHANNEL = "fhir_change"  # PostgreSQL NOTIFY channel of committed changes
 
 _CHANGE = cast(Table, ChangeRow.__table__)
 _SEQUENCE = cast(Table, ChangeSequenceRow.__table__)
@@ -69,6 +72,9 @@ def record_changes(
             for offset, ((resource_type, resource_id), state, method) in enumerate(versions)
         ],
     )
+    if connection.dialect.name == "postgresql":
+        # Delivered at commit to the feeds of every process (events.py listens).
+        connection.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 def database_key(url: URL) -> tuple[str, str | None, int | None, str | None]:
@@ -95,7 +101,8 @@ class Bell:
             pass
         self._event.clear()
 
-    def _ring(self) -> None:
+    def wake(self) -> None:
+        """Wake the waiting feed (from any thread)."""
         if self._loop.is_closed():
             return
         self._loop.call_soon_threadsafe(self._event.set)
@@ -125,4 +132,4 @@ def ring(url: URL) -> None:
     with _LOCK:
         bells = list(_BELLS.get(database_key(url), ()))
     for bell in bells:
-        bell._ring()
+        bell.wake()

@@ -24,23 +24,26 @@ stalls every reader behind a rolled-back number; the lock costs only the tail of
 (the change rows and the commit) running one at a time, and the FHIR destination writes whole
 groups of Bundles per transaction. On SQLite writers are serialised by the database already.
 
-Latency: a write of this process wakes the feeds of the same database as soon as it commits;
-a feed also looks every `poll_interval_s`, for writes of other processes (several engine nodes
-on PostgreSQL).
+Latency: a write of this process wakes the feeds of the same database as soon as it commits.
+On PostgreSQL every write also sends a NOTIFY and each following feed LISTENs, so writes of
+other processes (several engine nodes) wake it too. A feed also looks every `poll_interval_s`,
+which covers a listening connection that is down.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, cast
 
 from sqlalchemy import Table, bindparam, case, insert, select, update
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_store._change_log import Bell
+from fhir_store._change_log import NOTIFY_CHANNEL, Bell
 from fhir_store.models import ChangeCursorRow, ChangeRow
 
 __all__ = ["ChangeAction", "ChangeEvent", "ChangeFeed"]
@@ -168,6 +171,9 @@ class ChangeFeed:
         after = found or 0
         bell = Bell()
         bell.register(self._database.url)
+        listener = None
+        if self._database.dialect.name == "postgresql":
+            listener = asyncio.create_task(_listen(self._database.url, bell, self._poll_interval_s))
         try:
             while True:
                 events = await self.read(after, limit=batch)
@@ -178,6 +184,27 @@ class ChangeFeed:
                 await bell.wait(self._poll_interval_s)
         finally:
             bell.unregister(self._database.url)
+            if listener is not None:
+                listener.cancel()
+                await asyncio.wait([listener])
+
+
+async def _listen(url: URL, bell: Bell, retry_s: float) -> None:
+    """On PostgreSQL, wake the feed on each committed change of any process (LISTEN); while
+    the connection is down, the feed's polling covers the gap."""
+    import psycopg  # PostgreSQL only
+
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    while True:
+        try:
+            connection = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+            async with connection:
+                await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                bell.wake()  # a change may have committed before the LISTEN took effect
+                async for _ in connection.notifies():
+                    bell.wake()
+        except psycopg.Error:
+            await asyncio.sleep(max(retry_s, 1.0))
 
 
 def _check_name(name: str) -> None:

@@ -4,7 +4,9 @@ per-subscriber cursors that survive a restart (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from fhir_store.app import create_database
 
 pytestmark = pytest.mark.anyio
 
+ROOT = Path(__file__).resolve().parents[2]
 MRN = "urn:oid:1.2.156.112604.1.2.1"
 
 
@@ -244,6 +247,47 @@ async def test_a_waiting_subscriber_wakes_on_commit_not_on_its_poll(store: FhirS
         task.cancel()
 
     assert summary(events) == [("Patient", "p1", 1, "create")]
+
+
+WRITE_FROM_ANOTHER_PROCESS = """
+import asyncio, sys
+from fhir_store import FhirStore
+from fhir_store.app import create_database
+
+async def main() -> None:
+    database = create_database(sys.argv[1])
+    store = FhirStore(database)
+    await store.update("Patient", "elsewhere", {"resourceType": "Patient", "id": "elsewhere"})
+    await store.aclose()
+    await database.dispose()
+
+asyncio.run(main())
+"""
+
+
+async def test_on_postgresql_a_write_of_another_process_wakes_the_subscriber(
+    database: AsyncEngine,
+) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("SQLite has no NOTIFY: other processes' writes are found by polling")
+    feed = ChangeFeed(database, poll_interval_s=600)  # only a notification can deliver
+    url = database.url.render_as_string(hide_password=False)
+
+    async def first() -> list[ChangeEvent]:
+        async for events in feed.follow("other-node"):
+            return events
+        raise AssertionError("follow ended")
+
+    waiting = asyncio.create_task(first())
+    await asyncio.sleep(0.5)  # listening, nothing to read yet
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WRITE_FROM_ANOTHER_PROCESS, url, cwd=ROOT
+    )
+    assert await writer.wait() == 0
+    async with asyncio.timeout(10):
+        events = await waiting
+
+    assert summary(events) == [("Patient", "elsewhere", 1, "create")]
 
 
 async def test_concurrent_writers_give_a_reader_every_event_once_and_in_resource_order(
