@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Dialect, Table, bindparam, insert, update
 from sqlalchemy.engine import URL, Connection
 
 from fhir_store.models import ChangeRow, ChangeSequenceRow
@@ -34,9 +34,13 @@ _ADVANCE = (
     update(_SEQUENCE)
     .where(_SEQUENCE.c.id == 1)
     .values(last_seq=_SEQUENCE.c.last_seq + bindparam("b_count"))
+    .returning(_SEQUENCE.c.last_seq)
 )
-_LAST = select(_SEQUENCE.c.last_seq).where(_SEQUENCE.c.id == 1)
-_INSERT = insert(_CHANGE)
+_COLUMNS = ("seq", "resource_type", "resource_id", "version_id", "action")
+# The change rows' INSERT as the driver takes it, per dialect: (SQL, positions of the columns
+# in its parameter order, or None for named parameters). Through `Connection.execute` the
+# rows' type processing cost more than the statement.
+_INSERT_SQL: dict[tuple[type[Dialect], str], tuple[str, list[int] | None]] = {}
 
 
 def action_of(method: str, version_id: int, deleted: bool) -> str:
@@ -56,25 +60,42 @@ def record_changes(
     """Write one change row per new version, numbered in the order they were made."""
     if not versions:
         return
-    connection.execute(_ADVANCE, {"b_count": len(versions)})
-    last = connection.execute(_LAST).scalar_one()
+    last = connection.execute(_ADVANCE, {"b_count": len(versions)}).scalar_one()
     first = last - len(versions) + 1
-    connection.execute(
-        _INSERT,
-        [
-            {
-                "seq": first + offset,
-                "resource_type": resource_type,
-                "resource_id": resource_id,
-                "version_id": state.version_id,
-                "action": action_of(method, state.version_id, state.deleted),
-            }
-            for offset, ((resource_type, resource_id), state, method) in enumerate(versions)
-        ],
-    )
+    rows = [
+        (
+            first + offset,
+            resource_type,
+            resource_id,
+            state.version_id,
+            action_of(method, state.version_id, state.deleted),
+        )
+        for offset, ((resource_type, resource_id), state, method) in enumerate(versions)
+    ]
+    sql, order = _insert_sql(connection.dialect)
+    parameters: list[tuple[Any, ...]] | list[dict[str, Any]]
+    if order is None:
+        parameters = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+    else:
+        parameters = [tuple(row[position] for position in order) for row in rows]
+    connection.exec_driver_sql(sql, parameters)
     if connection.dialect.name == "postgresql":
         # Delivered at commit to the feeds of every process (events.py listens).
         connection.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
+def _insert_sql(dialect: Dialect) -> tuple[str, list[int] | None]:
+    key = (type(dialect), dialect.paramstyle)
+    compiled = _INSERT_SQL.get(key)
+    if compiled is None:
+        statement = insert(_CHANGE).compile(dialect=dialect, column_keys=list(_COLUMNS))
+        order = (
+            [_COLUMNS.index(name) for name in statement.positiontup or ()]
+            if dialect.positional
+            else None
+        )
+        compiled = _INSERT_SQL[key] = (statement.string, order)
+    return compiled
 
 
 def database_key(url: URL) -> tuple[str, str | None, int | None, str | None]:
