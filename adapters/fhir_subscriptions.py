@@ -157,9 +157,12 @@ class SubscriptionSubscriber:
 
     async def run(self) -> None:
         """Follow the change events from this subscriber's cursor until cancelled."""
+        # Notifications are about changes from now on: a first start skips the history. The
+        # cursor is placed before the Subscriptions are read, so one created in between is
+        # an event after the cursor, not lost between the two.
+        await self._feed.start(self._context.name, new="future")
         await self._load()
-        # Notifications are about changes from now on: a first start skips the history.
-        async for events in self._feed.follow(self._context.name, new="future"):
+        async for events in self._feed.follow(self._context.name):
             for event in events:
                 await self._handle(event)
             await self._feed.commit(self._context.name, events[-1].sequence)

@@ -128,6 +128,22 @@ class ChangeFeed:
         found = await self._cursor(name)
         return found if found is not None else 0
 
+    async def start(self, name: str, *, new: Literal["all", "future"] = "all") -> int:
+        """The committed cursor of subscriber `name`; one never seen before gets one now: at 0
+        (`new="all"`, the whole log) or committed at the newest event (`"future"`).
+
+        A subscriber that must also read the current state (e.g. its configuration resources)
+        calls this first and reads after: whatever commits after the read is then an event.
+        """
+        found = await self._cursor(name)
+        if found is not None:
+            return found
+        if new == "future":
+            found = await self.latest()
+            await self.commit(name, found)
+            return found
+        return 0
+
     async def _cursor(self, name: str) -> int | None:
         _check_name(name)
         async with self._database.connect() as connection:
@@ -164,11 +180,7 @@ class ChangeFeed:
         on (`"future"`: its cursor is committed at the newest event at once, so what commits
         while it is down is still delivered after a restart).
         """
-        found = await self._cursor(name)
-        if found is None and new == "future":
-            found = await self.latest()
-            await self.commit(name, found)
-        after = found or 0
+        after = await self.start(name, new=new)
         bell = Bell()
         bell.register(self._database.url)
         listener = None
