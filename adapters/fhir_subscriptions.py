@@ -235,8 +235,22 @@ class SubscriptionSubscriber:
 
     async def _matches(self, active: _Active, event: ChangeEvent) -> bool:
         pairs = [("_id", event.resource_id), *active.pairs, ("_count", "1")]
-        query = parse_search(active.resource_type, pairs, strict=False)
-        return bool((await self._store.search(query)).contents)
+        try:
+            query = parse_search(active.resource_type, pairs, strict=False)
+            return bool((await self._store.search(query)).contents)
+        except StoreUnavailable:
+            raise  # the subscriber is restarted and reads the event again
+        except FhirStoreError as error:
+            # Criteria the search refuses when it runs would stop every later event here:
+            # the Subscription goes to error instead, saying why.
+            self._forget(active.id)
+            try:
+                subscription = await self._store.read("Subscription", active.id)
+            except (NotFound, Gone):
+                return False
+            reason = f"Subscription.criteria failed when searched: {error}"
+            await _store_status(self._store, subscription, "error", reason)
+            return False
 
     async def _notify(self, active: _Active, event: ChangeEvent) -> None:
         if active.channel_type == "websocket":
