@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from fhir_store._change_log import ring
 from fhir_store._compartment import in_compartment
 from fhir_store._custom_params import load_custom_parameters, touches_search_parameters
 from fhir_store._everything import EverythingQuery, run_everything
@@ -426,18 +427,21 @@ class FhirStore:
         def run(connection: Connection) -> T:
             return work(connection, *args, **kwargs)
 
-        if self._run_write is not None:
+        try:
+            if self._run_write is not None:
+                with _database_errors():
+                    result: T = await self._run_write(run)
+                    return result
+            writer = self._write_engine()
             with _database_errors():
-                result: T = await self._run_write(run)
-                return result
-        writer = self._write_engine()
-        with _database_errors():
-            if writer is not None:
-                return await asyncio.to_thread(_in_transaction, writer, run)
-            async with self._database.begin() as connection:  # no synchronous twin
-                if self._sqlite:
-                    await _begin_immediate(connection)
-                return await connection.run_sync(run)
+                if writer is not None:
+                    return await asyncio.to_thread(_in_transaction, writer, run)
+                async with self._database.begin() as connection:  # no synchronous twin
+                    if self._sqlite:
+                        await _begin_immediate(connection)
+                    return await connection.run_sync(run)
+        finally:
+            ring(self._database.url)  # the change feeds of this process look at once
 
     async def _read(
         self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
