@@ -274,7 +274,11 @@ class FhirStore:
         return result
 
     async def transaction_many(
-        self, bundles: Sequence[dict[str, Any]], *, return_resources: bool = False
+        self,
+        bundles: Sequence[dict[str, Any]],
+        *,
+        return_resources: bool = False,
+        then: Callable[[Connection, list[dict[str, Any] | FhirStoreError]], None] | None = None,
     ) -> list[dict[str, Any] | FhirStoreError]:
         """Apply many Bundles in one database transaction, each atomic on its own.
 
@@ -282,17 +286,21 @@ class FhirStore:
         and written together with a few bulk statements. Returns, per Bundle, its response
         Bundle or the FhirStoreError that kept it out (nothing of it is written). An error of
         the database itself (locked, connection lost) aborts all of them and raises
-        StoreUnavailable.
+        StoreUnavailable. `then(connection, results)` runs last in the same transaction, so
+        that a caller's own record of the writes (the engine's delivery attempts) commits
+        with them; an error it raises rolls everything back.
         """
         if not bundles:
             return []
-        return await self._write(
-            apply_bundles,
-            list(bundles),
-            self._now(),
-            self._settings.validate_structure,
-            return_resources,
-        )
+        pending, now, validate = list(bundles), self._now(), self._settings.validate_structure
+
+        def apply(connection: Connection) -> list[dict[str, Any] | FhirStoreError]:
+            results = apply_bundles(connection, pending, now, validate, return_resources)
+            if then is not None:
+                then(connection, results)
+            return results
+
+        return await self._write(apply)
 
     async def aclose(self) -> None:
         """Close the store's own write connections; the `database` engine is the caller's."""
