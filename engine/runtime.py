@@ -14,7 +14,6 @@ import functools
 import itertools
 import logging
 import multiprocessing
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -70,11 +69,6 @@ STOP_GRACE_S = 10.0  # a stopping worker may finish its batch for this long
 WRITE_THREADS_PG = 4  # concurrent processing and delivery transactions on PostgreSQL
 JOURNAL_THREADS_PG = 4  # journal batches in flight at once on PostgreSQL
 PROCESS_GATHER_S = 0.02  # least time between two processing transactions of a busy channel
-# How long a thread may hold the GIL while another waits for it. The write threads give the GIL
-# up around every database call and then wait for it back; with the default 5 ms, each such
-# wait could last as long as the event loop's turn, and a write transaction of many short
-# statements spent most of its time waiting.
-GIL_SWITCH_S = 0.0005
 
 
 @dataclass
@@ -153,7 +147,6 @@ class Runtime:
 
     async def run(self, started: asyncio.Event | None = None) -> None:
         """Run until cancelled; channels are deployed into this task group."""
-        sys.setswitchinterval(GIL_SWITCH_S)
         if self._processing_workers:
             self._pool = await asyncio.to_thread(self._start_pool)
         try:
