@@ -344,7 +344,11 @@ class FhirStore:
         return result
 
     async def transaction_many(
-        self, bundles: Sequence[dict[str, Any]], *, return_resources: bool = False
+        self,
+        bundles: Sequence[dict[str, Any]],
+        *,
+        return_resources: bool = False,
+        then: Callable[[Connection, list[dict[str, Any] | FhirStoreError]], None] | None = None,
     ) -> list[dict[str, Any] | FhirStoreError]:
         """Apply many Bundles in one database transaction, each atomic on its own.
 
@@ -352,8 +356,12 @@ class FhirStore:
         and written together with a few bulk statements. Returns, per Bundle, its response
         Bundle or the FhirStoreError that kept it out (nothing of it is written). An error of
         the database itself (locked, connection lost) aborts all of them and raises
-        StoreUnavailable.
+        StoreUnavailable. `then(connection, results)` runs last in the same transaction, so
+        that a caller's own record of the writes (the engine's delivery attempts) commits
+        with them; an error it raises rolls everything back.
         """
+        if not bundles:
+            return []
         results: list[dict[str, Any] | FhirStoreError | None] = [None] * len(bundles)
         accepted: dict[int, object] = {}  # the Bundles to write, PATCH entries made PUTs
         failed_patches: dict[int, dict[int, FhirStoreError]] = {}
@@ -369,21 +377,29 @@ class FhirStore:
                 del accepted[index]
             elif failed:
                 failed_patches[index] = failed
-        if accepted:
-            written = await self._write(
-                apply_bundles,
-                list(accepted.values()),
-                self._now(),
-                self._settings.validate_structure,
-                return_resources,
-            )
+        if not accepted and then is None:
+            return [result for result in results if result is not None]
+        pending, now, validate = (
+            list(accepted.values()),
+            self._now(),
+            self._settings.validate_structure,
+        )
+
+        def apply(connection: Connection) -> list[dict[str, Any] | FhirStoreError]:
+            written = apply_bundles(connection, pending, now, validate, return_resources)
             for index, result in zip(accepted, written, strict=True):
                 if index in failed_patches and isinstance(result, dict):
                     _insert_failures(result, failed_patches[index])
                 results[index] = result
-            if touches_search_parameters(bundles):
-                await self._search_parameters_written()
-        return [result for result in results if result is not None]
+            final = [result for result in results if result is not None]
+            if then is not None:  # the caller's record of these writes commits with them
+                then(connection, final)
+            return final
+
+        final = await self._write(apply)
+        if accepted and touches_search_parameters(bundles):
+            await self._search_parameters_written()
+        return final
 
     def _check_size(self, bundle: object) -> None:
         entries = bundle.get("entry") if isinstance(bundle, dict) else None
