@@ -6,6 +6,7 @@ It knows nothing of HL7 v2, channels or the engine, and can run alone (`fhir_sto
 from __future__ import annotations
 
 from fhir_store._search import SearchPage, SearchQuery, parse_search
+from fhir_store._validation import output_issues
 from fhir_store.errors import (
     ConditionFailed,
     FhirStoreError,
@@ -42,5 +43,6 @@ __all__ = [
     "VersionConflict",
     "build_router",
     "migrate",
+    "output_issues",
     "parse_search",
 ]

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from fhir_store.errors import InvalidResource
 
-__all__ = ["structure_issues", "validate_structure"]
+__all__ = ["output_issues", "structure_issues", "validate_structure"]
 
 
 def validate_structure(resource: dict[str, Any]) -> None:
@@ -47,6 +47,32 @@ def structure_issues(resource: dict[str, Any], *, limit: int = 100) -> list[tupl
             for issue in issues
         ]
     return []
+
+
+def output_issues(document: Any) -> list[str]:
+    """The structure problems of a mapping's output, as "element path: reason": each resource
+    of a Bundle on its own (paths from `Bundle.entry[n].resource`), or a single resource.
+    Registered as a `greenchannel.output_checks` entry point, so `greenchannel mappings test`
+    proves every analyst test's output is valid FHIR."""
+    if not isinstance(document, dict):
+        return ["the output is not a JSON object"]
+    if document.get("resourceType") != "Bundle":
+        return [f"{path}: {reason}" for path, reason in structure_issues(document)]
+    problems = [
+        f"{path}: {reason}" for path, reason in structure_issues(_without_entries(document))
+    ]
+    for index, entry in enumerate(document.get("entry") or []):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict):
+            where = f"Bundle.entry[{index}].resource"
+            problems += [
+                f"{where} ({path}): {reason}" for path, reason in structure_issues(resource)
+            ]
+    return problems
+
+
+def _without_entries(bundle: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in bundle.items() if key != "entry"}
 
 
 @cache
