@@ -28,6 +28,7 @@ from adapters.hl7v2 import (
     build_ack,
     channel_codec,
     charset_codec,
+    check_structure,
     decode,
     dedup_key,
     is_batch,
@@ -274,6 +275,13 @@ class MllpSourceConfig(BaseModel):
         default=100, gt=0, description="Connections served at once; more are closed on arrival."
     )
     tls: TlsServerConfig | None = Field(default=None, description="Serve MLLP over TLS.")
+    strict: bool = Field(
+        default=False,
+        description="Check each message against the structure and datatypes of its HL7 version "
+        "(MSH-12) with hl7apy; a problem is journalled as an error and answered AE with ERR-2 "
+        "naming the segment and field. Off by default: real senders deviate in ways the "
+        "mappings tolerate.",
+    )
     ack_mode: Literal["auto", "never"] = Field(
         default="auto",
         description="auto: answer after the journal commit, as MSH-15 asks (AL, NE, ER, SU); "
@@ -450,6 +458,8 @@ class MllpSource:
         to send it in and its journal id; None when the journal did not answer in time."""
         config, context = self._config, self._context
         header, problem, codec = _inspect(block, context.default_charset)
+        if config.strict and problem is None and header is not None:
+            problem = check_structure(block.content, header, codec)
         inbound = Inbound(
             raw=block.content,
             media_type=MEDIA_TYPE,

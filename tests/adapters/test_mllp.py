@@ -769,3 +769,30 @@ async def test_a_batch_without_messages_is_journalled_whole_as_before(
         reply = await raw_reply(source.port, empty)
     assert len(journal.inbounds) == 1 and journal.inbounds[0].raw == empty
     assert [fields[0] for fields in reply][:1] == ["MSH"]  # a plain ACK/NAK as for any block
+
+
+# --- strict mode ---------------------------------------------------------------------------
+
+
+async def test_strict_mode_naks_a_message_off_its_structure_naming_segment_and_field(
+    context: ConnectorContext,
+) -> None:
+    journal = Journal()
+    # a valid ADT_A01 needs EVN and PV1 besides MSH and PID
+    good = adt("S1").replace("PID|", "EVN|A01|20240501083000+0800\rPID|", 1) + "PV1|1|I\r"
+    bad = good.replace("|S1|", "|S2|").replace("19800101", "1980-01-01")  # not an HL7 DT
+    async with serving(context, journal, strict=True) as source:
+        acks = await exchange(source.port, good.encode(), bad.encode())
+    assert msa(acks[0]) == ("AA", "S1")
+    assert msa(acks[1]) == ("AE", "S2")
+    location, code, _ = err(acks[1])
+    assert location == "PID^1^7" and code == "102"  # ERR-2 = PID-7, data type error
+    assert journal.inbounds[1].problem is not None  # journalled as an error, kept for a fix
+
+
+async def test_without_strict_mode_the_same_message_is_accepted(context: ConnectorContext) -> None:
+    journal = Journal()
+    sloppy = adt("S3").replace("19800101", "1980-01-01")
+    async with serving(context, journal) as source:
+        (ack,) = await exchange(source.port, sloppy.encode())
+    assert msa(ack) == ("AA", "S3")
