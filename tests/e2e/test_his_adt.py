@@ -106,3 +106,29 @@ def test_admit_transfer_discharge_and_merge_leave_the_visit_and_the_link(
         assert patient["link"] == [
             {"other": {"reference": f"Patient/{old['id']}"}, "type": "replaces"}
         ]
+
+
+def test_a_batch_over_mllp_is_acked_per_message_and_every_message_is_applied(
+    server_factory, tmp_path: Path, database_url: str
+) -> None:
+    server = server_factory(tmp_path, database_url)
+    server.start()
+    messages = [
+        (SAMPLES / "adt-a04.hl7").read_bytes(),
+        (SAMPLES / "adt-a02-transfer.hl7").read_bytes(),
+    ]
+    batch = (
+        b"BHS|^~\\&|HIS|COUNTY-HOSP|GREENCHANNEL|ED|20261125110000+0800||||B-1\r"
+        + b"".join(message if message.endswith(b"\r") else message + b"\r" for message in messages)
+        + b"BTS|2\r"
+    )
+    reply = send(server.mllp_port, batch).strip(b"\x0b\x1c\r").split(b"\r")
+    assert [segment[:3] for segment in reply] == [b"BHS", b"MSH", b"MSA", b"MSH", b"MSA", b"BTS"]
+    controls = [segment.split(b"|")[9] for segment in (m.split(b"\r")[0] for m in messages)]
+    assert [s.split(b"|")[1:3] for s in reply if s.startswith(b"MSA")] == [
+        [b"AA", control] for control in controls
+    ]
+    with server.http() as client:
+        for sample in ("adt-a04.hl7", "adt-a02-transfer.hl7"):
+            visit = segment(sample, "PV1")[19]
+            wait_for(client, "Encounter", {"identifier": visit}, lambda e: True)
