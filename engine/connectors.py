@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
-from engine.errors import InputError
+from engine.errors import DeliveryError, InputError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Accept",
+    "AttemptRecorder",
     "ConnectorContext",
     "Delivered",
     "Destination",
@@ -118,6 +119,22 @@ class Delivered:
 
     reply: bytes | None = None
     detail: str = ""
+
+
+@dataclass(slots=True)
+class AttemptRecorder:
+    """Lets a destination that writes to the engine's own database (through
+    `ConnectorContext.run_write`) commit the record of its delivery attempts in the same
+    transaction as the delivery itself: one commit per batch instead of two.
+
+    Such a destination has `records_attempts = True` and a `send_many(outbounds, recorder)`
+    that calls `recorder.record(connection, results)` inside its write transaction, with one
+    result per outbound in order, and sets `committed` once that transaction has committed.
+    When `committed` stays False, the engine records the attempts itself.
+    """
+
+    record: Callable[[Any, list[Delivered | DeliveryError]], None]
+    committed: bool = False
 
 
 class Destination(Protocol):

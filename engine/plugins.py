@@ -1,4 +1,5 @@
-"""Finds connectors, parsers, HTTP routers and CLI commands through entry points.
+"""Finds connectors, parsers, HTTP routers, change-event subscribers and CLI commands through
+entry points.
 
 This is how `engine/` uses protocols without importing them: adapters (and a hospital's own
 packages) declare entry points in their `pyproject.toml`, and the engine looks them up by name.
@@ -14,6 +15,7 @@ from typing import Any
 
 from engine.connectors import DestinationFactory, Parser, SourceFactory
 from engine.errors import ConfigError
+from engine.subscribers import SubscriberFactory
 
 __all__ = ["Plugins", "load_plugins"]
 
@@ -22,6 +24,7 @@ DESTINATIONS = "greenchannel.destinations"
 PARSERS = "greenchannel.parsers"
 ROUTERS = "greenchannel.routers"
 COMMANDS = "greenchannel.commands"
+SUBSCRIBERS = "greenchannel.subscribers"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Plugins:
     parsers: dict[str, Parser] = field(default_factory=dict)
     routers: dict[str, Callable[..., Any]] = field(default_factory=dict)
     commands: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    subscribers: dict[str, SubscriberFactory] = field(default_factory=dict)
 
     def source(self, kind: str, *, where: str = "source.kind") -> SourceFactory:
         try:
@@ -74,4 +78,5 @@ def load_plugins() -> Plugins:
         parsers=group(PARSERS),
         routers=group(ROUTERS),
         commands=group(COMMANDS),
+        subscribers=group(SUBSCRIBERS, instantiate=True),
     )

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from engine.channels import Channel
 from engine.connectors import (
+    AttemptRecorder,
     ConnectorContext,
     Delivered,
     Destination,
@@ -533,16 +534,28 @@ class Runtime:
             )
             for d in ready
         ]
-        if send_many is not None and len(ready) > 1:
+        recorder: AttemptRecorder | None = None
+        recorded_at: list[datetime] = []
+        if send_many is not None and getattr(destination, "records_attempts", False):
+            # The destination writes to our database: its transaction records the attempts
+            # too, one commit per batch instead of two.
+            def record(connection: Connection, outcomes: list[Delivered | DeliveryError]) -> None:
+                now = self._now()
+                recorded_at.append(now)
+                done = _until_retry(ready, outcomes)
+                updates, attempts = _attempt_rows(spec, done, now)
+                record_attempts(connection, updates, attempts, [d.message_id for d, _ in done], now)
+
+            recorder = AttemptRecorder(record)
+        if send_many is not None and (len(ready) > 1 or recorder is not None):
             try:
-                outcomes: list[Delivered | DeliveryError] = await send_many(outbounds)
+                outcomes: list[Delivered | DeliveryError] = await (
+                    send_many(outbounds, recorder) if recorder else send_many(outbounds)
+                )
             except Exception as exc:
                 crash = _connector_crash(channel, destination_name, exc)
                 outcomes = [crash] * len(ready)
-            for delivery, outcome in zip(ready, outcomes, strict=True):
-                results.append((delivery, outcome))
-                if isinstance(outcome, RetryableDeliveryError):
-                    break
+            results = _until_retry(ready, outcomes)
         else:
             for delivery, outbound in zip(ready, outbounds, strict=True):
                 try:
@@ -554,7 +567,10 @@ class Runtime:
                 results.append((delivery, result))
                 if isinstance(result, RetryableDeliveryError):
                     break  # keep order: nothing behind the failed one goes first
-        await self._record(channel, destination_name, spec, results)
+        if recorder is not None and recorder.committed:
+            self._account(channel, destination_name, spec, results, recorded_at[-1])
+        else:
+            await self._record(channel, destination_name, spec, results)
 
     async def _record(
         self,
@@ -564,50 +580,32 @@ class Runtime:
         results: list[tuple[QueuedDelivery, Delivered | DeliveryError]],
     ) -> None:
         now = self._now()
-        delivery_updates: list[dict[str, Any]] = []
-        attempts: list[dict[str, Any]] = []
+        delivery_updates, attempts = _attempt_rows(spec, results, now)
+        message_ids = [d.message_id for d, _ in results]
+        await self.writes.run(
+            lambda connection: record_attempts(
+                connection, delivery_updates, attempts, message_ids, now
+            )
+        )
+        self._account(channel, destination_name, spec, results, now)
+
+    def _account(
+        self,
+        channel: str,
+        destination_name: str,
+        spec: Any,
+        results: list[tuple[QueuedDelivery, Delivered | DeliveryError]],
+        now: datetime,
+    ) -> None:
+        """Statistics and log lines for attempts once their record has committed."""
         for delivery, outcome in results:
             attempt = delivery.attempts + 1
             if isinstance(outcome, Delivered):
-                delivery_updates.append(
-                    {
-                        "delivery_id": delivery.id,
-                        "status": DeliveryStatus.SENT,
-                        "attempts": attempt,
-                        "sent_at": now,
-                        "last_error": None,
-                        "next_attempt_at": None,
-                    }
-                )
-                attempts.append(
-                    {
-                        "delivery_id": delivery.id,
-                        "attempt": attempt,
-                        "at": now,
-                        "outcome": "sent",
-                        "detail": outcome.detail or None,
-                        "reply": outcome.reply,
-                    }
-                )
                 self._stats.count_destination(channel, destination_name, "sent")
                 self._stats.delivery_latency[(channel, destination_name)].observe(
                     max(0.0, (now - delivery.received_at).total_seconds())
                 )
-                continue
-            give_up = isinstance(outcome, RejectedDeliveryError) or (
-                spec.retry.max_attempts and attempt >= spec.retry.max_attempts
-            )
-            if give_up:
-                delivery_updates.append(
-                    {
-                        "delivery_id": delivery.id,
-                        "status": DeliveryStatus.ERROR,
-                        "attempts": attempt,
-                        "sent_at": None,
-                        "last_error": f"{type(outcome).__name__}: {outcome}",
-                        "next_attempt_at": None,
-                    }
-                )
+            elif _gives_up(spec, outcome, attempt):
                 self._stats.count_destination(channel, destination_name, "error")
                 log.error(
                     "delivery.failed",
@@ -619,17 +617,6 @@ class Runtime:
                     },
                 )
             else:
-                delay = spec.retry.backoff_s(attempt)
-                delivery_updates.append(
-                    {
-                        "delivery_id": delivery.id,
-                        "status": DeliveryStatus.QUEUED,
-                        "attempts": attempt,
-                        "sent_at": None,
-                        "last_error": f"{type(outcome).__name__}: {outcome}",
-                        "next_attempt_at": now + timedelta(seconds=delay),
-                    }
-                )
                 self._stats.count_destination(channel, destination_name, "retried")
                 log.warning(
                     "delivery.retry",
@@ -638,25 +625,87 @@ class Runtime:
                         "destination": destination_name,
                         "message_id": delivery.message_id,
                         "attempt": attempt,
-                        "delay_s": delay,
+                        "delay_s": spec.retry.backoff_s(attempt),
                     },
                 )
+
+
+def _until_retry(
+    ready: list[QueuedDelivery], outcomes: list[Delivered | DeliveryError]
+) -> list[tuple[QueuedDelivery, Delivered | DeliveryError]]:
+    """The outcomes up to the first retryable failure: nothing behind it counts as attempted,
+    so the queue keeps its order."""
+    results: list[tuple[QueuedDelivery, Delivered | DeliveryError]] = []
+    for delivery, outcome in zip(ready, outcomes, strict=True):
+        results.append((delivery, outcome))
+        if isinstance(outcome, RetryableDeliveryError):
+            break
+    return results
+
+
+def _gives_up(spec: Any, outcome: DeliveryError, attempt: int) -> bool:
+    return isinstance(outcome, RejectedDeliveryError) or bool(
+        spec.retry.max_attempts and attempt >= spec.retry.max_attempts
+    )
+
+
+def _attempt_rows(
+    spec: Any,
+    results: list[tuple[QueuedDelivery, Delivered | DeliveryError]],
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows that record `results`: each delivery's new state, and its attempt."""
+    delivery_updates: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
+    for delivery, outcome in results:
+        attempt = delivery.attempts + 1
+        if isinstance(outcome, Delivered):
+            delivery_updates.append(
+                {
+                    "delivery_id": delivery.id,
+                    "status": DeliveryStatus.SENT,
+                    "attempts": attempt,
+                    "sent_at": now,
+                    "last_error": None,
+                    "next_attempt_at": None,
+                }
+            )
             attempts.append(
                 {
                     "delivery_id": delivery.id,
                     "attempt": attempt,
                     "at": now,
-                    "outcome": "rejected" if give_up else "retry",
-                    "detail": f"{type(outcome).__name__}: {outcome}",
-                    "reply": None,
+                    "outcome": "sent",
+                    "detail": outcome.detail or None,
+                    "reply": outcome.reply,
                 }
             )
-        message_ids = [d.message_id for d, _ in results]
-        await self.writes.run(
-            lambda connection: record_attempts(
-                connection, delivery_updates, attempts, message_ids, now
-            )
+            continue
+        give_up = _gives_up(spec, outcome, attempt)
+        error = f"{type(outcome).__name__}: {outcome}"
+        delivery_updates.append(
+            {
+                "delivery_id": delivery.id,
+                "status": DeliveryStatus.ERROR if give_up else DeliveryStatus.QUEUED,
+                "attempts": attempt,
+                "sent_at": None,
+                "last_error": error,
+                "next_attempt_at": (
+                    None if give_up else now + timedelta(seconds=spec.retry.backoff_s(attempt))
+                ),
+            }
         )
+        attempts.append(
+            {
+                "delivery_id": delivery.id,
+                "attempt": attempt,
+                "at": now,
+                "outcome": "rejected" if give_up else "retry",
+                "detail": error,
+                "reply": None,
+            }
+        )
+    return delivery_updates, attempts
 
 
 def _connector_crash(channel: str, destination: str, exc: Exception) -> RetryableDeliveryError:

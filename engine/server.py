@@ -17,14 +17,16 @@ from typing import Any
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.requests import HTTPConnection
 
 from engine import journal
 from engine.api import build_api_router
 from engine.auth import TokenGate, ensure_admin_token, hash_token
 from engine.channels import Channel, load_channel, load_channel_dir
+from engine.connectors import Inbound, Receipt
 from engine.database import create_database_engine, migrate
 from engine.errors import ConfigError
 from engine.pipeline import compile_channel
@@ -32,6 +34,7 @@ from engine.plugins import Plugins, load_plugins
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.stats import Stats
+from engine.subscribers import SubscriberContext, run_subscribers
 
 __all__ = ["Engine"]
 
@@ -164,6 +167,23 @@ class Engine:
             await self.runtime.deploy(item)
         return [c.channel.name for c in compiled]
 
+    # -- change-event subscribers ------------------------------------------------------------
+
+    def subscriber_context(self, name: str) -> SubscriberContext:
+        """What subscriber `name` gets: the database, and a way into the channels."""
+        return SubscriberContext(
+            name=name,
+            database=self.database,
+            data_dir=self.settings.data_dir,
+            timezone=self.settings.tz,
+            accept=self.accept,
+            run_write=self.runtime.writes.run,
+        )
+
+    async def accept(self, channel: str, inbound: Inbound) -> Receipt:
+        """Journal a message on `channel` as its source would; returns after the commit."""
+        return await self.runtime._accept_for(channel)(inbound)
+
     # -- operations --------------------------------------------------------------------------
 
     async def journal_counts(
@@ -220,7 +240,8 @@ class Engine:
     # -- HTTP ----------------------------------------------------------------------------------
 
     def http_app(self) -> FastAPI:
-        async def require_token(request: Request) -> None:
+        # An HTTPConnection, not a Request: websocket endpoints need the token too.
+        async def require_token(request: HTTPConnection) -> None:
             if not await self.authorize(request.headers.get("authorization")):
                 raise HTTPException(
                     401,
@@ -316,6 +337,11 @@ class Engine:
                 runtime_task = group.create_task(self.runtime.run(started), name="runtime")
                 await started.wait()
                 await self.deploy_all()
+                # After the channels: what subscribers accept has somewhere to go.
+                subscribers_task = group.create_task(
+                    run_subscribers(self.plugins.subscribers, self.subscriber_context),
+                    name="subscribers",
+                )
                 http_task = group.create_task(server.serve(sockets=[sock]), name="http")
                 scheduler.add_job(
                     self.prune,
@@ -333,7 +359,10 @@ class Engine:
                 if on_ready is not None:
                     on_ready(self)
                 await stop.wait()
-                # Sources close first so nothing new arrives; workers finish their batch.
+                # Subscribers and sources stop first so nothing new arrives; workers finish
+                # their batch. A subscriber's unfinished events come again after the restart.
+                subscribers_task.cancel()
+                await asyncio.wait([subscribers_task])
                 await self.runtime.shutdown()
                 server.should_exit = True
                 await http_task

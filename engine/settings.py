@@ -5,6 +5,7 @@ Built once in the CLI and passed down; no other module reads the environment.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from datetime import timedelta
@@ -113,10 +114,7 @@ class Settings(BaseSettings):
 
     @property
     def tz(self) -> dt_timezone:
-        match = _OFFSET.match(self.timezone)
-        assert match is not None
-        sign = 1 if match.group(1) == "+" else -1
-        return dt_timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
+        return _offset_timezone(self.timezone)
 
     @property
     def resolved_database_url(self) -> str:
@@ -172,3 +170,13 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         raise ConfigError(first["msg"], file=str(config_file), key=key) from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _offset_timezone(offset: str) -> dt_timezone:
+    """The fixed offset `+08:00` stands for; parsed once, since the engine asks for the time
+    (and so for this) several times per batch of messages."""
+    match = _OFFSET.match(offset)
+    assert match is not None
+    sign = 1 if match.group(1) == "+" else -1
+    return dt_timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))

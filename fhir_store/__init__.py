@@ -5,6 +5,7 @@ It knows nothing of HL7 v2, channels or the engine, and can run alone (`fhir_sto
 
 from __future__ import annotations
 
+from fhir_store._search import SearchPage, SearchQuery, parse_search
 from fhir_store.errors import (
     ConditionFailed,
     FhirStoreError,
@@ -17,11 +18,15 @@ from fhir_store.errors import (
     StoreUnavailable,
     VersionConflict,
 )
+from fhir_store.events import ChangeAction, ChangeEvent, ChangeFeed
 from fhir_store.router import build_router
 from fhir_store.schema import migrate
 from fhir_store.store import FhirStore
 
 __all__ = [
+    "ChangeAction",
+    "ChangeEvent",
+    "ChangeFeed",
     "ConditionFailed",
     "FhirStore",
     "FhirStoreError",
@@ -31,8 +36,11 @@ __all__ = [
     "NotFound",
     "NotSupported",
     "PayloadTooLarge",
+    "SearchPage",
+    "SearchQuery",
     "StoreUnavailable",
     "VersionConflict",
     "build_router",
     "migrate",
+    "parse_search",
 ]

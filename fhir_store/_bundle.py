@@ -22,10 +22,12 @@ from fhir_store._resources import (
     Reference,
     find_references,
     identifier_tokens,
+    local_reference,
     same_content,
     with_references,
 )
 from fhir_store._storage import Current
+from fhir_store._validation import validate_structure
 from fhir_store.errors import (
     ConditionFailed,
     FhirStoreError,
@@ -77,6 +79,7 @@ class BundleRun:
         self._conditional_refs: dict[str, str] = {}
         self._writes: list[_Step] = []  # the steps that write a resource
         self._in_bundle: list[tuple[str, str, list[tuple[str | None, str]]]] | None = None
+        self._local_references: list[tuple[Entry, Reference]] = []  # Type/id, as sent
 
     def apply(self, entries: list[Entry], return_resources: bool) -> list[dict[str, Any]]:
         """Apply the entries and return one response entry each, in the given order."""
@@ -94,19 +97,19 @@ class BundleRun:
             for step in self._writes:
                 at = step.entry
                 self._resolve_references(step, full_urls)
-            if self._validate:
-                from fhir_store._validation import validate_structure  # imports fhir.resources
-
-                for step in steps:
-                    if step.resource is not None:
-                        at = step.entry
-                        validate_structure(step.resource)
             keys = [
                 (step.entry.resource_type, step.target_id)
                 for step in steps
                 if step.target_id is not None and step.entry.method != "GET"
             ]
             current = self._changes.current(keys)
+            at = None  # the reference check names the entry itself
+            self._check_local_references(steps)
+            if self._validate:  # a replay of the current content is no new version: not checked
+                for step in steps:
+                    if step.resource is not None and not _unchanged(step, current):
+                        at = step.entry
+                        validate_structure(step.resource)
             for step in steps:
                 at = step.entry
                 self._stage(step, current, return_resources)
@@ -193,6 +196,7 @@ class BundleRun:
         resource = entry.resource
         assert resource is not None and step.target_id is not None
         references = find_references(resource)
+        self._local_references += [(entry, r) for r in references if local_reference(r.value)]
         replacements: dict[str, str] = {}
         for reference in references:
             value = reference.value
@@ -210,6 +214,38 @@ class BundleRun:
         if replacements:
             resource = with_references(resource, references, replacements)
         step.resource = _with_id_first(resource, step.target_id)
+
+    def _check_local_references(self, steps: list[_Step]) -> None:
+        """Every `Type/id` reference sent must name a resource of this Bundle or one that
+        exists (HAPI's default, referential integrity on write); InvalidResource (400) if not.
+        References rewritten from `urn:uuid:` or a condition were resolved already."""
+        if not self._local_references:
+            return
+        in_bundle = {
+            (step.entry.resource_type, step.target_id)
+            for step in steps
+            if step.target_id is not None and step.entry.method in ("POST", "PUT")
+        }
+        wanted: dict[tuple[str, str], tuple[Entry, Reference]] = {}
+        for entry, reference in self._local_references:
+            key = local_reference(reference.value)
+            if key is not None and key not in in_bundle:
+                wanted.setdefault(key, (entry, reference))
+        if not wanted:
+            return
+        found = self._changes.current(wanted)
+        for key, (entry, reference) in wanted.items():
+            state = found.get(key)
+            if state is None or state.deleted:
+                path = reference.path(entry.resource_type)
+                error = InvalidResource(
+                    f"the reference at {path} names a {key[0]} that "
+                    f"{'was deleted' if state is not None else 'does not exist'} on this "
+                    "server; store it first (or in the same transaction) or correct the reference",
+                    expression=[path],
+                    code="not-found",
+                )
+                raise error.with_prefix(entry.where) if self._label else error
 
     def _conditional_reference(self, referring_type: str, reference: Reference) -> str:
         value = reference.value
@@ -396,6 +432,15 @@ def _response(
         entry["resource"] = resource
     entry["response"] = response
     return entry
+
+
+def _unchanged(step: _Step, current_rows: dict[tuple[str, str], Current]) -> bool:
+    """Whether the step writes what the resource holds already (a replay): no new version."""
+    if step.target_id is None or step.resource is None:
+        return False
+    current = current_rows.get((step.entry.resource_type, step.target_id))
+    alive = current is not None and not current.deleted
+    return alive and current is not None and same_content(current.resource(), step.resource)
 
 
 def _order(step: _Step) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from fhir_store._change_log import record_changes
 from fhir_store._requests import IdentifierToken
 from fhir_store._storage import (
     Current,
@@ -169,6 +170,8 @@ class Changes:
         for key, state, method in self._versions:
             writes.version(*key, state, method)
         write_rows(self._connection, writes)
+        # Last: numbering the changes locks the change sequence until the commit (events.py).
+        record_changes(self._connection, self._versions)
         self._stored.update(self._group)
         self._group, self._group_ids, self._versions = {}, {}, []
 

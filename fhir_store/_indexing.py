@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
+from fhir_store._search_composite import composite_values
 from fhir_store._search_params import element_names, index_plan
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "date_range",
     "decimal_range",
     "extract_index",
+    "forget_plans",
+    "modifier_param",
     "normalise",
     "split_reference",
 ]
@@ -69,6 +72,8 @@ def extract_index(resource: dict[str, Any]) -> ResourceIndex:
             continue
         for value in evaluate(resource):
             adder(index, code, value)
+    for kind, param, value in composite_values(resource_type, resource):
+        _ADDERS[kind](index, param, value)
     index.strings = list(dict.fromkeys(index.strings))
     index.tokens = list(dict.fromkeys(index.tokens))
     index.references = list(dict.fromkeys(index.references))
@@ -168,6 +173,7 @@ def _add_token(index: ResourceIndex, code: str, value: Any) -> None:
     elif isinstance(value, bool):
         index.tokens.append((code, None, "true" if value else "false"))
     elif isinstance(value, dict):
+        _add_token_extras(index, code, value)  # the rows of :text and :of-type
         codings = value.get("coding")
         if isinstance(codings, list):  # CodeableConcept
             for coding in codings:
@@ -187,7 +193,59 @@ def _add_token(index: ResourceIndex, code: str, value: Any) -> None:
 _CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 
 
+# --- Rows for modifiers: `:text`, `:of-type` (token) and `:identifier` (reference). ---
+# They live in the existing tables under the parameter's code with the modifier appended
+# (`code:text`), a name no parameter has: no extra table, and `:missing` is not disturbed.
+
+
+def modifier_param(code: str, modifier: str) -> str:
+    """The `param` of the index rows that answer `code:modifier`."""
+    return f"{code}:{modifier}"
+
+
+def _add_token_extras(index: ResourceIndex, code: str, value: dict[str, Any]) -> None:
+    """`:text` rows (CodeableConcept.text, Coding.display, Identifier.type's text and
+    displays) as strings, and `:of-type` rows (Identifier.type coding, `code|value`) as tokens."""
+    text = value.get("text")
+    if isinstance(text, str):
+        _add_string(index, modifier_param(code, "text"), text)
+    display = value.get("display")
+    if isinstance(display, str):
+        _add_string(index, modifier_param(code, "text"), display)
+    kind = value.get("type")
+    if not isinstance(kind, dict):
+        return
+    _add_token_extras(index, code, kind)  # Identifier.type's text and displays
+    identifier = value.get("value")
+    codings = kind.get("coding")
+    if not isinstance(identifier, str) or not isinstance(codings, list):
+        return
+    for coding in codings:
+        system, type_code = coding.get("system"), coding.get("code")
+        if isinstance(type_code, str):
+            index.tokens.append(
+                (
+                    modifier_param(code, "of-type"),
+                    system if isinstance(system, str) else None,
+                    f"{type_code}|{identifier}",
+                )
+            )
+
+
+def _add_reference_identifier(index: ResourceIndex, code: str, value: dict[str, Any]) -> None:
+    """A logical reference's Reference.identifier, as a token row of `code:identifier`."""
+    identifier = value["identifier"]
+    if not isinstance(identifier, dict):
+        return
+    system, token = identifier.get("system"), identifier.get("value")
+    if isinstance(token, str) and token:
+        system = system if isinstance(system, str) and system else None
+        index.tokens.append((modifier_param(code, "identifier"), system, token))
+
+
 def _add_reference(index: ResourceIndex, code: str, value: Any) -> None:
+    if isinstance(value, dict) and "identifier" in value:
+        _add_reference_identifier(index, code, value)  # the rows of :identifier
     reference = value.get("reference") if isinstance(value, dict) else value
     if isinstance(reference, str):
         target = split_reference(reference)
@@ -263,6 +321,11 @@ _ADDERS = {
 
 _Adder = Callable[[ResourceIndex, str, Any], None]
 _Evaluator = Callable[[dict[str, Any]], list[Any]]
+
+
+def forget_plans() -> None:
+    """Drop the extraction plans: the search parameters changed (custom ones, `use_custom`)."""
+    _extractors.cache_clear()
 
 
 @lru_cache(maxsize=256)  # the R4 resource types, with room for unknown ones

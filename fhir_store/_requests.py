@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -16,8 +17,10 @@ __all__ = [
     "parse_condition",
     "parse_etag",
     "parse_identifier",
+    "parse_json",
     "parse_query_string",
     "parse_search_query",
+    "too_deeply_nested",
 ]
 
 Method = Literal["GET", "POST", "PUT", "DELETE"]
@@ -55,6 +58,44 @@ class Entry:
     @property
     def where(self) -> str:
         return f"Bundle.entry[{self.index}]"
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON: UTF-8 (a byte order mark is allowed), strict JSON (no NaN or
+    Infinity). InvalidRequest (400) says where it breaks: the byte, or the line and column."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InvalidRequest(
+            f"the body is not UTF-8 text (byte {error.start}); send FHIR JSON in UTF-8"
+        ) from None
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except json.JSONDecodeError as error:
+        raise InvalidRequest(
+            f"the body is not valid JSON: {error.msg} at line {error.lineno} column "
+            f"{error.colno}; send a FHIR JSON resource"
+        ) from None
+    except RecursionError:
+        raise too_deeply_nested() from None
+    except ValueError:  # Python refuses integers of more than 4,300 digits
+        raise InvalidRequest(
+            "the body has a number too long to read; FHIR numbers have at most 18 digits"
+        ) from None
+
+
+def too_deeply_nested() -> InvalidRequest:
+    """The error for JSON nested deeper than the server can follow."""
+    return InvalidRequest(
+        "the body is JSON nested too deeply to process (hundreds of levels); FHIR resources "
+        "nest a few dozen levels at most: check how the body is built"
+    )
+
+
+def _not_json(constant: str) -> Any:
+    raise InvalidRequest(
+        f"the body is not valid JSON: {constant} is not a JSON number; send FHIR JSON"
+    )
 
 
 def parse_bundle(bundle: object) -> tuple[BundleType, list[Entry]]:
@@ -158,8 +199,7 @@ def _parse_entry(index: int, raw: object) -> Entry:
     url = request.get("url")
     if method not in ("GET", "POST", "PUT", "DELETE"):
         raise NotSupported(
-            "request.method must be GET, POST, PUT or DELETE (PATCH and HEAD are not "
-            "supported yet)",
+            "request.method must be GET, POST, PUT, DELETE or PATCH (HEAD is not supported yet)",
             expression=["request.method"],
         )
     if not isinstance(url, str) or not url:

@@ -16,11 +16,14 @@ __all__ = [
     "check_type",
     "identifier_tokens",
     "find_references",
+    "local_reference",
     "same_content",
     "with_references",
 ]
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# A literal reference to a resource on this server: Type/id, or a version of it.
+_LOCAL_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[0-9]+)?")
 
 # Every resource type of FHIR R4 (4.0.1), from the specification's resource list.
 R4_RESOURCE_TYPES: frozenset[str] = frozenset(
@@ -151,6 +154,15 @@ def same_content(old: dict[str, Any], new: dict[str, Any]) -> bool:
         if key != "meta" and old.get(key, _ABSENT) != value:
             return False
     return bool(_client_meta(old) == _client_meta(new))
+
+
+def local_reference(value: str) -> tuple[str, str] | None:
+    """The (type, id) a reference names on this server (`Patient/1`, `Patient/1/_history/2`);
+    None for any other kind (absolute URL, `urn:uuid:`, `#contained`, a conditional one)."""
+    match = _LOCAL_REFERENCE.fullmatch(value)
+    if match is None or match.group(1) not in R4_RESOURCE_TYPES:
+        return None
+    return match.group(1), match.group(2)
 
 
 def find_references(resource: dict[str, Any]) -> list[Reference]:

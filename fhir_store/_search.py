@@ -1,11 +1,13 @@
 """Search: a FHIR query string turned into SQL over the index tables, and a page of matches.
 
 Parameters are ANDed, comma-separated values of one parameter ORed. Supported: token
-(`system|code`, `|code`, `code`, `system|`, `:not`), string (starts-with on accent-folded lower
-case, `:exact`, `:contains`), date, number and quantity prefixes (eq ne gt lt ge le sa eb ap,
-with the value's precision as its range), reference (`Type/id`, `id`, `:Type`), uri (`:below`),
+(`system|code`, `|code`, `code`, `system|`, `:not`, `:text`, `:of-type`), string (starts-with
+on accent-folded lower case, `:exact`, `:contains`), date, number and quantity prefixes (eq ne
+gt lt ge le sa eb ap, with the value's precision as its range), reference (`Type/id`, `id`,
+`:Type`, `:identifier`), uri (`:below`, `:above`),
 `:missing` on all of them, and `_id`, `_lastUpdated`, `_sort`, `_include`, `_revinclude`,
-`_count`, `_offset`, `_total=accurate`, `_summary=count`, `_elements`.
+`_count`, `_cursor` (keyset paging, `_paging`), `_offset`, `_total=accurate`, `_summary`
+(count, true, text, data), `_elements`. Composite parameters: `_search_composite`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,27 @@ from sqlalchemy import ColumnElement, Table, and_, case, false, func, not_, or_,
 from sqlalchemy.engine import Connection
 
 from fhir_store._indexing import date_range, decimal_range, normalise, split_reference
+from fhir_store._paging import (
+    Cursor,
+    KeyTerm,
+    as_stored,
+    beyond,
+    decode_cursor,
+    encode_cursor,
+)
 from fhir_store._search_chain import chained, is_chained
+from fhir_store._search_composite import composite, composite_param, split_composite
+from fhir_store._search_composite import refuse as refuse_composite
 from fhir_store._search_include import Include, included, parse_include
+from fhir_store._search_modifiers import (
+    OWN_ROWS,
+    logical_reference_rows,
+    modifier_rows,
+    uri_above,
+    uri_below,
+)
 from fhir_store._search_params import INDEXED_TYPES, search_parameter
+from fhir_store._summary import SUMMARY_MODES
 from fhir_store.errors import InvalidRequest, NotSupported
 from fhir_store.models import (
     DateIndexRow,
@@ -34,7 +54,7 @@ from fhir_store.models import (
     UriIndexRow,
 )
 
-__all__ = ["SearchPage", "SearchQuery", "SortKey", "parse_search", "run_search"]
+__all__ = ["SearchPage", "SearchQuery", "SortKey", "parse_search", "run_search", "sort_signature"]
 
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000
@@ -80,6 +100,8 @@ class SearchQuery:
     sort: list[SortKey] = field(default_factory=list)
     includes: list[Include] = field(default_factory=list)
     summary_count: bool = False  # `_summary=count`: the total only
+    summary: str | None = None  # `_summary=true|text|data`: how the resources are cut
+    cursor: Cursor | None = None  # `_cursor`: where the page starts (`_paging`)
     elements: tuple[str, ...] = ()  # `_elements`: the top-level elements to keep, if any
 
 
@@ -92,18 +114,23 @@ class SearchPage:
     total: int | None
     more: bool
     included: list[str] = field(default_factory=list)
+    next_cursor: str | None = None  # `_cursor` of the next page, if there is one
+    previous_cursor: str | None = None  # `_cursor` of the previous page, if there is one
 
 
 def parse_search(resource_type: str, pairs: list[tuple[str, str]], *, strict: bool) -> SearchQuery:
     """Parse decoded query pairs. Unknown parameters are ignored and listed in the query
     (with `strict`, NotSupported); a bad value is InvalidRequest naming its parameter."""
     query = SearchQuery(resource_type, pairs=list(pairs))
+    cursor_text: str | None = None
     for name, value in pairs:
         code, _, modifier = name.partition(":")
         if code == "_count":
             query.count = min(_non_negative(name, value), MAX_COUNT)
         elif code == "_offset":
             query.offset = _non_negative(name, value)
+        elif code == "_cursor":
+            cursor_text = value
         elif code == "_total":
             if value not in ("none", "estimate", "accurate"):
                 raise _bad(name, "must be none, estimate or accurate")
@@ -114,12 +141,10 @@ def parse_search(resource_type: str, pairs: list[tuple[str, str]], *, strict: bo
             query.includes.append(parse_include(name, value))
         elif code == "_summary":
             _no_modifier(name, modifier)
-            if value not in ("count", "false"):
-                raise NotSupported(
-                    f"search parameter '{name}': only count and false are supported",
-                    expression=[name],
-                )
+            if value not in ("count", "false", *SUMMARY_MODES):
+                raise _bad(name, "must be true, text, data, count or false")
             query.summary_count = value == "count"
+            query.summary = value if value in SUMMARY_MODES else None
         elif code == "_elements":
             _no_modifier(name, modifier)
             names = _values(name, value)
@@ -150,7 +175,11 @@ def parse_search(resource_type: str, pairs: list[tuple[str, str]], *, strict: bo
                 query.conditions.append(chain)
         else:
             parameter = search_parameter(resource_type, code)
-            if parameter is None or parameter.type not in INDEXED_TYPES:
+            if parameter is not None and composite(resource_type, code) is not None:
+                query.conditions.append(_composite(resource_type, name, value))
+                continue
+            # no parts: nothing is indexed for it (`_text`, `_content`, `_query`)
+            if parameter is None or parameter.type not in INDEXED_TYPES or not parameter.parts:
                 if strict:
                     raise NotSupported(
                         f"search parameter '{code}' is unknown or not supported for "
@@ -160,12 +189,19 @@ def parse_search(resource_type: str, pairs: list[tuple[str, str]], *, strict: bo
                 query.ignored.append(name)
                 continue
             query.conditions.append(_condition(resource_type, parameter.type, name, value))
+    if cursor_text is not None:
+        query.cursor = decode_cursor(cursor_text, sort_signature(query.sort))
     return query
 
 
 def _chain_link(resource_type: str, name: str, value: str) -> list[ColumnElement[bool]]:
     """The conditions of the last link of a chain: one parameter, always strict."""
     return parse_search(resource_type, [(name, value)], strict=True).conditions
+
+
+def sort_signature(sort: list[SortKey]) -> str:
+    """The `_sort` a cursor belongs to, as text."""
+    return ",".join(("-" if key.descending else "") + key.code for key in sort)
 
 
 def run_search(connection: Connection, query: SearchQuery) -> SearchPage:
@@ -178,35 +214,61 @@ def run_search(connection: Connection, query: SearchQuery) -> SearchPage:
     if query.summary_count:
         count = select(func.count()).select_from(_RESOURCE).where(*where)
         return SearchPage([], int(connection.execute(count).scalar_one()), more=False)
-    order = [
-        term
+    # the order, the id last so that it is total: the key a page cursor holds (`_paging`)
+    dialect = connection.dialect.name
+    terms = [
+        as_stored(term, dialect)
         for key in query.sort
-        for term in _sort_terms(query.resource_type, key, connection.dialect.name)
+        for term in _sort_terms(query.resource_type, key, dialect)
     ]
+    terms.append(KeyTerm(_RESOURCE.c.id, descending=False))
+    cursor = query.cursor
+    backward = cursor is not None and cursor.backward
     statement = (
-        select(_RESOURCE.c.id, _RESOURCE.c.content)
-        .where(*where)
-        .order_by(*order, _RESOURCE.c.id)
+        select(_RESOURCE.c.id, _RESOURCE.c.content, *(term.expression for term in terms))
+        .where(*where, *([beyond(terms, cursor)] if cursor is not None else []))
+        .order_by(
+            *(
+                term.expression.desc() if term.descending != backward else term.expression.asc()
+                for term in terms
+            )
+        )
         .limit(query.count + 1)
         .offset(query.offset)
     )
-    rows = [(row.id, row.content) for row in connection.execute(statement) if row.content]
+    rows = [(row[0], row[1], tuple(row[2:])) for row in connection.execute(statement) if row[1]]
     more = len(rows) > query.count
     rows = rows[: query.count]
-    contents = [content for _, content in rows]
+    if backward:
+        rows.reverse()
+    contents = [content for _, content, _ in rows]
+    first_page = cursor is None and query.offset == 0
     total: int | None = None
-    if query.total and (more or query.offset):
+    if query.total and (more or not first_page):
         count = select(func.count()).select_from(_RESOURCE).where(*where)
         total = int(connection.execute(count).scalar_one())
-    elif not more and (query.total or query.offset == 0):
+    elif not more and (query.total or first_page):
         total = len(contents)  # the whole answer is on this page
-    matches = [(query.resource_type, resource_id) for resource_id, _ in rows]
-    return SearchPage(contents, total, more, included(connection, query.includes, matches))
+    has_next = more if not backward else True
+    has_previous = more if backward else not first_page
+    signature = sort_signature(query.sort)
+    page = SearchPage(contents, total, has_next and bool(rows))
+    if rows and has_next:
+        page.next_cursor = encode_cursor(Cursor(rows[-1][2], False, signature))
+    if rows and has_previous:
+        page.previous_cursor = encode_cursor(Cursor(rows[0][2], True, signature))
+    matches = [(query.resource_type, resource_id) for resource_id, _, _ in rows]
+    page.included = included(connection, query.includes, matches)
+    return page
 
 
 def _condition(resource_type: str, kind: str, name: str, value: str) -> ColumnElement[bool]:
     """The condition on the resource table of one indexed parameter and its values."""
     code, _, modifier = name.partition(":")
+    if modifier and (kind == "token" or (kind, modifier) in OWN_ROWS):
+        own = modifier_rows(resource_type, kind, name, _values(name, value))
+        if own is not None:
+            return _RESOURCE.c.id.in_(own)
     table = _TABLES[kind]
     rows = select(table.c.resource_id).where(
         table.c.resource_type == resource_type, table.c.param == code
@@ -215,13 +277,33 @@ def _condition(resource_type: str, kind: str, name: str, value: str) -> ColumnEl
         if value not in ("true", "false"):
             raise _bad(name, "must be true or false")
         # a resource is missing the parameter when it has no index row for it
-        return _RESOURCE.c.id.not_in(rows) if value == "true" else _RESOURCE.c.id.in_(rows)
+        present: ColumnElement[bool] = _RESOURCE.c.id.in_(rows)
+        if kind == "reference":  # a logical reference (identifier only) is a value too
+            present = or_(present, _RESOURCE.c.id.in_(logical_reference_rows(resource_type, code)))
+        return not_(present) if value == "true" else present
     if kind == "token" and modifier == "not":
         # R4: resources with no matching token, those without the element included
         matches = [_token(text, table) for text in _values(name, value)]
         return _RESOURCE.c.id.not_in(rows.where(or_(*matches)))
     matches = [_match(kind, name, modifier, text, table) for text in _values(name, value)]
     return _RESOURCE.c.id.in_(rows.where(or_(*matches)))
+
+
+def _composite(resource_type: str, name: str, value: str) -> ColumnElement[bool]:
+    """A composite parameter: the second component's value, matched as its own type, in the
+    rows written under the first component's token (`_search_composite`)."""
+    code, _, modifier = name.partition(":")
+    found = composite(resource_type, code)
+    if found is None or modifier:
+        raise refuse_composite(name, resource_type)
+    table = _TABLES[found.kind]
+    matches = []
+    for text in _values(name, value):
+        key, second = split_composite(name, text)
+        params = [composite_param(searched, key) for searched in found.searched_as]
+        matches.append(and_(table.c.param.in_(params), _match(found.kind, name, "", second, table)))
+    rows = select(table.c.resource_id).where(table.c.resource_type == resource_type, or_(*matches))
+    return _RESOURCE.c.id.in_(rows)
 
 
 def _sort_key(resource_type: str, text: str) -> SortKey:
@@ -239,15 +321,14 @@ def _sort_key(resource_type: str, text: str) -> SortKey:
     return SortKey(code, parameter.type, descending)
 
 
-def _sort_terms(resource_type: str, key: SortKey, dialect: str) -> list[ColumnElement[Any]]:
+def _sort_terms(resource_type: str, key: SortKey, dialect: str) -> list[KeyTerm]:
     """ORDER BY terms of one key: resources without a value last, then the value. A resource
     with several values sorts by its lowest ascending and its highest descending (a date by
     the low bound of its range ascending, the high bound descending)."""
     if key.kind == "_id":
-        return [_RESOURCE.c.id.desc() if key.descending else _RESOURCE.c.id.asc()]
+        return [KeyTerm(_RESOURCE.c.id, key.descending)]
     if key.kind == "_lastUpdated":
-        updated = _RESOURCE.c.last_updated
-        return [updated.desc() if key.descending else updated.asc()]
+        return [KeyTerm(_RESOURCE.c.last_updated, key.descending)]
     table = _TABLES[key.kind]
     column_name = {"string": "normal", "date": "high" if key.descending else "low"}
     column: ColumnElement[Any] = table.c[column_name.get(key.kind, "value")]
@@ -263,7 +344,7 @@ def _sort_terms(resource_type: str, key: SortKey, dialect: str) -> list[ColumnEl
         )
         .scalar_subquery()
     )
-    return [case((value.is_(None), 1), else_=0), value.desc() if key.descending else value.asc()]
+    return [KeyTerm(case((value.is_(None), 1), else_=0), False), KeyTerm(value, key.descending)]
 
 
 def _binary(column: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
@@ -305,7 +386,9 @@ def _match(kind: str, name: str, modifier: str, text: str, table: Table) -> Colu
         return and_(*conditions)
     # uri
     if modifier == "below":
-        return table.c.value.like(_like(text) + "%", escape="\\")
+        return uri_below(table.c.value, text)
+    if modifier == "above":
+        return uri_above(table.c.value, text)
     _no_modifier(name, modifier)
     return table.c.value == text
 

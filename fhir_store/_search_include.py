@@ -17,8 +17,10 @@ from fhir_store._search_params import search_parameter
 from fhir_store.errors import InvalidRequest, NotSupported
 from fhir_store.models import ReferenceIndexRow, ResourceRow
 
-__all__ = ["MAX_INCLUDED", "Include", "included", "parse_include"]
+__all__ = ["ANY", "MAX_INCLUDED", "Include", "included", "parse_include"]
 
+# `_include=*`: every reference parameter (the source type and the code of such an Include).
+ANY = "*"
 # At most this many included resources per page; iteration stops there.
 MAX_INCLUDED = 1000
 
@@ -32,7 +34,8 @@ Key = tuple[str, str]  # (resource type, id)
 @dataclass(frozen=True, slots=True)
 class Include:
     """One `_include` (`reverse` False) or `_revinclude`: follow `source_type`'s reference
-    parameter `code`, to `target_type` only if given; `iterate` also from included resources."""
+    parameter `code`, to `target_type` only if given; `iterate` also from included resources.
+    `_include=*` and `_revinclude=*` have ANY as source type and code."""
 
     source_type: str
     code: str
@@ -50,11 +53,8 @@ def parse_include(name: str, value: str) -> Include:
             f"search parameter '{name}': the :{modifier} modifier is not supported",
             expression=[name],
         )
-    if value == "*":
-        raise NotSupported(
-            f"search parameter '{name}': '*' is not supported; name Type:parameter",
-            expression=[name],
-        )
+    if value == "*":  # every reference parameter (of any type, for _revinclude)
+        return Include(ANY, ANY, None, code == "_revinclude", modifier != "")
     parts = value.split(":")
     if len(parts) not in (2, 3) or any(part not in R4_RESOURCE_TYPES for part in parts[::2]):
         raise InvalidRequest(
@@ -100,17 +100,21 @@ def _follow(connection: Connection, include: Include, frontier: list[Key]) -> li
             if include.target_type not in (None, resource_type):
                 continue
             statement = select(table.c.resource_type, table.c.resource_id).where(
-                table.c.resource_type == include.source_type,
-                table.c.param == include.code,
-                table.c.target_type == resource_type,
+                table.c.target_type == resource_type
             )
+            if include.code != ANY:
+                statement = statement.where(
+                    table.c.resource_type == include.source_type, table.c.param == include.code
+                )
             column = table.c.target_id
         else:
-            if resource_type != include.source_type:
+            if include.source_type not in (ANY, resource_type):
                 continue
             statement = select(table.c.target_type, table.c.target_id).where(
-                table.c.resource_type == resource_type, table.c.param == include.code
+                table.c.resource_type == resource_type
             )
+            if include.code != ANY:
+                statement = statement.where(table.c.param == include.code)
             if include.target_type is not None:
                 statement = statement.where(table.c.target_type == include.target_type)
             column = table.c.resource_id

@@ -21,10 +21,12 @@ from fhir_store._resources import R4_RESOURCE_TYPES
 __all__ = [
     "SearchParameter",
     "Step",
+    "definition_parameter",
     "element_names",
     "index_plan",
     "parameters_for",
     "search_parameter",
+    "use_custom",
 ]
 
 # Parameters answered from the resource table itself rather than from index rows.
@@ -128,13 +130,41 @@ def index_plan(resource_type: str) -> tuple[tuple[str | None, str, str, Evaluato
 
 
 def search_parameter(resource_type: str, code: str) -> SearchParameter | None:
-    """The parameter `code` of `resource_type`, or None if the specification has none."""
+    """The parameter `code` of `resource_type` (a custom one first), or None if there is none."""
+    custom = _CUSTOM.get(resource_type)
+    if custom is not None and code in custom:
+        return custom[code]
     return _registry().get(resource_type, {}).get(code)
 
 
 def parameters_for(resource_type: str) -> list[SearchParameter]:
-    """The parameters of `resource_type` that the store indexes at write time."""
-    return _indexed().get(resource_type, [])
+    """The parameters of `resource_type` that the store indexes at write time, the custom
+    ones (`use_custom`) included."""
+    official = _indexed().get(resource_type, [])
+    custom = _CUSTOM.get(resource_type)
+    if not custom:
+        return official
+    return [p for p in official if p.code not in custom] + [
+        p for p in custom.values() if p.type in INDEXED_TYPES and p.parts
+    ]
+
+
+def definition_parameter(definition: dict[str, Any], resource_type: str) -> SearchParameter | None:
+    """The parameter a SearchParameter resource defines for one of its base types."""
+    return _parameter(definition, resource_type)
+
+
+def use_custom(parameters: dict[str, dict[str, SearchParameter]]) -> None:
+    """Search and index with these custom parameters (per resource type, by code) on top of the
+    specification's, in place of the previous custom ones. Callers also drop the plans that
+    depend on the registry (`_indexing.forget_plans`)."""
+    global _CUSTOM  # one rebinding: a search or write in another thread sees old or new
+    _CUSTOM = {resource_type: dict(by_code) for resource_type, by_code in parameters.items()}
+    _plan.cache_clear()
+
+
+# Custom parameters (SearchParameter resources of the store), per resource type, by code.
+_CUSTOM: dict[str, dict[str, SearchParameter]] = {}
 
 
 @lru_cache(maxsize=256)  # the R4 resource types, with room for unknown ones

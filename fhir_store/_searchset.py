@@ -1,5 +1,5 @@
 """The searchset Bundle of a search page: match and include entries, self and next links,
-an OperationOutcome entry for ignored parameters, and `_elements` subsetting."""
+an OperationOutcome entry for ignored parameters, `_elements` and `_summary` subsetting."""
 
 from __future__ import annotations
 
@@ -9,14 +9,9 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fhir_store._search import SearchPage, SearchQuery
+from fhir_store._summary import summarise, tag_subsetted
 
 __all__ = ["search_bundle"]
-
-_SUBSETTED = {
-    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    "code": "SUBSETTED",
-    "display": "subsetted",
-}
 
 
 def search_bundle(query: SearchQuery, page: SearchPage, url: str) -> dict[str, Any]:
@@ -28,6 +23,8 @@ def search_bundle(query: SearchQuery, page: SearchPage, url: str) -> dict[str, A
             resource = json.loads(content)
             if mode == "match" and query.elements:
                 resource = _subset(resource, query.elements)
+            if query.summary is not None:
+                resource = summarise(resource, query.summary)
             entries.append(
                 {
                     "fullUrl": f"{resource['resourceType']}/{resource['id']}",
@@ -54,11 +51,22 @@ def search_bundle(query: SearchQuery, page: SearchPage, url: str) -> dict[str, A
                 "search": {"mode": "outcome"},
             }
         )
-    links = [{"relation": "self", "url": url}]
-    if page.more:
+    # the self link says what was searched: the parameters used, not the ignored ones
+    used = [(name, value) for name, value in query.pairs if name not in query.ignored]
+    links = [{"relation": "self", "url": _with_pairs(url, used)}]
+    if page.next_cursor is not None:
+        links.append({"relation": "next", "url": _with_cursor(url, query, page.next_cursor)})
+    elif page.more:  # a page by offset (`$everything`), not by cursor
         links.append(
             {"relation": "next", "url": _with_offset(url, query, query.offset + query.count)}
         )
+    if page.previous_cursor is not None:
+        links.append(
+            {"relation": "previous", "url": _with_cursor(url, query, page.previous_cursor)}
+        )
+    elif query.offset and page.next_cursor is None:
+        previous = max(0, query.offset - query.count)
+        links.append({"relation": "previous", "url": _with_offset(url, query, previous)})
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
@@ -80,10 +88,7 @@ def _subset(resource: dict[str, Any], elements: tuple[str, ...]) -> dict[str, An
         for key, value in resource.items()
         if key in ("resourceType", "id", "meta") or _listed(key.removeprefix("_"), elements)
     }
-    meta = dict(kept.get("meta") or {})
-    meta["tag"] = [*meta.get("tag", []), _SUBSETTED]
-    kept["meta"] = meta
-    return kept
+    return tag_subsetted(kept)
 
 
 def _listed(key: str, elements: tuple[str, ...]) -> bool:
@@ -93,8 +98,22 @@ def _listed(key: str, elements: tuple[str, ...]) -> bool:
     )
 
 
+def _with_cursor(url: str, query: SearchQuery, cursor: str) -> str:
+    """The search's URL for the page at `cursor` (keyset paging: `_paging`)."""
+    dropped = ("_offset", "_count", "_cursor")
+    pairs = [(name, value) for name, value in query.pairs if name not in dropped]
+    pairs += [("_count", str(query.count)), ("_cursor", cursor)]
+    return _with_pairs(url, pairs)
+
+
 def _with_offset(url: str, query: SearchQuery, offset: int) -> str:
-    parts = urlsplit(url)
-    pairs = [(name, value) for name, value in query.pairs if name not in ("_offset", "_count")]
+    """The search's URL for the page starting at `offset` (offset paging)."""
+    dropped = ("_offset", "_count", "_cursor")
+    pairs = [(name, value) for name, value in query.pairs if name not in dropped]
     pairs += [("_count", str(query.count)), ("_offset", str(offset))]
+    return _with_pairs(url, pairs)
+
+
+def _with_pairs(url: str, pairs: list[tuple[str, str]]) -> str:
+    parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs), ""))

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -27,6 +28,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "AwareDateTime",
     "Base",
+    "ChangeCursorRow",
+    "ChangeRow",
+    "ChangeSequenceRow",
     "DateIndexRow",
     "NumberIndexRow",
     "QuantityIndexRow",
@@ -222,3 +226,35 @@ class UriIndexRow(Base):
     resource_id: Mapped[str] = mapped_column(String(64))
     param: Mapped[str] = mapped_column(String(64))
     value: Mapped[str] = mapped_column(String)
+
+
+class ChangeRow(Base):
+    """One committed change of a resource, in the order of the global change sequence."""
+
+    __tablename__ = "fhir_change"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(8))  # create, update or delete
+
+
+class ChangeSequenceRow(Base):
+    """The one row holding the last change sequence number given out; its row lock orders
+    the writers' commits (see `fhir_store.events`)."""
+
+    __tablename__ = "fhir_change_sequence"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChangeCursorRow(Base):
+    """How far one named change-event subscriber has processed the change log."""
+
+    __tablename__ = "fhir_change_cursor"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]

@@ -22,18 +22,26 @@ from fhir_store._compartment import check_compartment
 from fhir_store._everything import parse_everything
 from fhir_store._history import history_bundle, parse_history_query
 from fhir_store._patch import JSON_PATCH
-from fhir_store._requests import parse_etag
+from fhir_store._requests import parse_etag, parse_json, too_deeply_nested
 from fhir_store._resources import check_resource, check_type
 from fhir_store._search import parse_search
 from fhir_store._searchset import search_bundle
 from fhir_store._validation import structure_issues
-from fhir_store.errors import FhirStoreError, InvalidRequest, NotSupported, PayloadTooLarge
+from fhir_store.errors import (
+    FhirStoreError,
+    InvalidRequest,
+    InvalidResource,
+    NotSupported,
+    PayloadTooLarge,
+)
 from fhir_store.store import FhirStore
 
 __all__ = ["FHIR_JSON", "FhirResponse", "build_router"]
 
 FHIR_JSON = "application/fhir+json"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# Media types of a FHIR JSON body; as a PATCH body, they carry a FHIRPath Patch.
+_FHIR_MEDIA_TYPES = (FHIR_JSON, "application/json+fhir")
 
 
 class FhirResponse(Response):
@@ -61,6 +69,9 @@ class _FhirRoute(APIRoute):
                 return FhirResponse(
                     error.to_operation_outcome(), status_code=error.status, headers=headers
                 )
+            except RecursionError:  # JSON that parsed, nested too deeply to process
+                outcome = too_deeply_nested().to_operation_outcome()
+                return FhirResponse(outcome, status_code=400)
 
         return handle
 
@@ -100,17 +111,7 @@ def build_router(
             body.extend(chunk)
             if len(body) > max_body_bytes:
                 raise _too_large(max_body_bytes)
-        try:
-            return json.loads(body)
-        except UnicodeDecodeError as error:
-            raise InvalidRequest(
-                f"the body is not UTF-8 text (byte {error.start}); send FHIR JSON in UTF-8"
-            ) from None
-        except json.JSONDecodeError as error:
-            raise InvalidRequest(
-                f"the body is not valid JSON: {error.msg} at line {error.lineno} column "
-                f"{error.colno}; send a FHIR JSON resource"
-            ) from None
+        return parse_json(bytes(body))
 
     @router.get("/metadata")
     async def metadata() -> FhirResponse:
@@ -118,6 +119,7 @@ def build_router(
 
     _add_interaction_routes(router, fhir, read_json)
     _add_compartment_routes(router, fhir)
+    _add_reindex_routes(router, fhir)
 
     @router.post("")
     @router.post("/", include_in_schema=False)
@@ -187,8 +189,9 @@ def build_router(
     @router.get("/{resource_type}")
     async def search(resource_type: str, request: Request) -> FhirResponse:
         check_type(resource_type)
-        strict = "handling=strict" in request.headers.get("prefer", "")
+        strict = _prefer(request, "handling") == "strict"
         pairs = list(request.query_params.multi_items())
+        await fhir.search_parameters()  # custom ones are read at the first use
         query = parse_search(resource_type, pairs, strict=strict)
         page = await fhir.search(query)
         return FhirResponse(search_bundle(query, page, str(request.url)))
@@ -230,9 +233,16 @@ def _condition(request: Request) -> str:
 
 
 def _typed(resource: Any, resource_type: str) -> Any:
-    if isinstance(resource, dict) and resource.get("resourceType") != resource_type:
-        raise InvalidRequest(
-            "the resourceType does not match the type in the URL",
+    if not isinstance(resource, dict):
+        return resource  # check_resource says what is wrong
+    if "resourceType" not in resource:
+        raise InvalidResource(
+            f'the resource has no resourceType; add "resourceType": "{resource_type}"',
+            expression=["resourceType"],
+        )
+    if resource["resourceType"] != resource_type:
+        raise InvalidResource(
+            f"the resourceType does not match the type in the URL ({resource_type})",
             expression=["resourceType"],
         )
     return resource
@@ -241,11 +251,17 @@ def _typed(resource: Any, resource_type: str) -> Any:
 def _prefer_return(request: Request) -> str | None:
     """The `return` preference of the Prefer header: minimal, representation or
     OperationOutcome; None if absent or another value."""
-    for part in request.headers.get("prefer", "").replace(";", ",").split(","):
-        name, _, value = part.strip().partition("=")
-        value = value.strip().strip('"')
-        if name.strip() == "return" and value in ("minimal", "representation", "OperationOutcome"):
-            return value
+    value = _prefer(request, "return")
+    return value if value in ("minimal", "representation", "OperationOutcome") else None
+
+
+def _prefer(request: Request, preference: str) -> str | None:
+    """The value of one preference of the Prefer headers (`handling`, `return`), if given."""
+    for header in request.headers.getlist("prefer"):
+        for part in header.replace(";", ",").split(","):
+            name, _, value = part.strip().partition("=")
+            if name.strip().lower() == preference:
+                return value.strip().strip('"')
     return None
 
 
@@ -308,17 +324,21 @@ def _add_interaction_routes(
     @router.patch("/{resource_type}/{resource_id}")
     async def patch(resource_type: str, resource_id: str, request: Request) -> FhirResponse:
         check_type(resource_type)
-        media_type = request.headers.get("content-type", "").split(";")[0].strip()
-        if media_type != JSON_PATCH:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in (JSON_PATCH, *_FHIR_MEDIA_TYPES):
             raise NotSupported(
-                f"PATCH accepts {JSON_PATCH} (RFC 6902); FHIRPath Patch is not supported yet",
+                f"PATCH accepts {JSON_PATCH} (JSON Patch, RFC 6902) or {FHIR_JSON} (a FHIRPath "
+                "Patch Parameters resource); set Content-Type to one of them",
                 expression=["Content-Type"],
                 status=415,
             )
         header = request.headers.get("if-match")
         if_match = parse_etag(header) if header else None
         operations = await read_json(request)
-        stored = await fhir.patch(resource_type, resource_id, operations, if_match)
+        fhirpath = media_type != JSON_PATCH
+        stored = await fhir.patch(
+            resource_type, resource_id, operations, if_match, fhirpath=fhirpath
+        )
         return _resource_response(stored, 200, prefer=_prefer_return(request))
 
     @router.post("/{resource_type}/$validate")
@@ -370,6 +390,38 @@ def _add_compartment_routes(router: APIRouter, fhir: FhirStore) -> None:
         query = parse_search(resource_type, pairs, strict=strict)
         page = await fhir.search_compartment(compartment, focus_id, query)
         return FhirResponse(search_bundle(query, page, str(request.url)))
+
+
+def _add_reindex_routes(router: APIRouter, fhir: FhirStore) -> None:
+    """`$reindex` (`_reindex`): of the base types of one SearchParameter, or of one type."""
+
+    @router.post("/SearchParameter/{resource_id}/$reindex")
+    async def reindex_parameter(resource_id: str) -> FhirResponse:
+        definition = await fhir.read("SearchParameter", resource_id)
+        problem = (await fhir.search_parameters()).get(resource_id)
+        if problem is not None:
+            raise InvalidRequest(
+                f"SearchParameter/{resource_id} cannot be used: {problem}",
+                expression=["SearchParameter"],
+            )
+        bases = [base for base in definition.get("base", []) if isinstance(base, str)]
+        return FhirResponse(_reindexed(await fhir.reindex(bases), bases))
+
+    @router.post("/{resource_type}/$reindex")
+    async def reindex_type(resource_type: str) -> FhirResponse:
+        check_type(resource_type)
+        return FhirResponse(_reindexed(await fhir.reindex([resource_type]), [resource_type]))
+
+
+def _reindexed(count: int, resource_types: list[str]) -> dict[str, Any]:
+    """The Parameters answer of `$reindex`: how many resources of which types."""
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "count", "valueInteger": count},
+            *({"name": "type", "valueCode": name} for name in resource_types),
+        ],
+    }
 
 
 def _validate(body: Any, resource_type: str, resource_id: str | None) -> dict[str, Any]:

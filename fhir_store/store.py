@@ -22,11 +22,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from fhir_store._change_log import ring
 from fhir_store._compartment import in_compartment
+from fhir_store._custom_params import load_custom_parameters, touches_search_parameters
 from fhir_store._everything import EverythingQuery, run_everything
+from fhir_store._fhirpath_patch import apply_fhirpath_patch
+from fhir_store._group import _error_entry as error_entry
 from fhir_store._group import apply_bundles, apply_entries, concurrent_write
 from fhir_store._history import HistoryQuery, Version, fetch_history, fetch_version
 from fhir_store._patch import apply_json_patch
+from fhir_store._patch_entries import check_patched, patch_entries
+from fhir_store._reindex import BATCH, reindex_batch
 from fhir_store._requests import Entry, parse_condition, parse_identifier
 from fhir_store._resources import check_id, check_resource, check_type
 from fhir_store._search import SearchPage, SearchQuery, run_search
@@ -35,8 +41,8 @@ from fhir_store._writer import create_write_engine
 from fhir_store.errors import (
     FhirStoreError,
     Gone,
-    InvalidResource,
     NotFound,
+    PayloadTooLarge,
     StoreUnavailable,
     VersionConflict,
 )
@@ -47,10 +53,14 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+DEFAULT_MAX_BUNDLE_ENTRIES = 10_000  # the largest Synthea Bundle has 3,419
+
+
 @dataclass(frozen=True, slots=True)
 class _Settings:
     validate_structure: bool
     timezone: tzinfo
+    max_bundle_entries: int
 
 
 # Runs `work(connection)` in one write transaction and returns its result.
@@ -60,9 +70,13 @@ WriteRunner = Callable[[Callable[[Connection], Any]], Awaitable[Any]]
 class FhirStore:
     """A FHIR R4 resource store over an `AsyncEngine` (SQLite or PostgreSQL).
 
-    The schema must exist: call `fhir_store.migrate(engine)` once at start. With
-    `validate_structure`, resources are also checked against the `fhir.resources` R4B models
-    (about 0.2 ms per resource). `timezone` is the offset written in `meta.lastUpdated`.
+    The schema must exist: call `fhir_store.migrate(engine)` once at start. Every write
+    (create, update, conditional ones, the result of a PATCH, each entry of a batch or
+    transaction) is checked against the `fhir.resources` R4B models; an invalid resource is
+    refused with InvalidResource (422) naming the element path. `validate_structure=False`
+    turns that off (it costs a fraction of a millisecond per resource; see
+    bench/fhir_validation_cost.py). `timezone` is the offset written in `meta.lastUpdated`.
+    A Bundle of more than `max_bundle_entries` entries is refused with PayloadTooLarge (413).
     The store opens write connections of its own on the same database: close it (`aclose`).
     A host that already serialises writes to the database (greenchannel's engine on SQLite)
     passes `run_write`, which runs one write transaction on a synchronous `Connection` and
@@ -73,16 +87,22 @@ class FhirStore:
         self,
         database: AsyncEngine,
         *,
-        validate_structure: bool = False,
+        validate_structure: bool = True,
         timezone: tzinfo = UTC,
         run_write: WriteRunner | None = None,
+        max_bundle_entries: int = DEFAULT_MAX_BUNDLE_ENTRIES,
     ) -> None:
         self._database = database
         self._run_write = run_write
         self._writer: Engine | None = None
         self._mirrors = True  # whether the database has a synchronous twin, as far as known
         self._sqlite = database.dialect.name == "sqlite"
-        self._settings = _Settings(validate_structure=validate_structure, timezone=timezone)
+        self._settings = _Settings(
+            validate_structure=validate_structure,
+            timezone=timezone,
+            max_bundle_entries=max_bundle_entries,
+        )
+        self._custom_problems: dict[str, str] | None = None  # None: custom params not read yet
 
     @property
     def database(self) -> AsyncEngine:
@@ -198,17 +218,22 @@ class FhirStore:
         resource_id: str,
         operations: object,
         if_match: int | None = None,
+        *,
+        fhirpath: bool = False,
     ) -> dict[str, Any]:
-        """Apply a JSON Patch to the current version and store the result as a new version.
+        """Apply a patch to the current version and store the result as a new version.
 
-        A bad patch raises InvalidRequest (400) naming the operation; a result that is not a
-        valid resource InvalidResource (422). Without `if_match`, a concurrent update between
-        the read and the write makes the patch start again on the newer version.
+        `operations` is a JSON Patch (RFC 6902) document, or with `fhirpath` a FHIRPath Patch
+        `Parameters` resource. A bad patch raises InvalidRequest (400) naming the operation; a
+        result that is not a valid resource InvalidResource (422). Without `if_match`, a
+        concurrent update between the read and the write makes the patch start again on the
+        newer version.
         """
+        apply = apply_fhirpath_patch if fhirpath else apply_json_patch
         for _ in range(3):
             current = await self.read(resource_type, resource_id)
-            patched = apply_json_patch(current, operations)
-            _check_patched(patched, resource_type, resource_id)
+            patched = apply(current, operations)
+            check_patched(patched, resource_type, resource_id)
             seen = if_match if if_match is not None else int(current["meta"]["versionId"])
             try:
                 stored, _ = await self.update(resource_type, resource_id, patched, seen)
@@ -274,6 +299,36 @@ class FhirStore:
         `parse_everything`; NotFound or Gone if the patient does not exist."""
         return await self._read(run_everything, query)
 
+    # --- Custom search parameters (`_custom_params`) and `$reindex` (`_reindex`) ---
+
+    async def search_parameters(self) -> dict[str, str]:
+        """Make the store's SearchParameter resources searchable and indexed, if not done yet
+        (at the first use; again after each write of one). Returns, by id, why any of them
+        cannot be used. Call it before `parse_search` of a search that may use them."""
+        if self._custom_problems is None:
+            self._custom_problems = await self._read(load_custom_parameters)
+        return self._custom_problems
+
+    async def reindex(self, resource_types: Sequence[str]) -> int:
+        """Extract the search index of every current resource of these types again, with
+        today's parameters, in batches of their own transactions; returns how many."""
+        for resource_type in resource_types:
+            check_type(resource_type)
+        await self.search_parameters()
+        total = 0
+        for resource_type in resource_types:
+            after: str | None = None
+            while True:
+                count, after = await self._write(reindex_batch, resource_type, after, BATCH)
+                total += count
+                if after is None:
+                    break
+        return total
+
+    async def _search_parameters_written(self) -> None:
+        self._custom_problems = None
+        await self.search_parameters()
+
     async def transaction(
         self, bundle: dict[str, Any], *, return_resources: bool = False
     ) -> dict[str, Any]:
@@ -283,14 +338,17 @@ class FhirStore:
         the entry index (`Bundle.entry[3]: ...`). A batch applies each entry on its own and
         reports failures as OperationOutcomes in the response entries.
         """
-        now, validate = self._now(), self._settings.validate_structure
-        (result,) = await self._write(apply_bundles, [bundle], now, validate, return_resources)
+        (result,) = await self.transaction_many([bundle], return_resources=return_resources)
         if isinstance(result, FhirStoreError):
             raise result
         return result
 
     async def transaction_many(
-        self, bundles: Sequence[dict[str, Any]], *, return_resources: bool = False
+        self,
+        bundles: Sequence[dict[str, Any]],
+        *,
+        return_resources: bool = False,
+        then: Callable[[Connection, list[dict[str, Any] | FhirStoreError]], None] | None = None,
     ) -> list[dict[str, Any] | FhirStoreError]:
         """Apply many Bundles in one database transaction, each atomic on its own.
 
@@ -298,17 +356,60 @@ class FhirStore:
         and written together with a few bulk statements. Returns, per Bundle, its response
         Bundle or the FhirStoreError that kept it out (nothing of it is written). An error of
         the database itself (locked, connection lost) aborts all of them and raises
-        StoreUnavailable.
+        StoreUnavailable. `then(connection, results)` runs last in the same transaction, so
+        that a caller's own record of the writes (the engine's delivery attempts) commits
+        with them; an error it raises rolls everything back.
         """
         if not bundles:
             return []
-        return await self._write(
-            apply_bundles,
-            list(bundles),
+        results: list[dict[str, Any] | FhirStoreError | None] = [None] * len(bundles)
+        accepted: dict[int, object] = {}  # the Bundles to write, PATCH entries made PUTs
+        failed_patches: dict[int, dict[int, FhirStoreError]] = {}
+        for index, bundle in enumerate(bundles):
+            try:
+                self._check_size(bundle)
+                accepted[index], failed = await patch_entries(bundle, self.read)
+            except FhirStoreError as error:
+                results[index] = error
+                continue
+            if failed and isinstance(bundle, dict) and bundle.get("type") == "transaction":
+                results[index] = failed[min(failed)]
+                del accepted[index]
+            elif failed:
+                failed_patches[index] = failed
+        if not accepted and then is None:
+            return [result for result in results if result is not None]
+        pending, now, validate = (
+            list(accepted.values()),
             self._now(),
             self._settings.validate_structure,
-            return_resources,
         )
+
+        def apply(connection: Connection) -> list[dict[str, Any] | FhirStoreError]:
+            written = apply_bundles(connection, pending, now, validate, return_resources)
+            for index, result in zip(accepted, written, strict=True):
+                if index in failed_patches and isinstance(result, dict):
+                    _insert_failures(result, failed_patches[index])
+                results[index] = result
+            final = [result for result in results if result is not None]
+            if then is not None:  # the caller's record of these writes commits with them
+                then(connection, final)
+            return final
+
+        final = await self._write(apply)
+        if accepted and touches_search_parameters(bundles):
+            await self._search_parameters_written()
+        return final
+
+    def _check_size(self, bundle: object) -> None:
+        entries = bundle.get("entry") if isinstance(bundle, dict) else None
+        limit = self._settings.max_bundle_entries
+        if isinstance(entries, list) and len(entries) > limit:
+            raise PayloadTooLarge(
+                f"the Bundle has {len(entries)} entries, more than this server accepts in one "
+                f"({limit}, max_bundle_entries); split it into smaller Bundles",
+                expression=["Bundle.entry"],
+            )
 
     async def aclose(self) -> None:
         """Close the store's own write connections; the `database` engine is the caller's."""
@@ -320,6 +421,8 @@ class FhirStore:
         responses = await self._write(
             apply_entries, entries, self._now(), self._settings.validate_structure
         )
+        if any(entry.resource_type == "SearchParameter" for entry in entries):
+            await self._search_parameters_written()
         return responses[0]
 
     async def _write(
@@ -334,21 +437,27 @@ class FhirStore:
         work runs on the caller's engine instead, a hop per statement.
         """
 
+        if self._custom_problems is None:  # index with the custom parameters from the start
+            await self.search_parameters()
+
         def run(connection: Connection) -> T:
             return work(connection, *args, **kwargs)
 
-        if self._run_write is not None:
+        try:
+            if self._run_write is not None:
+                with _database_errors():
+                    result: T = await self._run_write(run)
+                    return result
+            writer = self._write_engine()
             with _database_errors():
-                result: T = await self._run_write(run)
-                return result
-        writer = self._write_engine()
-        with _database_errors():
-            if writer is not None:
-                return await asyncio.to_thread(_in_transaction, writer, run)
-            async with self._database.begin() as connection:  # no synchronous twin
-                if self._sqlite:
-                    await _begin_immediate(connection)
-                return await connection.run_sync(run)
+                if writer is not None:
+                    return await asyncio.to_thread(_in_transaction, writer, run)
+                async with self._database.begin() as connection:  # no synchronous twin
+                    if self._sqlite:
+                        await _begin_immediate(connection)
+                    return await connection.run_sync(run)
+        finally:
+            ring(self._database.url)  # the change feeds of this process look at once
 
     async def _read(
         self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -414,25 +523,12 @@ def _deleted_version(response_entry: dict[str, Any]) -> int | None:
     return int(etag.removeprefix('W/"').removesuffix('"')) if isinstance(etag, str) else None
 
 
-def _check_patched(patched: object, resource_type: str, resource_id: str) -> None:
-    """A patched resource must still be a valid resource of the same type and id (422)."""
-    try:
-        resource = check_resource(patched, expected_type=resource_type)
-    except InvalidResource as error:
-        raise InvalidResource(
-            f"the patched resource is not valid: {error.message}",
-            expression=error.expression,
-            status=422,
-        ) from None
-    if resource.get("id") != resource_id:
-        raise InvalidResource(
-            "a patch cannot remove or change the resource id",
-            expression=[f"{resource_type}.id"],
-            status=422,
-        )
-    from fhir_store._validation import validate_structure  # imports fhir.resources
-
-    validate_structure(resource)
+def _insert_failures(response: dict[str, Any], failed: dict[int, FhirStoreError]) -> None:
+    """Put the batch's failed PATCH entries back in their places in the response Bundle."""
+    entries = response.setdefault("entry", [])
+    for index in sorted(failed):
+        error = failed[index]
+        entries.insert(index, error_entry(error))
 
 
 def _valid_id(resource_id: str) -> bool:

@@ -161,8 +161,9 @@ def refresh_message_status(
         ids = sorted(set(message_ids))
         # Two destinations of one message may finish at once (PostgreSQL runs writes
         # concurrently): locking the message rows first makes the second refresh see the
-        # first's delivery. SQLite has one writer and renders no FOR UPDATE.
-        connection.execute(_LOCK_MESSAGES, {"ids": ids})
+        # first's delivery. SQLite has one writer (and no FOR UPDATE): nothing to lock.
+        if connection.dialect.name != "sqlite":
+            connection.execute(_LOCK_MESSAGES, {"ids": ids})
         connection.execute(_REFRESH_STATUS, {"ids": ids, "now": now})
 
 

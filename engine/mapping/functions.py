@@ -7,6 +7,7 @@ mapping rule and the input position, never the value.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Callable
@@ -336,6 +337,12 @@ def _string(value: Any) -> str | None:
     return to_text(value) or None
 
 
+def _base64(value: Any) -> str | None:
+    """The text's UTF-8 bytes in base64: what a FHIR `Attachment.data` (base64Binary) holds."""
+    text = to_text(value)
+    return base64.b64encode(text.encode("utf-8")).decode("ascii") if text else None
+
+
 # name -> (minimum arguments, maximum arguments or None for any, function)
 VALUE_FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
     "concat": (1, None, _concat),
@@ -353,6 +360,7 @@ VALUE_FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
     "number": (1, 1, _number),
     "is_number": (1, 1, _is_number),
     "string": (1, 1, _string),
+    "base64": (1, 1, _base64),
     "count": (1, 1, _count),
     "contains": (2, 2, _contains),
     "starts_with": (2, 2, _starts_with),

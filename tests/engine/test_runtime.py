@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from engine import journal
 from engine.channels import load_channel_text
-from engine.connectors import Delivered, Outbound
+from engine.connectors import Delivered, Inbound, Outbound, Receipt
 from engine.database import create_database_engine, migrate
 from engine.errors import ParseError, RejectedDeliveryError, RetryableDeliveryError
 from engine.journal import DeliveryAttempt, DestinationDelivery, JournalMessage
@@ -153,6 +153,60 @@ async def test_resent_message_is_acked_again_but_applied_once(harness: Harness) 
 
     await harness.wait_for(one_sent)
     assert len(harness.delivered["out"]) == 1
+
+
+async def test_one_journal_batch_recognises_resends_repeats_and_new_messages(
+    harness: Harness,
+) -> None:
+    now = datetime.now(UTC)
+
+    def inbound(raw: bytes, dedup_key: str | None) -> tuple[str, Inbound]:
+        return (
+            "push",
+            Inbound(
+                raw=raw,
+                media_type="text/plain",
+                received_at=now,
+                origin="test",
+                dedup_key=dedup_key,
+            ),
+        )
+
+    async def journal_batch(items: list[tuple[str, Inbound]]) -> list[Receipt]:
+        async with harness.database.begin() as connection:
+            receipts: list[Receipt] = await connection.run_sync(
+                lambda c: journal.journal_inbound(c, items)
+            )
+        return receipts
+
+    (earlier,) = await journal_batch([inbound(b"old", "HIS|OLD")])
+    batch = [
+        inbound(b"a", "HIS|A"),
+        inbound(b"no key 1", None),
+        inbound(b"old again", "HIS|OLD"),
+        inbound(b"a again", "HIS|A"),
+        inbound(b"no key 2", None),
+        inbound(b"old", "HIS|OLD"),
+        (
+            "other",
+            Inbound(
+                raw=b"a", media_type="text/plain", received_at=now, origin="test", dedup_key="HIS|A"
+            ),
+        ),
+    ]
+    receipts = await journal_batch(batch)
+
+    assert [r.duplicate for r in receipts] == [False, False, True, True, False, True, False]
+    assert receipts[2].message_id == receipts[5].message_id == earlier.message_id
+    assert receipts[3].message_id == receipts[0].message_id
+    new_ids = [receipts[i].message_id for i in (0, 1, 4, 6)]
+    assert len(set(new_ids)) == 4 and earlier.message_id not in new_ids
+    async with journal_session(harness.database) as session:
+        for position in (0, 1, 4, 6):
+            detail = await journal.get_message(session, receipts[position].message_id)
+            assert detail is not None
+            assert detail.raw == batch[position][1].raw
+            assert detail.message.channel == batch[position][0]
 
 
 async def test_messages_are_delivered_in_arrival_order(harness: Harness) -> None:

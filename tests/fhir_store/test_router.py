@@ -165,7 +165,8 @@ async def test_every_listed_search_parameter_is_really_searchable(
 ) -> None:
     statement = (await client.get("/metadata")).json()
     samples = {"token": "x", "string": "x", "reference": "Patient/x", "date": "2026",
-               "number": "1", "quantity": "1", "uri": "http://x"}  # fmt: skip
+               "number": "1", "quantity": "1", "uri": "http://x",
+               "composite": "x$2026"}  # fmt: skip
     for resource_type in ("Patient", "Encounter", "Observation"):
         entry = next(r for r in statement["rest"][0]["resource"] if r["type"] == resource_type)
         for parameter in entry["searchParam"]:

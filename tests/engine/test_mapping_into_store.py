@@ -1,0 +1,106 @@
+"""The standard mappings' Bundles, written in arrival order into the real FHIR store (SQLite and
+PostgreSQL): every one is accepted, and replays and status changes converge on the same resources.
+
+The engine knows no FHIR store (DESIGN.md); this test joins the two the way a channel's FHIR
+destination does, so a mapping that writes something the store refuses fails here, not in a ward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.hl7v2 import parse_for_mapping
+from engine.mapping import load_mapping, make_id
+from fhir_store import FhirStore, migrate
+from fhir_store.app import create_database
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parents[2]
+HL7V2 = ROOT / "mappings" / "hl7v2"
+SAMPLES = ROOT / "mappings" / "tests" / "samples"
+
+# (mapping, sample) in the order a morning's chest pain case would send them
+ARRIVALS = [
+    ("adt.yaml", "adt-a04.hl7"),
+    ("orders.yaml", "orders-omg-ecg-utf8.hl7"),
+    ("oru_ecg.yaml", "ecg-oru-stemi-utf8.hl7"),
+    ("oru_ecg.yaml", "ecg-oru-stemi-gb18030.hl7"),  # the same report again, in GB 18030
+    ("orders.yaml", "orders-oml-lab-gb18030.hl7"),
+    ("oru_monitor.yaml", "monitor-pcd01-utf8.hl7"),
+    ("orders.yaml", "orders-omi-ct-utf8.hl7"),
+    ("oru_imaging.yaml", "ris-oru-stroke-ct-utf8.hl7"),
+    ("orders.yaml", "orders-orm-cancel-utf8.hl7"),
+    ("mdm.yaml", "emr-mdm-rescue-gb18030.hl7"),
+    ("siu.yaml", "cathlab-siu-s12-utf8.hl7"),
+    ("siu.yaml", "cathlab-siu-s15-utf8.hl7"),
+]
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[FhirStore]:
+    database = create_database(database_url)
+    await migrate(database)
+    fhir = FhirStore(database)
+    try:
+        yield fhir
+    finally:
+        await fhir.aclose()
+        await database.dispose()
+
+
+def _bundle(mapping: str, sample: str) -> dict[str, Any]:
+    bundle = load_mapping(HL7V2 / mapping).apply(
+        parse_for_mapping((SAMPLES / sample).read_bytes(), "utf-8")
+    )
+    assert isinstance(bundle, dict) and bundle["entry"], sample
+    return bundle
+
+
+async def test_a_days_messages_are_accepted_and_converge(store: FhirStore) -> None:
+    written: dict[str, set[str]] = {}
+    for mapping, sample in ARRIVALS:
+        bundle = _bundle(mapping, sample)
+        response = await store.transaction(bundle)
+        statuses = [e["response"]["status"] for e in response["entry"]]
+        assert all(s.startswith(("200", "201")) for s in statuses), (sample, statuses)
+        for entry in bundle["entry"]:
+            kind, _, resource_id = entry["request"]["url"].partition("/")
+            written.setdefault(kind, set()).add(resource_id)
+
+    # the GB 18030 resend of the ECG report landed on the same two resources, unchanged
+    ecg = _resources(_bundle("oru_ecg.yaml", "ecg-oru-stemi-utf8.hl7"))
+    imaging = _resources(_bundle("oru_imaging.yaml", "ris-oru-stroke-ct-utf8.hl7"))
+    assert written["DiagnosticReport"] == {r["id"] for r in ecg + imaging if "conclusion" in r}
+    for resource in ecg:
+        stored = await store.read(resource["resourceType"], resource["id"])
+        assert {k: v for k, v in stored.items() if k != "meta"} == resource
+
+    # the CT order: created (NW at 09:01), then cancelled; the order time stays in version 1
+    (ct_order,) = _resources(_bundle("orders.yaml", "orders-omi-ct-utf8.hl7"))
+    current = await store.read("ServiceRequest", ct_order["id"])
+    first = await store.vread("ServiceRequest", ct_order["id"], "1")
+    assert current["status"] == "revoked" and "authoredOn" not in current
+    assert first["status"] == "active" and first["authoredOn"] == "2026-11-25T09:01:00+08:00"
+
+    # the cath-lab booking and its cancel are one Appointment
+    (appointment_id,) = written["Appointment"]
+    assert (await store.read("Appointment", appointment_id))["status"] == "cancelled"
+
+    # 张三's results, orders and documents point at the Patient the ADT feed wrote; 李明 (the CT
+    # patient, no ADT in this sequence) at the id the ADT feed will give him
+    (patient_id,) = written["Patient"]
+    li_ming = make_id("COUNTY-HOSP", "20010")
+    subjects = set()
+    for kind in ("Observation", "ServiceRequest", "DocumentReference"):
+        for resource_id in written[kind]:
+            subjects.add((await store.read(kind, resource_id))["subject"]["reference"])
+    assert subjects == {f"Patient/{patient_id}", f"Patient/{li_ming}"}
+
+
+def _resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle["entry"]]
