@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.hl7v2 import split_batch
 from engine.connectors import Accept, ConnectorContext, Delivered, Inbound, Outbound
 from engine.errors import ConfigError, FramingError, RejectedDeliveryError, RetryableDeliveryError
 
@@ -49,8 +50,8 @@ _EXTENSIONS = {
     "text/csv": "csv",
     "application/pdf": "pdf",
 }
-# Segments that end a message inside an HL7 batch file (FHS/BHS header, BTS/FTS trailer).
-_BATCH_SEGMENTS = (b"MSH", b"BTS", b"FTS", b"BHS", b"FHS")
+# One message per MSH of an HL7 batch file; the MLLP source splits batch blocks the same way.
+split_hl7_batch = split_batch
 
 
 class FileSourceConfig(BaseModel):
@@ -391,28 +392,6 @@ class FileDestinationFactory:
         config = FileDestinationConfig.model_validate(config)
         _check_template(config.filename)
         return FileDestination(config, context)
-
-
-def split_hl7_batch(data: bytes) -> list[bytes]:
-    """The messages of an HL7 batch file, each from its MSH segment up to the next MSH or
-    batch segment (BHS, BTS, FHS, FTS); bytes are kept as they are. Empty if there is no MSH."""
-    starts: list[tuple[int, bytes]] = []
-    position = 0
-    while position < len(data):
-        if data[position : position + 3] in _BATCH_SEGMENTS:
-            starts.append((position, data[position : position + 3]))
-        breaks = [i for i in (data.find(b"\r", position), data.find(b"\n", position)) if i >= 0]
-        if not breaks:
-            break
-        position = min(breaks) + 1
-    if not starts:
-        return []
-    ends = [start for start, _ in starts[1:]] + [len(data)]
-    return [
-        data[start:end]
-        for (start, segment), end in zip(starts, ends, strict=True)
-        if segment == b"MSH"
-    ]
 
 
 def _fit(key: str) -> str:

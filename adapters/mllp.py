@@ -24,13 +24,17 @@ from adapters.hl7v2 import (
     MEDIA_TYPE,
     MessageHeader,
     ack_wanted,
+    batch_ack,
     build_ack,
     channel_codec,
     charset_codec,
+    check_structure,
     decode,
     dedup_key,
+    is_batch,
     parse_ack,
     read_header,
+    split_batch,
 )
 from engine.connectors import (
     Accept,
@@ -271,6 +275,13 @@ class MllpSourceConfig(BaseModel):
         default=100, gt=0, description="Connections served at once; more are closed on arrival."
     )
     tls: TlsServerConfig | None = Field(default=None, description="Serve MLLP over TLS.")
+    strict: bool = Field(
+        default=False,
+        description="Check each message against the structure and datatypes of its HL7 version "
+        "(MSH-12) with hl7apy; a problem is journalled as an error and answered AE with ERR-2 "
+        "naming the segment and field. Off by default: real senders deviate in ways the "
+        "mappings tolerate.",
+    )
     ack_mode: Literal["auto", "never"] = Field(
         default="auto",
         description="auto: answer after the journal commit, as MSH-15 asks (AL, NE, ER, SU); "
@@ -398,8 +409,57 @@ class MllpSource:
 
     async def _answer(self, block: Frame, origin: str, writer: asyncio.StreamWriter) -> bool:
         """Journal one block through accept(), then ACK it; False closes the connection."""
+        if block.problem is None and is_batch(block.content):
+            messages = split_batch(block.content)
+            if messages:
+                return await self._answer_batch(block, messages, origin, writer)
+        journalled = await self._journal(block, origin)
+        if journalled is None or not block.complete:
+            return False
+        ack, codec, _ = journalled
+        if ack is not None:
+            await self._write(writer, ack.encode(codec, "replace"))
+        return True
+
+    # --- batches (FHS/BHS ... BTS/FTS in one block): each message journalled and ACKed --------
+
+    async def _answer_batch(
+        self, block: Frame, messages: list[bytes], origin: str, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Journal each message of a batch in order, then answer with one batch ACK holding
+        their ACKs. A journal timeout closes without answer: the sender resends the batch and
+        the journal's MSH-10 dedup keeps the messages already taken from applying twice."""
+        acks: list[str] = []
+        codec, first_id = "utf-8", ""
+        for index, message in enumerate(messages):
+            journalled = await self._journal(Frame(message), origin)
+            if journalled is None:
+                return False
+            ack, message_codec, message_id = journalled
+            if index == 0:  # the batch answers in its first message's charset
+                codec, first_id = message_codec, message_id
+            if ack is not None:
+                acks.append(ack)
+        if self._config.ack_mode == "never":
+            return True
+        answer = batch_ack(
+            block.content,
+            acks,
+            control_id=first_id,  # the first message's journal id, as the ACKs name theirs
+            now=datetime.now(tz=self._context.timezone),
+        )
+        await self._write(writer, answer.encode(codec, "replace"))
+        return True
+
+    # --------------------------------------------------------------------------------------------
+
+    async def _journal(self, block: Frame, origin: str) -> tuple[str | None, str, str] | None:
+        """Journal one message through accept(): its ACK (None when none is wanted), the codec
+        to send it in and its journal id; None when the journal did not answer in time."""
         config, context = self._config, self._context
         header, problem, codec = _inspect(block, context.default_charset)
+        if config.strict and problem is None and header is not None:
+            problem = check_structure(block.content, header, codec)
         inbound = Inbound(
             raw=block.content,
             media_type=MEDIA_TYPE,
@@ -421,7 +481,7 @@ class MllpSource:
                 "mllp.accept.timeout",
                 extra={"origin": origin, "control_id": inbound.correlation_id},
             )
-            return False
+            return None
         if problem is not None:
             log.info(
                 "mllp.message.rejected",
@@ -431,10 +491,8 @@ class MllpSource:
                     "error": type(problem).__name__,
                 },
             )
-        if not block.complete:
-            return False
         if config.ack_mode == "never" or not ack_wanted(header, accepted=problem is None):
-            return True
+            return None, codec, str(receipt.message_id)
         ack = build_ack(
             header,
             "AA" if problem is None else problem.ack_code,
@@ -442,10 +500,12 @@ class MllpSource:
             control_id=str(receipt.message_id),  # lets an operator find the row from the ACK
             now=datetime.now(tz=context.timezone),
         )
-        writer.write(frame(ack.encode(codec, "replace")))
-        async with asyncio.timeout(config.write_timeout_s):
+        return ack, codec, str(receipt.message_id)
+
+    async def _write(self, writer: asyncio.StreamWriter, content: bytes) -> None:
+        writer.write(frame(content))
+        async with asyncio.timeout(self._config.write_timeout_s):
             await writer.drain()
-        return True
 
 
 def _inspect(

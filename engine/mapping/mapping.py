@@ -118,6 +118,7 @@ class Mapping:
         if self._output is not None:
             return self._output(scope)
         entries: list[dict[str, Any]] = []
+        written: dict[str, Any] = {}  # PUT url → resource: one entry per id (see _add_entry)
         for resource in self._resources:
             value = resource.build(scope)
             if resource.each:
@@ -127,11 +128,37 @@ class Mapping:
                 items = [value] if value else []
                 refs[resource.name] = _reference(value) if value else None
             for item in items:
-                entries.append(_entry(resource.resource_type, item))
+                self._add_entry(entries, written, resource, item)
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": self.bundle_type}
         if entries:
             bundle["entry"] = entries
         return bundle
+
+    def _add_entry(
+        self,
+        entries: list[dict[str, Any]],
+        written: dict[str, Any],
+        resource: _Resource,
+        item: dict[str, Any],
+    ) -> None:
+        """Append the entry, once per id. Deterministic ids make the same fact the same id (the
+        same insurer in two IN1s, the same doctor in PV1-7 and PV1-17), and a transaction may
+        not write one resource twice: an identical repeat is dropped; a different resource
+        under a taken id is the mapping's mistake, reported naming the rule."""
+        entry = _entry(resource.resource_type, item)
+        url = entry["request"]["url"]
+        if entry["request"]["method"] == "PUT":
+            if url in written:
+                if written[url] == item:
+                    return
+                raise MappingError(
+                    f"two different {resource.resource_type} resources with the same id "
+                    "(make the id from the fields that tell them apart)",
+                    mapping=self.file,
+                    rule=f"resources.{resource.name}.id",
+                )
+            written[url] = item
+        entries.append(entry)
 
 
 def _reference(resource: dict[str, Any]) -> str | None:

@@ -692,3 +692,107 @@ def test_config_models_forbid_unknown_keys() -> None:
         )
     schema = MllpSourceConfig.model_json_schema()
     assert all("description" in p for p in schema["properties"].values())
+
+
+# --- batches: FHS/BHS ... BTS/FTS in one block ---------------------------------------------------
+
+
+def batch(*messages: str, file_header: bool = True) -> bytes:
+    header = "FHS|^~\\&|HIS|CPC|GC|GCF|20240501083000+0800||||F-77\r" if file_header else ""
+    trailer = "FTS|1\r" if file_header else ""
+    return (
+        header
+        + "BHS|^~\\&|HIS|CPC|GC|GCF|20240501083000+0800||||B-42\r"
+        + "".join(messages)
+        + f"BTS|{len(messages)}\r"
+        + trailer
+    ).encode()
+
+
+async def raw_reply(port: int, data: bytes) -> list[list[str]]:
+    """One framed block out, one back; the reply's segments split into fields (no hl7 parser)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(SB + data + EB + CR)
+        await writer.drain()
+        async with asyncio.timeout(WAIT_S):
+            block = await reader.readuntil(EB + CR)
+        text = block.strip(SB + EB + CR).decode()
+        return [segment.split("|") for segment in text.split("\r") if segment]
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_batch_block_is_journalled_per_message_and_answered_with_a_batch_ack(
+    context: ConnectorContext,
+) -> None:
+    journal = Journal()
+    ids = ["B1", "B2", "B3"]
+    async with serving(context, journal) as source:
+        reply = await raw_reply(source.port, batch(*(adt(i) for i in ids)))
+    # each message is its own journal row, with its own dedup key, in order
+    assert [inbound.correlation_id for inbound in journal.inbounds] == ids
+    assert all(inbound.raw.startswith(b"MSH|") for inbound in journal.inbounds)
+    assert all(b"BHS" not in i.raw and b"BTS" not in i.raw for i in journal.inbounds)
+    assert len({inbound.dedup_key for inbound in journal.inbounds}) == len(ids)
+    # the answer: FHS, BHS naming the batch it answers, one ACK per message, BTS/FTS with counts
+    names = [fields[0] for fields in reply]
+    assert names == ["FHS", "BHS"] + ["MSH", "MSA"] * len(ids) + ["BTS", "FTS"]
+    fhs, bhs = reply[0], reply[1]
+    assert fhs[11] == "F-77" and bhs[11] == "B-42"  # FHS-12 / BHS-12 = the original's -11
+    assert bhs[2:6] == ["GC", "GCF", "HIS", "CPC"]  # sender and receiver swapped
+    assert [fields[1:3] for fields in reply if fields[0] == "MSA"] == [["AA", i] for i in ids]
+    assert reply[-2] == ["BTS", str(len(ids))] and reply[-1] == ["FTS", "1"]
+
+
+async def test_a_bad_message_in_a_batch_gets_its_own_nak_and_the_others_aa(
+    context: ConnectorContext,
+) -> None:
+    journal = Journal()
+    bad = adt("B2").replace("ADT^A01^ADT_A01|B2", "|B2")  # no message type
+    async with serving(context, journal) as source:
+        reply = await raw_reply(source.port, batch(adt("B1"), bad, adt("B3"), file_header=False))
+    assert len(journal.inbounds) == 3 and journal.inbounds[1].problem is not None
+    assert [fields[0] for fields in reply][:1] == ["BHS"] and reply[-1][0] == "BTS"
+    codes = [fields[1] for fields in reply if fields[0] == "MSA"]
+    assert codes[0] == "AA" and codes[1] in ("AE", "AR") and codes[2] == "AA"
+    assert any(fields[0] == "ERR" and fields[2].startswith("MSH^1^9") for fields in reply)
+
+
+async def test_a_batch_without_messages_is_journalled_whole_as_before(
+    context: ConnectorContext,
+) -> None:
+    journal = Journal()
+    empty = b"BHS|^~\\&|HIS|CPC|GC|GCF|20240501083000+0800||||B-0\rBTS|0\r"
+    async with serving(context, journal) as source:
+        reply = await raw_reply(source.port, empty)
+    assert len(journal.inbounds) == 1 and journal.inbounds[0].raw == empty
+    assert [fields[0] for fields in reply][:1] == ["MSH"]  # a plain ACK/NAK as for any block
+
+
+# --- strict mode ---------------------------------------------------------------------------
+
+
+async def test_strict_mode_naks_a_message_off_its_structure_naming_segment_and_field(
+    context: ConnectorContext,
+) -> None:
+    journal = Journal()
+    # a valid ADT_A01 needs EVN and PV1 besides MSH and PID
+    good = adt("S1").replace("PID|", "EVN|A01|20240501083000+0800\rPID|", 1) + "PV1|1|I\r"
+    bad = good.replace("|S1|", "|S2|").replace("19800101", "1980-01-01")  # not an HL7 DT
+    async with serving(context, journal, strict=True) as source:
+        acks = await exchange(source.port, good.encode(), bad.encode())
+    assert msa(acks[0]) == ("AA", "S1")
+    assert msa(acks[1]) == ("AE", "S2")
+    location, code, _ = err(acks[1])
+    assert location == "PID^1^7" and code == "102"  # ERR-2 = PID-7, data type error
+    assert journal.inbounds[1].problem is not None  # journalled as an error, kept for a fix
+
+
+async def test_without_strict_mode_the_same_message_is_accepted(context: ConnectorContext) -> None:
+    journal = Journal()
+    sloppy = adt("S3").replace("19800101", "1980-01-01")
+    async with serving(context, journal) as source:
+        (ack,) = await exchange(source.port, sloppy.encode())
+    assert msa(ack) == ("AA", "S3")

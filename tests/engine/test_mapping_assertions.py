@@ -49,7 +49,7 @@ def test_fhirpath_checks_pass_on_what_the_message_says(tmp_path: Path) -> None:
             .startsWith('Patient/')"
         - fhirpath: "Bundle.entry.resource.ofType(Patient).identifier
             .where(system = 'urn:oid:2.16.156.10011.1.3')"
-        - {{path: entry, count: 2}}
+        - {{path: "entry[0].resource.resourceType", equals: Patient}}
         """,
     )
     assert run_mapping_test(file, parsers=PARSERS, output_checks={}) == []
@@ -97,10 +97,12 @@ def test_output_checkers_run_on_every_output(tmp_path: Path) -> None:
         seen.append(output)
         return [f"{e['resource']['resourceType']}.x: made up" for e in output["entry"]]
 
-    file = _test_file(tmp_path, "- {path: entry, count: 2}\n")
+    file = _test_file(tmp_path, "- {path: entry, count: 4}\n")
     failures = run_mapping_test(file, parsers=PARSERS, output_checks={"fake": checker})
     assert len(seen) == 1 and seen[0]["resourceType"] == "Bundle"
-    assert [f.message for f in failures] == ["Patient.x: made up", "Encounter.x: made up"]
+    # the sample's patient, visit, its doctor (PV1-7) and its department (PV1-3), in mapping order
+    kinds = ["Patient", "Encounter", "Practitioner", "Location"]
+    assert [f.message for f in failures] == [f"{kind}.x: made up" for kind in kinds]
     assert all(f.check == "output (fake)" for f in failures)
 
 
