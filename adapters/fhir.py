@@ -32,6 +32,15 @@ class FhirDestinationConfig(BaseModel):
             "about 0.2 ms of CPU per resource."
         ),
     )
+    check_references: bool = Field(
+        default=False,
+        description=(
+            "Refuse a Bundle whose `Type/id` references name a resource the store does not "
+            "have (the store's REST API does). Off by default: interfaces deliver in any order "
+            "(a lab result before its patient's registration), and mappings reference by "
+            "deterministic ids, so the reference resolves once the other message arrives."
+        ),
+    )
     return_resources: bool = Field(
         default=False,
         description=(
@@ -117,6 +126,7 @@ class FhirDestinationFactory:
         store = FhirStore(
             context.database,
             validate_structure=checked.validate_structure,
+            check_references=checked.check_references,
             timezone=context.timezone,
             run_write=context.run_write,
         )

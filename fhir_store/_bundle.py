@@ -70,6 +70,7 @@ class BundleRun:
         *,
         label: bool,
         stamp: str | None = None,
+        check_references: bool = True,
     ) -> None:
         self._changes = changes
         self._now = now
@@ -80,6 +81,7 @@ class BundleRun:
         self._writes: list[_Step] = []  # the steps that write a resource
         self._in_bundle: list[tuple[str, str, list[tuple[str | None, str]]]] | None = None
         self._local_references: list[tuple[Entry, Reference]] = []  # Type/id, as sent
+        self._check_references = check_references
 
     def apply(self, entries: list[Entry], return_resources: bool) -> list[dict[str, Any]]:
         """Apply the entries and return one response entry each, in the given order."""
@@ -219,7 +221,7 @@ class BundleRun:
         """Every `Type/id` reference sent must name a resource of this Bundle or one that
         exists (HAPI's default, referential integrity on write); InvalidResource (400) if not.
         References rewritten from `urn:uuid:` or a condition were resolved already."""
-        if not self._local_references:
+        if not self._local_references or not self._check_references:
             return
         in_bundle = {
             (step.entry.resource_type, step.target_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any
@@ -35,36 +36,48 @@ def apply_bundles(
     now: datetime,
     validate_structure: bool,
     return_resources: bool,
+    *,
+    check_references: bool = True,
 ) -> list[Result]:
     """Apply transaction/batch Bundles in `connection`'s transaction, each atomic on its own.
 
     Returns, per Bundle, its response Bundle or the FhirStoreError that kept it out. A single
     Bundle whose write breaks a constraint raises IntegrityError, as the database does.
+    `check_references=False` accepts `Type/id` references to resources not stored yet.
     """
+    checks = _Checks(validate_structure, check_references)
     if len(bundles) == 1:
-        return _apply(connection, bundles, now, validate_structure, return_resources)
+        return _apply(connection, bundles, now, checks, return_resources)
     try:
         with connection.begin_nested():
-            return _apply(connection, bundles, now, validate_structure, return_resources)
+            return _apply(connection, bundles, now, checks, return_resources)
     except IntegrityError:
         pass  # another writer got there first: redo each Bundle on the rows as they now are
     results: list[Result] = []
     for bundle in bundles:
         try:
             with connection.begin_nested():
-                results += _apply(connection, [bundle], now, validate_structure, return_resources)
+                results += _apply(connection, [bundle], now, checks, return_resources)
         except IntegrityError:
             results.append(concurrent_write())
     return results
 
 
 def apply_entries(
-    connection: Connection, entries: list[Entry], now: datetime, validate_structure: bool
+    connection: Connection,
+    entries: list[Entry],
+    now: datetime,
+    validate_structure: bool,
+    *,
+    check_references: bool = True,
 ) -> list[dict[str, Any]]:
     """Apply the entries of one request atomically; raise its FhirStoreError, unlabelled."""
     changes = Changes(connection)
     with changes.atomic():
-        responses = BundleRun(changes, now, validate_structure, label=False).apply(entries, True)
+        run = BundleRun(
+            changes, now, validate_structure, label=False, check_references=check_references
+        )
+        responses = run.apply(entries, True)
     changes.flush()
     return responses
 
@@ -78,11 +91,19 @@ def concurrent_write() -> VersionConflict:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Checks:
+    """What every write of a group is checked for."""
+
+    structure: bool
+    references: bool
+
+
 def _apply(
     connection: Connection,
     bundles: Sequence[object],
     now: datetime,
-    validate_structure: bool,
+    checks: _Checks,
     return_resources: bool,
 ) -> list[Result]:
     parsed: list[tuple[BundleType, list[Entry]] | FhirStoreError] = []
@@ -106,7 +127,7 @@ def _apply(
             results.append(item)
             continue
         try:
-            results.append(_run(changes, *item, now, stamp, validate_structure, return_resources))
+            results.append(_run(changes, *item, now, stamp, checks, return_resources))
         except FhirStoreError as error:
             results.append(error)
     changes.flush()
@@ -119,19 +140,33 @@ def _run(
     entries: list[Entry],
     now: datetime,
     stamp: str,
-    validate_structure: bool,
+    checks: _Checks,
     return_resources: bool,
 ) -> dict[str, Any]:
     responses: list[dict[str, Any]] = []
     if bundle_type == "transaction":
         with changes.atomic():
-            run = BundleRun(changes, now, validate_structure, label=True, stamp=stamp)
+            run = BundleRun(
+                changes,
+                now,
+                checks.structure,
+                label=True,
+                stamp=stamp,
+                check_references=checks.references,
+            )
             responses = run.apply(entries, return_resources)
     else:
         for entry in entries:
             try:
                 with changes.atomic():
-                    run = BundleRun(changes, now, validate_structure, label=False, stamp=stamp)
+                    run = BundleRun(
+                        changes,
+                        now,
+                        checks.structure,
+                        label=False,
+                        stamp=stamp,
+                        check_references=checks.references,
+                    )
                     responses += run.apply([entry], return_resources)
             except FhirStoreError as error:
                 responses.append(_error_entry(error))

@@ -61,6 +61,7 @@ class _Settings:
     validate_structure: bool
     timezone: tzinfo
     max_bundle_entries: int
+    check_references: bool
 
 
 # Runs `work(connection)` in one write transaction and returns its result.
@@ -77,6 +78,10 @@ class FhirStore:
     turns that off (it costs a fraction of a millisecond per resource; see
     bench/fhir_validation_cost.py). `timezone` is the offset written in `meta.lastUpdated`.
     A Bundle of more than `max_bundle_entries` entries is refused with PayloadTooLarge (413).
+    A `Type/id` reference to a resource that is neither stored nor in the same Bundle is
+    refused (400, HAPI's referential integrity on write); `check_references=False` accepts it,
+    for writers whose messages arrive in any order and converge by deterministic ids (a lab
+    result before the registration of its patient).
     The store opens write connections of its own on the same database: close it (`aclose`).
     A host that already serialises writes to the database (greenchannel's engine on SQLite)
     passes `run_write`, which runs one write transaction on a synchronous `Connection` and
@@ -91,6 +96,7 @@ class FhirStore:
         timezone: tzinfo = UTC,
         run_write: WriteRunner | None = None,
         max_bundle_entries: int = DEFAULT_MAX_BUNDLE_ENTRIES,
+        check_references: bool = True,
     ) -> None:
         self._database = database
         self._run_write = run_write
@@ -101,6 +107,7 @@ class FhirStore:
             validate_structure=validate_structure,
             timezone=timezone,
             max_bundle_entries=max_bundle_entries,
+            check_references=check_references,
         )
         self._custom_problems: dict[str, str] | None = None  # None: custom params not read yet
 
@@ -419,7 +426,11 @@ class FhirStore:
 
     async def _apply(self, entries: list[Entry]) -> dict[str, Any]:
         responses = await self._write(
-            apply_entries, entries, self._now(), self._settings.validate_structure
+            apply_entries,
+            entries,
+            self._now(),
+            self._settings.validate_structure,
+            check_references=self._settings.check_references,
         )
         if any(entry.resource_type == "SearchParameter" for entry in entries):
             await self._search_parameters_written()

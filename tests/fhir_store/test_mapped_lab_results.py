@@ -3,19 +3,43 @@ arrive in either order and converge on the same Patient, on SQLite and PostgreSQ
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.hl7v2 import parse_for_mapping
 from engine.mapping import load_mapping
-from fhir_store import FhirStore
+from fhir_store import FhirStore, InvalidResource
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "mappings" / "tests" / "samples"
+
+
+@pytest.fixture
+async def store(database: AsyncEngine) -> AsyncIterator[FhirStore]:
+    """The store as the engine's FHIR destination writes to it: messages arrive in any order,
+    so references to resources not stored yet are accepted (`check_references=False`)."""
+    fhir = FhirStore(database, check_references=False)
+    try:
+        yield fhir
+    finally:
+        await fhir.aclose()
+
+
+async def test_the_rest_api_store_refuses_results_for_an_unknown_patient(
+    database: AsyncEngine,
+) -> None:
+    fhir = FhirStore(database)
+    try:
+        with pytest.raises(InvalidResource, match="does not exist"):
+            await fhir.transaction(_bundle("oru_lab.yaml", "lis-oru-troponin-gb18030.hl7"))
+    finally:
+        await fhir.aclose()
 
 
 def _bundle(mapping: str, sample: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ def summary_names(resource_type: str) -> set[str]:
 
 @pytest.fixture
 async def small(store: FhirStore) -> FhirStore:
+    await store.update("Organization", "org", {"resourceType": "Organization", "id": "org"})
     await store.update(
         "Patient",
         "p1",
@@ -45,7 +46,6 @@ async def small(store: FhirStore) -> FhirStore:
             "managingOrganization": {"reference": "Organization/org"},
         },
     )
-    await store.update("Organization", "org", {"resourceType": "Organization", "id": "org"})
     await store.update(
         "Observation",
         "o1",
