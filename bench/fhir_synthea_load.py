@@ -62,7 +62,9 @@ class Figures:
         )
 
 
-async def load_in_process(url: str, bundles: list[dict[str, Any]], validate: bool) -> Figures:
+async def load_in_process(url: str, bodies: list[bytes], resources: int, validate: bool) -> Figures:
+    """Each Bundle is parsed from its JSON just before its transaction, untimed: the store is
+    not charged for the garbage collector walking a client's 200 MB of parsed Bundles."""
     database = create_database(url)
     store = FhirStore(database, validate_structure=validate)
     try:
@@ -72,15 +74,18 @@ async def load_in_process(url: str, bundles: list[dict[str, Any]], validate: boo
 
             validate_structure({"resourceType": "Patient"})
         failed = 0
-        started, cpu_started = time.perf_counter(), time.process_time()
-        for bundle in bundles:
+        elapsed_s = cpu_s = 0.0
+        for body in bodies:
+            bundle = json.loads(body)
+            started, cpu_started = time.perf_counter(), time.process_time()
             try:
                 await store.transaction(bundle)
             except FhirStoreError as error:
                 failed += 1
                 print(f"  failed: {error}", file=sys.stderr)
-        elapsed_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
-        return Figures(resource_count(bundles), elapsed_s, cpu_s, failed)
+            elapsed_s += time.perf_counter() - started
+            cpu_s += time.process_time() - cpu_started
+        return Figures(resources, elapsed_s, cpu_s, failed)
     finally:
         await store.aclose()
         await database.dispose()
@@ -109,16 +114,15 @@ def resource_count(bundles: list[dict[str, Any]]) -> int:
     return sum(len(bundle.get("entry", [])) for bundle in bundles)
 
 
-def run(label: str, url_of: Any, args: argparse.Namespace, bundles: list[dict[str, Any]]) -> None:
-    bodies = [json.dumps(bundle).encode() for bundle in bundles] if not args.no_http else []
+def run(label: str, url_of: Any, args: argparse.Namespace, bodies: list[bytes], count: int) -> None:
     for validate in (False, True) if not args.no_validation else (False,):
         suffix = ", validated" if validate else ""
         with url_of() as url:
-            figures = asyncio.run(load_in_process(url, bundles, validate))
+            figures = asyncio.run(load_in_process(url, bodies, count, validate))
         print(figures.line(f"{label}, FhirStore.transaction{suffix}"), flush=True)
         if not args.no_http:
             with url_of() as url:
-                figures = load_over_http(url, bodies, resource_count(bundles), validate)
+                figures = load_over_http(url, bodies, count, validate)
             print(figures.line(f"{label}, POST /fhir{suffix}"), flush=True)
 
 
@@ -148,13 +152,13 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
     bundles = synthea_bundles(args.bundles)
-    print(
-        f"Synthea load: {len(bundles)} Bundles, {resource_count(bundles)} resources, "
-        "one Bundle at a time"
-    )
-    run("SQLite", _SqliteUrl, args, bundles)
+    count = resource_count(bundles)
+    print(f"Synthea load: {len(bundles)} Bundles, {count} resources, one Bundle at a time")
+    bodies = [json.dumps(bundle).encode() for bundle in bundles]
+    del bundles
+    run("SQLite", _SqliteUrl, args, bodies, count)
     if not args.no_postgres:
-        run("PostgreSQL", _PostgresUrl, args, bundles)
+        run("PostgreSQL", _PostgresUrl, args, bodies, count)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,10 @@ class BundleRun:
         self._label = label
         self._conditional_refs: dict[str, str] = {}
         self._writes: list[_Step] = []  # the steps that write a resource
-        self._in_bundle: list[tuple[str, str, list[tuple[str | None, str]]]] | None = None
+        # per resource type, the (id, identifiers) of the Bundle's writes of it, read when a
+        # conditional reference first names the type: a Synthea Bundle has ~700 writes, and its
+        # references name Practitioners, Organizations and Locations only
+        self._in_bundle: dict[str, list[tuple[str, list[tuple[str | None, str]]]]] = {}
 
     def apply(self, entries: list[Entry], return_resources: bool) -> list[dict[str, Any]]:
         """Apply the entries and return one response entry each, in the given order."""
@@ -231,16 +234,18 @@ class BundleRun:
                 expression=[path],
                 status=error.status,
             ) from None
-        if self._in_bundle is None:  # the Bundle's own identifiers, read when first needed
-            self._in_bundle = [
-                (other.entry.resource_type, other.target_id or "", identifier_tokens(resource))
+        in_bundle = self._in_bundle.get(resource_type)
+        if in_bundle is None:
+            in_bundle = self._in_bundle[resource_type] = [
+                (other.target_id or "", identifier_tokens(resource))
                 for other in self._writes
-                if (resource := other.entry.resource) is not None
+                if other.entry.resource_type == resource_type
+                and (resource := other.entry.resource) is not None
             ]
         matches = {
             f"{resource_type}/{resource_id}"
-            for other_type, resource_id, tokens in self._in_bundle
-            if other_type == resource_type and _any_match(token, tokens)
+            for resource_id, tokens in in_bundle
+            if _any_match(token, tokens)
         }
         ids = self._changes.find_ids(resource_type, token, limit=2)
         matches.update(f"{resource_type}/{resource_id}" for resource_id in ids)
