@@ -4,7 +4,8 @@ Each transaction creates a new Patient (POST, urn:uuid fullUrl) and an Observati
 is that fullUrl, as an ED front end or a device gateway sends them. Measured through the HTTP
 API (`POST /fhir` on a uvicorn server in a subprocess, an httpx client here: what a client
 sees) and in process (`FhirStore.transaction`), with one client and with 8 concurrent ones; on
-SQLite and on PostgreSQL.
+SQLite and on PostgreSQL. The CPU time per transaction (the server process's, or this one's in
+process; the database server's not included) is less disturbed by other load than latency.
 
 Usage: python bench/fhir_small_transaction.py [--transactions N] [--no-postgres]
 Target: median <= 5 ms with one client (Blaze: 5.2 ms on a 16-core server).
@@ -89,9 +90,11 @@ def small_transaction(run: str, n: int) -> dict[str, Any]:
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-async def measure(send: Send, transactions: int, clients: int) -> tuple[list[float], float]:
+async def measure(
+    send: Send, transactions: int, clients: int, cpu_s: Callable[[], float]
+) -> tuple[list[float], float, float]:
     """Latencies (s) of `transactions` sent by `clients` concurrent clients, each waiting for
-    its answer before the next, and the elapsed time."""
+    its answer before the next, the elapsed time, and the CPU seconds `cpu_s` counted."""
     run = uuid.uuid4().hex[:8]
     for n in range(WARM_UP):
         await send(small_transaction("warm" + run, n))
@@ -104,16 +107,17 @@ async def measure(send: Send, transactions: int, clients: int) -> tuple[list[flo
             await send(bundle)
             latencies.append(time.perf_counter() - started)
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_s()
     await asyncio.gather(*(client(bundles[i::clients]) for i in range(clients)))
-    return latencies, time.perf_counter() - started
+    return latencies, time.perf_counter() - started, cpu_s() - cpu_started
 
 
-def line(label: str, latencies: list[float], elapsed_s: float) -> str:
+def line(label: str, latencies: list[float], elapsed_s: float, cpu_s: float) -> str:
     return (
-        f"{label:<44} median {1000 * statistics.median(latencies):6.2f} ms   "
+        f"{label:<46} median {1000 * statistics.median(latencies):6.2f} ms   "
         f"p99 {1000 * percentile(latencies, 0.99):6.2f} ms   "
-        f"{len(latencies) / elapsed_s:6.0f} transactions/s"
+        f"{len(latencies) / elapsed_s:5.0f} transactions/s   "
+        f"{1000 * cpu_s / len(latencies):5.2f} ms CPU each"
     )
 
 
@@ -127,19 +131,18 @@ async def in_process(url: str, transactions: int, label: str) -> None:
             await store.transaction(bundle)
 
         for clients in (1, CLIENTS):
-            latencies, elapsed_s = await measure(send, transactions, clients)
-            print(
-                line(f"{label}, FhirStore.transaction, {clients} client(s)", latencies, elapsed_s)
-            )
+            figures = await measure(send, transactions, clients, time.process_time)
+            print(line(f"{label}, FhirStore.transaction, {clients} client(s)", *figures))
     finally:
         await store.aclose()
         await database.dispose()
 
 
-async def over_http(base_url: str, transactions: int, label: str) -> None:
+async def over_http(server: FhirServer, transactions: int, label: str) -> None:
+    """Through the server; the CPU figure is the server process's."""
     headers = {"Content-Type": "application/fhir+json"}
     limits = httpx.Limits(max_connections=CLIENTS)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60) as http:
 
         async def send(bundle: dict[str, Any]) -> None:
             response = await http.post("", content=json.dumps(bundle).encode(), headers=headers)
@@ -147,13 +150,13 @@ async def over_http(base_url: str, transactions: int, label: str) -> None:
                 raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
 
         for clients in (1, CLIENTS):
-            latencies, elapsed_s = await measure(send, transactions, clients)
-            print(line(f"{label}, POST /fhir, {clients} client(s)", latencies, elapsed_s))
+            figures = await measure(send, transactions, clients, server.cpu_s)
+            print(line(f"{label}, POST /fhir, {clients} client(s)", *figures))
 
 
 def run(label: str, url: str, transactions: int) -> None:
     with FhirServer(url) as server:
-        asyncio.run(over_http(server.base_url, transactions, label))
+        asyncio.run(over_http(server, transactions, label))
     asyncio.run(in_process(url, transactions, label))
 
 

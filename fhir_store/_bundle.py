@@ -46,6 +46,7 @@ class _Step:
     entry: Entry
     target_id: str | None = None
     matched: bool = False  # POST ifNoneExist found an existing resource
+    fresh: bool = False  # the id is a new server-assigned one: no resource has it yet
     resource: dict[str, Any] | None = None
     response: dict[str, Any] = field(default_factory=dict)
 
@@ -104,10 +105,16 @@ class BundleRun:
                     if step.resource is not None:
                         at = step.entry
                         validate_structure(step.resource)
+            # new server-assigned ids are known to be absent: only the others are read
+            self._changes.absent(
+                (step.entry.resource_type, step.target_id)
+                for step in steps
+                if step.fresh and step.target_id is not None
+            )
             keys = [
                 (step.entry.resource_type, step.target_id)
                 for step in steps
-                if step.target_id is not None and step.entry.method != "GET"
+                if step.target_id is not None and step.entry.method != "GET" and not step.fresh
             ]
             current = self._changes.current(keys)
             for step in steps:
@@ -143,7 +150,7 @@ class BundleRun:
                 if ids:
                     step.target_id, step.matched = ids[0], True
                 else:
-                    step.target_id = _new_id()
+                    step.target_id, step.fresh = _new_id(), True
             elif entry.method == "PUT":
                 if ids and body_id is not None and body_id != ids[0]:
                     raise InvalidResource(
@@ -152,11 +159,12 @@ class BundleRun:
                         expression=[f"{entry.resource_type}.id"],
                     )
                 step.target_id = ids[0] if ids else (body_id if isinstance(body_id, str) else None)
-                step.target_id = step.target_id or _new_id()
+                if not step.target_id:
+                    step.target_id, step.fresh = _new_id(), True
             else:
                 step.target_id = ids[0] if ids else None
         elif entry.method == "POST":
-            step.target_id = _new_id()
+            step.target_id, step.fresh = _new_id(), True
         else:
             step.target_id = entry.resource_id
             if entry.method == "PUT" and body_id is not None and body_id != entry.resource_id:
