@@ -26,8 +26,12 @@ test: $(VENV)/.installed lint
 	GREENCHANNEL_TEST_POSTGRES_URL=$$( [ -n "$(PG_URL)" ] && $(VENV)/bin/python -c "import psycopg,sys; psycopg.connect('$(PG_URL)'.replace('+psycopg',''), connect_timeout=3).close()" 2>/dev/null && echo "$(PG_URL)" ) \
 	$(VENV)/bin/pytest -q
 
-# Figures, not asserts: MLLP journal+ACK vs python-hl7's bare server, end to end, FHIR store.
+# Figures, not asserts: MLLP journal+ACK vs python-hl7's bare server, end to end, FHIR store
+# (bulk writes, the Synthea load, small transactions, a search mix).
 bench: $(VENV)/.installed
 	cd bench && ../$(VENV)/bin/python mllp_throughput.py
 	cd bench && ../$(VENV)/bin/python end_to_end.py
 	$(VENV)/bin/python bench/fhir_store_write.py
+	cd bench && ../$(VENV)/bin/python fhir_synthea_load.py
+	cd bench && ../$(VENV)/bin/python fhir_small_transaction.py
+	cd bench && ../$(VENV)/bin/python fhir_search_mix.py

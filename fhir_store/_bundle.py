@@ -48,6 +48,7 @@ class _Step:
     entry: Entry
     target_id: str | None = None
     matched: bool = False  # POST ifNoneExist found an existing resource
+    fresh: bool = False  # the id is a new server-assigned one: no resource has it yet
     resource: dict[str, Any] | None = None
     response: dict[str, Any] = field(default_factory=dict)
 
@@ -79,7 +80,10 @@ class BundleRun:
         self._label = label
         self._conditional_refs: dict[str, str] = {}
         self._writes: list[_Step] = []  # the steps that write a resource
-        self._in_bundle: list[tuple[str, str, list[tuple[str | None, str]]]] | None = None
+        # per resource type, the (id, identifiers) of the Bundle's writes of it, read when a
+        # conditional reference first names the type: a Synthea Bundle has ~700 writes, and its
+        # references name Practitioners, Organizations and Locations only
+        self._in_bundle: dict[str, list[tuple[str, list[tuple[str | None, str]]]]] = {}
         self._local_references: list[tuple[Entry, Reference]] = []  # Type/id, as sent
         self._check_references = check_references
 
@@ -99,10 +103,16 @@ class BundleRun:
             for step in self._writes:
                 at = step.entry
                 self._resolve_references(step, full_urls)
+            # new server-assigned ids are known to be absent: only the others are read
+            self._changes.absent(
+                (step.entry.resource_type, step.target_id)
+                for step in steps
+                if step.fresh and step.target_id is not None
+            )
             keys = [
                 (step.entry.resource_type, step.target_id)
                 for step in steps
-                if step.target_id is not None and step.entry.method != "GET"
+                if step.target_id is not None and step.entry.method != "GET" and not step.fresh
             ]
             current = self._changes.current(keys)
             at = None  # the reference check names the entry itself
@@ -145,7 +155,7 @@ class BundleRun:
                 if ids:
                     step.target_id, step.matched = ids[0], True
                 else:
-                    step.target_id = _new_id()
+                    step.target_id, step.fresh = _new_id(), True
             elif entry.method == "PUT":
                 if ids and body_id is not None and body_id != ids[0]:
                     raise InvalidResource(
@@ -154,11 +164,12 @@ class BundleRun:
                         expression=[f"{entry.resource_type}.id"],
                     )
                 step.target_id = ids[0] if ids else (body_id if isinstance(body_id, str) else None)
-                step.target_id = step.target_id or _new_id()
+                if not step.target_id:
+                    step.target_id, step.fresh = _new_id(), True
             else:
                 step.target_id = ids[0] if ids else None
         elif entry.method == "POST":
-            step.target_id = _new_id()
+            step.target_id, step.fresh = _new_id(), True
         else:
             step.target_id = entry.resource_id
             if entry.method == "PUT" and body_id is not None and body_id != entry.resource_id:
@@ -269,16 +280,18 @@ class BundleRun:
                 expression=[path],
                 status=error.status,
             ) from None
-        if self._in_bundle is None:  # the Bundle's own identifiers, read when first needed
-            self._in_bundle = [
-                (other.entry.resource_type, other.target_id or "", identifier_tokens(resource))
+        in_bundle = self._in_bundle.get(resource_type)
+        if in_bundle is None:
+            in_bundle = self._in_bundle[resource_type] = [
+                (other.target_id or "", identifier_tokens(resource))
                 for other in self._writes
-                if (resource := other.entry.resource) is not None
+                if other.entry.resource_type == resource_type
+                and (resource := other.entry.resource) is not None
             ]
         matches = {
             f"{resource_type}/{resource_id}"
-            for other_type, resource_id, tokens in self._in_bundle
-            if other_type == resource_type and _any_match(token, tokens)
+            for resource_id, tokens in in_bundle
+            if _any_match(token, tokens)
         }
         ids = self._changes.find_ids(resource_type, token, limit=2)
         matches.update(f"{resource_type}/{resource_id}" for resource_id in ids)

@@ -87,6 +87,13 @@ class Changes:
                 found_keys.extend((pair[0], resource_id) for resource_id, _ in matches)
         self._read([*keys, *found_keys])
 
+    def absent(self, keys: Iterable[Key]) -> None:
+        """Note, without reading, keys that no resource has: new server-assigned ids (uuid4),
+        which make up most of a bulk load. Were one taken after all, its insert would break
+        the primary key and the write fail as a concurrent one."""
+        for key in keys:
+            self._stored.setdefault(key, None)
+
     def current(self, keys: Iterable[Key]) -> dict[Key, Current]:
         """The current state of the keys that exist (deleted ones included)."""
         wanted = list(keys)

@@ -386,14 +386,17 @@ class FhirStore:
                 failed_patches[index] = failed
         if not accepted and then is None:
             return [result for result in results if result is not None]
-        pending, now, validate = (
-            list(accepted.values()),
-            self._now(),
-            self._settings.validate_structure,
-        )
+        pending, now, settings = list(accepted.values()), self._now(), self._settings
 
         def apply(connection: Connection) -> list[dict[str, Any] | FhirStoreError]:
-            written = apply_bundles(connection, pending, now, validate, return_resources)
+            written = apply_bundles(
+                connection,
+                pending,
+                now,
+                settings.validate_structure,
+                return_resources,
+                check_references=settings.check_references,
+            )
             for index, result in zip(accepted, written, strict=True):
                 if index in failed_patches and isinstance(result, dict):
                     _insert_failures(result, failed_patches[index])

@@ -1,0 +1,82 @@
+"""The FHIR store alone behind uvicorn, for the FHIR benchmarks: a subprocess on a free port.
+
+Run as a script it serves `/fhir` on one database URL (migrated at start, no authentication);
+`FhirServer` starts it from a benchmark and stops it afterwards.
+Usage: python bench/_fhir_server.py DATABASE_URL PORT [--validate]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FhirServer:
+    """`python bench/_fhir_server.py` in a subprocess; `base_url` ends in /fhir."""
+
+    def __init__(self, database_url: str, *, validate: bool = False) -> None:
+        from _load import free_port
+
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/fhir"
+        self._command = [sys.executable, __file__, database_url, str(self.port)]
+        if validate:
+            self._command.append("--validate")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> FhirServer:
+        from _load import wait_for_port
+
+        self._process = subprocess.Popen(self._command, cwd=ROOT)
+        wait_for_port(self.port)
+        return self
+
+    def cpu_s(self) -> float:
+        """The server process's CPU seconds so far (user + system, every thread; Linux): a
+        figure that other load on the machine disturbs less than wall-clock time."""
+        assert self._process is not None
+        stat = Path(f"/proc/{self._process.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+
+def serve(database_url: str, port: int, validate: bool) -> None:
+    import uvicorn
+    from fastapi import FastAPI
+
+    from fhir_store import FhirStore, build_router, migrate
+    from fhir_store.app import create_database
+
+    database = create_database(database_url)
+    store = FhirStore(database, validate_structure=validate)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await migrate(database)
+        try:
+            yield
+        finally:
+            await store.aclose()
+            await database.dispose()
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(build_router(database, store=store))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]), "--validate" in sys.argv[3:])
