@@ -10,6 +10,7 @@ with the real entry points in a real worker process (`processing_workers=1`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import socket
@@ -30,7 +31,7 @@ from engine.database import create_database_engine, migrate
 from engine.errors import RejectedDeliveryError
 from engine.journal import DeliveryAttempt, DestinationDelivery, JournalMessage
 from engine.mapping import make_id
-from engine.pipeline import compile_channel
+from engine.pipeline import MAX_PROBLEMS, compile_channel, process
 from engine.plugins import load_plugins
 from engine.runtime import Runtime
 from engine.stats import Stats
@@ -269,3 +270,65 @@ async def test_destination_trusts_payloads_the_worker_checked(
         await unchecked.aclose()
         await checked.aclose()
         await database.dispose()
+
+
+CHANNEL = """
+name: his-adt
+source: {kind: mllp, port: 2575}
+transformer:
+  mapping: hl7v2/adt.yaml
+destinations:
+  - name: store
+    connector: {kind: fhir}
+  - name: own-unchecked
+    transformer: {mapping: hl7v2/adt.yaml, check_output: false}
+    connector: {kind: fhir}
+"""
+
+
+def _compiled(text: str, checks: dict[str, Any]) -> Any:
+    plugins = dataclasses.replace(load_plugins(), output_checks=checks)
+    return compile_channel(
+        load_channel_text(text, plugins, file="his-adt.yaml"),
+        mappings_dir=ROOT / "mappings",
+        plugins=plugins,
+        default_charset="utf-8",
+        default_tz=CST,
+    )
+
+
+def unchecked_output() -> Any:
+    """What the ADT mapping makes of the sample, with no output check."""
+    compiled = _compiled(CHANNEL, {})
+    parser = compiled.plugins.parser("x-application/hl7-v2+er7")
+    assert parser is not None and compiled.transform is not None
+    payload = compiled.transform(parser(SAMPLE.read_bytes(), "utf-8"))
+    assert payload is not None
+    return json.loads(payload)
+
+
+def test_each_destination_is_told_which_checks_its_payloads_passed() -> None:
+    compiled = _compiled(CHANNEL, {"fhir-structure": output_issues})
+    store, unchecked = compiled.destinations
+    assert store.checked_by == (output_issues,)  # the channel's (checked) output
+    assert unchecked.checked_by == ()  # its own mapping, not checked
+    passthrough = _compiled(CHANNEL.replace("transformer:\n  mapping: hl7v2/adt.yaml\n", ""), {
+        "fhir-structure": output_issues
+    })  # fmt: skip
+    assert passthrough.destinations[0].checked_by == ()  # the raw message: nothing checked
+
+
+def test_a_failed_check_names_its_first_problems_and_counts_the_rest() -> None:
+    def every_element(output: Any) -> list[str]:
+        resource = output["entry"][0]["resource"]
+        return [f"Patient.{key}: refused" for key in resource]
+
+    compiled = _compiled(CHANNEL, {"picky": every_element})
+    outcome = process(compiled, SAMPLE.read_bytes(), "x-application/hl7-v2+er7", None)
+    assert outcome.status == "error" and not outcome.deliveries
+    assert outcome.error is not None
+    expected = every_element(unchecked_output())
+    assert len(expected) > MAX_PROBLEMS
+    assert "; ".join(expected[:MAX_PROBLEMS]) in outcome.error
+    assert expected[MAX_PROBLEMS] not in outcome.error
+    assert f"and {len(expected) - MAX_PROBLEMS} more" in outcome.error
