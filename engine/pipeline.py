@@ -78,7 +78,6 @@ class CompiledChannel:
     mappings_dir: Path
     default_charset: str
     default_tz: timezone
-    checked_by: tuple[OutputCheck, ...] = ()  # what the channel transformer's output passed
 
     def ref(self, generation: int) -> ChannelRef:
         """How a worker process can compile this same channel."""
@@ -218,7 +217,6 @@ def compile_channel(
         mappings_dir=mappings_dir,
         default_charset=default_charset,
         default_tz=default_tz,
-        checked_by=tuple(check for _, check in checks_of(spec.transformer)),
     )
 
 
