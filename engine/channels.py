@@ -64,6 +64,12 @@ class TransformerSpec(BaseModel):
     media_type: str = Field(
         "application/fhir+json", description="Media type of what the mapping produces."
     )
+    check_output: bool = Field(
+        True,
+        description="Run the installed output checks (`greenchannel.output_checks`, e.g. the "
+        "FHIR structure) on what the mapping produces, in the processing worker; a message "
+        "whose output fails one goes to ERROR, naming the element, and can be reprocessed.",
+    )
 
 
 class PartitionSpec(BaseModel):

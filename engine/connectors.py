@@ -165,6 +165,10 @@ class ConnectorContext:
     # engine's own database use it, so that on SQLite writes queue instead of fighting for the
     # lock; the journal's commits, which senders wait for, still go first.
     run_write: Callable[[Callable[[Any], Any]], Awaitable[Any]] | None = None
+    # For a destination: the output checks (`greenchannel.output_checks` callables) that every
+    # payload it is given has already passed in the processing worker, so it need not repeat
+    # them; empty when its payloads are unchecked (no mapping, or `check_output: false`).
+    checked_by: tuple[Callable[[Any], list[str]], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -3,6 +3,12 @@
 `compile_channel` turns a validated channel file into callables once, at deploy time, so that a
 broken mapping or expression refuses the deploy instead of failing message by message.
 `process` then runs them on one message; it is pure (no I/O), so the worker can batch commits.
+
+Each transformer's output also goes through the installed output checks (the
+`greenchannel.output_checks` entry point, e.g. a FHIR structure validator the engine itself does
+not have) unless its `check_output` is false: a failure is a MappingError, so the message goes to
+ERROR at the transform stage, before anything is queued, and can be reprocessed once the mapping
+is fixed. The checks run where the mapping runs, in the processing worker process.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ log = logging.getLogger(__name__)
 
 Condition = Callable[[Document], bool]
 Transform = Callable[[Document], bytes | None]
+OutputCheck = Callable[[Any], list[str]]
+# Problems quoted in the message's error; the rest are counted.
+MAX_PROBLEMS = 5
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,9 @@ class CompiledDestination:
     filter: Condition | None
     transform: Transform | None
     media_type: str | None
+    # The output checks every payload this destination is given has passed (empty: the
+    # destination checks for itself what it needs to).
+    checked_by: tuple[OutputCheck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,11 @@ def compile_channel(
     spec = channel.spec
     tz = _offset(spec.timezone, default_tz)
 
+    def checks_of(transformer_spec: Any) -> tuple[tuple[str, OutputCheck], ...]:
+        if transformer_spec is None or not transformer_spec.check_output:
+            return ()
+        return tuple(sorted(plugins.output_checks.items()))
+
     def transformer(transformer_spec: Any, key: str) -> Transform | None:
         if transformer_spec is None:
             return None
@@ -149,11 +166,16 @@ def compile_channel(
                 key=f"{key}.mapping",
             )
         mapping = load_mapping(path)
+        checks = checks_of(transformer_spec)
 
         def apply(document: Document) -> bytes | None:
             output = mapping.apply(document, timezone=tz)
             if output is None:
                 return None
+            for name, check in checks:
+                problems = check(output)
+                if problems:
+                    raise _failed_check(transformer_spec.mapping, name, problems)
             return json.dumps(output, ensure_ascii=False, separators=(",", ":")).encode()
 
         return apply
@@ -177,6 +199,7 @@ def compile_channel(
             filter=condition(d.filter, f"destinations[{i}].filter"),
             transform=transformer(d.transformer, f"destinations[{i}].transformer"),
             media_type=d.transformer.media_type if d.transformer else None,
+            checked_by=tuple(check for _, check in checks_of(d.transformer or spec.transformer)),
         )
         for i, d in enumerate(spec.destinations)
     )
@@ -195,6 +218,15 @@ def compile_channel(
         default_charset=default_charset,
         default_tz=default_tz,
     )
+
+
+def _failed_check(mapping: str, check: str, problems: list[str]) -> MappingError:
+    """The checks name elements and reasons, never values, so the error can be journalled."""
+    listed = "; ".join(problems[:MAX_PROBLEMS])
+    more = len(problems) - MAX_PROBLEMS
+    if more > 0:
+        listed += f"; and {more} more"
+    return MappingError(f"the output fails the {check!r} output check ({listed})", mapping=mapping)
 
 
 def process(compiled: CompiledChannel, raw: bytes, media_type: str, charset: str | None) -> Outcome:

@@ -1,5 +1,5 @@
-"""Finds connectors, parsers, HTTP routers, change-event subscribers and CLI commands through
-entry points.
+"""Finds connectors, parsers, output checks, HTTP routers, change-event subscribers and CLI
+commands through entry points.
 
 This is how `engine/` uses protocols without importing them: adapters (and a hospital's own
 packages) declare entry points in their `pyproject.toml`, and the engine looks them up by name.
@@ -25,6 +25,7 @@ PARSERS = "greenchannel.parsers"
 ROUTERS = "greenchannel.routers"
 COMMANDS = "greenchannel.commands"
 SUBSCRIBERS = "greenchannel.subscribers"
+OUTPUT_CHECKS = "greenchannel.output_checks"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Plugins:
     routers: dict[str, Callable[..., Any]] = field(default_factory=dict)
     commands: dict[str, Callable[..., Any]] = field(default_factory=dict)
     subscribers: dict[str, SubscriberFactory] = field(default_factory=dict)
+    # Take a mapping's output, return its problems as "element: reason" (empty: fine).
+    output_checks: dict[str, Callable[[Any], list[str]]] = field(default_factory=dict)
 
     def source(self, kind: str, *, where: str = "source.kind") -> SourceFactory:
         try:
@@ -79,4 +82,5 @@ def load_plugins() -> Plugins:
         routers=group(ROUTERS),
         commands=group(COMMANDS),
         subscribers=group(SUBSCRIBERS, instantiate=True),
+        output_checks=group(OUTPUT_CHECKS),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
@@ -204,9 +205,13 @@ class Runtime:
             context = self._context(compiled)
             destinations = {}
             try:
-                for spec in compiled.channel.spec.destinations:
+                for spec, planned in zip(
+                    compiled.channel.spec.destinations, compiled.destinations, strict=True
+                ):
                     factory = compiled.plugins.destination(spec.connector.kind)
-                    destinations[spec.name] = factory.build(spec.connector, context)
+                    destinations[spec.name] = factory.build(
+                        spec.connector, dataclasses.replace(context, checked_by=planned.checked_by)
+                    )
                 if keep_source:
                     assert old is not None
                     source, source_task = old.source, old.source_task

@@ -38,6 +38,7 @@ from engine.mapping.document import Document
 from engine.mapping.fhirpath import compile_check, rooted_at_bundle
 from engine.mapping.mapping import Mapping, load_mapping, parse_timezone
 from engine.mapping.yamlfile import load_yaml
+from engine.plugins import OUTPUT_CHECKS
 
 __all__ = [
     "OUTPUT_CHECKS",
@@ -50,7 +51,6 @@ __all__ = [
     "run_mapping_test",
 ]
 
-OUTPUT_CHECKS = "greenchannel.output_checks"
 # Takes a mapping's output; returns problems as "element: reason" (empty: fine).
 OutputCheck = Callable[[Any], list[str]]
 
