@@ -4,7 +4,6 @@ the surviving Patient, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,23 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.net import mllp_exchange as send
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "mappings" / "tests" / "samples"
 
 pytestmark = pytest.mark.slow
-
-
-def send(port: int, message: bytes) -> bytes:
-    """One MLLP exchange: the framed message out, the framed ACK back."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"\x0b" + message + b"\x1c\r")
-        reply = b""
-        while not reply.endswith(b"\x1c\r"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-    return reply
 
 
 def wait_for(

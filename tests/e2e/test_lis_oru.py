@@ -3,7 +3,6 @@ Observation, DiagnosticReport and Specimen with their own times, on SQLite and P
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -11,29 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.net import free_port
+from tests.net import mllp_exchange as send
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "mappings" / "tests" / "samples" / "lis-oru-troponin-gb18030.hl7"
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def send(port: int, message: bytes) -> bytes:
-    """One MLLP exchange: the framed message out, the framed ACK back."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"\x0b" + message + b"\x1c\r")
-        reply = b""
-        while not reply.endswith(b"\x1c\r"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-    return reply
 
 
 def search(client: httpx.Client, kind: str, **params: str) -> list[dict[str, Any]]:

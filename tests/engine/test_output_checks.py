@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import json
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,6 +37,8 @@ from engine.stats import Stats
 from engine.testing import wait_until
 from fhir_store import FhirStore, NotFound, output_issues
 from fhir_store import migrate as migrate_fhir
+from tests.net import free_port
+from tests.net import mllp_exchange as send
 
 pytestmark = pytest.mark.anyio
 
@@ -47,25 +48,6 @@ CST = timezone(timedelta(hours=8))
 # A realistic slip: the HL7 date copied as it is (YYYYMMDD) instead of through date().
 GOOD_LINE = "birthDate: ${date(PID-7)}"
 BAD_LINE = "birthDate: ${PID-7}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def send(port: int, message: bytes) -> bytes:
-    """One MLLP exchange: the framed message out, the framed ACK back."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(b"\x0b" + message + b"\x1c\r")
-        reply = b""
-        while not reply.endswith(b"\x1c\r"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-    return reply
 
 
 def sample_patient() -> tuple[str, str]:
