@@ -24,7 +24,6 @@ from fhir_store._indexing import date_range, decimal_range, normalise, split_ref
 from fhir_store._paging import (
     Cursor,
     KeyTerm,
-    as_stored,
     beyond,
     decode_cursor,
     encode_cursor,
@@ -216,11 +215,7 @@ def run_search(connection: Connection, query: SearchQuery) -> SearchPage:
         return SearchPage([], int(connection.execute(count).scalar_one()), more=False)
     # the order, the id last so that it is total: the key a page cursor holds (`_paging`)
     dialect = connection.dialect.name
-    terms = [
-        as_stored(term, dialect)
-        for key in query.sort
-        for term in _sort_terms(query.resource_type, key, dialect)
-    ]
+    terms = [term for key in query.sort for term in _sort_terms(query.resource_type, key, dialect)]
     terms.append(KeyTerm(_RESOURCE.c.id, descending=False))
     cursor = query.cursor
     backward = cursor is not None and cursor.backward

@@ -273,6 +273,24 @@ async def test_index_follows_updates_and_deletes(
     assert await ids(fhir_http, "/Patient", _lastUpdated="ge2000") == ["p1", "p2"]
 
 
+async def test_a_resources_own_last_updated_finds_it_in_search_and_history(
+    small: FhirStore, fhir_http: httpx.AsyncClient
+) -> None:
+    # lastUpdated has whole seconds: on SQLite the stored text once lacked the microseconds a
+    # bound query value has, and sorted before it, so eq and ge on the exact instant missed it
+    stored, _ = await small.update("Patient", "p3", patient("p3", "Jones", birth="1990-01-01"))
+    instant = stored["meta"]["lastUpdated"]
+    for prefix in ("eq", "ge", "le"):
+        assert "p3" in await ids(fhir_http, "/Patient", _lastUpdated=prefix + instant), prefix
+    assert "p3" not in await ids(fhir_http, "/Patient", _lastUpdated="gt" + instant)
+    since = await fhir_http.get("/Patient/_history", params={"_since": instant})
+    assert ("p3", "2") in {
+        (e["resource"]["id"], e["resource"]["meta"]["versionId"]) for e in since.json()["entry"]
+    }
+    at = await fhir_http.get("/Patient/p3/_history", params={"_at": instant})
+    assert [e["resource"]["meta"]["versionId"] for e in at.json()["entry"]] == ["2"]
+
+
 async def test_unknown_parameter_is_ignored_and_reported_or_refused_when_strict(
     small: FhirStore, fhir_http: httpx.AsyncClient
 ) -> None:
