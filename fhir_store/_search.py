@@ -17,7 +17,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, case, false, func, not_, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    case,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.engine import Connection
 
 from fhir_store._indexing import date_range, decimal_range, normalise, split_reference
@@ -281,6 +292,11 @@ def _condition(resource_type: str, kind: str, name: str, value: str) -> ColumnEl
         matches = [_token(text, table) for text in _values(name, value)]
         return _RESOURCE.c.id.not_in(rows.where(or_(*matches)))
     matches = [_match(kind, name, modifier, text, table) for text in _values(name, value)]
+    if kind == "date":
+        # A date range (ge a year) matches most of a type's rows: checked for each candidate
+        # the other parameters found, through the (resource_type, resource_id) index, rather
+        # than listed in full first, which SQLite does for IN (Observation?subject&date: 5x).
+        return exists(rows.where(table.c.resource_id == _RESOURCE.c.id, or_(*matches)))
     return _RESOURCE.c.id.in_(rows.where(or_(*matches)))
 
 
