@@ -1,11 +1,12 @@
 """FHIR search latency: a fixed mix of realistic searches on the loaded Synthea set.
 
 The Synthea set (shared/data/fhir/synthea, 92,114 resources; `--bundles N` loads fewer) is
-loaded in process, then searched through the HTTP API (uvicorn in a subprocess, one httpx client
-here, one search at a time, `Prefer: handling=strict`): token, string, date range, `_include`,
-`_revinclude`, sorted, paged (the next link followed) and chained searches, each over many
-patients and values taken from the raw Bundles. A chained search the server refuses with 400,
-or answers with nothing (it does not chain yet), is skipped with a note. SQLite and PostgreSQL.
+loaded in process (then ANALYZEd on PostgreSQL), then searched through the HTTP API (uvicorn
+in a subprocess, one httpx client here, one search at a time, `Prefer: handling=strict`):
+token, string, date range, `_include`, `_revinclude`, sorted, paged (the next link followed)
+and chained searches, each over many patients and values taken from the raw Bundles. A chained
+search the server refuses with 400, or answers with nothing (it does not chain yet), is skipped
+with a note. SQLite and PostgreSQL.
 
 Usage: python bench/fhir_search_mix.py [--bundles N] [--rounds N] [--no-postgres]
 Target: p95 <= 30 ms.
@@ -51,6 +52,11 @@ async def load(url: str, bundles: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for entry in response["entry"]:
                 if entry["fullUrl"].startswith("Patient/"):
                     patients.append(await store.read("Patient", entry["fullUrl"].split("/")[1]))
+        if database.dialect.name == "postgresql":
+            # what autovacuum does within a minute of a load (docs/operations.md); without it,
+            # on a machine with autovacuum off, the planner has no statistics at all
+            async with database.begin() as connection:
+                await connection.exec_driver_sql("ANALYZE")
         return patients
     finally:
         await store.aclose()

@@ -15,17 +15,13 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
-    Dialect,
     Select,
     Table,
     and_,
-    bindparam,
     func,
     select,
-    type_coerce,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.types import NullType
 
 from fhir_store.errors import InvalidRequest
 from fhir_store.models import ResourceVersionRow
@@ -54,8 +50,6 @@ _COLUMNS = (
     _VERSION.c.method,
     _VERSION.c.content,
 )
-# last_updated as the driver has it, compared with a value bound the same way (`_moment`)
-_STORED_TIME = type_coerce(_VERSION.c.last_updated, NullType())
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +131,7 @@ def fetch_version(
 
 def fetch_history(connection: Connection, query: HistoryQuery) -> tuple[int, list[Version]]:
     """The total number of versions in scope and one page of them, newest first."""
-    selection = _scope(query, connection.dialect)
+    selection = _scope(query)
     total = connection.execute(select(func.count()).select_from(selection.subquery())).scalar_one()
     page = selection.order_by(
         _VERSION.c.last_updated.desc(),
@@ -167,14 +161,14 @@ def history_bundle(
     }
 
 
-def _scope(query: HistoryQuery, dialect: Dialect) -> Select[Any]:
+def _scope(query: HistoryQuery) -> Select[Any]:
     conditions: list[ColumnElement[bool]] = []
     if query.resource_type is not None:
         conditions.append(_VERSION.c.resource_type == query.resource_type)
     if query.resource_id is not None:
         conditions.append(_VERSION.c.resource_id == query.resource_id)
     if query.since is not None:
-        conditions.append(_STORED_TIME >= _moment(query.since, dialect))
+        conditions.append(_VERSION.c.last_updated >= query.since)
     selection = select(*_COLUMNS).where(*conditions)
     if query.at is None:
         return selection
@@ -185,7 +179,7 @@ def _scope(query: HistoryQuery, dialect: Dialect) -> Select[Any]:
             _VERSION.c.resource_id.label("i"),
             func.max(_VERSION.c.version_id).label("v"),
         )
-        .where(*conditions, _STORED_TIME <= _moment(query.at, dialect))
+        .where(*conditions, _VERSION.c.last_updated <= query.at)
         .group_by(_VERSION.c.resource_type, _VERSION.c.resource_id)
         .subquery()
     )
@@ -197,14 +191,6 @@ def _scope(query: HistoryQuery, dialect: Dialect) -> Select[Any]:
             _VERSION.c.version_id == current.c.v,
         ),
     )
-
-
-def _moment(value: datetime, dialect: Dialect) -> ColumnElement[Any]:
-    """`value` bound as the version rows were written (`_storage.RowWrites`): on SQLite a naive
-    UTC datetime the driver formats, so text comparisons line up with the stored text."""
-    processor = _VERSION.c.last_updated.type.bind_processor(dialect)
-    bound = processor(value) if processor is not None else value
-    return bindparam(None, bound, type_=NullType())
 
 
 def _entry(version: Version, base: str, timezone: tzinfo) -> dict[str, Any]:

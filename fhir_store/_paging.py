@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, false, or_, true, type_coerce
+from sqlalchemy import ColumnElement, and_, false, or_, true
 
 from fhir_store.errors import InvalidRequest
-from fhir_store.models import AwareDateTime
 
-__all__ = ["Cursor", "KeyTerm", "as_stored", "beyond", "decode_cursor", "encode_cursor"]
+__all__ = ["Cursor", "KeyTerm", "beyond", "decode_cursor", "encode_cursor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,15 +40,6 @@ class Cursor:
     key: tuple[Any, ...]
     backward: bool
     sort: str
-
-
-def as_stored(term: KeyTerm, dialect: str) -> KeyTerm:
-    """The term compared as the database stores it. SQLite keeps instants as text, and not
-    always in the form a bound datetime takes (with or without microseconds): a cursor holds
-    and compares that text itself, which sorts as the instants do."""
-    if dialect == "sqlite" and isinstance(term.expression.type, AwareDateTime):
-        return KeyTerm(type_coerce(term.expression, String()), term.descending)
-    return term
 
 
 def encode_cursor(cursor: Cursor) -> str:

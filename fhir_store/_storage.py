@@ -153,7 +153,11 @@ class RowWrites:
     )
 
     def __init__(self, dialect: Dialect) -> None:
-        self._bind_time = _RESOURCE.c.last_updated.type.bind_processor(dialect)
+        # the dialect's own processor, as for dates: SQLite then holds the text a bound query value
+        # has ('... 20:16:18.000000'), so eq/ge on an exact lastUpdated find it
+        self._bind_time = _RESOURCE.c.last_updated.type.dialect_impl(dialect).bind_processor(
+            dialect
+        )
         self._last_time: datetime | None = None
         self._last_bound: Any = None
         self.resource_inserts: list[tuple[Any, ...]] = []

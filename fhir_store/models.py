@@ -177,7 +177,12 @@ class DateIndexRow(Base):
     """One date search value: the UTC instants [low, high) it stands for at its precision."""
 
     __tablename__ = "fhir_date_index"
-    __table_args__ = _index_args("fhir_date", "low", "high")
+    # The resource index holds param, low and high too: a date condition is checked for each
+    # candidate resource (EXISTS, `_search`) from the index alone (f0005).
+    __table_args__ = (
+        *_index_args("fhir_date", "low", "high")[:2],
+        Index("ix_fhir_date_resource", "resource_type", "resource_id", "param", "low", "high"),
+    )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     resource_type: Mapped[str] = mapped_column(String(64))

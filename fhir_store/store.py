@@ -19,7 +19,13 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhir_store._change_log import ring
@@ -502,6 +508,11 @@ def _database_errors() -> Iterator[None]:
         yield
     except IntegrityError as error:
         raise concurrent_write() from error
+    except PoolTimeout as error:  # SQLite's one writer connection stayed busy past pool_timeout
+        raise StoreUnavailable(
+            "the database connection for writes stayed busy with other writes too long; "
+            "nothing was written, retry later and look for a long-running load if it persists"
+        ) from error
     except (OperationalError, InterfaceError) as error:
         raise StoreUnavailable(
             f"the database did not complete the request ({type(error.orig).__name__}); "

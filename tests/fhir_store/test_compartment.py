@@ -312,17 +312,8 @@ async def test_everything_pages_with_count_and_filters_by_type_and_since(
 
 
 async def test_since_includes_what_changed_in_that_very_second(
-    small: FhirStore,
-    fhir_http: httpx.AsyncClient,
-    database_url: str,
-    request: pytest.FixtureRequest,
+    small: FhirStore, fhir_http: httpx.AsyncClient
 ) -> None:
-    if database_url.startswith("sqlite"):
-        # _storage.py binds fhir_resource.last_updated through the generic DateTime, so SQLite
-        # holds '2026-11-25 20:16:18' while queries bind '2026-11-25 20:16:18.000000', which
-        # sorts after it: ge/eq on the exact second miss (_lastUpdated=eq<own lastUpdated>
-        # finds nothing either). Strict xfail: this fails once that is fixed; drop the mark.
-        request.applymarker(pytest.mark.xfail(reason="SQLite lastUpdated text format"))
     changed = next(r for r in SMALL if r["id"] == "e1")
     stored, _ = await small.update("Encounter", "e1", {**changed, "status": "cancelled"})
     since = stored["meta"]["lastUpdated"]

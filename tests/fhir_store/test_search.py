@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -122,6 +122,60 @@ async def test_observations_by_code_and_date_match_the_raw_bundles(
     # Synthea times carry offsets; a day without a time is read as a UTC day
     found = await search(fhir_http, "/Observation", date=day)
     assert {o["effectiveDateTime"] for o in found} <= {o["effectiveDateTime"] for o in on_day}
+
+
+async def test_date_ranges_alone_with_a_subject_and_in_a_chain_match_the_raw_bundles(
+    store: FhirStore, synthea: Loader, fhir_http: httpx.AsyncClient
+) -> None:
+    # the searches of bench/fhir_search_mix.py that a date condition checked per candidate
+    # resource (EXISTS) serves: a year of Encounters, a patient's Observations since a year
+    bundles = await load_synthea(store, synthea)
+    encounters = resources(bundles, "Encounter")
+    starts = sorted(datetime.fromisoformat(e["period"]["start"]) for e in encounters)
+    year = starts[len(starts) // 2].year
+    new_year, next_year = (datetime(y, 1, 1, tzinfo=UTC) for y in (year, year + 1))
+
+    def period(encounter: dict[str, Any]) -> tuple[datetime, datetime]:
+        times = encounter["period"]
+        return datetime.fromisoformat(times["start"]), datetime.fromisoformat(times["end"])
+
+    # ge: ends after the searched day, or lies within it; lt: starts before
+    in_year = {
+        e["id"]
+        for e in encounters
+        if (period(e)[1] >= new_year + timedelta(days=1) or period(e)[0] >= new_year)
+        and period(e)[0] < next_year
+    }
+    assert in_year, "the sample has encounters in its middle year"
+    dates = {"date": [f"ge{year}-01-01", f"lt{year + 1}-01-01"]}
+    counted = await fhir_http.get("/Encounter", params={**dates, "_summary": "count"})
+    assert counted.json()["total"] == len(in_year)
+    paged = await search(fhir_http, "/Encounter", **dates, _count="7")  # type: ignore[arg-type]
+    assert len(paged) == len(in_year)
+    for bundle in bundles:
+        synthea_id = bundle["entry"][0]["resource"]["id"]
+        [patient] = await search(fhir_http, "/Patient", identifier=f"{SYNTHEA_ID}|{synthea_id}")
+        reference = f"Patient/{patient['id']}"
+        since = [
+            o
+            for o in resources([bundle], "Observation")
+            if datetime.fromisoformat(o["effectiveDateTime"]) >= new_year
+        ]
+        found = await search(fhir_http, "/Observation", subject=reference, date=f"ge{year}")
+        assert len(found) == len(since)
+        chained = await search(
+            fhir_http,
+            "/Observation",
+            subject=reference,
+            **{"encounter:Encounter.date": f"lt{year}"},
+        )
+        of_encounter = {e["fullUrl"]: e["resource"] for e in bundle["entry"]}
+        before = [
+            o
+            for o in resources([bundle], "Observation")
+            if "encounter" in o and period(of_encounter[o["encounter"]["reference"]])[0] < new_year
+        ]
+        assert len(chained) == len(before)
 
 
 async def test_encounters_by_subject_reference_match_the_raw_bundles(
@@ -271,6 +325,24 @@ async def test_index_follows_updates_and_deletes(
     await small.delete("Patient", "p3")
     assert await ids(fhir_http, "/Patient", family="jones") == []
     assert await ids(fhir_http, "/Patient", _lastUpdated="ge2000") == ["p1", "p2"]
+
+
+async def test_a_resources_own_last_updated_finds_it_in_search_and_history(
+    small: FhirStore, fhir_http: httpx.AsyncClient
+) -> None:
+    # lastUpdated has whole seconds: on SQLite the stored text once lacked the microseconds a
+    # bound query value has, and sorted before it, so eq and ge on the exact instant missed it
+    stored, _ = await small.update("Patient", "p3", patient("p3", "Jones", birth="1990-01-01"))
+    instant = stored["meta"]["lastUpdated"]
+    for prefix in ("eq", "ge", "le"):
+        assert "p3" in await ids(fhir_http, "/Patient", _lastUpdated=prefix + instant), prefix
+    assert "p3" not in await ids(fhir_http, "/Patient", _lastUpdated="gt" + instant)
+    since = await fhir_http.get("/Patient/_history", params={"_since": instant})
+    assert ("p3", "2") in {
+        (e["resource"]["id"], e["resource"]["meta"]["versionId"]) for e in since.json()["entry"]
+    }
+    at = await fhir_http.get("/Patient/p3/_history", params={"_at": instant})
+    assert [e["resource"]["meta"]["versionId"] for e in at.json()["entry"]] == ["2"]
 
 
 async def test_unknown_parameter_is_ignored_and_reported_or_refused_when_strict(

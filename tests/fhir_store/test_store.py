@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import fhir_store._writer
 from fhir_store import (
     ConditionFailed,
     FhirStore,
@@ -187,3 +190,25 @@ async def test_migrate_twice_is_harmless(database: AsyncEngine, store: FhirStore
     await store.update("Patient", "p1", patient("0001"))
     await migrate(database)
     assert (await store.read("Patient", "p1"))["meta"]["versionId"] == "1"
+
+
+async def test_a_write_waiting_too_long_for_a_connection_is_a_503_to_retry(
+    store: FhirStore, fhir_http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the write engine with one connection and a short wait for it (SQLite's waits 60 s)
+    engines: list[Engine] = []
+
+    def one_connection(url: Any, **options: Any) -> Engine:
+        options.update(pool_size=1, max_overflow=0, pool_timeout=0.2)
+        engines.append(create_engine(url, **options))
+        return engines[-1]
+
+    monkeypatch.setattr(fhir_store._writer, "create_engine", one_connection)
+    await store.update("Patient", "p1", {"resourceType": "Patient", "id": "p1"})
+    assert len(engines) == 1, "the store wrote through its write engine"
+    with engines[0].connect():  # another write holds the one connection
+        response = await fhir_http.put("/Patient/p2", json={"resourceType": "Patient", "id": "p2"})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.json()["issue"][0]["code"] == "transient"
+    assert (await fhir_http.get("/Patient/p2")).status_code == 404
