@@ -151,7 +151,9 @@ class SubscriptionSubscriber:
         self._store = FhirStore(
             context.database, timezone=context.timezone, run_write=context.run_write
         )
-        self._feed = ChangeFeed(context.database, poll_interval_s=poll_interval_s)
+        self._feed = ChangeFeed(
+            context.database, poll_interval_s=poll_interval_s, run_write=context.run_write
+        )
         self._pings: Pings = pings_for(context.database)
         self._active: dict[str, dict[str, _Active]] = {}  # by resource type, then id
 

@@ -39,12 +39,13 @@ from datetime import UTC, datetime
 from typing import Literal, cast
 
 from sqlalchemy import Table, bindparam, case, insert, select, update
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_store._change_log import NOTIFY_CHANNEL, Bell
 from fhir_store.models import ChangeCursorRow, ChangeRow
+from fhir_store.store import WriteRunner
 
 __all__ = ["ChangeAction", "ChangeEvent", "ChangeFeed"]
 
@@ -101,9 +102,18 @@ class ChangeFeed:
     The database must be migrated (`fhir_store.migrate`).
     """
 
-    def __init__(self, database: AsyncEngine, *, poll_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        database: AsyncEngine,
+        *,
+        poll_interval_s: float = 1.0,
+        run_write: WriteRunner | None = None,
+    ) -> None:
         self._database = database
         self._poll_interval_s = poll_interval_s
+        # A host that serialises writes (the engine on SQLite) commits cursors through it: a
+        # second writing connection would make SQLite refuse the host's own transactions.
+        self._run_write = run_write
 
     async def read(self, after: int, *, limit: int = 500) -> list[ChangeEvent]:
         """Up to `limit` events with a sequence number above `after`, in order."""
@@ -155,6 +165,14 @@ class ChangeFeed:
         _check_name(name)
         now = datetime.now(UTC)
         parameters = {"b_name": name, "b_seq": sequence, "b_now": now}
+        if self._run_write is not None:
+
+            def advance(connection: Connection) -> None:
+                if connection.execute(_ADVANCE, parameters).rowcount == 0:
+                    connection.execute(_CREATE, {"name": name, "seq": sequence, "updated_at": now})
+
+            await self._run_write(advance)
+            return
         for _ in range(2):  # two first commits of a new name may race: the loser updates
             try:
                 async with self._database.begin() as connection:
