@@ -87,3 +87,22 @@ async def fhir_http(store: FhirStore) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client on the FHIR router, served by uvicorn on a free 127.0.0.1 port."""
     async with serve_fhir(store) as http:
         yield http
+
+
+async def every_entry(
+    http: httpx.AsyncClient,
+    path: str,
+    params: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Every entry of a search, its next links followed; each page must answer 200."""
+    found: list[dict[str, Any]] = []
+    response = await http.get(path, params=params, headers=headers)
+    while True:
+        assert response.status_code == 200, response.text
+        bundle = response.json()
+        found += bundle.get("entry", [])
+        following = [link["url"] for link in bundle.get("link", []) if link["relation"] == "next"]
+        if not following:
+            return found
+        response = await http.get(following[0], headers=headers)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from fhir_store import FhirStore
+from tests.fhir_store.conftest import every_entry
 
 SYNTHEA_ID = "https://github.com/synthetichealth/synthea"
 SMALL_BUNDLES = (
@@ -56,16 +57,11 @@ def resources(bundles: list[dict[str, Any]], resource_type: str) -> list[dict[st
 
 async def search(http: httpx.AsyncClient, path: str, **params: str) -> list[dict[str, Any]]:
     """All matches of a search, following next links."""
-    found: list[dict[str, Any]] = []
-    response = await http.get(path, params=params)
-    while True:
-        assert response.status_code == 200, response.text
-        bundle = response.json()
-        found.extend(e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "match")
-        following = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
-        if not following:
-            return found
-        response = await http.get(following[0])
+    return [e["resource"] for e in await every_entry(http, path, params) if _match(e)]
+
+
+def _match(entry: dict[str, Any]) -> bool:
+    return bool(entry["search"]["mode"] == "match")
 
 
 def synthea_ids(patients: list[dict[str, Any]]) -> set[str]:

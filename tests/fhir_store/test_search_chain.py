@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, select
 from fhir_store import FhirStore, FhirStoreError, InvalidRequest
 from fhir_store._search import parse_search
 from fhir_store.models import ResourceRow
+from tests.fhir_store.conftest import every_entry
 
 LOINC = "http://loinc.org"
 MRN = "urn:oid:1.2.36.146.595.217.0.1"
@@ -40,18 +41,8 @@ async def matches(
     http: httpx.AsyncClient, path: str, params: dict[str, str], **headers: str
 ) -> list[str]:
     """The ids of every match of a search, following next links, sorted."""
-    found: list[str] = []
-    response = await http.get(path, params=params, headers=headers)
-    while True:
-        assert response.status_code == 200, response.text
-        bundle = response.json()
-        found += [
-            e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"
-        ]
-        following = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
-        if not following:
-            return sorted(found)
-        response = await http.get(following[0])
+    found = await every_entry(http, path, params, headers)
+    return sorted(e["resource"]["id"] for e in found if e["search"]["mode"] == "match")
 
 
 async def refused(http: httpx.AsyncClient, path: str, name: str, value: str) -> str:

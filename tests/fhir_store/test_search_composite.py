@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from fhir_store import FhirStore
+from tests.fhir_store.conftest import every_entry
 
 pytestmark = pytest.mark.anyio
 
@@ -24,18 +25,8 @@ SYSTOLIC, DIASTOLIC, PANEL = "8480-6", "8462-4", "85354-9"
 
 async def ids(http: httpx.AsyncClient, path: str, **params: str) -> list[str]:
     """The ids of every match, following next links."""
-    found: list[str] = []
-    response = await http.get(path, params=params)
-    while True:
-        assert response.status_code == 200, response.text
-        bundle = response.json()
-        found += [
-            e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"
-        ]
-        following = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
-        if not following:
-            return sorted(found)
-        response = await http.get(following[0])
+    found = await every_entry(http, path, params)
+    return sorted(e["resource"]["id"] for e in found if e["search"]["mode"] == "match")
 
 
 def quantity(value: float) -> dict[str, Any]:

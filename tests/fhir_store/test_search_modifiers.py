@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from fhir_store import FhirStore
+from tests.fhir_store.conftest import every_entry
 
 pytestmark = pytest.mark.anyio
 
@@ -29,16 +30,7 @@ SMALL_BUNDLES = (
 
 async def entries(http: httpx.AsyncClient, path: str, **params: str) -> list[dict[str, Any]]:
     """Every match entry of a search, following next links."""
-    found: list[dict[str, Any]] = []
-    response = await http.get(path, params=params)
-    while True:
-        assert response.status_code == 200, response.text
-        bundle = response.json()
-        found += [e for e in bundle.get("entry", []) if e["search"]["mode"] == "match"]
-        following = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
-        if not following:
-            return found
-        response = await http.get(following[0])
+    return [e for e in await every_entry(http, path, params) if e["search"]["mode"] == "match"]
 
 
 async def ids(http: httpx.AsyncClient, path: str, **params: str) -> list[str]:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from fhir_store import FhirStore
+from tests.fhir_store.conftest import every_entry
 
 LOINC = "http://loinc.org"
 SMALL_BUNDLES = (
@@ -50,16 +51,7 @@ def resources(bundles: list[dict[str, Any]], resource_type: str) -> list[dict[st
 
 async def entries(http: httpx.AsyncClient, path: str, **params: str) -> list[dict[str, Any]]:
     """Every entry of a search, following next links."""
-    found: list[dict[str, Any]] = []
-    response = await http.get(path, params=params)
-    while True:
-        assert response.status_code == 200, response.text
-        bundle = response.json()
-        found.extend(bundle.get("entry", []))
-        following = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
-        if not following:
-            return found
-        response = await http.get(following[0])
+    return await every_entry(http, path, params)
 
 
 async def matches(http: httpx.AsyncClient, path: str, **params: str) -> list[str]:

@@ -26,7 +26,7 @@ import pytest
 
 from fhir_store import FhirStore, migrate
 from fhir_store.app import create_database
-from tests.fhir_store.conftest import serve_fhir
+from tests.fhir_store.conftest import every_entry, serve_fhir
 
 pytestmark = pytest.mark.anyio
 
@@ -143,17 +143,8 @@ def synthea_id(resource: dict[str, Any]) -> str | None:
 
 
 async def search_all(http: httpx.AsyncClient, path: str, **params: Any) -> list[dict[str, Any]]:
-    """Every match of a search, following the next links."""
-    found: list[dict[str, Any]] = []
-    response = await http.get(path, params={"_count": "500", **params})
-    while True:
-        assert response.status_code == 200, response.text
-        bundle = response.json()
-        found += [e["resource"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"]
-        following = [link["url"] for link in bundle.get("link", []) if link["relation"] == "next"]
-        if not following:
-            return found
-        response = await http.get(following[0])
+    found = await every_entry(http, path, {"_count": "500", **params})
+    return [e["resource"] for e in found if e["search"]["mode"] == "match"]
 
 
 async def count(http: httpx.AsyncClient, path: str, **params: str) -> int:
