@@ -17,7 +17,7 @@ from adapters import hl7v2
 from engine import errors
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("engine", "adapters", "fhir_store")
+PACKAGES = ("engine", "adapters", "fhir_store", "pathways")
 # The top-level packages of this repository (DESIGN.md, "Layout"), for the `_private` rule.
 FIRST_PARTY = frozenset({*PACKAGES, "devices", "pathways", "console"})
 # What each package must never import: the arrows point inward (DESIGN.md, "Rules of the house").
@@ -25,10 +25,15 @@ FORBIDDEN = {
     "engine": {
         "adapters": "engine/ knows no protocol: it finds adapters through entry points",
         "fhir_store": "engine/ knows no FHIR store: it finds routers through entry points",
+        "pathways": "engine/ knows no clinical concept: it finds subscribers through entry points",
     },
     "fhir_store": {
         "engine": "fhir_store/ runs alone: it knows nothing of channels or the engine",
         "adapters": "fhir_store/ runs alone: it knows nothing of HL7 v2 or adapters",
+        "pathways": "fhir_store/ runs alone: the pathways are a subscriber outside it",
+    },
+    "pathways": {
+        "adapters": "pathways/ reads FHIR and writes through channels, never through a protocol",
     },
 }
 

@@ -1,0 +1,75 @@
+"""Canonical URLs and codes of the FHIR content the pathways write and read.
+
+One place for them, so that the pathway engine, the scores, the indicators, the archive and the
+registry exporters agree on the shapes of interfaces.md §5 (center case = `EpisodeOfCare`, time
+node = `Observation` of category `time-node`, score and interval `Observation`s). The code
+systems themselves are published by the pathway engine at `/fhir/CodeSystem/<id>`.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+__all__ = [
+    "ARRIVAL_MODES",
+    "ARRIVAL_MODE_EXTENSION",
+    "ASSESSMENT_PHASE_EXTENSION",
+    "BASE",
+    "CASE_EXTENSION",
+    "CASE_FACT_EXTENSION",
+    "CENTERS",
+    "CENTER_SYSTEM",
+    "CENTER_TYPE_CODES",
+    "INDICATOR_STATUS_SYSTEM",
+    "INDICATOR_SYSTEM",
+    "OBSERVATION_CATEGORY_SYSTEM",
+    "SCORE_SYSTEM",
+    "SOURCE_KIND_SYSTEM",
+    "TIME_NODE_CATEGORY",
+    "TIME_NODE_SYSTEM",
+    "ArrivalMode",
+    "Center",
+]
+
+BASE: Final = "https://greenchannel.example.org/fhir"
+
+# EpisodeOfCare.type: the center of the case.
+CENTER_SYSTEM: Final = f"{BASE}/CodeSystem/center"
+Center = Literal["chest_pain", "stroke", "trauma"]
+CENTERS: Final[tuple[Center, ...]] = ("chest_pain", "stroke", "trauma")
+# The codes in CENTER_SYSTEM (FHIR codes use hyphens; config and Python use the keys above).
+CENTER_TYPE_CODES: Final[dict[Center, str]] = {
+    "chest_pain": "chest-pain",
+    "stroke": "stroke",
+    "trauma": "trauma",
+}
+
+# time-nodes.md, "Arrival mode": EpisodeOfCare.extension[ARRIVAL_MODE_EXTENSION].valueCode.
+ARRIVAL_MODE_EXTENSION: Final = f"{BASE}/StructureDefinition/arrival-mode"
+ArrivalMode = Literal["ems", "transfer", "self", "in_hospital"]
+ARRIVAL_MODES: Final[tuple[ArrivalMode, ...]] = ("ems", "transfer", "self", "in_hospital")
+
+# A fact about the case that populations and exclusions of indicators test (diagnosis,
+# reperfusion strategy, exclusion flags such as give_up_treatment, ISS): on the EpisodeOfCare,
+# a complex extension with sub-extensions `name` (valueCode) and `value` (value[x]).
+CASE_FACT_EXTENSION: Final = f"{BASE}/StructureDefinition/case-fact"
+
+# On an Observation (time node, score, interval): valueReference to the EpisodeOfCare.
+CASE_EXTENSION: Final = f"{BASE}/StructureDefinition/case"
+
+# Observation.category of time nodes (and its system); the code is the node key.
+OBSERVATION_CATEGORY_SYSTEM: Final = f"{BASE}/CodeSystem/observation-category"
+TIME_NODE_CATEGORY: Final = "time-node"
+TIME_NODE_SYSTEM: Final = f"{BASE}/CodeSystem/time-node"
+
+# Observation.method of a time node candidate: where the instant came from (uwb, device,
+# hl7v2, dispatch, fhir, manual, correction) or, on the authoritative node, the rule that chose.
+SOURCE_KIND_SYSTEM: Final = f"{BASE}/CodeSystem/time-node-source"
+
+# Scores without a verified LOINC code (scores.md), and the assessment phase of a score.
+SCORE_SYSTEM: Final = f"{BASE}/CodeSystem/score"
+ASSESSMENT_PHASE_EXTENSION: Final = f"{BASE}/StructureDefinition/assessment-phase"
+
+# Interval Observations: code = indicator id (cpc.d2w), interpretation = case status.
+INDICATOR_SYSTEM: Final = f"{BASE}/CodeSystem/indicator"
+INDICATOR_STATUS_SYSTEM: Final = f"{BASE}/CodeSystem/indicator-status"
