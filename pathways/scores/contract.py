@@ -16,9 +16,40 @@ from typing import Any, NoReturn
 from pathways.scores.errors import ScoreInputError
 from pathways.scores.tables import ItemSpec, ScoreTable
 
-__all__ = ["allowed", "check_input"]
+__all__ = ["MAX_INPUT_BYTES", "allowed", "check_input", "parse_json"]
 
 _MAX_SHOWN = 40  # characters of a rejected value quoted in a message
+MAX_INPUT_BYTES = 1024 * 1024  # the largest score input is an AIS list: a few kilobytes
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """JSON text as Python values, as strictly as the contract reads them: NaN and Infinity
+    are not JSON, and an object that repeats a key is refused rather than half-read."""
+    if len(raw) > MAX_INPUT_BYTES:
+        raise ScoreInputError("input", f"is larger than {MAX_INPUT_BYTES} bytes")
+    try:
+        return json.loads(raw, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ScoreInputError(
+            "input", f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ScoreInputError("input", f"is not UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise ScoreInputError("input", "is nested too deeply") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ScoreInputError(key, "is given twice in one JSON object")
+        found[key] = value
+    return found
+
+
+def _no_constant(name: str) -> Any:
+    raise ScoreInputError("input", f"{name} is not a JSON number")
 
 
 def check_input(table: ScoreTable, data: object) -> dict[str, Any]:
