@@ -32,6 +32,7 @@ class ScoredItem:
     points: int | Decimal | None  # None: not testable, or an answer that scores through another
     spec: ItemSpec | None = None  # unit, LOINC code and not-testable answer, when it has one
     in_items: bool = True  # False: stored with the score but not an entry of `items`
+    code: str | None = None  # component code when not the key (NISS: the injury's region)
 
 
 @dataclass(frozen=True, slots=True)

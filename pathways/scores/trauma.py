@@ -39,7 +39,8 @@ def iss(table: ScoreTable, data: dict[str, Any]) -> Evaluation:
 
 def niss(table: ScoreTable, data: dict[str, Any]) -> Evaluation:
     """Sum of squares of the three highest AIS severities, whatever their regions; any AIS 6
-    gives 75. The items are the injuries (`ais[0]`, …): each one's square when it counts."""
+    gives 75. The items are the injuries (`ais[0]`, …): each one's square when it counts; each
+    is stored as its region's component with the severity as answer."""
     injuries = data["ais"]
     order = sorted(range(len(injuries)), key=lambda n: -injuries[n]["severity"])
     counted = set(order[: int(table.constant("injuries_counted"))])
@@ -49,8 +50,9 @@ def niss(table: ScoreTable, data: dict[str, Any]) -> Evaluation:
     items = [
         ScoredItem(
             f"ais[{n}]",
-            f"{injury['region']}:{injury['severity']}",
+            injury["severity"],
             injury["severity"] ** 2 if n in counted else 0,
+            code=injury["region"],
         )
         for n, injury in enumerate(injuries)
     ]
