@@ -120,7 +120,7 @@ def _check_value(spec: ItemSpec, value: object, item: str) -> None:
     if spec.type == "integer":
         # type() rather than isinstance(): bool is a subclass of int, and 3.0 is not an integer.
         if type(value) is not int:
-            _reject(spec, value, item, "an integer is required")
+            _reject(spec, value, item, "" if spec.not_testable else "an integer is required")
         _check_bounds(spec, Decimal(value), value, item)
     elif spec.type == "number":
         if type(value) is int:
