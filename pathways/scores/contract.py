@@ -103,7 +103,7 @@ def _integer_range(spec: ItemSpec) -> str:
 def _check_object(items: dict[str, ItemSpec], data: dict[Any, Any], prefix: str) -> None:
     for key in data:
         if key not in items:
-            name = key if isinstance(key, str) else repr(key)
+            name = key if _plain(key) else _shown(key)
             raise ScoreInputError(
                 f"{prefix}{name}", f"is not an item of this score; items: {', '.join(items)}"
             )
@@ -197,6 +197,11 @@ def _check_dependent_max(key: str, spec: ItemSpec, data: dict[str, Any]) -> None
 def _reject(spec: ItemSpec, value: object, item: str, why: str = "") -> NoReturn:
     detail = f" ({why})" if why else ""
     raise ScoreInputError(item, f"{_shown(value)} is not allowed{detail}; allowed: {allowed(spec)}")
+
+
+def _plain(key: object) -> bool:
+    """Whether a key can name itself in a message as it is (else it is quoted as JSON)."""
+    return isinstance(key, str) and 0 < len(key) <= _MAX_SHOWN and key.isprintable()
 
 
 def _shown(value: object) -> str:

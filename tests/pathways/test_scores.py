@@ -99,7 +99,9 @@ def test_gcs_message_names_the_item_and_its_values() -> None:
     [(1, 1, 1, "severe"), (2, 2, 4, "severe"), (2, 2, 5, "moderate"), (4, 4, 4, "moderate"),
      (4, 4, 5, "mild"), (4, 5, 6, "mild")],
 )  # fmt: skip
-def test_gcs_bands_are_inclusive_integer_bands(eye: int, verbal: int, motor: int, band: str) -> None:
+def test_gcs_bands_are_inclusive_integer_bands(
+    eye: int, verbal: int, motor: int, band: str
+) -> None:
     assert compute("GCS", {"eye": eye, "verbal": verbal, "motor": motor})["band"] == band
 
 
@@ -284,8 +286,10 @@ def test_grace_creatinine_must_be_positive(creatinine: float) -> None:
 
 @pytest.mark.parametrize(
     ("age", "heart_rate", "sbp", "creatinine", "expected", "band"),
-    [(65, 95, 125, 30, 58 + 15 + 34 + 1, "low"), (75, 75, 150, 30, 75 + 9 + 24 + 1, "intermediate"),
-     (75, 40, 70, 100, 75 + 0 + 58 + 7, "intermediate"), (85, 95, 125, 30, 91 + 15 + 34 + 1, "high")],
+    [(65, 95, 125, 30, 58 + 15 + 34 + 1, "low"),
+     (75, 75, 150, 30, 75 + 9 + 24 + 1, "intermediate"),
+     (75, 40, 70, 100, 75 + 0 + 58 + 7, "intermediate"),
+     (85, 95, 125, 30, 91 + 15 + 34 + 1, "high")],
 )  # fmt: skip
 def test_grace_bands_at_108_109_140_141(
     age: int, heart_rate: int, sbp: int, creatinine: int, expected: int, band: str
@@ -326,12 +330,22 @@ def test_timi_ua_two_anginal_episodes(episodes: int, points: int) -> None:
 
 
 def test_timi_ua_risk_by_total() -> None:
-    nothing = {"age": 40, "risk_factors": [], "known_cad": False, "aspirin_last_7d": False,
-               "angina_episodes_24h": 0, "st_deviation": False, "elevated_marker": False}
+    nothing = {
+        "age": 40,
+        "risk_factors": [],
+        "known_cad": False,
+        "aspirin_last_7d": False,
+        "angina_episodes_24h": 0,
+        "st_deviation": False,
+        "elevated_marker": False,
+    }
     everything = {"age": 70, "risk_factors": ["hypertension", "diabetes", "family_history"],
                   "known_cad": True, "aspirin_last_7d": True, "angina_episodes_24h": 3,
                   "st_deviation": True, "elevated_marker": True}  # fmt: skip
-    assert (compute("TIMI-UA", nothing)["total"], compute("TIMI-UA", nothing)["risk_14d_percent"]) == (0, 4.7)
+    assert (
+        compute("TIMI-UA", nothing)["total"],
+        compute("TIMI-UA", nothing)["risk_14d_percent"],
+    ) == (0, 4.7)
     assert compute("TIMI-UA", everything)["total"] == 7
     assert compute("TIMI-UA", everything)["risk_14d_percent"] == 40.9
 
