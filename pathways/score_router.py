@@ -11,8 +11,8 @@ Authentication is added by the app that includes the router.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_store import FhirStore, FhirStoreError, NotFound
+from fhir_store import FhirStore, FhirStoreError, NotFound, PayloadTooLarge
 from pathways.scores import (
     ScoreInputError,
     UnknownScoreError,
@@ -63,16 +63,8 @@ def build_score_router(
     caller's to close; one the router builds is closed by its lifespan. `timezone` is the
     offset of a default `effective` (now)."""
     fhir = store if store is not None else FhirStore(database)
-
-    @asynccontextmanager
-    async def close_own_store(app: Any) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            if store is None:
-                await fhir.aclose()
-
-    router = APIRouter(prefix="/api/scores", tags=["scores"], lifespan=close_own_store)
+    lifespan = None if store is not None else _closing(fhir)
+    router = APIRouter(prefix="/api/scores", tags=["scores"], lifespan=lifespan)
 
     @router.get("")
     async def list_scores() -> JSONResponse:
@@ -114,6 +106,19 @@ def build_score_router(
     return router
 
 
+def _closing(fhir: FhirStore) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A router lifespan that closes the store the router built, when the app stops."""
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await fhir.aclose()
+
+    return lifespan
+
+
 def _description(name: str) -> dict[str, Any]:
     table = score_table(name)
     code = {"system": LOINC, "code": table.loinc} if table.loinc else None
@@ -131,7 +136,7 @@ async def _read_body(request: Request) -> dict[str, Any]:
     async for chunk in request.stream():
         raw.extend(chunk)
         if len(raw) > MAX_INPUT_BYTES:
-            raise _Invalid(f"the body is larger than {MAX_INPUT_BYTES} bytes", status=413)
+            raise PayloadTooLarge(f"the body is larger than {MAX_INPUT_BYTES} bytes")
     try:
         body = parse_json(bytes(raw))
     except ScoreInputError as exc:

@@ -17,7 +17,7 @@ def iss(table: ScoreTable, data: dict[str, Any]) -> Evaluation:
     """Sum of squares of the highest AIS of the three most severely injured regions; any AIS 6
     gives the maximum (75). The items are the six regions: their highest AIS and its square
     when the region counts, 0 when it does not."""
-    regions = table.items["ais"].fields["region"].allowed_values()  # type: ignore[index]
+    regions = (table.items["ais"].fields or {})["region"].allowed_values()
     highest: dict[str, int] = {}
     for injury in data["ais"]:
         region = injury["region"]

@@ -3,7 +3,6 @@ stored Observation is read back from `/fhir` as a FHIR client would."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -11,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from fhir_store import build_router, migrate
@@ -28,6 +26,7 @@ from pathways.vocabulary import (
     SCORE_SYSTEM,
     SCORE_VERSION_SYSTEM,
 )
+from tests.net import serve_app
 from tests.pathways.score_examples import WORKED_EXAMPLES
 
 pytestmark = pytest.mark.anyio
@@ -41,22 +40,13 @@ async def serve(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     app.include_router(build_router(database))
     app.include_router(build_score_router(database))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
     try:
-        for _ in range(500):  # uvicorn has no started event; give it 5 s at most
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        port = server.servers[0].sockets[0].getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        async with (
+            serve_app(app, lifespan="on") as url,
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+        ):
             yield http
     finally:
-        server.should_exit = True
-        await task
         await database.dispose()
 
 
