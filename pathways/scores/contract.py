@@ -89,8 +89,15 @@ def allowed(spec: ItemSpec) -> str:
 
 
 def _record(spec: ItemSpec) -> str:
-    fields = (spec.fields or {}).items()
-    return "{" + ", ".join(f'"{name}": {allowed(field)}' for name, field in fields) + "}"
+    """`{"region": "head_neck"|"face"|..., "severity": 1..6}`: one object of a records item."""
+    parts = []
+    for name, field in (spec.fields or {}).items():
+        if field.type == "enum":
+            text = "|".join(json.dumps(value) for value in field.allowed_values())
+        else:
+            text = allowed(field)
+        parts.append(f'"{name}": {text}')
+    return "{" + ", ".join(parts) + "}"
 
 
 def _integer_range(spec: ItemSpec) -> str:
