@@ -286,7 +286,8 @@ async def test_bad_requests_are_422_naming_the_key(http: httpx.AsyncClient, pati
 
 
 async def test_a_body_that_is_not_one_json_object_is_422(http: httpx.AsyncClient) -> None:
-    for body in (b"{", b"[]", b'{"input": {}, "input": {}}', b"\xff", b"", b'{"input": NaN}'):
+    deep = b'{"input": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    for body in (b"{", b"[]", b'{"input": {}, "input": {}}', b"\xff", b"", b'{"input": NaN}', deep):
         response = await http.post("/api/scores/GCS", content=body)
         assert response.status_code == 422, body
         assert response.json()["resourceType"] == "OperationOutcome"

@@ -7,6 +7,7 @@ exception; any input the contract allows gives a result.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from decimal import Decimal
 from typing import Any
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pathways.scores import ItemSpec, ScoreInputError, compute, score_tables
+from pathways.scores.contract import MAX_INPUT_BYTES, parse_json
 from tests.pathways.score_examples import WORKED_EXAMPLES
 
 TABLES = score_tables()
@@ -286,3 +288,25 @@ def test_every_input_the_contract_allows_is_scored(case: tuple[str, dict[str, An
         assert result["total"] == sum(points)
     if result["total"] is not None and TABLES[name].bands:
         assert result["band"] is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(lambda text: text.encode("utf-8")))
+def test_any_bytes_parse_to_json_or_a_score_input_error(raw: bytes) -> None:
+    try:
+        data = parse_json(raw)
+    except ScoreInputError as error:
+        assert error.item
+    else:
+        with contextlib.suppress(ScoreInputError):
+            compute("GCS", data)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"a": 1, "a": 2}', b"NaN", b"-Infinity", b"\xff\xfe",
+     b" " * (MAX_INPUT_BYTES + 1)],
+)  # fmt: skip
+def test_hostile_json_is_a_score_input_error(raw: bytes) -> None:
+    with pytest.raises(ScoreInputError):
+        parse_json(raw)
