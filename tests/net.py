@@ -1,10 +1,17 @@
-"""Socket helpers the tests share: a free local port, one raw MLLP exchange."""
+"""Socket helpers the tests share: a free local port, one raw MLLP exchange, an ASGI app on
+uvicorn."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
-__all__ = ["free_port", "mllp_exchange"]
+import uvicorn
+
+__all__ = ["free_port", "mllp_exchange", "serve_app"]
 
 
 def free_port() -> int:
@@ -25,3 +32,23 @@ def mllp_exchange(port: int, message: bytes) -> bytes:
                 break
             reply += chunk
     return reply
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, *, lifespan: Literal["on", "off"] = "off") -> AsyncIterator[str]:
+    """Serve `app` with uvicorn on a free 127.0.0.1 port; yields its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan)
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):  # uvicorn has no started event; give it 5 s at most
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        assert server.started, "uvicorn did not start"
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
