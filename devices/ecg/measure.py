@@ -118,7 +118,7 @@ def measure(beats: Beats) -> Measurements:
     return Measurements(
         qrs_onset_ms=onset / _MS,
         qrs_ms=(j - onset) / _MS,
-        heart_rate=float(60.0 / np.median(rr)),
+        heart_rate=float(60.0 / np.mean(rr)),  # beats over time, as carts report it
         rr_irregularity=float(np.std(rr) / np.mean(rr)),
         leads={
             name: _lead(beats.median[index], onset, j) for index, name in enumerate(STANDARD_LEADS)

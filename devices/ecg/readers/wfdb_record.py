@@ -4,11 +4,17 @@ signal file, read with the `wfdb` package. Physical units in the header decide t
 from __future__ import annotations
 
 import re
+import warnings
 from datetime import datetime, tzinfo
 from pathlib import Path
 
 import numpy as np
-import wfdb
+
+with warnings.catch_warnings():
+    # wfdb 4.3 calls DataFrame.set_index(inplace=True) at import, which pandas 3.1 deprecates:
+    # nothing for an operator to act on, and pytest turns warnings into errors.
+    warnings.filterwarnings("ignore", message="The inplace keyword", category=Warning)
+    import wfdb
 
 from devices.ecg.errors import ImplausibleEcgError, UnreadableEcgError
 from devices.ecg.model import Ecg, Patient, Sex, Signal, canonical_lead
