@@ -4,6 +4,8 @@ labels from the Channel Source Sequence, µV from the channel sensitivity and it
 from __future__ import annotations
 
 import re
+import struct
+import warnings
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
@@ -23,16 +25,39 @@ _TO_UV = {"uV": 1.0, "mV": 1000.0, "V": 1_000_000.0}
 _LEAD = re.compile(r"^lead\s+(\S+)", re.IGNORECASE)
 
 
+# What pydicom raises on damaged files, often only when an element is first used.
+_PYDICOM_ERRORS = (
+    InvalidDicomError,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    NotImplementedError,
+    OverflowError,
+    struct.error,
+)
+
+
 def read_dicom(path: Path, *, tz: tzinfo) -> Ecg:
     """The first waveform group with ECG leads in a DICOM file."""
     file = str(path)
     try:
-        dataset = pydicom.dcmread(path)
-        groups = list(dataset.get("WaveformSequence", []))
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
+        with warnings.catch_warnings():
+            # pydicom warns about every non-conformant value; what matters is checked here.
+            warnings.simplefilter("ignore")
+            return _read(path, file, tz)
+    except _PYDICOM_ERRORS as exc:
         raise UnreadableEcgError(
-            f"not a readable DICOM file ({type(exc).__name__})", file=file
+            f"not a readable DICOM waveform ({type(exc).__name__}: {str(exc)[:100]})", file=file
         ) from None
+
+
+def _read(path: Path, file: str, tz: tzinfo) -> Ecg:
+    dataset = pydicom.dcmread(path)
+    groups = list(dataset.get("WaveformSequence", []))
     if not groups:
         raise UnreadableEcgError("no Waveform Sequence (5400,0100)", file=file)
     for index, group in enumerate(groups):
@@ -57,13 +82,7 @@ def _label(channel: Any) -> str:
 
 
 def _leads(dataset: Any, group: Any, index: int, labels: list[str], file: str) -> dict[str, Signal]:
-    try:
-        raw = dataset.waveform_array(index)  # sensitivity and correction factor applied
-    except (ValueError, AttributeError, KeyError) as exc:
-        raise UnreadableEcgError(
-            f"the waveform data cannot be decoded ({type(exc).__name__}: {str(exc)[:100]})",
-            file=file,
-        ) from None
+    raw = dataset.waveform_array(index)  # sensitivity and correction factor applied
     expected = int(group.NumberOfWaveformSamples)
     if raw.shape[0] < expected:
         raise UnreadableEcgError(f"{raw.shape[0]} of {expected} samples: truncated", file=file)

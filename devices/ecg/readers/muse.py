@@ -28,7 +28,8 @@ def read_muse(root: etree._Element, *, file: str, tz: tzinfo) -> Ecg:
         raise UnreadableEcgError("no <Waveform> of type Rhythm", file=file)
     try:
         base = float(text_of(rhythm, "SampleBase") or "nan")
-        rate = base * 10 ** int(text_of(rhythm, "SampleExponent") or 0)
+        exponent = int(text_of(rhythm, "SampleExponent") or 0)
+        rate = base * 10.0**exponent if abs(exponent) <= 6 else float("nan")
     except ValueError:
         rate = float("nan")
     if not np.isfinite(rate) or rate <= 0:

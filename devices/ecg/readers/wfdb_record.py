@@ -40,7 +40,7 @@ def read_wfdb(record: Path, *, tz: tzinfo) -> Ecg:
         raise UnreadableEcgError(
             f"the signal file {Path(exc.filename or '').name or '(.dat)'} is missing", file=file
         ) from None
-    except (ValueError, IndexError, TypeError, OSError, EOFError) as exc:
+    except (ValueError, IndexError, KeyError, TypeError, OSError, EOFError) as exc:
         raise UnreadableEcgError(f"not a readable WFDB record ({_why(exc)})", file=file) from None
     data = signals.p_signal
     if data is None or header.sig_len is None:

@@ -25,6 +25,7 @@ from devices.ecg import (
 from devices.ecg.readers.xli import XliError, decode_xli, lzw_decode
 from devices.ecg.readers.xmlsafe import parse_xml
 from engine.errors import InputError
+from tests.devices.ecg.formats import write_aecg, write_dicom, write_muse
 
 
 def _copy_record(record: Path, folder: Path) -> Path:
@@ -247,5 +248,37 @@ def test_corrupted_sierra_files_read_or_fail_with_an_ecg_error(
     path.write_bytes(bytes(data))
     try:
         analyze(read_ecg(path))
+    except EcgError:
+        pass
+
+
+_WRITERS = {"aecg.xml": write_aecg, "muse.xml": write_muse, "ecg.dcm": write_dicom}
+
+
+@pytest.mark.parametrize("name", list(_WRITERS))
+@given(
+    changes=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), min_size=1, max_size=12),
+    cut=st.floats(0.05, 1.0),
+)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_damaged_aecg_muse_and_dicom_files_read_or_fail_with_an_ecg_error(
+    ptbxl_record: Path,
+    tmp_path: Path,
+    name: str,
+    changes: list[tuple[float, int]],
+    cut: float,
+) -> None:
+    path = tmp_path / name
+    if not path.exists():
+        _WRITERS[name](read_ecg(ptbxl_record), path)
+    data = bytearray(path.read_bytes())
+    for where, value in changes:
+        data[int(where * (len(data) - 1))] = value
+    damaged = tmp_path / f"damaged-{name}"
+    damaged.write_bytes(bytes(data[: max(1, int(len(data) * cut))]))
+    try:
+        analyze(read_ecg(damaged))
     except EcgError:
         pass
