@@ -5,6 +5,7 @@ MI probability. The one function an ECG channel calls."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from devices.ecg.checks import plausible_twelve_leads
@@ -27,6 +28,7 @@ class EcgReading:
     """The machine reading of one ECG; `as_json()` is what `greenchannel ecg analyze` prints."""
 
     source: str
+    acquired_at: datetime | None
     stemi: bool
     criteria: tuple[Criterion, ...]
     st_mv: dict[str, dict[str, float]]  # lead -> {"j": ..., "j60": ...}
@@ -40,6 +42,7 @@ class EcgReading:
     def as_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
+            "acquired_at": self.acquired_at.isoformat() if self.acquired_at else None,
             "stemi": self.stemi,
             "criteria": [c.as_json() for c in self.criteria],
             "st_mv": self.st_mv,
@@ -76,6 +79,7 @@ def analyze(
     decision = decide(m, twelve.patient, rules, flags)
     return EcgReading(
         source=twelve.source,
+        acquired_at=twelve.acquired_at,
         stemi=decision.stemi,
         criteria=decision.criteria,
         st_mv={

@@ -8,9 +8,10 @@ import numpy as np
 from devices.ecg.errors import ImplausibleEcgError
 from devices.ecg.model import STANDARD_LEADS, Ecg, with_derived_limb_leads
 
-__all__ = ["MIN_SECONDS", "plausible_twelve_leads"]
+__all__ = ["MAX_SECONDS", "MIN_SECONDS", "plausible_twelve_leads"]
 
 MIN_SECONDS = 4.0  # three beats at 45/min
+MAX_SECONDS = 300.0  # a resting ECG is 10 s; a Holter day is no 12-lead reading
 _RATES_HZ = (50.0, 20_000.0)
 _FLAT_UV = 30.0  # a lead whose 1st–99th percentile span is under 0.03 mV carries no ECG
 # The median lead's span says whether the values are µV: one drifting electrode may span 15 mV,
@@ -42,6 +43,11 @@ def plausible_twelve_leads(ecg: Ecg) -> Ecg:
     if seconds < MIN_SECONDS:
         raise ImplausibleEcgError(
             f"{seconds:.1f} s recorded; at least {MIN_SECONDS:g} s are needed", file=file
+        )
+    if seconds > MAX_SECONDS:
+        raise ImplausibleEcgError(
+            f"{seconds:.0f} s recorded; a resting 12-lead ECG is at most {MAX_SECONDS:g} s",
+            file=file,
         )
     spans = {}
     for name in STANDARD_LEADS:

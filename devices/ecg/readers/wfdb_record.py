@@ -16,6 +16,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="The inplace keyword", category=Warning)
     import wfdb
 
+from devices.ecg.checks import MAX_SECONDS
 from devices.ecg.errors import ImplausibleEcgError, UnreadableEcgError
 from devices.ecg.model import Ecg, Patient, Sex, Signal, canonical_lead
 from devices.ecg.readers.xmlsafe import aware
@@ -35,6 +36,12 @@ def read_wfdb(record: Path, *, tz: tzinfo) -> Ecg:
         raise UnreadableEcgError("no WFDB header (.hea) for this record", file=file)
     try:
         header = wfdb.rdheader(str(record))
+        if header.sig_len and header.fs and header.sig_len / header.fs > MAX_SECONDS:
+            raise ImplausibleEcgError(
+                f"{header.sig_len / header.fs:.0f} s recorded; a resting 12-lead ECG is at most "
+                f"{MAX_SECONDS:g} s",
+                file=file,
+            )
         signals = wfdb.rdrecord(str(record), physical=True)
     except FileNotFoundError as exc:
         raise UnreadableEcgError(

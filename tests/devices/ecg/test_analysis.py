@@ -8,13 +8,16 @@ import csv
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from devices.ecg import analyze, read_ecg
+from devices.ecg import ImplausibleEcgError, analyze, read_ecg
+from devices.ecg.checks import plausible_twelve_leads
 from devices.ecg.criteria import CRITERIA_FILE, load_criteria
 from devices.ecg.measure import LeadMeasures, Measurements
 from devices.ecg.mi_model import FEATURES, load_model
 from devices.ecg.model import STANDARD_LEADS, Patient
+from devices.ecg.signal import ANALYSIS_HZ, detect_beats, prepare
 from devices.ecg.stemi import confounders, decide
 from engine.errors import ConfigError
 from engine.settings import content_root
@@ -157,3 +160,24 @@ def test_a_wrong_threshold_in_the_criteria_file_names_file_line_and_key(tmp_path
     with pytest.raises(ConfigError) as caught:
         load_criteria(broken)
     assert f"stemi.yaml:{line} st_elevation.default_mv" in str(caught.value)
+
+
+def test_pacing_spikes_before_each_qrs_flag_a_paced_rhythm(sierra: Path) -> None:
+    """A real 500 Hz tracing with a 2 ms, 4 mV pacing artefact put 80 ms before every QRS."""
+    ecg = read_ecg(sierra / "ad4d3d80-d165_1-04_orig.xml")
+    assert "paced" not in analyze(ecg).flags
+    beats = detect_beats(prepare(plausible_twelve_leads(ecg)), file=ecg.source)
+    leads = {name: signal.copy() for name, signal in ecg.leads.items()}
+    for peak in beats.peaks:
+        at = int(peak / ANALYSIS_HZ * ecg.sampling_rate_hz) - 40
+        for signal in leads.values():
+            signal[at] += 4000.0
+    paced = analyze(replace(ecg, leads=leads))
+    assert "paced" in paced.flags
+
+
+def test_recordings_longer_than_five_minutes_are_refused(ptbxl_record: Path) -> None:
+    ecg = read_ecg(ptbxl_record)
+    day = replace(ecg, leads={n: np.tile(s, 31) for n, s in ecg.leads.items()})
+    with pytest.raises(ImplausibleEcgError, match="310 s recorded"):
+        analyze(day)
