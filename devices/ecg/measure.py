@@ -84,16 +84,12 @@ def _lead(beat: npt.NDArray[np.float64], onset: int, j: int) -> LeadMeasures:
     qrs = wave[onset:j]
     r_at = int(np.argmax(qrs))
     r_mv = max(float(qrs[r_at]), 0.0)
-    q_mv = min(float(np.min(qrs[: r_at + 1])), 0.0) if r_mv > 0 else 0.0
-    q_samples = 0
-    while (
-        q_samples < r_at
-        and qrs[q_samples] * 1000 < -_Q_MIN_UV
-        or (q_samples < r_at and q_samples < int(12 * _MS) and qrs[q_samples] <= 0)
-    ):
-        q_samples += 1
-    if q_mv * 1000 > -_Q_MIN_UV:
-        q_samples, q_mv = 0, 0.0
+    # Q: the negative deflection before R; its duration is the time spent below the baseline.
+    before_r = qrs[:r_at]
+    q_mv = min(float(np.min(before_r)), 0.0) if r_at > 0 and r_mv > 0 else 0.0
+    q_samples = int(np.count_nonzero(before_r < 0)) if q_mv * 1000 <= -_Q_MIN_UV else 0
+    if not q_samples:
+        q_mv = 0.0
     s_mv = min(float(np.min(qrs[r_at:])), 0.0)
     j60 = min(j + int(60 * _MS), len(wave) - 1)
     t_window = wave[j + int(_T_WINDOW_MS[0] * _MS) : min(j + int(_T_WINDOW_MS[1] * _MS), len(wave))]
