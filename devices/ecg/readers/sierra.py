@@ -10,7 +10,8 @@ from datetime import date, datetime, tzinfo
 import numpy as np
 from lxml import etree
 
-from devices.ecg.errors import UnreadableEcgError
+from devices.ecg.checks import MAX_SECONDS
+from devices.ecg.errors import ImplausibleEcgError, UnreadableEcgError
 from devices.ecg.model import STANDARD_LEADS, Ecg, Patient, Sex, Signal, canonical_lead
 from devices.ecg.readers.xli import XliError, decode_xli
 from devices.ecg.readers.xmlsafe import aware, children, first, text_of
@@ -18,6 +19,8 @@ from devices.ecg.readers.xmlsafe import aware, children, first, text_of
 __all__ = ["read_sierra"]
 
 _RECORDED_MS = 10_000
+_MAX_CHANNELS = 32
+_MAX_RATE_HZ = 20_000.0
 
 
 def read_sierra(root: etree._Element, *, file: str, tz: tzinfo) -> Ecg:
@@ -35,8 +38,12 @@ def read_sierra(root: etree._Element, *, file: str, tz: tzinfo) -> Ecg:
         "signalresolution",
         file,
     )
-    labels = _labels(root, waveforms)
+    labels = _labels(root, waveforms, file)
     duration_ms = _number(waveforms.get("durationperchannel"), "durationperchannel", file)
+    if duration_ms > MAX_SECONDS * 1000 or rate > _MAX_RATE_HZ:
+        raise ImplausibleEcgError(
+            f"{duration_ms / 1000:g} s at {rate:g} Hz is no resting 12-lead ECG", file=file
+        )
     expected = int(round(duration_ms * rate / 1000))
     try:
         data = base64.b64decode("".join((waveforms.text or "").split()), validate=True)
@@ -89,16 +96,26 @@ def _number(text: str | None, name: str, file: str) -> float:
     return value
 
 
-def _labels(root: etree._Element, waveforms: etree._Element) -> list[str]:
+def _labels(root: etree._Element, waveforms: etree._Element, file: str) -> list[str]:
     given = waveforms.get("leadlabels")
     if given:
-        count = int(waveforms.get("numberofleads") or len(given.split()))
+        count = _channels(waveforms.get("numberofleads") or str(len(given.split())), file)
         return [canonical_lead(label) for label in given.split()[:count]]
-    channels = int(text_of(root, ".//signalcharacteristics/numberchannelsallocated") or 12)
+    channels = _channels(
+        text_of(root, ".//signalcharacteristics/numberchannelsallocated") or "12", file
+    )
     return [
         STANDARD_LEADS[i] if i < len(STANDARD_LEADS) else f"Channel {i + 1}"
         for i in range(channels)
     ]
+
+
+def _channels(text: str, file: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= _MAX_CHANNELS:
+        raise UnreadableEcgError(
+            f"the number of leads is not a whole number from 1 to {_MAX_CHANNELS}", file=file
+        )
+    return int(text)
 
 
 def _uncompressed(data: bytes, leads: int, samples: int, file: str) -> list[np.ndarray]:

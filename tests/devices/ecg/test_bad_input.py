@@ -282,3 +282,36 @@ def test_damaged_aecg_muse_and_dicom_files_read_or_fail_with_an_ecg_error(
         analyze(read_ecg(damaged))
     except EcgError:
         pass
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 1),
+            st.sampled_from([b"", b"x", b"-1", b"0", b"99999999999", b"1e309", b"nan", b"<"]),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_odd_header_values_in_a_philips_file_give_an_ecg_error(
+    sierra: Path, tmp_path: Path, edits: list[tuple[float, bytes]]
+) -> None:
+    """Numbers in the header (rate, resolution, lead counts, duration) replaced by junk."""
+    data = (sierra / "3191723_ZZDEMOPTONLY_1-04_orig.xml").read_bytes().decode("utf-16")
+    text = data.encode("utf-8").replace(b'encoding="utf-16"', b'encoding="utf-8"')
+    header_end = text.index(b">", text.index(b"<parsedwaveforms")) + 1
+    digits = [i for i in range(header_end) if text[i : i + 1].isdigit()]
+    changed = bytearray(text)
+    for where, junk in sorted(edits, reverse=True):
+        at = digits[int(where * (len(digits) - 1))]
+        changed[at : at + 1] = junk
+    path = tmp_path / "odd.xml"
+    path.write_bytes(bytes(changed))
+    try:
+        analyze(read_ecg(path))
+    except EcgError:
+        pass
