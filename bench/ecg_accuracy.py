@@ -61,7 +61,7 @@ def holdout(data: Path) -> None:
         stemi.append(reading.stemi)
     s, y, flagged = np.array(scores), np.array(labels), np.array(stemi)
     sensitivity, specificity = sensitivity_specificity(s >= model.threshold, y)
-    print(f"holdout: {len(y)} PTB-XL records, {y.sum()} MI, {(~y).sum()} normal (never trained on)")
+    print(f"  {y.sum()} MI, {(~y).sum()} normal (never trained on)")
     print(f"  MI probability AUC        {roc_auc(s, y):.3f}   (target >= 0.93)")
     print(
         f"  at cut-off {model.threshold:.3f}:       sensitivity {sensitivity:.3f}, "
