@@ -17,7 +17,7 @@ from adapters import hl7v2
 from engine import errors
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("engine", "adapters", "fhir_store", "pathways")
+PACKAGES = ("engine", "adapters", "fhir_store", "pathways", "devices")
 # The top-level packages of this repository (DESIGN.md, "Layout"), for the `_private` rule.
 FIRST_PARTY = frozenset({*PACKAGES, "devices", "pathways", "console"})
 # What each package must never import: the arrows point inward (DESIGN.md, "Rules of the house").
@@ -34,6 +34,10 @@ FORBIDDEN = {
     },
     "pathways": {
         "adapters": "pathways/ reads FHIR and writes through channels, never through a protocol",
+    },
+    "devices": {
+        "adapters": "devices/ is called by the channels' adapters, never the other way round",
+        "pathways": "devices/ reads signals; pathways decide what a reading means for a case",
     },
 }
 
