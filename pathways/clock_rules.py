@@ -34,6 +34,7 @@ __all__ = [
 ACTIVATION = "activation"
 MAX_MINUTES = 7 * 24 * 60  # a week: a clock longer than that is a typo, not a deadline
 KEY = r"^[a-z][a-z0-9_]{0,63}$"
+HINT = "fix the clock rules of the pathway file; the engine starts once they are valid"
 
 Severity = Literal["info", "warning", "critical"]
 FactScalar = str | bool | int | float
@@ -192,12 +193,18 @@ def parse_clock_rules(
         return []
     if not isinstance(raw, list):
         raise ConfigError(
-            "must be a list of clock rules", file=source, line=lines.get((key,)), key=key
+            "must be a list of clock rules",
+            file=source,
+            line=lines.get((key,)),
+            key=key,
+            hint=HINT,
         )
     try:
         parsed = _ClockList.model_validate({key: raw})
     except ValidationError as error:
-        raise validation_error_to_config_error(error, source, {key: raw}, lines) from error
+        problem = validation_error_to_config_error(error, source, {key: raw}, lines)
+        problem.hint = HINT
+        raise problem from error
     rules = list(parsed.clocks)
     seen: dict[str, int] = {}
     for index, rule in enumerate(rules):
@@ -227,7 +234,7 @@ def _at(
         line = positions.get(tuple(path[:end]))
         if line is not None:
             break
-    return ConfigError(message, file=source, line=line, key=format_key(path))
+    return ConfigError(message, file=source, line=line, key=format_key(path), hint=HINT)
 
 
 def _unknown(node: str, node_keys: Collection[str]) -> str:
