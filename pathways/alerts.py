@@ -146,14 +146,18 @@ class AlertScheduler:
     async def _check(self, timeline: CaseTimeline, now: datetime) -> None:
         states = evaluate(self._rules.get(timeline.center, ()), timeline, now)
         for state in states:
-            for step_state in state.steps:
-                key = alert_key(timeline.case_id, state.rule.id, step_state.step.name)
+            for step in state.rule.steps:
+                key = alert_key(timeline.case_id, state.rule.id, step.name)
                 raised = f"alert/{key}/raised" in self._sent
-                if state.status == "alerting" and step_state.reached and not raised:
-                    await self._raise(timeline, state, step_state.step, step_state.deadline, now)
-                elif raised and not state.is_running:
+                if raised and not state.is_running:
                     reason, detail = _why_stopped(state)
-                    await self._resolve(timeline, state.rule, step_state.step, now, reason, detail)
+                    await self._resolve(timeline, state.rule, step, now, reason, detail)
+            if state.status != "alerting":
+                continue
+            for step_state in state.reached:
+                key = alert_key(timeline.case_id, state.rule.id, step_state.step.name)
+                if f"alert/{key}/raised" not in self._sent:
+                    await self._raise(timeline, state, step_state.step, step_state.deadline, now)
         self._deadlines[timeline.case_id] = next_deadline(states)
 
     async def _close(self, case_id: str, timeline: CaseTimeline | None) -> None:

@@ -3,6 +3,7 @@ end node before or after them, and not applicable by the case's facts or arrival
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -45,7 +46,7 @@ def _case(
     nodes: dict[str, datetime],
     *,
     mode: str | None = "self",
-    facts: dict[str, str | bool] | None = None,
+    facts: Mapping[str, str | bool] | None = None,
 ) -> CaseTimeline:
     return CaseTimeline(
         case_id="c1",
