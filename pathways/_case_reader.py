@@ -30,12 +30,20 @@ from pathways.vocabulary import (
     Center,
 )
 
-__all__ = ["OPEN_STATUSES", "case_of_observation", "load_open_timelines", "load_timeline"]
+__all__ = [
+    "OPEN_STATUSES",
+    "TIME_NODE_CATEGORY_PAIR",
+    "case_of_observation",
+    "load_open_timelines",
+    "load_timeline",
+    "search_all",
+]
 
 # EpisodeOfCare.status values of a case that is still open (finished, cancelled and
 # entered-in-error are closed).
 OPEN_STATUSES = ("planned", "waitlist", "active", "onhold")
 NODE_STATUSES = "final,amended"
+TIME_NODE_CATEGORY_PAIR = ("category", f"{OBSERVATION_CATEGORY_SYSTEM}|{TIME_NODE_CATEGORY}")
 _PAGE = 500
 _CENTER_BY_CODE: dict[str, Center] = {code: center for center, code in CENTER_TYPE_CODES.items()}
 
@@ -44,7 +52,7 @@ async def load_open_timelines(store: FhirStore) -> list[CaseTimeline]:
     """Every open case of every center with its nodes and facts."""
     timelines = []
     pairs = [("status", ",".join(OPEN_STATUSES))]
-    async for episode in _search(store, "EpisodeOfCare", pairs):
+    async for episode in search_all(store, "EpisodeOfCare", pairs):
         timeline = await _timeline(store, episode)
         if timeline is not None:
             timelines.append(timeline)
@@ -92,10 +100,10 @@ async def _timeline(store: FhirStore, episode: dict[str, Any]) -> CaseTimeline |
     if patient:
         pairs = [
             ("subject", f"Patient/{patient}"),
-            ("category", f"{OBSERVATION_CATEGORY_SYSTEM}|{TIME_NODE_CATEGORY}"),
+            TIME_NODE_CATEGORY_PAIR,
             ("status", NODE_STATUSES),
         ]
-        async for observation in _search(store, "Observation", pairs):
+        async for observation in search_all(store, "Observation", pairs):
             if case_of_observation(observation) != case_id:
                 continue
             key = _node_key(observation)
@@ -113,9 +121,10 @@ async def _timeline(store: FhirStore, episode: dict[str, Any]) -> CaseTimeline |
     )
 
 
-async def _search(
+async def search_all(
     store: FhirStore, resource_type: str, pairs: list[tuple[str, str]]
 ) -> AsyncIterator[dict[str, Any]]:
+    """Every match of a strict search, page after page."""
     offset = 0
     while True:
         query = parse_search(

@@ -22,9 +22,11 @@ from engine.subscribers import SubscriberContext
 from fhir_store import ChangeEvent, ChangeFeed, FhirStore, Gone, NotFound
 from pathways._case_reader import (
     OPEN_STATUSES,
+    TIME_NODE_CATEGORY_PAIR,
     case_of_observation,
     load_open_timelines,
     load_timeline,
+    search_all,
 )
 from pathways.alert_journal import journalled_alert_keys
 from pathways.alerts import AlertScheduler
@@ -37,6 +39,7 @@ __all__ = ["ClockSubscriber", "ClockSubscriberFactory", "clock_rules_dir", "load
 log = logging.getLogger(__name__)
 
 RULES_FOLDER = Path("config") / "pathways" / "clocks"
+_IDS_PER_SEARCH = 100
 
 
 def clock_rules_dir() -> Path:
@@ -103,8 +106,7 @@ class ClockSubscriber:
             group.create_task(self.scheduler.run(), name="alert-scheduler")
             await self.scheduler.started.wait()
             async for events in self._feed.follow(self._context.name):
-                cases = {c for event in events if (c := await self._case_of(event))}
-                for case_id in sorted(cases):
+                for case_id in sorted(await self._cases_of(events)):
                     await self._refresh(case_id)
                 await self._feed.commit(self._context.name, events[-1].sequence)
 
@@ -112,17 +114,37 @@ class ClockSubscriber:
         """Close the store's write connections."""
         await self._store.aclose()
 
-    async def _case_of(self, event: ChangeEvent) -> str | None:
-        if event.resource_type == "EpisodeOfCare":
-            return event.resource_id
-        if event.resource_type != "Observation":
-            return None
-        # A deleted node's last content says which case lost it.
-        version = event.version_id - 1 if event.action == "delete" else event.version_id
-        if version < 1:
+    async def _cases_of(self, events: list[ChangeEvent]) -> set[str]:
+        """The cases whose timeline the events may change: one search per batch finds the
+        time-node Observations among the changed ones, so a lab feed costs little here."""
+        cases = {e.resource_id for e in events if e.resource_type == "EpisodeOfCare"}
+        changed = sorted(
+            {e.resource_id for e in events if e.resource_type == "Observation"}
+            - {e.resource_id for e in events if e.action == "delete"}
+        )
+        for start in range(0, len(changed), _IDS_PER_SEARCH):
+            ids = ",".join(changed[start : start + _IDS_PER_SEARCH])
+            async for observation in search_all(
+                self._store, "Observation", [("_id", ids), TIME_NODE_CATEGORY_PAIR]
+            ):
+                case_id = case_of_observation(observation)
+                if case_id:
+                    cases.add(case_id)
+        for event in events:
+            if event.resource_type == "Observation" and event.action == "delete":
+                # A deleted node's last content says which case lost it.
+                case_id = await self._deleted_node_case(event)
+                if case_id:
+                    cases.add(case_id)
+        return cases
+
+    async def _deleted_node_case(self, event: ChangeEvent) -> str | None:
+        if event.version_id < 2:
             return None
         try:
-            observation = await self._store.vread("Observation", event.resource_id, str(version))
+            observation = await self._store.vread(
+                "Observation", event.resource_id, str(event.version_id - 1)
+            )
         except (NotFound, Gone):
             return None
         return case_of_observation(observation)
