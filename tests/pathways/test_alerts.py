@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,8 @@ from pathways.timeline import CaseTimeline
 pytestmark = pytest.mark.anyio
 
 CST = timezone(timedelta(hours=8))
-AHEAD_S = 0.3  # how far ahead of now the first deadline is put
+AHEAD_S = 0.3
+DOCS = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text("utf-8")  # how far ahead of now the first deadline is put
 
 RULES = """\
 clocks:
@@ -313,3 +315,15 @@ async def test_an_update_during_start_is_not_overwritten_by_the_older_store_read
         await task
 
     assert journal.keys() == []
+
+
+async def test_the_message_example_of_the_docs_has_the_fields_of_a_raised_alert() -> None:
+    example = json.loads(DOCS.split("```json\n")[1].split("```")[0])
+    journal = Journal()
+    async with running(journal, [_case(_now() - timedelta(minutes=46))]):
+        await _until(lambda: RAISED in journal.keys())
+    raised = journal.message(RAISED)
+
+    assert example.keys() == raised.keys()
+    for part in ("case", "rule", "step"):
+        assert example[part].keys() == raised[part].keys()

@@ -204,3 +204,13 @@ def test_any_data_gives_rules_or_a_config_error(raw: object) -> None:
         parse_clock_rules(raw, source="fuzz.yaml")
     except ConfigError as error:
         assert str(error).startswith("fuzz.yaml")
+
+
+def test_the_rule_example_of_the_docs_is_valid() -> None:
+    text = (ROOT / "docs" / "alerts.md").read_text(encoding="utf-8")
+    example = text.split("```yaml\n")[1].split("```")[0]
+    data, positions = load_yaml_text(example, file="docs/alerts.md")
+
+    (rule,) = parse_clock_rules(data["clocks"], source="docs/alerts.md", positions=positions)
+
+    assert rule.id == "stroke.dnt"
