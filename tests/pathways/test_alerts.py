@@ -29,8 +29,8 @@ from pathways.timeline import CaseTimeline
 pytestmark = pytest.mark.anyio
 
 CST = timezone(timedelta(hours=8))
-AHEAD_S = 0.3
-DOCS = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text("utf-8")  # how far ahead of now the first deadline is put
+AHEAD_S = 0.3  # how far ahead of now the first deadline is put
+DOCS = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text("utf-8")
 
 RULES = """\
 clocks:
