@@ -15,13 +15,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 from typing import Any, ClassVar, Literal
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters._per_database import PerDatabase
 from engine.connectors import ConnectorContext, Delivered, Outbound
 from engine.errors import RejectedDeliveryError
 
@@ -73,19 +73,12 @@ class AlertListeners:
         return reached
 
 
-_LISTENERS: dict[tuple[str, str | None, int | None, str | None], AlertListeners] = {}
-_LOCK = threading.Lock()
+_LISTENERS = PerDatabase(AlertListeners)
 
 
 def listeners_for(database: AsyncEngine) -> AlertListeners:
     """The one `AlertListeners` of this process for the engine on `database`."""
-    url = database.url
-    key = (url.get_backend_name(), url.host, url.port, url.database)
-    with _LOCK:
-        listeners = _LISTENERS.get(key)
-        if listeners is None:
-            listeners = _LISTENERS[key] = AlertListeners()
-        return listeners
+    return _LISTENERS.get(database)
 
 
 class AlertWebsocketConfig(BaseModel):

@@ -27,7 +27,7 @@ import psycopg
 import websockets
 
 from engine.server import Engine
-from engine.settings import Settings
+from engine.testing import running_engine, settings_for_tests
 from fhir_store import FhirStore
 from fhir_store.app import create_database
 from pathways.vocabulary import (
@@ -86,76 +86,65 @@ async def _case(store: FhirStore, door: datetime) -> dict[str, Any]:
 
 
 async def measure(url: str, cases: int, tmp: Path) -> tuple[list[float], list[float]]:
-    channels = tmp / "channels"
-    channels.mkdir()
-    (tmp / "mappings").mkdir()
-    (channels / "pathway-alerts.yaml").write_bytes(
-        (ROOT / "channels" / "pathway-alerts.yaml").read_bytes()
-    )
-    settings = Settings(
-        data_dir=tmp / "var",
-        database_url=url,
-        http_port=0,
-        channels_dir=channels,
-        mappings_dir=tmp / "mappings",
-        admin_token=TOKEN,
-    )
-    engine = Engine(settings)
-    task = asyncio.create_task(engine.run())
-    await asyncio.wait_for(engine.ready.wait(), 60)
+    shipped = (ROOT / "channels" / "pathway-alerts.yaml").read_text(encoding="utf-8")
+    settings = settings_for_tests(tmp, url, channels={"pathway-alerts": shipped}, admin_token=TOKEN)
     database = create_database(url)
     store = FhirStore(database)
-    tz = settings.tz
-    received: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
     try:
-        socket_url = f"ws://127.0.0.1:{engine.http_port}/api/alerts/websocket"
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with websockets.connect(socket_url, additional_headers=headers) as socket:
-            arrived = asyncio.Event()
-
-            async def listen() -> None:
-                async for text in socket:
-                    message = json.loads(text)
-                    received[(message["alert"], message["event"])] = (time.time(), message)
-                    arrived.set()
-
-            async def until_received(count: int, timeout_s: float) -> None:
-                try:
-                    async with asyncio.timeout(timeout_s):
-                        while len(received) < count:
-                            arrived.clear()
-                            await arrived.wait()
-                except TimeoutError:
-                    pass  # reported as n below the number of cases
-
-            listener = asyncio.create_task(listen())
-            first_deadline = datetime.now(tz).replace(microsecond=0) + timedelta(seconds=5)
-            episodes = []
-            for index in range(cases):
-                deadline = first_deadline + timedelta(seconds=index % 4)
-                episodes.append(await _case(store, deadline - timedelta(minutes=20)))
-            await until_received(cases, 20)
-            to_deadline = [
-                at - datetime.fromisoformat(message["deadline"]).timestamp()
-                for (_, event), (at, message) in received.items()
-                if event == "raised"
-            ]
-            written: dict[str, float] = {}
-            for episode in episodes:
-                await store.create(_node(episode, "lytic_start", datetime.now(tz)))
-                written[f"{episode['id']}/cpc.d2n/warning"] = time.time()
-            await until_received(2 * cases, 20)
-            to_resolved = [
-                received[(alert, "resolved")][0] - at
-                for alert, at in written.items()
-                if (alert, "resolved") in received
-            ]
-            listener.cancel()
+        async with running_engine(settings, start_timeout_s=60) as engine:
+            return await _run(engine, store, cases)
     finally:
         await store.aclose()
         await database.dispose()
-        engine.stop()
-        await task
+
+
+async def _run(engine: Engine, store: FhirStore, cases: int) -> tuple[list[float], list[float]]:
+    """Seconds from each deadline to its raised alert, and from each end node to its resolution."""
+    tz = engine.settings.tz
+    received: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+    socket_url = f"ws://127.0.0.1:{engine.http_port}/api/alerts/websocket"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with websockets.connect(socket_url, additional_headers=headers) as socket:
+        arrived = asyncio.Event()
+
+        async def listen() -> None:
+            async for text in socket:
+                message = json.loads(text)
+                received[(message["alert"], message["event"])] = (time.time(), message)
+                arrived.set()
+
+        async def until_received(count: int, timeout_s: float) -> None:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    while len(received) < count:
+                        arrived.clear()
+                        await arrived.wait()
+            except TimeoutError:
+                pass  # reported as n below the number of cases
+
+        listener = asyncio.create_task(listen())
+        first_deadline = datetime.now(tz).replace(microsecond=0) + timedelta(seconds=5)
+        episodes = []
+        for index in range(cases):
+            deadline = first_deadline + timedelta(seconds=index % 4)
+            episodes.append(await _case(store, deadline - timedelta(minutes=20)))
+        await until_received(cases, 20)
+        to_deadline = [
+            at - datetime.fromisoformat(message["deadline"]).timestamp()
+            for (_, event), (at, message) in received.items()
+            if event == "raised"
+        ]
+        written: dict[str, float] = {}
+        for episode in episodes:
+            await store.create(_node(episode, "lytic_start", datetime.now(tz)))
+            written[f"{episode['id']}/cpc.d2n/warning"] = time.time()
+        await until_received(2 * cases, 20)
+        to_resolved = [
+            received[(alert, "resolved")][0] - at
+            for alert, at in written.items()
+            if (alert, "resolved") in received
+        ]
+        listener.cancel()
     return to_deadline, to_resolved
 
 

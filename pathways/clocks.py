@@ -124,30 +124,24 @@ def _one(rule: ClockRule, timeline: CaseTimeline, now: datetime) -> ClockState:
     start = _aware(start, rule.start)
     deadlines = [(step, start + timedelta(seconds=step.at_seconds)) for step in rule.steps]
     ended = _first_end(rule, timeline)
-    if ended is not None:
-        end_node, end_at = ended
-        steps = tuple(StepState(step, deadline, deadline <= end_at) for step, deadline in deadlines)
-        return ClockState(
-            rule,
-            case_id,
-            "resolved" if steps[0].reached else "met",
-            now,
-            started_at=start,
-            elapsed_s=_seconds(end_at - start),
-            ended_at=end_at,
-            end_node=end_node,
-            steps=steps,
-        )
-    steps = tuple(StepState(step, deadline, deadline <= now) for step, deadline in deadlines)
-    ahead = [s.deadline for s in steps if not s.reached]
+    # A stopped clock is looked at as of its end node; a running one as of now.
+    stop = ended[1] if ended is not None else now
+    steps = tuple(StepState(step, deadline, deadline <= stop) for step, deadline in deadlines)
+    ahead = [s.deadline for s in steps if not s.reached and ended is None]
+    if ended is None:
+        status: ClockStatus = "alerting" if steps[0].reached else "running"
+    else:
+        status = "resolved" if steps[0].reached else "met"
     return ClockState(
         rule,
         case_id,
-        "alerting" if steps[0].reached else "running",
+        status,
         now,
         started_at=start,
-        elapsed_s=_seconds(now - start),
+        elapsed_s=_seconds(stop - start),
         next_deadline=ahead[0] if ahead else None,
+        ended_at=ended[1] if ended is not None else None,
+        end_node=ended[0] if ended is not None else None,
         steps=steps,
     )
 

@@ -17,13 +17,12 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from engine.journal import JournalMessage
+from engine import journal
 from engine.server import Engine
 from engine.settings import Settings
-from engine.testing import wait_until
+from engine.testing import running_engine, settings_for_tests, wait_until
 from fhir_store import FhirStore
 from fhir_store.app import create_database
 from pathways.vocabulary import (
@@ -49,20 +48,8 @@ class Site:
     database: AsyncEngine
     store: FhirStore
 
-    @contextlib.asynccontextmanager
-    async def engine(self) -> AsyncIterator[Engine]:
-        engine = Engine(self.settings)
-        task = asyncio.create_task(engine.run())
-        try:
-            async with asyncio.timeout(30):
-                ready = asyncio.create_task(engine.ready.wait())
-                await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                task.result()
-            yield engine
-        finally:
-            engine.stop()
-            await task
+    def engine(self) -> contextlib.AbstractAsyncContextManager[Engine]:
+        return running_engine(self.settings)
 
     async def chest_pain_case(self, door: datetime) -> str:
         """A walk-in chest pain case for in-hospital lysis, through the door at `door`."""
@@ -112,27 +99,16 @@ class Site:
         )
 
     async def channel_messages(self) -> int:
-        async with self.database.connect() as connection:
-            count = await connection.scalar(
-                select(func.count()).where(JournalMessage.channel == CHANNEL)
-            )
-            return int(count or 0)
+        async with AsyncSession(self.database) as session:
+            counts = await journal.count_by_status(session)
+        return sum(n for (channel, _), n in counts.items() if channel == CHANNEL)
 
 
 @pytest.fixture
 async def site(database_url: str, tmp_path: Path) -> AsyncIterator[Site]:
-    channels = tmp_path / "channels"
-    channels.mkdir()
-    (tmp_path / "mappings").mkdir()
     shipped = (ROOT / "channels" / f"{CHANNEL}.yaml").read_text(encoding="utf-8")
-    (channels / f"{CHANNEL}.yaml").write_text(shipped, encoding="utf-8")
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        database_url=database_url,
-        http_port=0,
-        channels_dir=channels,
-        mappings_dir=tmp_path / "mappings",
-        admin_token=TOKEN,
+    settings = settings_for_tests(
+        tmp_path, database_url, channels={CHANNEL: shipped}, admin_token=TOKEN
     )
     database = create_database(database_url)
     store = FhirStore(database)

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from engine.connectors import Inbound, Receipt
-from engine.mapping.yamlfile import load_yaml_text
 from engine.testing import wait_until
 from pathways.alerts import CHANNEL, AlertScheduler
-from pathways.clock_rules import ClockRule, parse_clock_rules
+from pathways.clock_rules import ClockRule
 from pathways.timeline import CaseTimeline
+from tests.pathways.rules_text import rules_from_text
 
 pytestmark = pytest.mark.anyio
 
@@ -48,8 +48,7 @@ clocks:
 
 
 def _rules() -> dict[str, list[ClockRule]]:
-    data, positions = load_yaml_text(RULES, file="rules.yaml")
-    return {"stroke": parse_clock_rules(data["clocks"], source="rules.yaml", positions=positions)}
+    return {"stroke": rules_from_text(RULES)}
 
 
 @dataclass

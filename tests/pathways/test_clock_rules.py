@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
-from engine.mapping.yamlfile import load_yaml, load_yaml_text
+from engine.mapping.yamlfile import load_yaml
 from pathways.clock_rules import ACTIVATION, ClockRule, parse_clock_rules
 from pathways.vocabulary import CENTERS
 from tests.conftest import SHARED
+from tests.pathways.rules_text import rules_from_text
 
 ROOT = Path(__file__).resolve().parents[2]
 HINT = "fix the clock rules of the pathway file; the engine starts once they are valid"
@@ -22,13 +23,7 @@ NODES = ("door", "lytic_start", "first_medical_contact", "first_ecg", "wire_cros
 
 
 def _parse(text: str, node_keys: tuple[str, ...] | None = NODES) -> list[ClockRule]:
-    data, positions = load_yaml_text(text, file="config/pathways/stroke.yaml")
-    return parse_clock_rules(
-        data.get("clocks"),
-        source="config/pathways/stroke.yaml",
-        positions=positions,
-        node_keys=node_keys,
-    )
+    return rules_from_text(text, file="config/pathways/stroke.yaml", node_keys=node_keys)
 
 
 def _error(text: str, node_keys: tuple[str, ...] | None = NODES) -> str:
@@ -209,8 +204,7 @@ def test_any_data_gives_rules_or_a_config_error(raw: object) -> None:
 def test_the_rule_example_of_the_docs_is_valid() -> None:
     text = (ROOT / "docs" / "alerts.md").read_text(encoding="utf-8")
     example = text.split("```yaml\n")[1].split("```")[0]
-    data, positions = load_yaml_text(example, file="docs/alerts.md")
 
-    (rule,) = parse_clock_rules(data["clocks"], source="docs/alerts.md", positions=positions)
+    (rule,) = rules_from_text(example, file="docs/alerts.md")
 
     assert rule.id == "stroke.dnt"

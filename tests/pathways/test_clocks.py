@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from engine.mapping.yamlfile import load_yaml_text
-from pathways.clock_rules import ClockRule, parse_clock_rules
+from pathways.clock_rules import ClockRule
 from pathways.clocks import elapsed, evaluate, next_deadline
 from pathways.timeline import CaseTimeline
+from tests.pathways.rules_text import rules_from_text
 
 CST = timezone(timedelta(hours=8))
 DOOR = datetime(2026, 3, 5, 14, 0, 0, tzinfo=CST)
@@ -38,8 +38,7 @@ clocks:
 
 
 def _rules() -> list[ClockRule]:
-    data, positions = load_yaml_text(RULES, file="rules.yaml")
-    return parse_clock_rules(data["clocks"], source="rules.yaml", positions=positions)
+    return rules_from_text(RULES)
 
 
 def _case(
