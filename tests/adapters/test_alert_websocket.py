@@ -25,14 +25,7 @@ from engine.settings import Settings
 from engine.testing import running_engine, settings_for_tests, wait_until
 from fhir_store import FhirStore
 from fhir_store.app import create_database
-from pathways.vocabulary import (
-    ARRIVAL_MODE_EXTENSION,
-    CASE_EXTENSION,
-    CASE_FACT_EXTENSION,
-    CENTER_SYSTEM,
-    OBSERVATION_CATEGORY_SYSTEM,
-    TIME_NODE_SYSTEM,
-)
+from tests.pathways.fhir_cases import write_case, write_node
 
 pytestmark = pytest.mark.anyio
 
@@ -53,50 +46,15 @@ class Site:
 
     async def chest_pain_case(self, door: datetime) -> str:
         """A walk-in chest pain case for in-hospital lysis, through the door at `door`."""
-        patient = await self.store.create({"resourceType": "Patient", "gender": "male"})
-        episode = await self.store.create(
-            {
-                "resourceType": "EpisodeOfCare",
-                "status": "active",
-                "type": [{"coding": [{"system": CENTER_SYSTEM, "code": "chest-pain"}]}],
-                "patient": {"reference": f"Patient/{patient['id']}"},
-                "period": {"start": door.isoformat()},
-                "extension": [
-                    {"url": ARRIVAL_MODE_EXTENSION, "valueCode": "self"},
-                    {
-                        "url": CASE_FACT_EXTENSION,
-                        "extension": [
-                            {"url": "name", "valueCode": "reperfusion"},
-                            {"url": "value", "valueCode": "in_hospital_lysis"},
-                        ],
-                    },
-                ],
-            }
+        episode = await write_case(
+            self.store, "chest_pain", mode="self", facts={"reperfusion": "in_hospital_lysis"}
         )
-        await self.node(episode, "door", door)
+        await write_node(self.store, episode, "door", door)
         return str(episode["id"])
 
-    async def node(self, episode: dict[str, Any] | str, key: str, at: datetime) -> None:
-        if isinstance(episode, str):
-            episode = await self.store.read("EpisodeOfCare", episode)
-        await self.store.create(
-            {
-                "resourceType": "Observation",
-                "status": "final",
-                "category": [
-                    {"coding": [{"system": OBSERVATION_CATEGORY_SYSTEM, "code": "time-node"}]}
-                ],
-                "code": {"coding": [{"system": TIME_NODE_SYSTEM, "code": key}]},
-                "subject": episode["patient"],
-                "valueDateTime": at.isoformat(timespec="seconds"),
-                "extension": [
-                    {
-                        "url": CASE_EXTENSION,
-                        "valueReference": {"reference": f"EpisodeOfCare/{episode['id']}"},
-                    }
-                ],
-            }
-        )
+    async def node(self, case_id: str, key: str, at: datetime) -> None:
+        episode = await self.store.read("EpisodeOfCare", case_id)
+        await write_node(self.store, episode, key, at)
 
     async def channel_messages(self) -> int:
         async with AsyncSession(self.database) as session:
@@ -211,3 +169,27 @@ async def test_the_websocket_and_the_listing_refuse_a_client_without_a_token(sit
 
     assert response.status_code == 401
     assert bad_status.status_code == 422
+
+
+async def test_closing_the_case_resolves_its_open_alert(site: Site) -> None:
+    async with site.engine() as engine:
+        case_id = await site.chest_pain_case(_local_now(engine) - timedelta(minutes=21))
+
+        async def journalled(count: int) -> None:
+            async def reached() -> bool:
+                return await site.channel_messages() == count
+
+            await wait_until(reached, timeout_s=20)
+
+        await journalled(1)
+        episode = await site.store.read("EpisodeOfCare", case_id)
+        await site.store.update("EpisodeOfCare", case_id, dict(episode, status="finished"))
+        await journalled(2)
+        listed = await _alerts(engine, status="all", case=case_id)
+
+    (alert,) = listed["alerts"]
+    assert alert["status"] == "resolved"
+    assert alert["resolved"]["resolution"] == {
+        "reason": "case_closed",
+        "detail": "the case was closed",
+    }
