@@ -19,7 +19,10 @@ import pytest
 import websockets
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from adapters.alert_websocket import QUEUE_MAX, AlertListeners, AlertWebsocketDestination
 from engine import journal
+from engine.connectors import Outbound
+from engine.errors import RejectedDeliveryError
 from engine.server import Engine
 from engine.settings import Settings
 from engine.testing import running_engine, settings_for_tests, wait_until
@@ -193,3 +196,29 @@ async def test_closing_the_case_resolves_its_open_alert(site: Site) -> None:
         "reason": "case_closed",
         "detail": "the case was closed",
     }
+
+
+async def test_a_client_too_far_behind_is_told_to_reconnect_instead_of_missing_alerts() -> None:
+    listeners = AlertListeners()
+    slow: asyncio.Queue[str] = asyncio.Queue(QUEUE_MAX)
+    keeping_up: asyncio.Queue[str] = asyncio.Queue(QUEUE_MAX)
+    listeners.add(slow)
+    listeners.add(keeping_up)
+    for number in range(QUEUE_MAX):
+        listeners.broadcast(f"alert {number}")
+        keeping_up.get_nowait()
+
+    reached = listeners.broadcast("one too many")
+
+    assert reached == 1
+    assert slow.qsize() == 1  # only the close marker: its sender closes the socket (1013)
+    assert keeping_up.get_nowait() == "one too many"
+    assert listeners.broadcast("later") == 1
+
+
+async def test_the_destination_refuses_what_is_not_a_pathway_alert() -> None:
+    destination = AlertWebsocketDestination(AlertListeners())
+    outbound = Outbound(1, CHANNEL, "websocket", b'{"kind": "lab-result"}', "application/json", 1)
+
+    with pytest.raises(RejectedDeliveryError, match="not a pathway alert"):
+        await destination.send(outbound)
