@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters._per_database import PerDatabase
 from fhir_store import FhirStore, FhirStoreError
 
 __all__ = ["Pings", "build_websocket_router", "pings_for"]
@@ -54,19 +54,12 @@ class Pings:
         return len(queues)
 
 
-_PINGS: dict[tuple[str, str | None, int | None, str | None], Pings] = {}
-_LOCK = threading.Lock()
+_PINGS = PerDatabase(Pings)
 
 
 def pings_for(database: AsyncEngine) -> Pings:
     """The one `Pings` of this process for the FHIR store in `database`."""
-    url = database.url
-    key = (url.get_backend_name(), url.host, url.port, url.database)
-    with _LOCK:
-        pings = _PINGS.get(key)
-        if pings is None:
-            pings = _PINGS[key] = Pings()
-        return pings
+    return _PINGS.get(database)
 
 
 def build_websocket_router(database: AsyncEngine) -> APIRouter:

@@ -1,5 +1,5 @@
-"""Test helpers for engine tests: a destination scripted by a plain function (our MockTransport)
-and a source the test pushes messages into.
+"""Test helpers for engine tests: a destination scripted by a plain function (our MockTransport),
+a source the test pushes messages into, and a whole engine run in-process for component tests.
 
 Adapter tests never use it; they talk to real sockets.
 """
@@ -7,8 +7,10 @@ Adapter tests never use it; they talk to real sockets.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict
@@ -24,6 +26,8 @@ from engine.connectors import (
 )
 from engine.errors import InputError, ParseError
 from engine.plugins import Plugins
+from engine.server import Engine
+from engine.settings import Settings
 
 __all__ = [
     "FunctionDestination",
@@ -33,6 +37,8 @@ __all__ = [
     "PushSourceFactory",
     "parse_key_value",
     "plugins_for_tests",
+    "running_engine",
+    "settings_for_tests",
     "wait_until",
 ]
 
@@ -176,3 +182,42 @@ async def wait_until(
     async with asyncio.timeout(timeout_s):
         while not await predicate():  # noqa: ASYNC110
             await asyncio.sleep(every_s)
+
+
+def settings_for_tests(
+    folder: Path, database_url: str, *, channels: Mapping[str, str], admin_token: str
+) -> Settings:
+    """An engine's settings in `folder`: these channel files (name -> YAML text), an empty
+    mappings folder, a free HTTP port, and `admin_token` accepted."""
+    channels_dir = folder / "channels"
+    channels_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in channels.items():
+        (channels_dir / f"{name}.yaml").write_text(text, encoding="utf-8")
+    (folder / "mappings").mkdir(exist_ok=True)
+    return Settings(
+        data_dir=folder / "var",
+        database_url=database_url,
+        http_port=0,
+        channels_dir=channels_dir,
+        mappings_dir=folder / "mappings",
+        admin_token=admin_token,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_engine(
+    settings: Settings, *, start_timeout_s: float = 30
+) -> AsyncIterator[Engine]:
+    """`greenchannel serve` in this process until the block ends; raises what stopped a start."""
+    engine = Engine(settings)
+    task = asyncio.create_task(engine.run())
+    try:
+        async with asyncio.timeout(start_timeout_s):
+            ready = asyncio.create_task(engine.ready.wait())
+            await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # raises what stopped the engine
+        yield engine
+    finally:
+        engine.stop()
+        await task

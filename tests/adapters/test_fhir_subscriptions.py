@@ -26,7 +26,7 @@ from starlette.routing import Route
 from engine.journal import DeliveryAttempt, DestinationDelivery, JournalMessage
 from engine.server import Engine
 from engine.settings import Settings
-from engine.testing import wait_until
+from engine.testing import running_engine, settings_for_tests, wait_until
 from fhir_store import FhirStore
 from fhir_store.app import create_database
 
@@ -85,20 +85,8 @@ class Site:
     database: AsyncEngine
     store: FhirStore
 
-    @contextlib.asynccontextmanager
-    async def engine(self) -> AsyncIterator[Engine]:
-        engine = Engine(self.settings)
-        task = asyncio.create_task(engine.run())
-        try:
-            async with asyncio.timeout(30):
-                ready = asyncio.create_task(engine.ready.wait())
-                await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                task.result()  # raises what stopped the engine
-            yield engine
-        finally:
-            engine.stop()
-            await task
+    def engine(self) -> contextlib.AbstractAsyncContextManager[Engine]:
+        return running_engine(self.settings)
 
     async def subscribe(self, channel: dict[str, Any], criteria: str | None = None) -> str:
         subscription = await self.store.create(
@@ -165,23 +153,15 @@ class Site:
 
 @pytest.fixture
 async def site(database_url: str, tmp_path: Path) -> AsyncIterator[Site]:
-    channels = tmp_path / "channels"
-    channels.mkdir()
-    (tmp_path / "mappings").mkdir()
     # The shipped channel file, with short backoffs and an early error status for the tests.
     shipped = (ROOT / "channels" / f"{CHANNEL}.yaml").read_text()
-    (channels / f"{CHANNEL}.yaml").write_text(
+    channel = (
         shipped.replace("initial_backoff_s: 1,", "initial_backoff_s: 0.05,")
         .replace("max_backoff_s: 60,", "max_backoff_s: 0.2,")
         .replace("error_after_attempts: 10", "error_after_attempts: 3")
     )
-    settings = Settings(
-        data_dir=tmp_path / "var",
-        database_url=database_url,
-        http_port=0,
-        channels_dir=channels,
-        mappings_dir=tmp_path / "mappings",
-        admin_token=TOKEN,
+    settings = settings_for_tests(
+        tmp_path, database_url, channels={CHANNEL: channel}, admin_token=TOKEN
     )
     database = create_database(database_url)
     store = FhirStore(database)

@@ -1,0 +1,191 @@
+"""Alert latency: from a clock's deadline, and from the write of its end node, to a websocket
+client holding the alert message.
+
+An engine runs in-process on SQLite (or PostgreSQL with --postgres) with the shipped
+`pathway-alerts` channel and the `pathway-clocks` subscriber. The bench writes chest pain cases
+to the FHIR store whose door-to-needle warning (20 min) falls a few seconds ahead, listens at
+`/api/alerts/websocket`, then writes each case's `lytic_start`. Prints median, p90 and max in ms
+for both paths; the issue's target is under 1000 ms.
+
+Usage: python bench/alert_latency.py [--cases N] [--postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import websockets
+
+from engine.server import Engine
+from engine.testing import running_engine, settings_for_tests
+from fhir_store import FhirStore
+from fhir_store.app import create_database
+from pathways.vocabulary import (
+    ARRIVAL_MODE_EXTENSION,
+    CASE_EXTENSION,
+    CASE_FACT_EXTENSION,
+    CENTER_SYSTEM,
+    OBSERVATION_CATEGORY_SYSTEM,
+    TIME_NODE_SYSTEM,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _node(episode: dict[str, Any], key: str, at: datetime) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": OBSERVATION_CATEGORY_SYSTEM, "code": "time-node"}]}],
+        "code": {"coding": [{"system": TIME_NODE_SYSTEM, "code": key}]},
+        "subject": episode["patient"],
+        "valueDateTime": at.isoformat(timespec="seconds"),
+        "extension": [
+            {
+                "url": CASE_EXTENSION,
+                "valueReference": {"reference": f"EpisodeOfCare/{episode['id']}"},
+            }
+        ],
+    }
+
+
+async def _case(store: FhirStore, door: datetime) -> dict[str, Any]:
+    patient = await store.create({"resourceType": "Patient"})
+    episode = await store.create(
+        {
+            "resourceType": "EpisodeOfCare",
+            "status": "active",
+            "type": [{"coding": [{"system": CENTER_SYSTEM, "code": "chest-pain"}]}],
+            "patient": {"reference": f"Patient/{patient['id']}"},
+            "extension": [
+                {"url": ARRIVAL_MODE_EXTENSION, "valueCode": "self"},
+                {
+                    "url": CASE_FACT_EXTENSION,
+                    "extension": [
+                        {"url": "name", "valueCode": "reperfusion"},
+                        {"url": "value", "valueCode": "in_hospital_lysis"},
+                    ],
+                },
+            ],
+        }
+    )
+    await store.create(_node(episode, "door", door))
+    return episode
+
+
+async def measure(url: str, cases: int, tmp: Path) -> tuple[list[float], list[float]]:
+    shipped = (ROOT / "channels" / "pathway-alerts.yaml").read_text(encoding="utf-8")
+    settings = settings_for_tests(tmp, url, channels={"pathway-alerts": shipped}, admin_token=TOKEN)
+    database = create_database(url)
+    store = FhirStore(database)
+    try:
+        async with running_engine(settings, start_timeout_s=60) as engine:
+            return await _run(engine, store, cases)
+    finally:
+        await store.aclose()
+        await database.dispose()
+
+
+async def _run(engine: Engine, store: FhirStore, cases: int) -> tuple[list[float], list[float]]:
+    """Seconds from each deadline to its raised alert, and from each end node to its resolution."""
+    tz = engine.settings.tz
+    received: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+    socket_url = f"ws://127.0.0.1:{engine.http_port}/api/alerts/websocket"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with websockets.connect(socket_url, additional_headers=headers) as socket:
+        arrived = asyncio.Event()
+
+        async def listen() -> None:
+            async for text in socket:
+                message = json.loads(text)
+                received[(message["alert"], message["event"])] = (time.time(), message)
+                arrived.set()
+
+        async def until_received(count: int, timeout_s: float) -> None:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    while len(received) < count:
+                        arrived.clear()
+                        await arrived.wait()
+            except TimeoutError:
+                pass  # reported as n below the number of cases
+
+        listener = asyncio.create_task(listen())
+        first_deadline = datetime.now(tz).replace(microsecond=0) + timedelta(seconds=5)
+        episodes = []
+        for index in range(cases):
+            deadline = first_deadline + timedelta(seconds=index % 4)
+            episodes.append(await _case(store, deadline - timedelta(minutes=20)))
+        await until_received(cases, 20)
+        to_deadline = [
+            at - datetime.fromisoformat(message["deadline"]).timestamp()
+            for (_, event), (at, message) in received.items()
+            if event == "raised"
+        ]
+        written: dict[str, float] = {}
+        for episode in episodes:
+            await store.create(_node(episode, "lytic_start", datetime.now(tz)))
+            written[f"{episode['id']}/cpc.d2n/warning"] = time.time()
+        await until_received(2 * cases, 20)
+        to_resolved = [
+            received[(alert, "resolved")][0] - at
+            for alert, at in written.items()
+            if (alert, "resolved") in received
+        ]
+        listener.cancel()
+    return to_deadline, to_resolved
+
+
+def _report(name: str, seconds: list[float], expected: int) -> None:
+    if not seconds:
+        print(f"{name}: nothing received of {expected}")
+        return
+    ms = sorted(s * 1000 for s in seconds)
+    p90 = ms[min(len(ms) - 1, int(0.9 * len(ms)))]
+    print(
+        f"{name}: n={len(ms)}/{expected} median {statistics.median(ms):.0f} ms, "
+        f"p90 {p90:.0f} ms, max {ms[-1]:.0f} ms"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument("--postgres", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        if args.postgres:
+            name = f"gc_bench_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+                connection.execute(f'CREATE DATABASE "{name}"')
+            url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        else:
+            name = ""
+            url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+        try:
+            to_deadline, to_resolved = await measure(url, args.cases, tmp)
+        finally:
+            if name:
+                with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+                    connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    database = "PostgreSQL" if args.postgres else "SQLite"
+    print(f"alert latency, {args.cases} cases, {database}")
+    _report("deadline -> websocket (raised)", to_deadline, args.cases)
+    _report("end node written -> websocket (resolved)", to_resolved, args.cases)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
