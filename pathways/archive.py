@@ -32,7 +32,6 @@ from pathways.vocabulary import (
     CASE_FACT_EXTENSION,
     CENTER_SYSTEM,
     CENTER_TYPE_CODES,
-    TIME_NODE_SYSTEM,
 )
 
 __all__ = ["ARCHIVE_VERSION", "LOCAL_TIME", "CaseNotFound", "build_archive"]
@@ -299,7 +298,7 @@ def _missing(
             continue  # last known well or the injury stands in for the onset
         label = config.time_node_labels.get(key, key)
         why = "candidates wait for resolution" if key in pending else "no authoritative time node"
-        add(f"timeline.{key}", f"{label}: {why} ({TIME_NODE_SYSTEM}|{key})")
+        add(f"timeline.{key}", f"{label}: {why}")
     if archive["diagnosis"]["case_diagnosis"] is None and not archive["diagnosis"]["conditions"]:
         add("diagnosis", "no diagnosis fact on the case and no Condition for the patient")
     lists = {

@@ -11,7 +11,9 @@ from typing import Any
 __all__ = ["render_archive"]
 
 NONE = "—"
-TIMELINE_COLUMNS = ("时间 time", "节点 node", "距上一节点", "距入门 door", "距FMC", "距发病 onset")
+TIMELINE_COLUMNS = (
+    "时间 time", "节点 node", "距上一节点", "距入门 door", "距FMC", "距发病 onset", "来源 source",
+)  # fmt: skip
 
 
 def render_archive(archive: Mapping[str, Any]) -> str:
@@ -242,7 +244,8 @@ def _rows(lines: list[str], rows: Sequence[Sequence[Any]], indent: str) -> None:
 def _table(rows: Sequence[Sequence[Any]]) -> list[str]:
     """Rows as columns padded to the widest cell; Chinese characters count as two columns."""
     cells = [[_text(cell) for cell in row] for row in rows]
-    widths = [max(_width(row[i]) for row in cells if i < len(row)) for i in range(len(cells[0]))]
+    columns = max(len(row) for row in cells)
+    widths = [max(_width(row[i]) for row in cells if i < len(row)) for i in range(columns)]
     return [
         "  ".join(_pad(cell, widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells
     ]
