@@ -30,16 +30,22 @@ PAGE_SIZE = 500
 MAX_PER_SEARCH = 5000  # a bound on one archive's memory; a cut search is reported, not hidden
 DEFAULT_LOOKBACK = timedelta(hours=6)  # prehospital care before the case opened (120, FMC)
 
+_VITALS = "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs"
+
 # What is searched per type: the date parameter of the patient's resources in the case's
-# window, and the parameter that links them to a visit.
-_CLINICAL_TYPES: dict[str, tuple[str | None, str]] = {
-    "Observation": ("date", "encounter"),
-    "DiagnosticReport": ("date", "encounter"),
-    "ImagingStudy": ("started", "encounter"),
-    "Procedure": ("date", "encounter"),
-    "MedicationAdministration": ("effective-time", "context"),
-    "Condition": (None, "encounter"),  # recorded or onset: checked here, not by the store
-}
+# window, the parameter that links them to a visit, and more parameters. Vital signs are
+# searched apart, earliest first: a monitor sends one a minute, and if a long stay has more
+# than the bound, the cut keeps the acute phase and leaves the other results whole.
+_CLINICAL_SEARCHES: tuple[tuple[str, str, str | None, str, tuple[tuple[str, str], ...]], ...] = (
+    ("vital signs", "Observation", "date", "encounter", (("category", _VITALS), ("_sort", "date"))),
+    ("observations", "Observation", "date", "encounter", (("category:not", _VITALS),)),
+    ("reports", "DiagnosticReport", "date", "encounter", ()),
+    ("imaging studies", "ImagingStudy", "started", "encounter", ()),
+    ("procedures", "Procedure", "date", "encounter", ()),
+    ("drugs given", "MedicationAdministration", "effective-time", "context", ()),
+    # recorded or onset: checked here, not by the store
+    ("diagnoses", "Condition", None, "encounter", ()),
+)
 
 
 class CaseNotFound(LookupError):
@@ -63,20 +69,34 @@ class CaseRecords:
     time_nodes: list[Resource] = field(default_factory=list)  # authoritative and candidates
     clinical: dict[str, list[Resource]] = field(default_factory=dict)  # by resource type
     node_codesystem: Resource | None = None  # the time-node CodeSystem, if published
-    cut_searches: list[str] = field(default_factory=list)  # searches that hit MAX_PER_SEARCH
+    cut_searches: list[str] = field(default_factory=list)  # what hit the bound, and how
+    max_per_search: int = MAX_PER_SEARCH
 
     def of_type(self, resource_type: str) -> list[Resource]:
         return self.clinical.get(resource_type, [])
 
 
 async def gather_records(
-    store: FhirStore, case_id: str, zone: tzinfo, *, lookback: timedelta = DEFAULT_LOOKBACK
+    store: FhirStore,
+    case_id: str,
+    zone: tzinfo,
+    *,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+    max_per_search: int = MAX_PER_SEARCH,
 ) -> CaseRecords:
-    """Read the case and everything that belongs to it; CaseNotFound if there is no such case."""
+    """Read the case and everything that belongs to it; CaseNotFound if there is no such case.
+
+    Each search reads at most `max_per_search` resources; a search cut there is recorded."""
     case = await _read_case(store, case_id)
     patient_key = reference_key(case.get("patient"))
     patient = await _read_optional(store, patient_key) if patient_key else None
-    records = CaseRecords(case=case, patient=patient, window_start=None, window_end=None)
+    records = CaseRecords(
+        case=case,
+        patient=patient,
+        window_start=None,
+        window_end=None,
+        max_per_search=max_per_search,
+    )
     records.node_codesystem = await _time_node_codesystem(store, records)
     if patient_key is None or not patient_key.startswith("Patient/"):
         return records
@@ -84,6 +104,7 @@ async def gather_records(
     nodes = await _search(
         store,
         records,
+        "time nodes",
         "Observation",
         [
             ("subject", patient_key),
@@ -94,23 +115,23 @@ async def gather_records(
     records.window_start, records.window_end = _window(case, records.time_nodes, zone, lookback)
     records.encounters = await _encounters(store, records, patient_key, case_ref)
     visit_keys = [f"Encounter/{e['id']}" for e in records.encounters]
-    for resource_type, (date_param, visit_param) in _CLINICAL_TYPES.items():
+    for what, resource_type, date_param, visit_param, more in _CLINICAL_SEARCHES:
         found: dict[str, Resource] = {}
-        pairs: list[tuple[str, str]] = [("subject", patient_key)]
+        pairs: list[tuple[str, str]] = [("subject", patient_key), *more]
         if date_param is not None and records.window_start is not None:
             pairs.append((date_param, f"ge{records.window_start.isoformat()}"))
             if records.window_end is not None:
                 pairs.append((date_param, f"le{records.window_end.isoformat()}"))
-            _add(found, await _search(store, records, resource_type, pairs))
+            _add(found, await _search(store, records, what, resource_type, pairs))
         elif date_param is None:
-            candidates = await _search(store, records, resource_type, pairs)
+            candidates = await _search(store, records, what, resource_type, pairs)
             _add(found, (r for r in candidates if _dated_within(r, records, zone)))
         if visit_keys:
-            linked = [(visit_param, ",".join(visit_keys))]
-            _add(found, await _search(store, records, resource_type, linked))
-        records.clinical[resource_type] = [
+            linked = [(visit_param, ",".join(visit_keys)), *more]
+            _add(found, await _search(store, records, what, resource_type, linked))
+        records.clinical.setdefault(resource_type, []).extend(
             r for r in found.values() if _case_of(r) in (None, case_ref) and not _is_time_node(r)
-        ]
+        )
     return records
 
 
@@ -135,7 +156,7 @@ async def _read_optional(store: FhirStore, key: str) -> Resource | None:
 
 
 async def _time_node_codesystem(store: FhirStore, records: CaseRecords) -> Resource | None:
-    found = await _search(store, records, "CodeSystem", [("url", TIME_NODE_SYSTEM)])
+    found = await _search(store, records, "code systems", "CodeSystem", [("url", TIME_NODE_SYSTEM)])
     return found[0] if found else None
 
 
@@ -144,7 +165,9 @@ async def _encounters(
 ) -> list[Resource]:
     """The visits linked to the case, and the patient's visits overlapping its window."""
     chosen = []
-    for encounter in await _search(store, records, "Encounter", [("subject", patient_key)]):
+    for encounter in await _search(
+        store, records, "visits", "Encounter", [("subject", patient_key)]
+    ):
         linked = any(
             reference_key(link) == case_ref for link in encounter.get("episodeOfCare") or []
         )
@@ -212,18 +235,27 @@ def _add(found: dict[str, Resource], resources: Iterable[Resource]) -> None:
 
 
 async def _search(
-    store: FhirStore, records: CaseRecords, resource_type: str, pairs: list[tuple[str, str]]
+    store: FhirStore,
+    records: CaseRecords,
+    what: str,
+    resource_type: str,
+    pairs: list[tuple[str, str]],
 ) -> list[Resource]:
-    """Every match of a search, page after page, up to MAX_PER_SEARCH (a cut is recorded)."""
+    """Every match of a search, page after page, up to the records' bound (a cut is recorded)."""
+    bound = records.max_per_search
     found: list[Resource] = []
     cursor: str | None = None
     while True:
-        paging = [("_count", str(PAGE_SIZE)), *([("_cursor", cursor)] if cursor else [])]
+        size = min(PAGE_SIZE, bound + 1)  # one more than the bound tells a cut from a fit
+        paging = [("_count", str(size)), *([("_cursor", cursor)] if cursor else [])]
         page = await store.search(parse_search(resource_type, [*pairs, *paging], strict=True))
         found += [json.loads(content) for content in page.contents]
-        if len(found) >= MAX_PER_SEARCH:
-            records.cut_searches.append(f"{resource_type}?{'&'.join(k for k, _ in pairs)}")
-            return found[:MAX_PER_SEARCH]
+        if len(found) > bound:
+            which = "the earliest " if any(k == "_sort" for k, _ in pairs) else ""
+            cut = f"{what} ({resource_type}): more than {bound}; the archive has {which}{bound}"
+            if cut not in records.cut_searches:
+                records.cut_searches.append(cut)
+            return found[:bound]
         if not page.more or page.next_cursor is None:
             return found
         cursor = page.next_cursor

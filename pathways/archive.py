@@ -15,7 +15,13 @@ from typing import Any
 
 from fhir_store import FhirStore
 from pathways import _archive_clinical as clinical
-from pathways._archive_records import DEFAULT_LOOKBACK, CaseNotFound, CaseRecords, gather_records
+from pathways._archive_records import (
+    DEFAULT_LOOKBACK,
+    MAX_PER_SEARCH,
+    CaseNotFound,
+    CaseRecords,
+    gather_records,
+)
 from pathways._archive_timeline import build_timeline
 from pathways._archive_values import (
     codings,
@@ -51,15 +57,20 @@ async def build_archive(
     zone: tzinfo = LOCAL_TIME,
     config: ArchiveConfig | None = None,
     lookback: timedelta = DEFAULT_LOOKBACK,
+    max_per_search: int = MAX_PER_SEARCH,
     now: datetime | None = None,
 ) -> Archive:
     """The archive of `EpisodeOfCare/case_id`; CaseNotFound if it is not a center case.
 
     A case with few data still gives every section (empty lists, nulls); what a case of its
-    center should have and does not is listed under `missing`.
+    center should have and does not is listed under `missing`. `lookback`: how long before the
+    case's start the patient's results still count (prehospital care); `max_per_search`: how
+    many resources one search reads at most (a cut is listed under `missing`).
     """
     config = config or default_config()
-    records = await gather_records(store, case_id, zone, lookback=lookback)
+    records = await gather_records(
+        store, case_id, zone, lookback=lookback, max_per_search=max_per_search
+    )
     labels, labels_from = _node_labels(records, config)
     case = _case_section(records, config, zone)
     case_ref = f"EpisodeOfCare/{case_id}"
@@ -316,9 +327,6 @@ def _missing(
             add(section, "nothing of this kind in the store for the case's patient and visits")
     if case["status"] in ("finished", "cancelled") and archive["outcome"]["discharge_time"] is None:
         add("outcome.discharge_time", "the case is closed but no visit has an end")
-    for search in records.cut_searches:
-        add(
-            "store",
-            f"the search {search} had more matches than the archive reads; some are left out",
-        )
+    for cut in records.cut_searches:
+        add("store", cut)
     return missing

@@ -4,7 +4,7 @@ ordered timeline and its intervals, cases with few data, unknown cases."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from tests.pathways.archive_cases import (
     iso,
     stemi_by_120_with_primary_pci,
     stroke_with_lysis,
+    vital,
     write,
 )
 
@@ -314,3 +315,24 @@ async def test_an_unknown_case_or_an_episode_of_no_center_is_not_found(store: Fh
     )
     with pytest.raises(CaseNotFound, match="no type from"):
         await build_archive(store, "plain")
+
+
+async def test_a_search_past_the_bound_keeps_the_earliest_vitals_and_says_so(
+    store: FhirStore,
+) -> None:
+    case = stroke_with_lysis()
+    for minute in range(30):  # the bedside monitor, one reading a minute
+        case.add(
+            vital(case, f"v-mon-{minute}", "enc-st-ed", at("2024-06-18 14:30:00") +
+                  timedelta(minutes=minute), "8867-4", "心率", 80 + minute, "/min")
+        )  # fmt: skip
+    await write(store, case)
+    archive = await build_archive(store, case.case_id, max_per_search=20)
+    # the 20 earliest readings: the blood pressure of 14:22 and the rates of 14:30 to 14:48
+    by_name = {v["name"]: v for v in archive["emergency"]["vitals"]}
+    assert (by_name["收缩压"]["count"], by_name["心率"]["count"]) == (1, 19)
+    assert by_name["心率"]["last"] == {"time": "2024-06-18T14:48:00+08:00", "value": "98 /min"}
+    assert len(archive["timeline"]["nodes"]) == len(case.nodes)  # 14 node resources: no cut
+    assert [m["name"] for m in archive["treatment"]["medications"]] == ["阿替普酶"]
+    cut = [gap["reason"] for gap in archive["missing"] if gap["item"] == "store"]
+    assert cut == ["vital signs (Observation): more than 20; the archive has the earliest 20"]
