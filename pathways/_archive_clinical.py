@@ -174,26 +174,14 @@ def ecgs(
 ) -> list[Entry]:
     """Each ECG: when it was acquired and signed, the reading (machine or physician text), the
     conclusion codes and measurements; an ECG report is paired with the Observation it results."""
-    by_result: dict[str, Resource] = {}
-    unpaired = []
-    for report in reports:
-        results = [reference_key(r) for r in report.get("result") or []]
-        keys = [key for key in results if key]
-        for key in keys:
-            by_result[key] = report
-        if not keys:
-            unpaired.append(report)
+    by_result, loose = _by_target(reports, "result")
     entries = []
-    seen_reports: set[int] = set()
+    used: set[int] = set()
     for observation in observations:
         paired = by_result.get(f"Observation/{observation.get('id')}")
-        if paired is not None:
-            seen_reports.add(id(paired))
+        used.add(id(paired))
         entries.append(_ecg_entry(observation, paired, zone))
-    for report in [*unpaired, *(r for r in by_result.values() if id(r) not in seen_reports)]:
-        if id(report) in seen_reports:
-            continue
-        seen_reports.add(id(report))
+    for report in _unpaired(by_result, loose, used):
         entries.append(_ecg_entry(None, report, zone))
     return sorted(entries, key=lambda e: _order(e["acquired"]))
 
@@ -253,18 +241,11 @@ def labs(observations: Iterable[Resource], zone: tzinfo) -> list[Entry]:
 
 def imaging(studies: Iterable[Resource], reports: Iterable[Resource], zone: tzinfo) -> list[Entry]:
     """Each imaging study (CT, MR, DSA …) with its report, and reports without a study."""
-    reports_by_study: dict[str, Resource] = {}
-    loose = []
-    for report in reports:
-        keys = [k for k in map(reference_key, report.get("imagingStudy") or []) if k]
-        for key in keys:
-            reports_by_study[key] = report
-        if not keys:
-            loose.append(report)
+    by_study, loose = _by_target(reports, "imagingStudy")
     entries = []
     used: set[int] = set()
     for study in studies:
-        paired = reports_by_study.get(f"ImagingStudy/{study.get('id')}")
+        paired = by_study.get(f"ImagingStudy/{study.get('id')}")
         used.add(id(paired))
         entries.append(
             {
@@ -280,8 +261,7 @@ def imaging(studies: Iterable[Resource], reports: Iterable[Resource], zone: tzin
                 **_report_part(paired, zone),
             }
         )
-    unseen = {id(r): r for r in reports_by_study.values() if id(r) not in used}
-    for report in [*loose, *unseen.values()]:
+    for report in _unpaired(by_study, loose, used):
         entries.append(
             {
                 "started": show_when(_effective(report), zone),
@@ -293,6 +273,31 @@ def imaging(studies: Iterable[Resource], reports: Iterable[Resource], zone: tzin
             }
         )
     return sorted(entries, key=lambda e: _order(e["started"]))
+
+
+def _by_target(
+    reports: Iterable[Resource], element: str
+) -> tuple[dict[str, Resource], list[Resource]]:
+    """Reports by each `Type/id` they name in `element` (result, imagingStudy), and the reports
+    that name none."""
+    by_target: dict[str, Resource] = {}
+    loose = []
+    for report in reports:
+        keys = [key for key in map(reference_key, report.get(element) or []) if key]
+        for key in keys:
+            by_target[key] = report
+        if not keys:
+            loose.append(report)
+    return by_target, loose
+
+
+def _unpaired(
+    by_target: Mapping[str, Resource], loose: Sequence[Resource], used: set[int]
+) -> list[Resource]:
+    """The reports shown on their own: those naming no target, and those whose target is not
+    in the archive (each once)."""
+    unseen = {id(r): r for r in by_target.values() if id(r) not in used}
+    return [*loose, *unseen.values()]
 
 
 def _report_part(report: Resource | None, zone: tzinfo) -> Entry:
@@ -339,14 +344,14 @@ def procedures(resources: Iterable[Resource], zone: tzinfo) -> list[Entry]:
     """Each procedure (PCI, puncture, thrombectomy …) with its start and end."""
     entries = []
     for procedure in resources:
-        period = procedure.get("performedPeriod") or {}
+        start, end = _start_end(procedure, "performed", zone)
         entries.append(
             {
                 "name": concept_text(procedure.get("code")),
                 "code": _coded(procedure.get("code")),
                 "status": procedure.get("status"),
-                "start": show_when(procedure.get("performedDateTime") or period.get("start"), zone),
-                "end": show_when(period.get("end"), zone),
+                "start": start,
+                "end": end,
                 "resource": f"Procedure/{procedure.get('id')}",
             }
         )
@@ -357,7 +362,7 @@ def medications(resources: Iterable[Resource], zone: tzinfo) -> list[Entry]:
     """Each drug given (aspirin, P2Y12, anticoagulant, lytic): what, how much, when."""
     entries = []
     for given in resources:
-        period = given.get("effectivePeriod") or {}
+        start, end = _start_end(given, "effective", zone)
         dosage = given.get("dosage") or {}
         dose = dosage.get("dose") or {}
         medication = concept_text(given.get("medicationCodeableConcept")) or (
@@ -370,8 +375,8 @@ def medications(resources: Iterable[Resource], zone: tzinfo) -> list[Entry]:
                 "dose": value_text({"valueQuantity": dose}, zone) if dose else None,
                 "route": concept_text(dosage.get("route")),
                 "status": given.get("status"),
-                "time": show_when(given.get("effectiveDateTime") or period.get("start"), zone),
-                "end": show_when(period.get("end"), zone),
+                "time": start,
+                "end": end,
                 "resource": f"MedicationAdministration/{given.get('id')}",
             }
         )
@@ -429,6 +434,13 @@ def scores(
             }
         )
     return sorted(entries, key=lambda e: _order(e["time"]))
+
+
+def _start_end(resource: Resource, element: str, zone: tzinfo) -> tuple[str | None, str | None]:
+    """When something was done, from `<element>DateTime` or `<element>Period`, as shown."""
+    period = resource.get(f"{element}Period") or {}
+    start = resource.get(f"{element}DateTime") or period.get("start")
+    return show_when(start, zone), show_when(period.get("end"), zone)
 
 
 def _effective(resource: Resource) -> Any:
