@@ -426,7 +426,7 @@ def scores(
                         "name": concept_text(part.get("code")),
                         "code": next((c.get("code") for c in codings(part.get("code"))), None),
                         "answer": value_text(part, zone),
-                        "points": value_number(part),
+                        "points": _points(part),
                     }
                     for part in score.get("component") or []
                 ],
@@ -434,6 +434,12 @@ def scores(
             }
         )
     return sorted(entries, key=lambda e: _order(e["time"]))
+
+
+def _points(part: Resource) -> int | float | None:
+    """An item's points: whole numbers stay integers (JSON 1, not 1.0)."""
+    number = value_number(part)
+    return int(number) if number is not None and number.is_integer() else number
 
 
 def _start_end(resource: Resource, element: str, zone: tzinfo) -> tuple[str | None, str | None]:

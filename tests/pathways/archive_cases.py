@@ -27,6 +27,7 @@ from pathways.vocabulary import (
 CST = timezone(timedelta(hours=8))
 HL7_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 LOINC = "http://loinc.org"
+REGISTRY_ID = "https://greenchannel.example.org/fhir/NamingSystem/cpc-register-id"
 
 Resource = dict[str, Any]
 
@@ -141,6 +142,7 @@ def episode(
     resource: Resource = {
         "resourceType": "EpisodeOfCare",
         "id": case.case_id,
+        "identifier": [{"system": REGISTRY_ID, "value": f"CPC-{case.case_id}"}],
         "extension": [
             {
                 "url": CASE_FACT_EXTENSION,
@@ -170,7 +172,8 @@ def encounter(
     *,
     locations: tuple[tuple[str, datetime, datetime | None], ...] = (),
     disposition: tuple[str, str] | None = None,
-    identifier: str | None = None,
+    identifier: tuple[str, str] | None = None,
+    doctor: str | None = None,
 ) -> Resource:
     resource: Resource = {
         "resourceType": "Encounter",
@@ -182,7 +185,10 @@ def encounter(
         "period": {"start": iso(start), **({"end": iso(end)} if end else {})},
     }
     if identifier:
-        resource["identifier"] = [{"system": "urn:greenchannel:120-task", "value": identifier}]
+        system, value = identifier
+        resource["identifier"] = [{"system": system, "value": value}]
+    if doctor:
+        resource["participant"] = [{"individual": {"display": doctor}}]
     if locations:
         resource["location"] = [
             {
@@ -315,7 +321,7 @@ def stemi_by_120_with_primary_pci() -> Case:
             "FLD",
             at("2024-03-05 08:05:00"),
             at("2024-03-05 08:51:12"),
-            identifier="120-20240305-0042",
+            identifier=("urn:greenchannel:120-task", "120-20240305-0042"),
         )
     )
     case.add(
@@ -325,6 +331,8 @@ def stemi_by_120_with_primary_pci() -> Case:
             "EMER",
             at("2024-03-05 08:51:12"),
             at("2024-03-05 10:10:00"),
+            identifier=("urn:greenchannel:visit:HIS", "V20240305-0107"),
+            doctor="张医生",
             locations=(
                 ("急诊抢救室", at("2024-03-05 08:51:12"), at("2024-03-05 09:03:00")),
                 ("导管室", at("2024-03-05 09:05:40"), at("2024-03-05 10:10:00")),

@@ -3,8 +3,10 @@ ordered timeline and its intervals, cases with few data, unknown cases."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -179,9 +181,7 @@ async def test_the_stemi_archive_has_every_section(store: FhirStore) -> None:
         1,
         "admission",
     )
-    assert killip["items"] == [
-        {"name": "Killip分级", "code": "class", "answer": "1", "points": 1.0}
-    ]
+    assert killip["items"] == [{"name": "Killip分级", "code": "class", "answer": "1", "points": 1}]
     assert archive["missing"] == []
 
 
@@ -336,3 +336,39 @@ async def test_a_search_past_the_bound_keeps_the_earliest_vitals_and_says_so(
     assert [m["name"] for m in archive["treatment"]["medications"]] == ["阿替普酶"]
     cut = [gap["reason"] for gap in archive["missing"] if gap["item"] == "store"]
     assert cut == ["vital signs (Observation): more than 20; the archive has the earliest 20"]
+
+
+def key_paths(value: Any, path: str = "") -> set[str]:
+    """Every key path of a JSON value (`timeline.nodes[].from_door.seconds`); a list's items
+    are merged; the case facts are a free map."""
+    if isinstance(value, dict) and path != "case.facts":
+        found = {path} if path else set()
+        for key, item in value.items():
+            found |= key_paths(item, f"{path}.{key}" if path else key)
+        return found
+    if isinstance(value, list):
+        return {path}.union(*(key_paths(item, f"{path}[]") for item in value))
+    return {path}
+
+
+@pytest.fixture
+def documented() -> dict[str, Any]:
+    """The example document of docs/patient-archive.md."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "patient-archive.md").read_text(
+        encoding="utf-8"
+    )
+    example: dict[str, Any] = json.loads(page.split("```json\n")[1].split("```")[0])
+    return example
+
+
+async def test_the_documented_json_shape_is_the_shape_the_archive_has(
+    store: FhirStore, documented: dict[str, Any]
+) -> None:
+    waiting = few_data_case()
+    waiting.node("troponin_draw", at("2024-07-01 02:40:00"))
+    waiting.resources = [r for r in waiting.resources if r.get("status") != "final"]
+    built = [
+        await archive_of(store, case)
+        for case in (stemi_by_120_with_primary_pci(), stroke_with_lysis(), waiting)
+    ]
+    assert key_paths(documented) == set().union(*(key_paths(archive) for archive in built))
