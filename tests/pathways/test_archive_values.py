@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -10,8 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
+from pathways._archive_timeline import build_timeline
 from pathways._archive_values import format_duration, parse_instant, show_when
 from pathways.archive_config import default_config, load_archive_config
+from pathways.vocabulary import SOURCE_KIND_SYSTEM, TIME_NODE_SYSTEM
 
 CST = timezone(timedelta(hours=8))
 
@@ -83,3 +85,57 @@ def test_a_mistake_in_the_data_file_names_the_file_line_and_key(tmp_path: Path) 
     line = text.splitlines().index("  burns: 烧伤中心") + 1
     assert f"{broken}:{line}" in str(caught.value)
     assert "centers" in str(caught.value)
+
+
+STATUSES = ("final", "amended", "preliminary", "entered-in-error", "cancelled")
+KEYS = ("door", "first_medical_contact", "symptom_onset", "wire_crossing", "lytic_start")
+
+
+@st.composite
+def time_nodes(draw: st.DrawFn) -> list[dict[str, object]]:
+    """Time-node Observations as a store may hold them: any status, instants in any offset,
+    bare dates, no value, no method, derivedFrom pointing anywhere."""
+    nodes = []
+    for number in range(draw(st.integers(min_value=0, max_value=12))):
+        observation: dict[str, object] = {
+            "resourceType": "Observation",
+            "id": f"n{number}",
+            "status": draw(st.sampled_from(STATUSES)),
+            "code": {"coding": [{"system": TIME_NODE_SYSTEM, "code": draw(st.sampled_from(KEYS))}]},
+        }
+        # hypothesis takes naive bounds and adds the zone itself
+        when = draw(
+            st.datetimes(
+                min_value=datetime(2020, 1, 1),  # noqa: DTZ001
+                max_value=datetime(2030, 1, 1),  # noqa: DTZ001
+                timezones=st.sampled_from([CST, UTC, timezone(timedelta(hours=-5))]),
+            )
+        )  # fmt: skip
+        shape = draw(st.sampled_from(["instant", "date", "none"]))
+        if shape == "instant":
+            observation["valueDateTime"] = when.isoformat(timespec="seconds")
+        elif shape == "date":
+            observation["valueDateTime"] = when.date().isoformat()
+        if draw(st.booleans()):
+            observation["method"] = {"coding": [{"system": SOURCE_KIND_SYSTEM, "code": "uwb"}]}
+        if draw(st.booleans()):
+            observation["derivedFrom"] = [{"reference": f"Observation/n{draw(st.integers(0, 12))}"}]
+        nodes.append(observation)
+    return nodes
+
+
+@given(time_nodes())
+def test_any_set_of_time_nodes_gives_an_ordered_timeline_whose_intervals_add_up(
+    nodes: list[dict[str, object]],
+) -> None:
+    timeline = build_timeline(
+        nodes, default_config().time_node_labels, default_config().references, CST
+    )
+    shown = timeline["nodes"]
+    instants = [datetime.fromisoformat(node["time"]) for node in shown]
+    assert instants == sorted(instants)
+    assert len({node["key"] for node in shown}) == len(shown)  # one authoritative per node
+    for before, node, instant in zip([None, *instants], shown, instants, strict=False):
+        expected = None if before is None else int((instant - before).total_seconds())
+        assert (node["since_previous"] or {}).get("seconds") == expected
+        assert all(other["time"] != node["time"] for other in node["other_sources"])
