@@ -4,7 +4,7 @@ imaging, diagnoses, procedures, drugs and scores, each a list of plain JSON entr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -22,7 +22,6 @@ from pathways._archive_values import (
 from pathways.vocabulary import (
     ASSESSMENT_PHASE_EXTENSION,
     CASE_EXTENSION,
-    INDICATOR_SYSTEM,
     SCORE_SYSTEM,
 )
 
@@ -383,14 +382,17 @@ def medications(resources: Iterable[Resource], zone: tzinfo) -> list[Entry]:
     return sorted(entries, key=lambda e: _order(e["time"]))
 
 
-def is_score(observation: Resource, case_ref: str) -> bool:
-    """A score of this case: linked to it, coded in LOINC or the score CodeSystem; no interval."""
+def is_score(observation: Resource, case_ref: str, score_codes: Container[str]) -> bool:
+    """A score of this case: linked to it and coded in the score CodeSystem, or by one of the
+    LOINC score codes (`score_codes`: NIHSS, GCS), so that a vital sign or an interval linked to
+    the case is not taken for one."""
     if reference_key(extension_value(observation, CASE_EXTENSION)) != case_ref:
         return False
-    code = observation.get("code")
-    if has_coding(code, INDICATOR_SYSTEM):
-        return False
-    return has_coding(code, SCORE_SYSTEM) or has_coding(code, LOINC)
+    return any(
+        coding.get("system") == SCORE_SYSTEM
+        or (coding.get("system") == LOINC and coding.get("code") in score_codes)
+        for coding in codings(observation.get("code"))
+    )
 
 
 def scores(

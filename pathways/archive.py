@@ -78,9 +78,10 @@ async def build_archive(
     reports = records.of_type("DiagnosticReport")
     ecg_obs = [o for o in observations if clinical.is_ecg(o, config.ecg_codes)]
     ecg_reports = [r for r in reports if clinical.is_ecg(r, config.ecg_codes)]
+    other_reports = [r for r in reports if not clinical.is_ecg(r, config.ecg_codes)]
     field_visits = clinical.prehospital_visits(records.encounters)
     at_scene = [o for o in observations if reference_key(o.get("encounter")) in field_visits]
-    in_hospital = [o for o in observations if o not in at_scene]
+    in_hospital = [o for o in observations if reference_key(o.get("encounter")) not in field_visits]
     timeline = build_timeline(records.time_nodes, labels, config.references, zone)
     timeline["labels_from"] = labels_from
     all_ecgs = clinical.ecgs(ecg_obs, ecg_reports, zone)
@@ -108,7 +109,7 @@ async def build_archive(
             "labs": clinical.labs(observations, zone),
             "imaging": clinical.imaging(
                 records.of_type("ImagingStudy"),
-                [r for r in reports if r not in ecg_reports and clinical.is_imaging_report(r)],
+                [r for r in other_reports if clinical.is_imaging_report(r)],
                 zone,
             ),
         },
@@ -124,7 +125,9 @@ async def build_archive(
         "outcome": _outcome(records, timeline, zone),
         "timeline": timeline,
         "scores": clinical.scores(
-            [o for o in observations if clinical.is_score(o, case_ref)], config.score_labels, zone
+            [o for o in observations if clinical.is_score(o, case_ref, config.score_labels)],
+            config.score_labels,
+            zone,
         ),
     }
     archive["missing"] = _missing(archive, records, config)

@@ -68,7 +68,9 @@ class ArchiveConfig(BaseModel):
     )
     ecg_codes: tuple[str, ...] = Field(description="Observation codes (system|code) of ECGs.")
     score_labels: dict[str, str] = Field(
-        default_factory=dict, description="Score code -> name, when the Observation has no text."
+        default_factory=dict,
+        description="Score code -> name, when the Observation has no text; its LOINC codes "
+        "are also the LOINC-coded Observations taken for scores.",
     )
     time_node_labels: dict[str, str] = Field(description="Time-node key -> 中文 label.")
 

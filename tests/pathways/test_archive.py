@@ -16,7 +16,7 @@ from fhir_store import FhirStore, migrate
 from fhir_store.app import create_database
 from pathways.archive import CaseNotFound, build_archive
 from pathways.archive_config import default_config
-from pathways.vocabulary import TIME_NODE_SYSTEM
+from pathways.vocabulary import CASE_EXTENSION, INDICATOR_SYSTEM, TIME_NODE_SYSTEM
 from tests.pathways.archive_cases import (
     Case,
     at,
@@ -372,3 +372,29 @@ async def test_the_documented_json_shape_is_the_shape_the_archive_has(
         for case in (stemi_by_120_with_primary_pci(), stroke_with_lysis(), waiting)
     ]
     assert key_paths(documented) == set().union(*(key_paths(archive) for archive in built))
+
+
+async def test_only_scores_are_scores(store: FhirStore) -> None:
+    case = stroke_with_lysis()
+    linked = {
+        "url": CASE_EXTENSION,
+        "valueReference": {"reference": f"EpisodeOfCare/{case.case_id}"},
+    }
+    interval = {  # the door-to-needle interval the indicators write
+        "resourceType": "Observation",
+        "id": "dnt-1",
+        "extension": [linked],
+        "status": "final",
+        "code": {"coding": [{"system": INDICATOR_SYSTEM, "code": "stroke.dnt"}]},
+        "subject": {"reference": "Patient/p-stroke"},
+        "effectiveDateTime": "2024-06-18T14:58:30+08:00",
+        "valueQuantity": {"value": 2310, "unit": "s", "system": "http://unitsofmeasure.org"},
+    }
+    glucose = vital(
+        case, "glu-1", "enc-st-ed", at("2024-06-18 14:24:00"), "2339-0", "血糖", 6.1, "mmol/L"
+    )
+    glucose["extension"] = [linked]
+    case.add(interval)
+    case.add(glucose)
+    archive = await archive_of(store, case)
+    assert [score["code"] for score in archive["scores"]] == ["72089-6"]
