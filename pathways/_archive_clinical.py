@@ -22,6 +22,9 @@ from pathways._archive_values import (
 from pathways.vocabulary import (
     ASSESSMENT_PHASE_EXTENSION,
     CASE_EXTENSION,
+    HL7_OBSERVATION_CATEGORY,
+    LOINC,
+    SCORE_POINTS_EXTENSION,
     SCORE_SYSTEM,
 )
 
@@ -42,9 +45,7 @@ __all__ = [
 Resource = Mapping[str, Any]
 Entry = dict[str, Any]
 
-OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 PREHOSPITAL_CLASS = "FLD"
-LOINC = "http://loinc.org"
 
 
 def encounters(resources: Sequence[Resource], zone: tzinfo) -> list[Entry]:
@@ -95,7 +96,7 @@ def prehospital_visits(resources: Sequence[Resource]) -> set[str]:
 
 def _is_category(resource: Resource, code: str) -> bool:
     return any(
-        has_coding(concept, OBSERVATION_CATEGORY, code)
+        has_coding(concept, HL7_OBSERVATION_CATEGORY, code)
         for concept in resource.get("category") or []
     )
 
@@ -439,9 +440,10 @@ def scores(
 
 
 def _points(part: Resource) -> int | float | None:
-    """An item's points: whole numbers stay integers (JSON 1, not 1.0)."""
-    number = value_number(part)
-    return int(number) if number is not None and number.is_integer() else number
+    """An item's points, from the points extension of the score's component (its value[x] is
+    the answer as given)."""
+    points = extension_value(part, SCORE_POINTS_EXTENSION)
+    return points if isinstance(points, int | float) and not isinstance(points, bool) else None
 
 
 def _start_end(resource: Resource, element: str, zone: tzinfo) -> tuple[str | None, str | None]:

@@ -17,6 +17,7 @@ from pathways._archive_values import extension_value, has_coding, parse_instant,
 from pathways.vocabulary import (
     CASE_EXTENSION,
     CENTER_SYSTEM,
+    HL7_OBSERVATION_CATEGORY,
     OBSERVATION_CATEGORY_SYSTEM,
     TIME_NODE_CATEGORY,
     TIME_NODE_SYSTEM,
@@ -30,7 +31,7 @@ PAGE_SIZE = 500
 MAX_PER_SEARCH = 5000  # a bound on one archive's memory; a cut search is reported, not hidden
 DEFAULT_LOOKBACK = timedelta(hours=6)  # prehospital care before the case opened (120, FMC)
 
-_VITALS = "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs"
+_VITALS = f"{HL7_OBSERVATION_CATEGORY}|vital-signs"
 
 # What is searched per type: the date parameter of the patient's resources in the case's
 # window, the parameter that links them to a visit, and more parameters. Vital signs are

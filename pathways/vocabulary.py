@@ -20,13 +20,21 @@ __all__ = [
     "CENTERS",
     "CENTER_SYSTEM",
     "CENTER_TYPE_CODES",
+    "DATA_ABSENT_REASON",
+    "HL7_OBSERVATION_CATEGORY",
     "INDICATOR_STATUS_SYSTEM",
     "INDICATOR_SYSTEM",
+    "LOINC",
     "OBSERVATION_CATEGORY_SYSTEM",
+    "SCORE_ANSWER_SYSTEM",
+    "SCORE_BAND_SYSTEM",
+    "SCORE_POINTS_EXTENSION",
     "SCORE_SYSTEM",
+    "SCORE_VERSION_SYSTEM",
     "SOURCE_KIND_SYSTEM",
     "TIME_NODE_CATEGORY",
     "TIME_NODE_SYSTEM",
+    "UCUM",
     "ArrivalMode",
     "Center",
 ]
@@ -67,8 +75,23 @@ TIME_NODE_SYSTEM: Final = f"{BASE}/CodeSystem/time-node"
 SOURCE_KIND_SYSTEM: Final = f"{BASE}/CodeSystem/time-node-source"
 
 # Scores without a verified LOINC code (scores.md), and the assessment phase of a score.
+# Components of such scores use `<score code>.<item>` (`grace-inhospital.age`) in SCORE_SYSTEM.
 SCORE_SYSTEM: Final = f"{BASE}/CodeSystem/score"
 ASSESSMENT_PHASE_EXTENSION: Final = f"{BASE}/StructureDefinition/assessment-phase"
+# Observation.method of a score: the version id of its table (`gcs-1974`, `ts-1981-sbp90`).
+SCORE_VERSION_SYSTEM: Final = f"{BASE}/CodeSystem/score-version"
+# Observation.interpretation of a score: its band (`severe`, `trauma_center`).
+SCORE_BAND_SYSTEM: Final = f"{BASE}/CodeSystem/score-band"
+# A not-testable answer without a verified LOINC answer code (GCS verbal `T`, NIHSS `UN`).
+SCORE_ANSWER_SYSTEM: Final = f"{BASE}/CodeSystem/score-answer"
+# On a score component: the points its answer gave (valueInteger; valueDecimal for RTS).
+SCORE_POINTS_EXTENSION: Final = f"{BASE}/StructureDefinition/score-item-points"
+
+# Standard systems the pathways write.
+LOINC: Final = "http://loinc.org"
+UCUM: Final = "http://unitsofmeasure.org"
+HL7_OBSERVATION_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/observation-category"
+DATA_ABSENT_REASON: Final = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 
 # Interval Observations: code = indicator id (cpc.d2w), interpretation = case status.
 INDICATOR_SYSTEM: Final = f"{BASE}/CodeSystem/indicator"

@@ -17,16 +17,20 @@ from pathways.vocabulary import (
     CASE_EXTENSION,
     CASE_FACT_EXTENSION,
     CENTER_SYSTEM,
+    HL7_OBSERVATION_CATEGORY,
+    LOINC,
     OBSERVATION_CATEGORY_SYSTEM,
+    SCORE_BAND_SYSTEM,
+    SCORE_POINTS_EXTENSION,
     SCORE_SYSTEM,
+    SCORE_VERSION_SYSTEM,
     SOURCE_KIND_SYSTEM,
     TIME_NODE_CATEGORY,
     TIME_NODE_SYSTEM,
 )
 
 CST = timezone(timedelta(hours=8))
-HL7_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-LOINC = "http://loinc.org"
+HL7_CATEGORY = HL7_OBSERVATION_CATEGORY
 REGISTRY_ID = "https://greenchannel.example.org/fhir/NamingSystem/cpc-register-id"
 
 Resource = dict[str, Any]
@@ -269,34 +273,47 @@ def medication(
 
 
 def score(
-    case: Case, score_id: str, when: datetime, system: str, code: str, total: int,
-    items: list[tuple[str, str, int]], phase: str,
+    case: Case, score_id: str, when: datetime, code: dict[str, str], title: str, version: str,
+    total: int, band: str | None, items: list[tuple[dict[str, str], str, Any, int]],
 ) -> Resource:  # fmt: skip
-    return {
+    """A score as pathways.scores stores it (interfaces.md §5): the total as valueInteger, the
+    version as method, the band as interpretation, one component per item with the answer as
+    its value and the points in an extension."""
+    resource: Resource = {
         "resourceType": "Observation",
         "id": score_id,
         "extension": [
+            {"url": ASSESSMENT_PHASE_EXTENSION, "valueCode": "admission"},
             {
                 "url": CASE_EXTENSION,
                 "valueReference": {"reference": f"EpisodeOfCare/{case.case_id}"},
             },
-            {"url": ASSESSMENT_PHASE_EXTENSION, "valueCode": phase},
         ],
         "status": "final",
         "category": [{"coding": [{"system": HL7_CATEGORY, "code": "survey"}]}],
-        "code": {"coding": [{"system": system, "code": code}]},
+        "code": {"coding": [code], "text": title},
         "subject": {"reference": f"Patient/{case.patient_id}"},
         "effectiveDateTime": iso(when),
         "valueInteger": total,
-        "method": {"text": f"{code}-version"},
+        "method": {"coding": [{"system": SCORE_VERSION_SYSTEM, "code": version}], "text": version},
         "component": [
             {
-                "code": {"coding": [{"system": system, "code": item}], "text": name},
-                "valueInteger": points,
+                "code": {"coding": [item], "text": key},
+                **_answer(answer),
+                "extension": [{"url": SCORE_POINTS_EXTENSION, "valueInteger": points}],
             }
-            for item, name, points in items
+            for item, key, answer, points in items
         ],
     }
+    if band:
+        resource["interpretation"] = [{"coding": [{"system": SCORE_BAND_SYSTEM, "code": band}]}]
+    return resource
+
+
+def _answer(answer: Any) -> Resource:
+    if isinstance(answer, bool):
+        return {"valueBoolean": answer}
+    return {"valueInteger": answer} if isinstance(answer, int) else {"valueString": answer}
 
 
 def stemi_by_120_with_primary_pci() -> Case:
@@ -493,16 +510,16 @@ def stemi_by_120_with_primary_pci() -> Case:
     case.add(medication(case, "ufh-1", "enc-ed", at("2024-03-05 09:10:00"), "普通肝素", 7000, "U"))
     case.add(
         score(
-            case,
-            "killip-1",
-            at("2024-03-05 08:55:00"),
-            SCORE_SYSTEM,
-            "killip",
-            1,
-            [("class", "Killip分级", 1)],
-            "admission",
+            case, "killip-1", at("2024-03-05 08:55:00"),
+            {"system": SCORE_SYSTEM, "code": "killip"}, "Killip class", "killip-1967", 1, None,
+            [
+                ({"system": SCORE_SYSTEM, "code": "killip.cardiogenic_shock"},
+                 "cardiogenic_shock", False, 0),
+                ({"system": SCORE_SYSTEM, "code": "killip.acute_pulmonary_edema"},
+                 "acute_pulmonary_edema", False, 0),
+            ],
         )
-    )
+    )  # fmt: skip
     # not this case's: an older case of the patient with its own door, and an old result
     older = Case("cp-stemi-old", "p-stemi")
     case.add(
@@ -604,16 +621,15 @@ def stroke_with_lysis() -> Case:
     )
     case.add(
         score(
-            case,
-            "nihss-1",
-            at("2024-06-18 14:28:30"),
-            LOINC,
-            "72089-6",
-            8,
-            [("70184-7", "意识水平", 1), ("70190-4", "左上肢", 3), ("70191-2", "左下肢", 4)],
-            "admission",
+            case, "nihss-1", at("2024-06-18 14:28:30"), {"system": LOINC, "code": "72089-6"},
+            "NIH Stroke Scale", "nihss-15item", 8, "moderate",
+            [
+                ({"system": LOINC, "code": "70184-7"}, "1a", 1, 1),
+                ({"system": LOINC, "code": "70190-4"}, "5a", 3, 3),
+                ({"system": LOINC, "code": "70191-2"}, "6a", 4, 4),
+            ],
         )
-    )
+    )  # fmt: skip
     return case
 
 

@@ -176,12 +176,18 @@ async def test_the_stemi_archive_has_every_section(store: FhirStore) -> None:
         "death_time": None,
     }
     (killip,) = archive["scores"]
-    assert (killip["name"], killip["total"], killip["phase"]) == (
-        "Killip 心功能分级",
+    assert (killip["name"], killip["total"], killip["phase"], killip["version"]) == (
+        "Killip class",
         1,
         "admission",
+        "killip-1967",
     )
-    assert killip["items"] == [{"name": "Killip分级", "code": "class", "answer": "1", "points": 1}]
+    assert killip["items"][0] == {
+        "name": "cardiogenic_shock",
+        "code": "killip.cardiogenic_shock",
+        "answer": "no",
+        "points": 0,
+    }
     assert archive["missing"] == []
 
 
@@ -213,12 +219,17 @@ async def test_the_stroke_archive_measures_door_to_needle_and_shows_ct_and_nihss
         "2024-06-18T14:48:00+08:00",
     )
     (nihss,) = archive["scores"]
-    assert (nihss["code"], nihss["total"], nihss["name"]) == (
+    assert (nihss["code"], nihss["total"], nihss["name"], nihss["band"]) == (
         "72089-6",
         8,
-        "NIHSS 美国国立卫生研究院卒中量表",
+        "NIH Stroke Scale",
+        "moderate",
     )
-    assert [item["name"] for item in nihss["items"]] == ["意识水平", "左上肢", "左下肢"]
+    assert [(i["name"], i["answer"], i["points"]) for i in nihss["items"]] == [
+        ("1a", "1", 1),
+        ("5a", "3", 3),
+        ("6a", "4", 4),
+    ]
     assert [m["name"] for m in archive["treatment"]["medications"]] == ["阿替普酶"]
     assert archive["outcome"]["discharge_time"] is None
     assert archive["missing"] == []
