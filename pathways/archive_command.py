@@ -1,0 +1,101 @@
+"""`greenchannel case show ID [--json]`: print the patient archive of one center case, read
+straight from the FHIR store in the engine's database (the settings' database URL)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.database import create_database_engine
+from engine.errors import ConfigError, GreenchannelError
+from engine.settings import load_settings
+from fhir_store import FhirStore, FhirStoreError
+from pathways.archive import CaseNotFound, build_archive
+from pathways.archive_text import render_archive
+
+__all__ = ["register"]
+
+EXAMPLE = """\
+examples:
+  greenchannel case show cp-20240305-0007
+  greenchannel --data-dir /srv/greenchannel/var case show cp-20240305-0007 --json
+
+ID is the id of the case's EpisodeOfCare. Exit codes: 0 printed; 1 no such center case;
+3 the database cannot be read (wrong --data-dir or database URL, or never served)."""
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """show a center case: its patient archive (sections, timeline, scores)"""
+    parser.description = "Center cases (EpisodeOfCare) in the FHIR store."
+    actions = parser.add_subparsers(title="case commands", metavar="ACTION")
+    show = actions.add_parser(
+        "show",
+        help="print the patient archive of one case",
+        description="Print the patient archive of one center case: emergency information, "
+        "diagnosis, treatment, outcome, the timeline of time nodes with intervals, scores and "
+        "what is missing. The JSON is the same as GET /api/cases/{id}/archive.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("case_id", metavar="ID", help="the case's EpisodeOfCare id")
+    show.add_argument("--json", action="store_true", help="print the archive as JSON")
+    show.set_defaults(handler=run_show)
+    parser.set_defaults(handler=lambda args: _usage(parser))
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Print one archive; 0 when printed, 1 for an unknown case (GreenchannelError)."""
+    settings = load_settings(args.config, data_dir=args.data_dir)
+    url = settings.resolved_database_url
+    _check_sqlite_file(url)
+    archive = asyncio.run(_archive(url, args.case_id, settings.tz))
+    if args.json:
+        print(json.dumps(archive, ensure_ascii=False, indent=2))
+    else:
+        print(render_archive(archive), end="")
+    return 0
+
+
+async def _archive(url: str, case_id: str, zone: Any) -> dict[str, Any]:
+    database = create_database_engine(url, pool_size=2)
+    store = FhirStore(database)
+    try:
+        return await build_archive(store, case_id, zone=zone)
+    except CaseNotFound as exc:
+        raise GreenchannelError(
+            str(exc), hint="check the id (the EpisodeOfCare id of the case)"
+        ) from exc
+    except (FhirStoreError, SQLAlchemyError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise ConfigError(
+            f"cannot read the FHIR store: {reason}",
+            key="database_url",
+            hint="check --data-dir or GREENCHANNEL_DATABASE_URL; `greenchannel serve` creates "
+            "the store's tables",
+        ) from exc
+    finally:
+        await store.aclose()
+        await database.dispose()
+
+
+def _check_sqlite_file(url: str) -> None:
+    """Refuse a SQLite file that does not exist, which SQLite would create empty."""
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix) and not Path(url.removeprefix(prefix)).is_file():
+        raise ConfigError(
+            f"no database at {url.removeprefix(prefix)}",
+            key="database_url",
+            hint="pass the --data-dir that `greenchannel serve` uses, or set "
+            "GREENCHANNEL_DATABASE_URL",
+        )
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
