@@ -105,3 +105,39 @@ async def test_a_days_messages_are_accepted_and_converge(store: FhirStore) -> No
 
 def _resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return [e["resource"] for e in bundle["entry"]]
+
+
+async def test_a_chest_pain_case_opened_in_the_ed_continues_when_the_patient_is_admitted(
+    store: FhirStore,
+) -> None:
+    registration = (SAMPLES / "adt-a04-chest-pain-utf8.hl7").read_bytes()
+    # the ED visit MZ20261125001 becomes inpatient visit ZY20260099 (A06, MRG-5 the prior visit);
+    # the HIS sends ZGC again (with the same green channel number, ZGC-2): the case must not split
+    admission = (
+        registration.replace(b"ADT^A04^ADT_A01|ADT-A04-CP-01", b"ADT^A06^ADT_A06|ADT-A06-CP-01")
+        .replace(b"EVN|A04", b"EVN|A06")
+        .replace(b"PV1|1|E|EICU^1^", b"PV1|1|I|CCU^3^")
+        .replace(b"MZ20261125001", b"ZY20260099")
+        + b"MRG|MZ0098766^^^COUNTY-HOSP^MZ||||MZ20261125001\r"
+    )
+    adt = load_mapping(HL7V2 / "adt.yaml")
+    for raw in (registration, registration, admission):  # the registration is sent twice
+        bundle = adt.apply(parse_for_mapping(raw, "utf-8"))
+        response = await store.transaction(bundle)
+        assert all(e["response"]["status"].startswith(("200", "201")) for e in response["entry"])
+
+    episodes = await store.search_identifier("EpisodeOfCare", "XT2026112501")
+    assert [e["type"][0]["coding"][0]["code"] for e in episodes] == ["chest-pain"]
+    (episode,) = episodes  # resent, then admitted: still one case
+    assert episode["status"] == "active" and episode["period"]["start"] == "2026-11-25T08:10:00+08:00"
+    (ed_visit,) = await store.search_identifier("Encounter", "MZ20261125001")
+    (ward_visit,) = await store.search_identifier("Encounter", "ZY20260099")
+    for visit in (ed_visit, ward_visit):
+        assert visit["episodeOfCare"] == [{"reference": f"EpisodeOfCare/{episode['id']}"}]
+    assert ward_visit["partOf"]["identifier"]["value"] == "MZ20261125001"
+    # the doctors' roles at the hospital converge: five roles of four doctors, written once each
+    roles = await store.search_identifier("PractitionerRole", "urn:oid:2.16.156.10011.1.4|D0301")
+    assert sorted(r["code"][0]["coding"][0]["code"] for r in roles) == ["ADM", "ATND"]
+    (hospital,) = await store.search_identifier("Organization", "12420100MB0A12345X")
+    patient = await store.read("Patient", ed_visit["subject"]["reference"].split("/")[1])
+    assert patient["managingOrganization"]["reference"] == f"Organization/{hospital['id']}"
