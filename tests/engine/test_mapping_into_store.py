@@ -38,6 +38,9 @@ ARRIVALS = [
     ("mdm.yaml", "emr-mdm-rescue-gb18030.hl7"),
     ("siu.yaml", "cathlab-siu-s12-utf8.hl7"),
     ("siu.yaml", "cathlab-siu-s15-utf8.hl7"),
+    ("emar.yaml", "emar-ras-chest-pain-utf8.hl7"),
+    ("emar.yaml", "emar-ras-stroke-gb18030.hl7"),
+    ("emar.yaml", "emar-ras-stroke-gb18030.hl7"),  # the nursing system resends
 ]
 
 
@@ -87,6 +90,9 @@ async def test_a_days_messages_are_accepted_and_converge(store: FhirStore) -> No
     first = await store.vread("ServiceRequest", ct_order["id"], "1")
     assert current["status"] == "revoked" and "authoredOn" not in current
     assert first["status"] == "active" and first["authoredOn"] == "2026-11-25T09:01:00+08:00"
+
+    # the six doses charted, the resent thrombolysis written once
+    assert len(written["MedicationAdministration"]) == 6
 
     # the cath-lab booking and its cancel are one Appointment
     (appointment_id,) = written["Appointment"]
