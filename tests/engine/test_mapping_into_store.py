@@ -41,6 +41,8 @@ ARRIVALS = [
     ("emar.yaml", "emar-ras-chest-pain-utf8.hl7"),
     ("emar.yaml", "emar-ras-stroke-gb18030.hl7"),
     ("emar.yaml", "emar-ras-stroke-gb18030.hl7"),  # the nursing system resends
+    ("vxu.yaml", "vxu-tetanus-utf8.hl7"),
+    ("vxu.yaml", "vxu-tetanus-utf8.hl7"),
 ]
 
 
@@ -93,6 +95,7 @@ async def test_a_days_messages_are_accepted_and_converge(store: FhirStore) -> No
 
     # the six doses charted, the resent thrombolysis written once
     assert len(written["MedicationAdministration"]) == 6
+    assert len(written["Immunization"]) == 1  # the tetanus vaccine, resent, is one
 
     # the cath-lab booking and its cancel are one Appointment
     (appointment_id,) = written["Appointment"]
@@ -100,7 +103,9 @@ async def test_a_days_messages_are_accepted_and_converge(store: FhirStore) -> No
 
     # 张三's results, orders and documents point at the Patient the ADT feed wrote; 李明 (the CT
     # patient, no ADT in this sequence) at the id the ADT feed will give him
-    (patient_id,) = written["Patient"]
+    (patient_id,) = [r["id"] for r in _resources(_bundle("adt.yaml", "adt-a04.hl7"))
+                     if r["resourceType"] == "Patient"]  # fmt: skip
+    assert len(written["Patient"]) == 2  # 张三 (ADT) and 赵小龙 (the vaccine's VXU)
     li_ming = make_id("COUNTY-HOSP", "20010")
     subjects = set()
     for kind in ("Observation", "ServiceRequest", "DocumentReference"):
