@@ -43,7 +43,9 @@ def test_loading_doses_charted_in_the_ed_are_searchable_by_drug_class(
         visit = client.get(f"/fhir/{aspirin['context']['reference']}").json()
         assert visit["episodeOfCare"] == [{"reference": f"EpisodeOfCare/{episode['id']}"}]
         p2y12 = search(
-            client, "MedicationAdministration", code=f"{DRUG_CLASS}|clopidogrel,{DRUG_CLASS}|ticagrelor"
+            client,
+            "MedicationAdministration",
+            code=f"{DRUG_CLASS}|clopidogrel,{DRUG_CLASS}|ticagrelor",
         )
         given = {d["medicationCodeableConcept"]["text"]: d["status"] for d in p2y12}
         assert given == {"替格瑞洛片 90mg": "completed", "硫酸氢氯吡格雷片 75mg": "not-done"}

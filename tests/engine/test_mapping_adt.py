@@ -82,7 +82,15 @@ def test_arbitrary_content_gives_valid_fhir_or_an_error_naming_the_field(
     try:
         first = ADT.apply(parse_for_mapping(raw, "utf-8"))
     except MappingError as exc:
-        assert exc.location and exc.location[:3] in ("PV1", "DG1", "AL1", "PR1", "IN1", "MRG", "ZGC")
+        assert exc.location and exc.location[:3] in (
+            "PV1",
+            "DG1",
+            "AL1",
+            "PR1",
+            "IN1",
+            "MRG",
+            "ZGC",
+        )
         return
     assert fhir_r4b(first) == []
     assert ADT.apply(parse_for_mapping(raw, "utf-8")) == first  # ids are deterministic

@@ -22,8 +22,20 @@ EMAR = load_mapping(ROOT / "mappings" / "hl7v2" / "emar.yaml")
 DRUG_CLASS = "https://greenchannel.example.org/fhir/CodeSystem/drug-class"
 # the classes the pathway nodes need (time-nodes.md: aspirin_given, p2y12_given,
 # anticoagulant_given, lytic_start; the discharge statin rate)
-CLASSES = {"aspirin", "clopidogrel", "ticagrelor", "ufh", "lmwh", "bivalirudin", "fondaparinux",
-           "alteplase", "tenecteplase", "reteplase", "urokinase", "statin"}  # fmt: skip
+CLASSES = {
+    "aspirin",
+    "clopidogrel",
+    "ticagrelor",
+    "ufh",
+    "lmwh",
+    "bivalirudin",
+    "fondaparinux",
+    "alteplase",
+    "tenecteplase",
+    "reteplase",
+    "urokinase",
+    "statin",
+}
 
 
 def ras(rxa: str, orc: str = "ORC|RE|YZ1^HIS", version: str = "2.5.1") -> bytes:
@@ -34,8 +46,15 @@ def ras(rxa: str, orc: str = "ORC|RE|YZ1^HIS", version: str = "2.5.1") -> bytes:
     ).encode()
 
 
-def rxa(drug: str, amount: str = "300", units: str = "mg", status: str = "CP", action: str = "A",
-        start: str = "20261125082000+0800", admin: str = "1") -> str:  # fmt: skip
+def rxa(
+    drug: str,
+    amount: str = "300",
+    units: str = "mg",
+    status: str = "CP",
+    action: str = "A",
+    start: str = "20261125082000+0800",
+    admin: str = "1",
+) -> str:
     return f"RXA|0|{admin}|{start}||{drug}|{amount}|{units}|||N1^周^丽||||||||||{status}|{action}"
 
 
@@ -54,7 +73,9 @@ def test_every_class_the_pathways_need_is_reachable_by_a_local_code_and_by_atc()
     with (TABLES / "drug_class.csv").open(encoding="utf-8") as file:
         rows = list(csv.DictReader(line for line in file if not line.startswith("#")))
     with (TABLES / "drug_atc.csv").open(encoding="utf-8") as file:
-        atc = {r["code"]: r["target"] for r in csv.DictReader(l for l in file if l[0] != "#")}
+        atc = {
+            r["code"]: r["target"] for r in csv.DictReader(line for line in file if line[0] != "#")
+        }
     assert {row["target"] for row in rows} == CLASSES
     by_atc = {row["code"]: row["target"] for row in rows if row["code"] in atc.values()}
     for row in rows:
@@ -74,20 +95,34 @@ def test_a_drug_the_tables_do_not_list_keeps_only_its_local_coding() -> None:
     assert given["medicationCodeableConcept"]["coding"] == [
         {"system": "urn:greenchannel:drug:NIS", "code": "YP9999", "display": "氯化钠注射液"}
     ]
-    assert given["dosage"]["dose"] == {"value": 100, "unit": "mL",
-                                       "system": "http://unitsofmeasure.org", "code": "mL"}  # fmt: skip
+    assert given["dosage"]["dose"] == {
+        "value": 100,
+        "unit": "mL",
+        "system": "http://unitsofmeasure.org",
+        "code": "mL",
+    }
 
 
 def test_status_comes_from_rxa_20_and_a_deletion_is_entered_in_error() -> None:
     statuses = {
         (status, action): administrations(ras(rxa("YP0101", status=status, action=action)))[0]
-        for status, action in [("CP", "A"), ("", "A"), ("NA", "A"), ("RE", "A"), ("PA", "U"),
-                               ("CP", "D")]
-    }  # fmt: skip
+        for status, action in [
+            ("CP", "A"),
+            ("", "A"),
+            ("NA", "A"),
+            ("RE", "A"),
+            ("PA", "U"),
+            ("CP", "D"),
+        ]
+    }
     assert {key: r["status"] for key, r in statuses.items()} == {
-        ("CP", "A"): "completed", ("", "A"): "completed", ("NA", "A"): "not-done",
-        ("RE", "A"): "not-done", ("PA", "U"): "stopped", ("CP", "D"): "entered-in-error",
-    }  # fmt: skip
+        ("CP", "A"): "completed",
+        ("", "A"): "completed",
+        ("NA", "A"): "not-done",
+        ("RE", "A"): "not-done",
+        ("PA", "U"): "stopped",
+        ("CP", "D"): "entered-in-error",
+    }
     # a correction or a deletion of a dose replaces it: one id for the order's RXA-1/RXA-2
     assert len({r["id"] for r in statuses.values()}) == 1
 
@@ -97,22 +132,43 @@ def test_each_rxa_of_an_order_is_its_own_administration() -> None:
     infusion = rxa("YP0401", "56.7", start="20261125093300+0800", admin="2")
     given = administrations(ras(f"{bolus}\rRXR|IV\r{infusion}"))
     assert [r["effectiveDateTime"] for r in given] == [
-        "2026-11-25T09:32:00+08:00", "2026-11-25T09:33:00+08:00"]  # fmt: skip
+        "2026-11-25T09:32:00+08:00",
+        "2026-11-25T09:33:00+08:00",
+    ]
     assert [r["dosage"].get("route", {}).get("coding", [{}])[0].get("code") for r in given] == [
-        "IV", None]  # each RXA reads its own RXR  # fmt: skip
+        "IV",
+        None,
+    ]  # each RXA reads its own RXR
 
 
 def test_an_administration_without_a_time_or_a_drug_is_not_charted() -> None:
     assert EMAR.apply(parse_for_mapping(ras(rxa("YP0101", start="")), "utf-8")).get("entry") in (
-        None, [])  # fmt: skip
+        None,
+        [],
+    )
     assert EMAR.apply(parse_for_mapping(ras(rxa("")), "utf-8")).get("entry") in (None, [])
 
 
 _TEXT = st.lists(
-    st.sampled_from([*"09AZ .-^&~\\", "YP0101", "B01AC06", "阿司匹林", "mg", "单位", "\\F\\", "CP",
-                     "NA", "D", "999", "0", "1.5e3"]),
+    st.sampled_from(
+        [
+            *"09AZ .-^&~\\",
+            "YP0101",
+            "B01AC06",
+            "阿司匹林",
+            "mg",
+            "单位",
+            "\\F\\",
+            "CP",
+            "NA",
+            "D",
+            "999",
+            "0",
+            "1.5e3",
+        ]
+    ),
     max_size=6,
-).map("".join)  # fmt: skip
+).map("".join)
 _TIME = st.sampled_from(["", "2026", "20261125", "202611250820", "20261125082000+0800", "2026x"])
 
 
@@ -123,7 +179,8 @@ def test_arbitrary_content_gives_valid_fhir_or_an_error_naming_the_field(
 ) -> None:
     drug, amount, units, status, action, route = fields
     raw = ras(
-        rxa(drug, amount, units, status, action, start=time) + f"\rRXR|{route}|{route}\rNTE|1||{drug}",
+        rxa(drug, amount, units, status, action, start=time)
+        + f"\rRXR|{route}|{route}\rNTE|1||{drug}",
         orc=f"ORC|RE|{drug}",
     )
     try:

@@ -140,7 +140,9 @@ async def test_a_chest_pain_case_opened_in_the_ed_continues_when_the_patient_is_
     episodes = await store.search_identifier("EpisodeOfCare", "XT2026112501")
     assert [e["type"][0]["coding"][0]["code"] for e in episodes] == ["chest-pain"]
     (episode,) = episodes  # resent, then admitted: still one case
-    assert episode["status"] == "active" and episode["period"]["start"] == "2026-11-25T08:10:00+08:00"
+    assert (
+        episode["status"] == "active" and episode["period"]["start"] == "2026-11-25T08:10:00+08:00"
+    )
     (ed_visit,) = await store.search_identifier("Encounter", "MZ20261125001")
     (ward_visit,) = await store.search_identifier("Encounter", "ZY20260099")
     for visit in (ed_visit, ward_visit):

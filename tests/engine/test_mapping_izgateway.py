@@ -41,7 +41,9 @@ def test_what_fails_is_exactly_the_documented_deviations() -> None:
     assert sorted((f.line, f.check) for f in failures) == sorted(
         (entry["line"], entry["check"]) for entry in documented
     ), "\n".join(map(str, failures))
-    assigned = sum(1 for case in load_cases(CASES.read_text(encoding="utf-8")) for _ in case.assertions)
+    assigned = sum(
+        1 for case in load_cases(CASES.read_text(encoding="utf-8")) for _ in case.assertions
+    )
     failed_assertions = sum(1 for f in failures if f.check.startswith("@"))
     assert (assigned, failed_assertions) == (57, 8)  # 49 of IZ Gateway's 57 assertions hold
 
@@ -63,33 +65,67 @@ def test_a_vxu_and_the_registry_s_history_give_the_same_immunization_ids() -> No
         "RXA|0|1|20120113||110^DTaP HIB IPV^CVX|0.5|mL^^UCUM||00^New admin^NIP001|||||||||||CP|A\r"
         "RXR|C28161^IM^NCIT^IM^^HL70162|RT^Right Thigh^HL70163\r"
     )
-    stored = vxu.apply(parse_for_mapping((header.format(kind="VXU^V04^VXU_V04") + body).encode(), "utf-8"))
-    answered = view.apply(parse_for_mapping(
-        (header.format(kind="RSP^K11^RSP_K11") + "MSA|AA|Q1\r" + body).encode(), "utf-8"))  # fmt: skip
+    stored = vxu.apply(
+        parse_for_mapping((header.format(kind="VXU^V04^VXU_V04") + body).encode(), "utf-8")
+    )
+    answered = view.apply(
+        parse_for_mapping(
+            (header.format(kind="RSP^K11^RSP_K11") + "MSA|AA|Q1\r" + body).encode(), "utf-8"
+        )
+    )
     assert fhir_r4b(stored) == [] and fhir_r4b(answered) == []
-    ids = [{(e["resource"]["resourceType"], e["resource"]["id"]) for e in b["entry"]
-            if e["resource"]["resourceType"] in ("Patient", "Immunization")}
-           for b in (stored, answered)]  # fmt: skip
+    ids = [
+        {
+            (e["resource"]["resourceType"], e["resource"]["id"])
+            for e in b["entry"]
+            if e["resource"]["resourceType"] in ("Patient", "Immunization")
+        }
+        for b in (stored, answered)
+    ]
     assert ids[0] == ids[1] and len(ids[0]) == 2
-    (immunization,) = [e["resource"] for e in stored["entry"] if e["resource"]["resourceType"] == "Immunization"]
+    (immunization,) = [
+        e["resource"] for e in stored["entry"] if e["resource"]["resourceType"] == "Immunization"
+    ]
     assert immunization["occurrenceDateTime"] == "2012-01-13"
     assert immunization["vaccineCode"]["coding"][0] == {
-        "system": "http://hl7.org/fhir/sid/cvx", "code": "110", "display": "DTaP HIB IPV"}  # fmt: skip
+        "system": "http://hl7.org/fhir/sid/cvx",
+        "code": "110",
+        "display": "DTaP HIB IPV",
+    }
     assert immunization["primarySource"] is True and immunization["status"] == "completed"
     assert immunization["doseQuantity"]["code"] == "mL"
 
 
 _TEXT = st.lists(
-    st.sampled_from([*"09AZ .-^&~\\", "CVX", "MVX", "999", "0.5", "mL", "CP", "RE", "D", "00", "01",
-                     "赵", "\\F\\", "20120113"]),
+    st.sampled_from(
+        [
+            *"09AZ .-^&~\\",
+            "CVX",
+            "MVX",
+            "999",
+            "0.5",
+            "mL",
+            "CP",
+            "RE",
+            "D",
+            "00",
+            "01",
+            "赵",
+            "\\F\\",
+            "20120113",
+        ]
+    ),
     max_size=6,
-).map("".join)  # fmt: skip
+).map("".join)
 _TIME = st.sampled_from(["", "2012", "20120113", "201201131030", "20120113103000+0800"])
 
 
 @settings(max_examples=60, deadline=None)
-@given(rxa=st.tuples(_TEXT, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT), time=_TIME, kind=st.sampled_from(
-    ["VXU^V04^VXU_V04", "RSP^K11^RSP_K11", "ACK^V04^ACK", "QBP^Q11^QBP_Q11"]))  # fmt: skip
+@given(
+    rxa=st.tuples(_TEXT, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT),
+    time=_TIME,
+    kind=st.sampled_from(["VXU^V04^VXU_V04", "RSP^K11^RSP_K11", "ACK^V04^ACK", "QBP^Q11^QBP_Q11"]),
+)
 def test_arbitrary_content_gives_valid_fhir_or_an_error_naming_the_field(
     rxa: tuple[str, ...], time: str, kind: str
 ) -> None:
