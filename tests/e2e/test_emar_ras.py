@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_lis_oru import search
-from tests.net import free_port
 from tests.net import mllp_exchange as send
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,11 +23,7 @@ def test_loading_doses_charted_in_the_ed_are_searchable_by_drug_class(
     server_factory, tmp_path: Path, database_url: str
 ) -> None:
     server = server_factory(tmp_path, database_url)
-    emar_port = free_port()
-    channel = (ROOT / "channels" / "emar-ras.yaml").read_text(encoding="utf-8")
-    (server.channels_dir / "emar-ras.yaml").write_text(
-        channel.replace("port: 2583", f"port: {emar_port}\n  host: 127.0.0.1"), encoding="utf-8"
-    )
+    emar_port = server.add_channel("emar-ras")
     server.start()
     assert b"MSA|AA|ADT-A04-CP-01" in send(
         server.mllp_port, (SAMPLES / "adt-a04-chest-pain-utf8.hl7").read_bytes()
