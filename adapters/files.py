@@ -15,14 +15,15 @@ import shutil
 import string
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from adapters.hl7v2 import split_batch
+from adapters.hl7v2 import MEDIA_TYPE as HL7_MEDIA_TYPE
+from adapters.hl7v2 import check_message, split_batch
 from engine.connectors import Accept, ConnectorContext, Delivered, Inbound, Outbound
 from engine.errors import ConfigError, FramingError, RejectedDeliveryError, RetryableDeliveryError
 
@@ -109,6 +110,24 @@ class FileSourceConfig(BaseModel):
     max_files_per_poll: int = Field(
         1000, gt=0, description="At most this many files (in name order) per scan."
     )
+    strict: bool = Field(
+        False,
+        description="HL7 v2 files only: check each message against the structure and datatypes "
+        "of its HL7 version (MSH-12) with hl7apy, as the MLLP source's strict does; a problem "
+        "journals the message as an error naming the segment and field, and the file goes to "
+        "error_directory. Off by default: real senders deviate in ways the mappings tolerate.",
+    )
+
+    @field_validator("strict")
+    @classmethod
+    def _strict_needs_hl7(cls, strict: bool, info: ValidationInfo) -> bool:
+        media_type = info.data.get("media_type")
+        if strict and media_type != HL7_MEDIA_TYPE:
+            raise ValueError(
+                f"strict checks HL7 v2 structure: it needs media_type {HL7_MEDIA_TYPE}, "
+                f"not {media_type}"
+            )
+        return strict
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +192,8 @@ class FileSource:
             if found is None:
                 continue
             inbounds = self._frame(found)
+            if self._config.strict:  # hl7apy parses the whole message: off the event loop
+                inbounds = await asyncio.to_thread(self._check_structure, inbounds)
             for inbound in inbounds:
                 await accept(inbound)
             failed = any(inbound.problem is not None for inbound in inbounds)
@@ -274,6 +295,15 @@ class FileSource:
             Inbound(raw=message, dedup_key=f"{key}:{index}", **common)
             for index, message in enumerate(messages, start=1)
         ]
+
+    def _check_structure(self, inbounds: list[Inbound]) -> list[Inbound]:
+        """Strict mode: each framed message with the first structure problem hl7apy finds."""
+        charset = self._config.charset or self._context.default_charset
+        checked = []
+        for inbound in inbounds:
+            problem = inbound.problem or check_message(inbound.raw, charset)
+            checked.append(replace(inbound, problem=problem))
+        return checked
 
     def _finish(self, name: str, failed: bool) -> None:
         source = self._directory / name

@@ -21,6 +21,7 @@ __all__ = [
     "CENTER_SYSTEM",
     "CENTER_TYPE_CODES",
     "DATA_ABSENT_REASON",
+    "DRUG_CLASS_SYSTEM",
     "HL7_OBSERVATION_CATEGORY",
     "INDICATOR_STATUS_SYSTEM",
     "INDICATOR_SYSTEM",
@@ -51,6 +52,12 @@ CENTER_TYPE_CODES: Final[dict[Center, str]] = {
     "stroke": "stroke",
     "trauma": "trauma",
 }
+
+# MedicationAdministration.medicationCodeableConcept: the drug class the drug nodes match
+# (aspirin_given: aspirin; p2y12_given: clopidogrel, ticagrelor; anticoagulant_given: ufh, lmwh,
+# bivalirudin, fondaparinux; lytic_start: alteplase, tenecteplase, reteplase, urokinase; statin).
+# The mappings write it from the code table mappings/hl7v2/tables/drug_class.csv.
+DRUG_CLASS_SYSTEM: Final = f"{BASE}/CodeSystem/drug-class"
 
 # time-nodes.md, "Arrival mode": EpisodeOfCare.extension[ARRIVAL_MODE_EXTENSION].valueCode.
 ARRIVAL_MODE_EXTENSION: Final = f"{BASE}/StructureDefinition/arrival-mode"

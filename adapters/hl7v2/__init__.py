@@ -11,7 +11,7 @@ from __future__ import annotations
 from adapters.hl7v2._ack import AckResult, build_ack, parse_ack
 from adapters.hl7v2._batch import batch_ack, is_batch, split_batch
 from adapters.hl7v2._document import Hl7Document, parse, parse_for_mapping
-from adapters.hl7v2._strict import StructureError, check_structure
+from adapters.hl7v2._strict import StructureError, check_message, check_structure
 from adapters.hl7v2._wire import (
     MEDIA_TYPE,
     DataTypeError,
@@ -49,6 +49,7 @@ __all__ = [
     "build_ack",
     "channel_codec",
     "charset_codec",
+    "check_message",
     "check_structure",
     "decode",
     "dedup_key",

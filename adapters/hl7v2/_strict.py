@@ -20,10 +20,12 @@ from adapters.hl7v2._wire import (
     MessageHeader,
     MissingFieldError,
     UnsupportedVersionError,
+    decode,
+    read_header,
 )
 from engine.errors import InputError, ParseError
 
-__all__ = ["StructureError", "check_structure"]
+__all__ = ["StructureError", "check_structure", "check_message"]
 
 _MISSING_FIELD = re.compile(r"Missing required child ([A-Z0-9]{3})\.[A-Z0-9]{3}_(\d+)$")
 _MISSING_SEGMENT = re.compile(r"Missing required child ([A-Z0-9_]+)\.([A-Z0-9]{3})$")
@@ -52,6 +54,17 @@ def check_structure(raw: bytes, header: MessageHeader, codec: str) -> InputError
     except (HL7apyException, ValueError) as exc:
         return _locate(exc, segments, header, version)
     return None
+
+
+def check_message(raw: bytes, default_charset: str) -> InputError | None:
+    """Strict mode for a whole message as a source read it (a file, not an MLLP block whose
+    header the source has read already): its MSH, its charset, then its structure."""
+    try:
+        header = read_header(raw, default_charset)
+        _, codec = decode(raw, header, default_charset)
+    except InputError as exc:
+        return exc
+    return check_structure(raw, header, codec)
 
 
 def _locate(exc: Exception, segments: list[str], header: MessageHeader, version: str) -> InputError:

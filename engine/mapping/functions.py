@@ -307,6 +307,13 @@ def _is_number(value: Any) -> bool:
         return False
 
 
+def _is_id(value: Any) -> bool:
+    """Whether the text can be a FHIR `id` (1-64 of A-Z a-z 0-9 - .): a sender's message or
+    order number often can, but not always."""
+    text = to_text(value)
+    return text is not None and re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", text) is not None
+
+
 def _count(value: Any) -> int:
     if value is None:
         return 0
@@ -359,6 +366,7 @@ VALUE_FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
     "at": (2, 2, _at),
     "number": (1, 1, _number),
     "is_number": (1, 1, _is_number),
+    "is_id": (1, 1, _is_id),
     "string": (1, 1, _string),
     "base64": (1, 1, _base64),
     "count": (1, 1, _count),

@@ -22,8 +22,10 @@ from adapters.files import (
     FileSourceFactory,
     split_hl7_batch,
 )
+from engine.channels import load_channel_text
 from engine.connectors import CHINA_STANDARD_TIME, ConnectorContext, Inbound, Outbound, Receipt
 from engine.errors import ConfigError, FramingError, RetryableDeliveryError
+from engine.plugins import load_plugins
 
 HL7_MEDIA_TYPE = "x-application/hl7-v2+er7"
 OLD = time.time() - 3600  # an mtime well past any min_age_s
@@ -364,3 +366,66 @@ def test_bad_filename_template_is_a_config_error_at_build(
 ) -> None:
     with pytest.raises(ConfigError, match="destination.filename"):
         file_destination(context, filename=template)
+
+
+# --- strict mode ------------------------------------------------------------------------------
+
+STRICT_VALID = (
+    "MSH|^~\\&|HIS|COUNTY-HOSP|GC|ED|20261125083000+0800||ADT^A01^ADT_A01|F1|P|2.5.1|||||CHN|GB18030\r"
+    "EVN|A01|20261125083000+0800\rPID|1||10086^^^COUNTY-HOSP^MR||张^三||19580312|M\rPV1|1|I\r"
+)
+
+
+@pytest.mark.anyio
+async def test_strict_mode_journals_a_structure_problem_naming_the_field_and_moves_the_file(
+    context: ConnectorContext, inbox: Path
+) -> None:
+    drop(inbox, "a-good.hl7", STRICT_VALID.encode("gb18030"))
+    drop(inbox, "b-bad-date.hl7", STRICT_VALID.replace("19580312", "1958X312").encode("gb18030"))
+    drop(inbox, "c-no-pv1.hl7", STRICT_VALID.replace("PV1|1|I\r", "").encode("gb18030"))
+    journal = Journal()
+    source = await started(context, strict=True)
+    assert await source.poll_once(journal.accept) == 3
+    problems = [i.problem for i in journal.inbounds]
+    assert problems[0] is None
+    assert problems[1] is not None and problems[1].location == "PID-7"
+    assert problems[2] is not None and problems[2].location == "PV1"
+    assert all("1958X312" not in str(p) for p in problems)  # positions, never values
+    assert files_in(inbox / "processed") == ["a-good.hl7"]
+    assert files_in(inbox / "error") == ["b-bad-date.hl7", "c-no-pv1.hl7"]
+
+
+@pytest.mark.anyio
+async def test_strict_mode_checks_each_message_of_a_batch_file(
+    context: ConnectorContext, inbox: Path
+) -> None:
+    bad = STRICT_VALID.replace("|F1|", "|F2|").replace("PID|1||10086^^^COUNTY-HOSP^MR|", "PID|1|||")
+    drop(inbox, "batch.hl7", f"BHS|^~\\&|HIS\r{STRICT_VALID}{bad}BTS|2\r".encode("gb18030"))
+    journal = Journal()
+    source = await started(context, strict=True, split="hl7-batch")
+    await source.poll_once(journal.accept)
+    assert [i.problem.location if i.problem else None for i in journal.inbounds] == [None, "PID-3"]
+    assert files_in(inbox / "error") == ["batch.hl7"]
+
+
+@pytest.mark.anyio
+async def test_without_strict_the_same_file_is_journalled_as_it_is(
+    context: ConnectorContext, inbox: Path
+) -> None:
+    drop(inbox, "bad-date.hl7", STRICT_VALID.replace("19580312", "1958X312").encode("gb18030"))
+    journal = Journal()
+    source = await started(context)
+    await source.poll_once(journal.accept)
+    assert journal.inbounds[0].problem is None
+    assert files_in(inbox / "processed") == ["bad-date.hl7"]
+
+
+def test_strict_on_a_file_source_that_is_not_hl7_is_a_config_error_naming_the_line() -> None:
+    text = (
+        "name: json-drop\nsource:\n  kind: file\n  directory: inbox\n"
+        "  media_type: application/json\n  strict: true\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_channel_text(text, load_plugins(), file="channels/json-drop.yaml")
+    assert "channels/json-drop.yaml:6 source.strict" in str(caught.value)
+    assert "strict checks HL7 v2 structure" in str(caught.value)

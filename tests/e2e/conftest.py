@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -55,6 +56,14 @@ class Server:
              "--url", self.url],
             capture_output=True, text=True, env=self.env(), timeout=120, cwd=ROOT,
         )  # fmt: skip
+
+    def add_channel(self, name: str) -> int:
+        """Deploy the shipped channels/<name>.yaml on a free local port; returns the port."""
+        port = free_port()
+        text = (ROOT / "channels" / f"{name}.yaml").read_text(encoding="utf-8")
+        deployed = re.sub(r"\n  port: \d+", f"\n  port: {port}\n  host: 127.0.0.1", text, count=1)
+        (self.channels_dir / f"{name}.yaml").write_text(deployed, encoding="utf-8")
+        return port
 
     @property
     def url(self) -> str:

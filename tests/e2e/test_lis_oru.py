@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.net import free_port
 from tests.net import mllp_exchange as send
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,11 +32,7 @@ def test_a_gb18030_troponin_result_is_stored_with_its_times(
     server_factory, tmp_path: Path, database_url: str
 ) -> None:
     server = server_factory(tmp_path, database_url)
-    lis_port = free_port()
-    channel = (ROOT / "channels" / "lis-oru.yaml").read_text(encoding="utf-8")
-    (server.channels_dir / "lis-oru.yaml").write_text(
-        channel.replace("port: 2576", f"port: {lis_port}\n  host: 127.0.0.1"), encoding="utf-8"
-    )
+    lis_port = server.add_channel("lis-oru")
     server.start()
     ack = send(lis_port, SAMPLE.read_bytes())
     assert b"MSA|AA|LIS20261125001" in ack

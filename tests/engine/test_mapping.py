@@ -498,6 +498,19 @@ def test_expressions_cover_strings_defaults_and_literals(tmp_path: Path) -> None
     }
 
 
+def test_is_id_tells_which_texts_can_be_fhir_ids(tmp_path: Path) -> None:
+    out = apply_output(
+        tmp_path,
+        """
+        yes: ${[is_id('MSG-0001'), is_id('OpenPIXPDQ10.243.0.65'), is_id(PID-3.1)]}
+        no: ${[is_id('A 1'), is_id('号1'), is_id(PID-99)]}
+        """,
+    )
+    assert out == {"yes": [True, True, True], "no": [False, False, False]}
+    long_out = apply_output(tmp_path, "no: ${is_id('" + "a" * 65 + "')}")
+    assert long_out == {"no": False}
+
+
 def test_literal_key_escape_writes_directive_names(tmp_path: Path) -> None:
     out = apply_output(tmp_path, "signature: {'=when': '${instant(MSH-7)}'}\n")
     assert out == {"signature": {"when": "2024-03-05T12:30:00+08:00"}}

@@ -60,15 +60,16 @@ def test_every_event_gives_valid_fhir_and_the_same_patient_and_visit_ids() -> No
     event=st.sampled_from(EVENTS),
     pv1=st.tuples(_TEXT, _TEXT, _TEXT, _TEXT, _TIME, _TIME),
     segments=st.tuples(_TEXT, _TEXT, _TEXT, _TEXT, _TEXT, _TIME, _TEXT),
+    center=st.sampled_from(["CP", "卒中", "TR", "", "X"]),
 )
 def test_arbitrary_content_gives_valid_fhir_or_an_error_naming_the_field(
-    event: str, pv1: tuple[str, ...], segments: tuple[str, ...]
+    event: str, pv1: tuple[str, ...], segments: tuple[str, ...], center: str
 ) -> None:
     location, prior, doctor, disposition, admitted, discharged = pv1
     relation, diagnosis, allergen, severity, procedure, when, insurer = segments
     raw = message(
         event,
-        f"PV1|1|I|{location}|||{prior}|{doctor}|{doctor}||||||||||{doctor}||H1"
+        f"PV1|1|I|{location}|||{prior}|{doctor}|{doctor}|{doctor}|||||||||{doctor}||H1"
         + "|" * 17
         + f"{disposition}"
         + "|" * 8
@@ -76,12 +77,20 @@ def test_arbitrary_content_gives_valid_fhir_or_an_error_naming_the_field(
         f"NK1|1|李^秀英|{relation}\rDG1|1||{diagnosis}||{when}|{severity}\r"
         f"AL1|1|{severity}|{allergen}|{severity}|{relation}|{when}\r"
         f"PR1|1||{procedure}||{when}\rIN1|1|{relation}|{insurer}|{insurer}\r"
-        f"MRG|{allergen}\r",
+        f"MRG|{allergen}\rZGC|{center}|{insurer}|{when}|{severity}|{severity}\r",
     )
     try:
         first = ADT.apply(parse_for_mapping(raw, "utf-8"))
     except MappingError as exc:
-        assert exc.location and exc.location[:3] in ("PV1", "DG1", "AL1", "PR1", "IN1", "MRG")
+        assert exc.location and exc.location[:3] in (
+            "PV1",
+            "DG1",
+            "AL1",
+            "PR1",
+            "IN1",
+            "MRG",
+            "ZGC",
+        )
         return
     assert fhir_r4b(first) == []
     assert ADT.apply(parse_for_mapping(raw, "utf-8")) == first  # ids are deterministic
@@ -95,7 +104,8 @@ def test_the_same_insurer_in_two_in1s_is_one_organization_paying_both_coverages(
     extra = in1.format(n=1, plan="01^城镇职工基本医疗保险") + in1.format(n=2, plan="09^大病保险")
     bundle = ADT.apply(parse_for_mapping(message("A01", "PV1|1|I", extra), "utf-8"))
     kinds = [entry["resource"]["resourceType"] for entry in bundle["entry"]]
-    assert kinds.count("Organization") == 1 and kinds.count("Coverage") == 2
+    # the insurer, and the hospital (MSH-4) managing the patient
+    assert kinds.count("Organization") == 2 and kinds.count("Coverage") == 2
     urls = [entry["request"]["url"] for entry in bundle["entry"]]
     assert len(urls) == len(set(urls))
     assert fhir_r4b(bundle) == []

@@ -97,11 +97,12 @@ def test_output_checkers_run_on_every_output(tmp_path: Path) -> None:
         seen.append(output)
         return [f"{e['resource']['resourceType']}.x: made up" for e in output["entry"]]
 
-    file = _test_file(tmp_path, "- {path: entry, count: 4}\n")
+    file = _test_file(tmp_path, "- {path: entry, count: 6}\n")
     failures = run_mapping_test(file, parsers=PARSERS, output_checks={"fake": checker})
     assert len(seen) == 1 and seen[0]["resourceType"] == "Bundle"
-    # the sample's patient, visit, its doctor (PV1-7) and its department (PV1-3), in mapping order
-    kinds = ["Patient", "Encounter", "Practitioner", "Location"]
+    # the sample's patient, visit, its doctor (PV1-7) in his role, the hospital (MSH-4) and its
+    # department (PV1-3), in mapping order
+    kinds = ["Patient", "Encounter", "Practitioner", "PractitionerRole", "Organization", "Location"]
     assert [f.message for f in failures] == [f"{kind}.x: made up" for kind in kinds]
     assert all(f.check == "output (fake)" for f in failures)
 

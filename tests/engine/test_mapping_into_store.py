@@ -38,6 +38,11 @@ ARRIVALS = [
     ("mdm.yaml", "emr-mdm-rescue-gb18030.hl7"),
     ("siu.yaml", "cathlab-siu-s12-utf8.hl7"),
     ("siu.yaml", "cathlab-siu-s15-utf8.hl7"),
+    ("emar.yaml", "emar-ras-chest-pain-utf8.hl7"),
+    ("emar.yaml", "emar-ras-stroke-gb18030.hl7"),
+    ("emar.yaml", "emar-ras-stroke-gb18030.hl7"),  # the nursing system resends
+    ("vxu.yaml", "vxu-tetanus-utf8.hl7"),
+    ("vxu.yaml", "vxu-tetanus-utf8.hl7"),
 ]
 
 
@@ -88,13 +93,19 @@ async def test_a_days_messages_are_accepted_and_converge(store: FhirStore) -> No
     assert current["status"] == "revoked" and "authoredOn" not in current
     assert first["status"] == "active" and first["authoredOn"] == "2026-11-25T09:01:00+08:00"
 
+    # the six doses charted, the resent thrombolysis written once
+    assert len(written["MedicationAdministration"]) == 6
+    assert len(written["Immunization"]) == 1  # the tetanus vaccine, resent, is one
+
     # the cath-lab booking and its cancel are one Appointment
     (appointment_id,) = written["Appointment"]
     assert (await store.read("Appointment", appointment_id))["status"] == "cancelled"
 
     # 张三's results, orders and documents point at the Patient the ADT feed wrote; 李明 (the CT
     # patient, no ADT in this sequence) at the id the ADT feed will give him
-    (patient_id,) = written["Patient"]
+    (patient_id,) = [r["id"] for r in _resources(_bundle("adt.yaml", "adt-a04.hl7"))
+                     if r["resourceType"] == "Patient"]  # fmt: skip
+    assert len(written["Patient"]) == 2  # 张三 (ADT) and 赵小龙 (the vaccine's VXU)
     li_ming = make_id("COUNTY-HOSP", "20010")
     subjects = set()
     for kind in ("Observation", "ServiceRequest", "DocumentReference"):
@@ -105,3 +116,41 @@ async def test_a_days_messages_are_accepted_and_converge(store: FhirStore) -> No
 
 def _resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return [e["resource"] for e in bundle["entry"]]
+
+
+async def test_a_chest_pain_case_opened_in_the_ed_continues_when_the_patient_is_admitted(
+    store: FhirStore,
+) -> None:
+    registration = (SAMPLES / "adt-a04-chest-pain-utf8.hl7").read_bytes()
+    # the ED visit MZ20261125001 becomes inpatient visit ZY20260099 (A06, MRG-5 the prior visit);
+    # the HIS sends ZGC again (with the same green channel number, ZGC-2): the case must not split
+    admission = (
+        registration.replace(b"ADT^A04^ADT_A01|ADT-A04-CP-01", b"ADT^A06^ADT_A06|ADT-A06-CP-01")
+        .replace(b"EVN|A04", b"EVN|A06")
+        .replace(b"PV1|1|E|EICU^1^", b"PV1|1|I|CCU^3^")
+        .replace(b"MZ20261125001", b"ZY20260099")
+        + b"MRG|MZ0098766^^^COUNTY-HOSP^MZ||||MZ20261125001\r"
+    )
+    adt = load_mapping(HL7V2 / "adt.yaml")
+    for raw in (registration, registration, admission):  # the registration is sent twice
+        bundle = adt.apply(parse_for_mapping(raw, "utf-8"))
+        response = await store.transaction(bundle)
+        assert all(e["response"]["status"].startswith(("200", "201")) for e in response["entry"])
+
+    episodes = await store.search_identifier("EpisodeOfCare", "XT2026112501")
+    assert [e["type"][0]["coding"][0]["code"] for e in episodes] == ["chest-pain"]
+    (episode,) = episodes  # resent, then admitted: still one case
+    assert (
+        episode["status"] == "active" and episode["period"]["start"] == "2026-11-25T08:10:00+08:00"
+    )
+    (ed_visit,) = await store.search_identifier("Encounter", "MZ20261125001")
+    (ward_visit,) = await store.search_identifier("Encounter", "ZY20260099")
+    for visit in (ed_visit, ward_visit):
+        assert visit["episodeOfCare"] == [{"reference": f"EpisodeOfCare/{episode['id']}"}]
+    assert ward_visit["partOf"]["identifier"]["value"] == "MZ20261125001"
+    # the doctors' roles at the hospital converge: five roles of four doctors, written once each
+    roles = await store.search_identifier("PractitionerRole", "urn:oid:2.16.156.10011.1.4|D0301")
+    assert sorted(r["code"][0]["coding"][0]["code"] for r in roles) == ["ADM", "ATND"]
+    (hospital,) = await store.search_identifier("Organization", "12420100MB0A12345X")
+    patient = await store.read("Patient", ed_visit["subject"]["reference"].split("/")[1])
+    assert patient["managingOrganization"]["reference"] == f"Organization/{hospital['id']}"

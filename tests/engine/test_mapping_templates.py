@@ -186,13 +186,14 @@ def test_the_adt_mapping_uses_templates_now() -> None:
 
 def _patient_and_encounter(bundle: Any) -> list[Any]:
     """The Patient and Encounter entries, without what the full ADT mapping deliberately added:
-    references to the Practitioner and Location it now writes, and the Chinese id type's name."""
+    references to the Practitioner, Location, Organization (MSH-4) and EpisodeOfCare it now
+    writes, and the Chinese id type's name."""
     kept = []
     for entry in bundle["entry"]:
         resource = dict(entry["resource"])
         if resource["resourceType"] not in ("Patient", "Encounter"):
             continue
-        for key in ("participant", "location"):
+        for key in ("participant", "location", "managingOrganization", "serviceProvider"):
             resource.pop(key, None)
         for identifier in resource.get("identifier", []):
             identifier.get("type", {}).pop("text", None)
@@ -207,9 +208,12 @@ def test_adt_output_is_unchanged_for_the_shipped_samples(tmp_path: Path) -> None
         document = parse_for_mapping(sample.read_bytes(), "utf-8")
         before, after = old.apply(document), new.apply(document)
         assert _patient_and_encounter(after) == _patient_and_encounter(before)
-        # the doctor and the department the old mapping only named are now resources of their own
+        # the doctor (and his role), the hospital and the department the old mapping only named
+        # are now resources of their own
         assert [e["resource"]["resourceType"] for e in after["entry"][2:]] == [
             "Practitioner",
+            "PractitionerRole",
+            "Organization",
             "Location",
         ]
 
@@ -242,7 +246,7 @@ def test_adt_output_is_unchanged_for_any_field_content(
         assert caught.value.location == exc.location
         assert exc.location and exc.location.startswith(("PID-", "PV1-")), str(exc)  # the field
         return
-    assert new.apply(document) == expected
+    assert _patient_and_encounter(new.apply(document)) == _patient_and_encounter(expected)
 
 
 _STAMP = st.lists(st.sampled_from([*"0123456789+-.^&~ Tx:", "2026", "\\S\\"]), max_size=24).map(
