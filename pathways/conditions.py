@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 Comparison = Literal["<", "<=", ">", ">=", "==", "!="]
-COMPARISONS: Mapping[str, Callable[[object, object], bool]] = {
+COMPARISONS: Mapping[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
     ">": operator.gt,

@@ -511,7 +511,7 @@ def _fact_value(
             raise reader.fail(
                 path, f"{value!r} is not a value of {spec.name}; allowed: {', '.join(spec.values)}"
             )
-        return cast(str, text)
+        return text
     if spec.type == "boolean":
         return reader.boolean(value, path)
     if spec.type in ("integer", "number"):

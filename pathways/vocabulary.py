@@ -22,6 +22,7 @@ __all__ = [
     "CENTER_TYPE_CODES",
     "INDICATOR_STATUS_SYSTEM",
     "INDICATOR_SYSTEM",
+    "INTERVAL_CATEGORY",
     "OBSERVATION_CATEGORY_SYSTEM",
     "SCORE_SYSTEM",
     "SOURCE_KIND_SYSTEM",
@@ -70,6 +71,8 @@ SOURCE_KIND_SYSTEM: Final = f"{BASE}/CodeSystem/time-node-source"
 SCORE_SYSTEM: Final = f"{BASE}/CodeSystem/score"
 ASSESSMENT_PHASE_EXTENSION: Final = f"{BASE}/StructureDefinition/assessment-phase"
 
-# Interval Observations: code = indicator id (cpc.d2w), interpretation = case status.
+# Interval Observations: code = indicator id (cpc.d2w), interpretation = case status;
+# category INTERVAL_CATEGORY in OBSERVATION_CATEGORY_SYSTEM, beside the time nodes'.
+INTERVAL_CATEGORY: Final = "interval"
 INDICATOR_SYSTEM: Final = f"{BASE}/CodeSystem/indicator"
 INDICATOR_STATUS_SYSTEM: Final = f"{BASE}/CodeSystem/indicator-status"
