@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fhir_store import FhirStore, parse_search
-from pathways.months import month_bucket, month_start, months_between
+from pathways.months import month_bucket, month_start, months_between, shift_month
 from pathways.timeline import CaseTimeline, FactValue
 from pathways.vocabulary import (
     ARRIVAL_MODE_EXTENSION,
@@ -105,7 +105,7 @@ async def load_cases(
     """Like `load_timelines`, with each case's node references."""
     months = months_between(first_month, last_month)
     low = month_start(months[0]) - EPISODE_MARGIN
-    high = month_start(_next_month(months[-1])) + EPISODE_MARGIN
+    high = month_start(shift_month(months[-1], 1)) + EPISODE_MARGIN
     episodes = await _search_all(
         store,
         "EpisodeOfCare",
@@ -255,11 +255,6 @@ async def _search_all(
         if page.next_cursor is None:
             return found
         cursor = page.next_cursor
-
-
-def _next_month(month: str) -> str:
-    year, number = (int(part) for part in month.split("-"))
-    return f"{year + 1:04d}-01" if number == 12 else f"{year:04d}-{number + 1:02d}"
 
 
 def _fhir_instant(instant: datetime) -> str:

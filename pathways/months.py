@@ -20,6 +20,7 @@ __all__ = [
     "month_start",
     "months_between",
     "parse_month",
+    "shift_month",
 ]
 
 REPORTING_ZONE = ZoneInfo("Asia/Shanghai")
@@ -65,3 +66,10 @@ def month_start(month: str) -> datetime:
     """The first instant of a month, Shanghai time."""
     year, number = (int(part) for part in parse_month(month).split("-"))
     return datetime(year, number, 1, tzinfo=REPORTING_ZONE)
+
+
+def shift_month(month: str, count: int) -> str:
+    """The month `count` months after (or before, when negative) `month`."""
+    year, number = (int(part) for part in parse_month(month).split("-"))
+    index = year * 12 + number - 1 + count
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
