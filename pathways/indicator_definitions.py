@@ -206,7 +206,7 @@ def load_catalogue(folder: Path | None = None) -> Catalogue:
     node_keys = _load_node_keys(folder / NODE_CATALOGUE_FILE)
     all_nodes = frozenset().union(*node_keys.values())
     facts_file = folder / FACTS_FILE
-    data, positions = load_yaml(facts_file)
+    data, positions = _read_yaml(facts_file)
     reader = _Reader(str(facts_file), positions)
     reader.mapping(data, (), required=("facts",), optional=("exclusions", "conditions"))
     facts = _facts(reader, data["facts"])
@@ -335,8 +335,15 @@ class _Vocabulary:
     exclusions: dict[str, Exclusion]
 
 
+def _read_yaml(path: Path) -> tuple[Any, PositionMap]:
+    try:
+        return load_yaml(path)
+    except ConfigError as exc:  # syntax: say where the format is documented, not channels
+        raise ConfigError(exc.message, file=exc.file, line=exc.line, key=exc.key, hint=_HINT) from exc
+
+
 def _load_node_keys(path: Path) -> dict[Center, frozenset[str]]:
-    data, positions = load_yaml(path)
+    data, positions = _read_yaml(path)
     reader = _Reader(str(path), positions)
     reader.mapping(data, (), required=CENTERS)
     keys: dict[Center, frozenset[str]] = {}
@@ -585,7 +592,7 @@ _REQUIRED_BY_KIND: dict[str, tuple[str, ...]] = {
 
 
 def _load_standard(path: Path, center: Center, vocabulary: _Vocabulary) -> Standard:
-    data, positions = load_yaml(path)
+    data, positions = _read_yaml(path)
     reader = _Reader(str(path), positions)
     reader.mapping(data, (), required=("standard", "center", "indicators"), optional=("title",))
     standard_id = reader.text(data["standard"], ("standard",))
