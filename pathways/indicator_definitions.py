@@ -339,7 +339,9 @@ def _read_yaml(path: Path) -> tuple[Any, PositionMap]:
     try:
         return load_yaml(path)
     except ConfigError as exc:  # syntax: say where the format is documented, not channels
-        raise ConfigError(exc.message, file=exc.file, line=exc.line, key=exc.key, hint=_HINT) from exc
+        raise ConfigError(
+            exc.message, file=exc.file, line=exc.line, key=exc.key, hint=_HINT
+        ) from exc
 
 
 def _load_node_keys(path: Path) -> dict[Center, frozenset[str]]:

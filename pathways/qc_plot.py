@@ -43,7 +43,9 @@ def render_plot(reports: Sequence[QcReport], indicators: Sequence[str] = ()) -> 
         raise NothingToPlot("no interval or rate indicator to plot in this report")
     columns = 1 if len(panels) == 1 else 2
     rows = math.ceil(len(panels) / columns)
-    figure = Figure(figsize=(12 if columns == 1 else 16, 6.5 if rows == 1 else 4.8 * rows), dpi=100)
+    figure = Figure(
+        figsize=(12 if columns == 1 else 16, 6.75 if rows == 1 else 5.4 * rows), dpi=100
+    )
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False)
     for (report, item), ax in zip(panels, axes.flat, strict=False):
@@ -82,7 +84,10 @@ def _interval_panel(ax: Axes, item: dict[str, Any], title: str) -> None:
     x = list(range(len(months)))
     means = [_minutes(m["mean_seconds"]) for m in months]
     medians = [_minutes(m["median_seconds"]) for m in months]
-    ax.bar(x, means, color=_BAR, alpha=0.85, label="mean (min)", zorder=2)
+    bars = ax.bar(x, means, color=_BAR, alpha=0.85, label="mean (min)", zorder=2)
+    ax.bar_label(
+        bars, fmt="%.0f", label_type="center", color="white", fontsize=9, fontweight="bold"
+    )
     ax.plot(x, medians, color=_MEDIAN, marker="o", linewidth=2, label="median (min)", zorder=3)
     limit = item["per_case_limit"]
     if limit and "seconds" in limit:
@@ -105,13 +110,13 @@ def _interval_panel(ax: Axes, item: dict[str, Any], title: str) -> None:
                 label=f"{name} target {target['text']}",
             )
     ax.set_ylabel("minutes")
-    ax.set_xticks(x, _month_labels(months), fontsize=8)
+    ax.set_xticks(x, _month_labels(months), fontsize=9)
     ax.set_title(title, fontsize=11)
     ax.grid(axis="y", alpha=0.3, zorder=0)
     top = max([v for v in (*means, *medians) if not math.isnan(v)] + [0])
     if limit and "seconds" in limit:
         top = max(top, limit["seconds"] / 60)
-    ax.set_ylim(0, top * 1.25 or 1)
+    ax.set_ylim(0, top * 1.15 or 1)
     handles, labels = ax.get_legend_handles_labels()
     if limit is not None:
         twin = ax.twinx()
@@ -132,14 +137,17 @@ def _interval_panel(ax: Axes, item: dict[str, Any], title: str) -> None:
         twin.set_ylabel("compliance (%)")
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
-    ax.legend(handles, labels, fontsize=8, loc="upper left", ncols=2, framealpha=0.9)
+    _legend_below(ax, handles, labels)
 
 
 def _rate_panel(ax: Axes, item: dict[str, Any], title: str) -> None:
     months = item["months"]
     x = list(range(len(months)))
     rates = [math.nan if m["rate"] is None else m["rate"] * 100 for m in months]
-    ax.bar(x, rates, color=_BAR, alpha=0.85, label="rate (%)", zorder=2)
+    bars = ax.bar(x, rates, color=_BAR, alpha=0.85, label="rate (%)", zorder=2)
+    ax.bar_label(
+        bars, fmt="%.0f%%", label_type="center", color="white", fontsize=9, fontweight="bold"
+    )
     for name, label in (("rate_min", "target ≥"), ("rate_max", "target ≤")):
         goal = item["targets"].get(name)
         if goal is not None:
@@ -152,7 +160,19 @@ def _rate_panel(ax: Axes, item: dict[str, Any], title: str) -> None:
             )
     ax.set_ylim(0, 110)
     ax.set_ylabel("rate (%)")
-    ax.set_xticks(x, _month_labels(months), fontsize=8)
+    ax.set_xticks(x, _month_labels(months), fontsize=9)
     ax.set_title(title, fontsize=11)
     ax.grid(axis="y", alpha=0.3, zorder=0)
-    ax.legend(fontsize=8, loc="upper left")
+    _legend_below(ax, *ax.get_legend_handles_labels())
+
+
+def _legend_below(ax: Axes, handles: list[Any], labels: list[str]) -> None:
+    ax.legend(
+        handles,
+        labels,
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncols=min(len(labels), 3),
+        frameon=False,
+    )
