@@ -12,21 +12,18 @@ import asyncio
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import make_url
-
-from engine.database import create_database_engine
 from engine.errors import ConfigError
-from engine.settings import load_settings
-from fhir_store import FhirStore, FhirStoreError
-from pathways.indicator_definitions import load_catalogue
 from pathways.months import REPORTING_ZONE, month_of, months_between, parse_month, shift_month
-from pathways.qc import TREND_MONTHS, QcReport
-from pathways.qc_output import as_csv, as_table
-from pathways.qc_plot import NothingToPlot, render_plot
-from pathways.qc_service import build_reports, reports_as_dict
 from pathways.vocabulary import CENTERS
+
+if TYPE_CHECKING:
+    from pathways.qc import QcReport
+
+# Twelve months of trend by default (pathways.qc.TREND_MONTHS); this module stays light because
+# every `greenchannel` invocation imports it to list the command.
+DEFAULT_MONTHS = 12
 
 __all__ = ["register", "run"]
 
@@ -68,8 +65,16 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the report (and write the chart); 0 when done."""
+    from sqlalchemy.engine import make_url
+
+    from engine.settings import load_settings
+    from pathways.indicator_definitions import load_catalogue
+    from pathways.qc_output import as_csv, as_table
+    from pathways.qc_plot import NothingToPlot, render_plot
+    from pathways.qc_service import reports_as_dict
+
     last = args.last or month_of(datetime.now(REPORTING_ZONE))
-    first = args.first or shift_month(last, -(TREND_MONTHS - 1))
+    first = args.first or shift_month(last, -(DEFAULT_MONTHS - 1))
     try:
         months = months_between(first, last)
     except ValueError as exc:
@@ -113,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
 
 async def _reports(url: str, catalogue: Any, center: Any, months: list[str], standard: str | None,
                    indicators: list[str]) -> list[QcReport]:  # fmt: skip
+    from engine.database import create_database_engine
+    from fhir_store import FhirStore, FhirStoreError
+    from pathways.qc_service import build_reports
+
     database = create_database_engine(url)
     store = FhirStore(database)
     try:

@@ -87,7 +87,9 @@ def episode(timeline: CaseTimeline) -> dict[str, Any]:
         "resourceType": "EpisodeOfCare",
         "id": timeline.case_id,
         "status": timeline.status,
-        "type": [{"coding": [{"system": CENTER_SYSTEM, "code": CENTER_TYPE_CODES[timeline.center]}]}],
+        "type": [
+            {"coding": [{"system": CENTER_SYSTEM, "code": CENTER_TYPE_CODES[timeline.center]}]}
+        ],
         "patient": {"reference": f"Patient/{timeline.patient_id}"},
         "period": {"start": start.isoformat()},
         "extension": extensions,
@@ -109,7 +111,10 @@ def time_node(
         "subject": {"reference": f"Patient/{timeline.patient_id}"},
         "valueDateTime": at.isoformat(),
         "extension": [
-            {"url": CASE_EXTENSION, "valueReference": {"reference": f"EpisodeOfCare/{timeline.case_id}"}}
+            {
+                "url": CASE_EXTENSION,
+                "valueReference": {"reference": f"EpisodeOfCare/{timeline.case_id}"},
+            }
         ],
     }
 
@@ -128,7 +133,10 @@ async def write_case(store: FhirStore, timeline: CaseTimeline) -> None:
             "entry": [
                 {
                     "resource": resource,
-                    "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
+                    "request": {
+                        "method": "PUT",
+                        "url": f"{resource['resourceType']}/{resource['id']}",
+                    },
                 }
                 for resource in entries
             ],

@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from fhir_store import FhirStore
-from pathways.case_store import PATIENTS_PER_SEARCH, NotACase, load_case, load_timeline, load_timelines
+from pathways.case_store import (
+    PATIENTS_PER_SEARCH,
+    NotACase,
+    load_case,
+    load_timeline,
+    load_timelines,
+)
 from tests.pathways.cases import CST, case, episode, stemi_pci, time_node, write_case
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +40,11 @@ async def test_candidates_are_not_nodes_and_an_amended_node_is(store: FhirStore)
     await write_case(store, timeline)
     later = timeline.nodes["door"] + timedelta(minutes=5)
     await store.update(
-        "Observation", "cp-2-door-uwb", time_node(timeline, "door", later - timedelta(hours=2), status="preliminary", suffix="-uwb")
+        "Observation",
+        "cp-2-door-uwb",
+        time_node(
+            timeline, "door", later - timedelta(hours=2), status="preliminary", suffix="-uwb"
+        ),
     )
     await store.update(
         "Observation", "cp-2-first-ecg", time_node(timeline, "first_ecg", later, status="amended")
@@ -62,21 +72,32 @@ async def test_cases_are_counted_in_the_shanghai_month_of_their_door(store: Fhir
     boundary = datetime(2026, 1, 31, 16, 30, tzinfo=UTC)  # 2026-02-01 00:30 in Shanghai
     february = stemi_pci("cp-feb", 3000, at=boundary)
     january = stemi_pci("cp-jan", 3000, at=boundary - timedelta(hours=1))
-    ward = case("cp-ward", arrival="in_hospital", at=datetime(2026, 3, 2, tzinfo=CST), first_medical_contact=0)
+    ward = case(
+        "cp-ward",
+        arrival="in_hospital",
+        at=datetime(2026, 3, 2, tzinfo=CST),
+        first_medical_contact=0,
+    )
     stroke = case("st-feb", center="stroke", at=boundary, door=0)
     for timeline in (february, january, ward, stroke):
         await write_case(store, timeline)
     found = await load_timelines(store, "chest_pain", "2026-02", "2026-03")
     assert sorted(t.case_id for t in found) == ["cp-feb", "cp-ward"]
-    assert [t.case_id for t in await load_timelines(store, "chest_pain", "2026-01", "2026-01")] == ["cp-jan"]
-    assert [t.case_id for t in await load_timelines(store, "stroke", "2026-01", "2026-12")] == ["st-feb"]
+    assert [t.case_id for t in await load_timelines(store, "chest_pain", "2026-01", "2026-01")] == [
+        "cp-jan"
+    ]
+    assert [t.case_id for t in await load_timelines(store, "stroke", "2026-01", "2026-12")] == [
+        "st-feb"
+    ]
 
 
 async def test_many_patients_are_read_in_batches(store: FhirStore) -> None:
     count = PATIENTS_PER_SEARCH + 7
     at = datetime(2026, 5, 1, 8, tzinfo=CST)
     for number in range(count):
-        await write_case(store, stemi_pci(f"m-{number}", 3000 + number, at=at + timedelta(hours=number)))
+        await write_case(
+            store, stemi_pci(f"m-{number}", 3000 + number, at=at + timedelta(hours=number))
+        )
     found = await load_timelines(store, "chest_pain", "2026-05", "2026-05")
     assert len(found) == count
     by_id = {t.case_id: t for t in found}

@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError
-from pathways.conditions import AllOf, AnyOf, FactCompare, FactIn, HasFact, HasNode, IntervalWithin, Not
+from pathways.conditions import (
+    AllOf,
+    AnyOf,
+    FactCompare,
+    FactIn,
+    HasFact,
+    HasNode,
+    IntervalWithin,
+    Not,
+)
 from pathways.indicator_definitions import Catalogue, load_catalogue
 from pathways.vocabulary import CENTERS
 from tests.conftest import SHARED
@@ -43,7 +52,9 @@ def test_every_indicator_of_indicators_md_is_defined(catalogue: Catalogue) -> No
     assert documented - defined == set()
 
 
-def test_every_center_has_standards_and_the_file_names_are_the_version_ids(catalogue: Catalogue) -> None:
+def test_every_center_has_standards_and_the_file_names_are_the_version_ids(
+    catalogue: Catalogue,
+) -> None:
     by_center = {c: sorted(s.id for s in catalogue.standards_for(c)) for c in CENTERS}
     assert by_center == {
         "chest_pain": ["cpc-recert", "local", "singledisease-stemi"],
@@ -79,7 +90,9 @@ def _condition_facts(condition: object) -> set[str]:
     return set()
 
 
-def test_shipped_definitions_name_only_known_nodes_facts_and_exclusions(catalogue: Catalogue) -> None:
+def test_shipped_definitions_name_only_known_nodes_facts_and_exclusions(
+    catalogue: Catalogue,
+) -> None:
     node_doc = (SHARED / "domain" / "time-nodes.md").read_text(encoding="utf-8")
     for center, keys in catalogue.node_keys.items():
         for key in keys:  # the catalogue itself comes from time-nodes.md
@@ -181,7 +194,8 @@ def test_a_good_file_loads(folder: Path) -> None:
         ("    source: test\n", "", 4, "indicators[0].source", "is required"),
         ("    confirmed: true\n", "    confirmed: true\n    treshold: 5\n", 14,
          "indicators[0].treshold", "is not a known key"),
-        ("id: cpc.d2w", "id: stroke.dnt", 4, "indicators[0].id", "starts with cpc. or singledisease."),
+        ("id: cpc.d2w", "id: stroke.dnt", 4, "indicators[0].id",
+         "starts with cpc. or singledisease."),
         ("standard: test-std", "standard: other", 1, "standard", "name the file other.yaml"),
         ("{diagnosis: STEMI, reperfusion: primary_pci}", "{condition: stemi}", 8,
          "indicators[0].population.condition", "unknown named condition 'stemi'"),

@@ -3,7 +3,7 @@ populations, rates, and the interval Observations of interfaces.md §5."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -57,7 +57,9 @@ def test_in_hospital_onset_excludes_door_intervals_but_fmc_intervals_are_compute
         first_ecg=6,
         wire_crossing=70,
     )
-    results = {r.indicator: r for r in evaluate_case(ward, catalogue.standard("chest_pain", "cpc-recert"))}
+    results = {
+        r.indicator: r for r in evaluate_case(ward, catalogue.standard("chest_pain", "cpc-recert"))
+    }
     assert results["cpc.d2w"].status == "excluded:in_hospital_onset"
     assert (results["cpc.fmc2ecg"].status, results["cpc.fmc2ecg"].seconds) == ("ok", 360)
 
@@ -84,12 +86,18 @@ def test_a_missing_end_node_is_not_computable_and_named(catalogue: Catalogue) ->
     d2w = definition(catalogue, "cpc-recert", "cpc.d2w")
     no_wire = case(facts={"diagnosis": "STEMI", "reperfusion": "primary_pci"}, door=0)
     result = evaluate_indicator(no_wire, d2w)
-    assert (result.status, result.missing, result.seconds) == ("not_computable", ("wire_crossing",), None)
+    assert (result.status, result.missing, result.seconds) == (
+        "not_computable",
+        ("wire_crossing",),
+        None,
+    )
 
 
 def test_later_of_needs_both_nodes_and_takes_the_later(catalogue: Catalogue) -> None:
     d2lab = definition(catalogue, "local", "stroke.d2lab")
-    both = case(center="stroke", facts={"diagnosis": "AIS"}, door=0, cbc_reported=30, coag_reported=41)
+    both = case(
+        center="stroke", facts={"diagnosis": "AIS"}, door=0, cbc_reported=30, coag_reported=41
+    )
     only_cbc = case(center="stroke", facts={"diagnosis": "AIS"}, door=0, cbc_reported=30)
     result = evaluate_indicator(both, d2lab)
     assert (result.seconds, result.end.key if result.end else None) == (41 * 60, "coag_reported")
@@ -100,7 +108,9 @@ def test_later_of_needs_both_nodes_and_takes_the_later(catalogue: Catalogue) -> 
 def test_earliest_of_takes_whichever_lysis_started_first(catalogue: Catalogue) -> None:
     fmc2n = definition(catalogue, "local", "cpc.fmc2n")
     lysed = {"diagnosis": "STEMI", "reperfusion": "prehospital_lysis"}
-    prehospital = case(facts=lysed, first_medical_contact=0, prehospital_lytic_start=25, lytic_start=90)
+    prehospital = case(
+        facts=lysed, first_medical_contact=0, prehospital_lytic_start=25, lytic_start=90
+    )
     assert evaluate_indicator(prehospital, fmc2n).seconds == 25 * 60
     only_in_hospital = case(facts=lysed, first_medical_contact=0, lytic_start=40)
     result = evaluate_indicator(only_in_hospital, fmc2n)
@@ -177,9 +187,11 @@ def test_a_strict_limit_is_missed_at_exactly_the_threshold(
 def test_seconds_are_computed_across_offsets_and_not_rounded(catalogue: Catalogue) -> None:
     d2w = definition(catalogue, "cpc-recert", "cpc.d2w")
     door = datetime(2026, 3, 1, 10, 0, 0, tzinfo=timezone(timedelta(hours=8)))
-    wire = datetime(2026, 3, 1, 3, 30, 59, tzinfo=timezone.utc)  # 11:30:59 +08:00
+    wire = datetime(2026, 3, 1, 3, 30, 59, tzinfo=UTC)  # 11:30:59 +08:00
     timeline = case(facts={"diagnosis": "STEMI", "reperfusion": "primary_pci"})
-    timeline = type(timeline)(**{**_fields(timeline), "nodes": {"door": door, "wire_crossing": wire}})
+    timeline = type(timeline)(
+        **{**_fields(timeline), "nodes": {"door": door, "wire_crossing": wire}}
+    )
     result = evaluate_indicator(timeline, d2w)
     assert (result.seconds, result.met) == (5459, False)
 
@@ -201,14 +213,18 @@ def test_give_up_treatment_is_excluded_with_its_reason(catalogue: Catalogue) -> 
 def test_an_approximate_onset_excludes_onset_intervals(catalogue: Catalogue) -> None:
     s2fmc = definition(catalogue, "local", "cpc.s2fmc")
     rough = case(
-        facts={"diagnosis": "STEMI", "onset_approximate": True}, symptom_onset=-120, first_medical_contact=0
+        facts={"diagnosis": "STEMI", "onset_approximate": True},
+        symptom_onset=-120,
+        first_medical_contact=0,
     )
     assert evaluate_indicator(rough, s2fmc).status == "excluded:onset_approximate"
 
 
 def test_a_case_outside_the_population_is_not_in_it(catalogue: Catalogue) -> None:
     d2w = definition(catalogue, "cpc-recert", "cpc.d2w")
-    nstemi = case(facts={"diagnosis": "NSTEMI", "reperfusion": "primary_pci"}, door=0, wire_crossing=50)
+    nstemi = case(
+        facts={"diagnosis": "NSTEMI", "reperfusion": "primary_pci"}, door=0, wire_crossing=50
+    )
     lysed = case(facts={"diagnosis": "STEMI", "reperfusion": "in_hospital_lysis"}, door=0)
     assert evaluate_indicator(nstemi, d2w).status == "not_in_population"
     assert evaluate_indicator(lysed, d2w).status == "not_in_population"
@@ -254,7 +270,10 @@ def test_a_rate_indicator_puts_a_case_in_the_numerator_or_only_the_denominator(
     sent = case(facts=stemi, remote_ecg_received=-10)
     not_recorded = case(facts=stemi)  # transmitted but not recorded on the platform
     walked_in = case(arrival="self", facts=stemi, remote_ecg_received=-10)
-    assert (evaluate_indicator(sent, remote).status, evaluate_indicator(sent, remote).met) == ("ok", True)
+    assert (evaluate_indicator(sent, remote).status, evaluate_indicator(sent, remote).met) == (
+        "ok",
+        True,
+    )
     assert evaluate_indicator(not_recorded, remote).met is False
     assert evaluate_indicator(walked_in, remote).status == "not_in_population"
     assert evaluate_indicator(sent, remote).as_dict()["in_numerator"] is True
@@ -263,8 +282,12 @@ def test_a_rate_indicator_puts_a_case_in_the_numerator_or_only_the_denominator(
 def test_angiography_within_24_hours_of_lysis(catalogue: Catalogue) -> None:
     angio = definition(catalogue, "local", "cpc.lysis_angio24_rate")
     lysed = {"reperfusion": "in_hospital_lysis"}
-    assert evaluate_indicator(case(facts=lysed, lytic_start=0, post_lytic_angiography=1440), angio).met
-    assert not evaluate_indicator(case(facts=lysed, lytic_start=0, post_lytic_angiography=1441), angio).met
+    assert evaluate_indicator(
+        case(facts=lysed, lytic_start=0, post_lytic_angiography=1440), angio
+    ).met
+    assert not evaluate_indicator(
+        case(facts=lysed, lytic_start=0, post_lytic_angiography=1441), angio
+    ).met
     assert not evaluate_indicator(case(facts=lysed, lytic_start=0), angio).met
 
 
@@ -272,7 +295,7 @@ def test_angiography_within_24_hours_of_lysis(catalogue: Catalogue) -> None:
 
 
 def test_the_month_is_the_door_month_in_shanghai_across_a_utc_month_boundary() -> None:
-    utc = timezone.utc
+    utc = UTC
     door = datetime(2026, 1, 31, 16, 30, tzinfo=utc)  # 2026-02-01 00:30 in Shanghai
     fmc = datetime(2026, 1, 31, 15, 50, tzinfo=utc)  # 2026-01-31 23:50 in Shanghai
     with_door = case(at=door, door=0, seconds={"first_medical_contact": -2400})
@@ -295,10 +318,23 @@ def test_interval_observations_are_valid_fhir_with_seconds_and_status(catalogue:
     by_code = {o["code"]["coding"][0]["code"]: o for o in observations}
     d2w = by_code["cpc.d2w"]
     assert d2w["code"]["coding"][0]["system"] == INDICATOR_SYSTEM
-    assert d2w["valueQuantity"] == {"value": 5401, "unit": "s", "system": "http://unitsofmeasure.org", "code": "s"}
-    assert d2w["interpretation"][0]["coding"][0] == {"system": INDICATOR_STATUS_SYSTEM, "code": "ok"}
-    assert d2w["extension"] == [{"url": CASE_EXTENSION, "valueReference": {"reference": "EpisodeOfCare/c1"}}]
-    assert [r["reference"] for r in d2w["derivedFrom"]] == ["Observation/c1-door", "Observation/c1-wire"]
+    assert d2w["valueQuantity"] == {
+        "value": 5401,
+        "unit": "s",
+        "system": "http://unitsofmeasure.org",
+        "code": "s",
+    }
+    assert d2w["interpretation"][0]["coding"][0] == {
+        "system": INDICATOR_STATUS_SYSTEM,
+        "code": "ok",
+    }
+    assert d2w["extension"] == [
+        {"url": CASE_EXTENSION, "valueReference": {"reference": "EpisodeOfCare/c1"}}
+    ]
+    assert [r["reference"] for r in d2w["derivedFrom"]] == [
+        "Observation/c1-door",
+        "Observation/c1-wire",
+    ]
     # the ECG interval is missing its nodes: no value, the status says why
     ecg = by_code["cpc.fmc2ecg"]
     assert "valueQuantity" not in ecg
@@ -306,6 +342,8 @@ def test_interval_observations_are_valid_fhir_with_seconds_and_status(catalogue:
     assert "cpc.remote_ecg_rate" not in by_code  # rates are no intervals
     for observation in observations:
         assert output_issues(observation) == [], observation
-    negative = interval_observations(stemi_pci(d2w_seconds=-5), evaluate_case(stemi_pci(d2w_seconds=-5), standard))
+    negative = interval_observations(
+        stemi_pci(d2w_seconds=-5), evaluate_case(stemi_pci(d2w_seconds=-5), standard)
+    )
     invalid = next(o for o in negative if o["code"]["coding"][0]["code"] == "cpc.d2w")
     assert invalid["valueQuantity"]["value"] == -5 and output_issues(invalid) == []

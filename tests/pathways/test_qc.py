@@ -39,9 +39,18 @@ def _month(
         values.append(seconds)
         cases.append(stemi_pci(f"m{month}-{number}", seconds, at=at + timedelta(hours=number)))
     cases.append(stemi_pci(f"m{month}-declined", 9999, at=at, facts={"give_up_treatment": True}))
-    cases.append(case(f"m{month}-nowire", at=at, facts={"diagnosis": "STEMI", "reperfusion": "primary_pci"}, door=0))
+    cases.append(
+        case(
+            f"m{month}-nowire",
+            at=at,
+            facts={"diagnosis": "STEMI", "reperfusion": "primary_pci"},
+            door=0,
+        )
+    )
     cases.append(stemi_pci(f"m{month}-negative", -300, at=at))
-    cases.append(case(f"m{month}-nstemi", at=at, facts={"diagnosis": "NSTEMI"}, door=0, wire_crossing=40))
+    cases.append(
+        case(f"m{month}-nstemi", at=at, facts={"diagnosis": "NSTEMI"}, door=0, wire_crossing=40)
+    )
     return cases, values
 
 
@@ -66,7 +75,12 @@ def test_monthly_figures_match_an_independent_computation(catalogue: Catalogue) 
         assert figures["exclusions"] == {"give_up_treatment": 1}
         assert figures["targets_met"]["mean"] is (statistics.fmean(values) <= 5400)
     empty = d2w.months[2]
-    assert (empty["n"], empty["mean_seconds"], empty["compliance"], empty["completeness"]) == (0, None, None, None)
+    assert (empty["n"], empty["mean_seconds"], empty["compliance"], empty["completeness"]) == (
+        0,
+        None,
+        None,
+        None,
+    )
     everything = march_values + april_values
     assert d2w.total["n"] == len(everything)
     assert d2w.total["mean_seconds"] == pytest.approx(statistics.fmean(everything))
@@ -74,7 +88,9 @@ def test_monthly_figures_match_an_independent_computation(catalogue: Catalogue) 
     queue = [e for e in report.data_quality if e["indicator"] == "cpc.d2w"]
     assert sorted(e["case_id"] for e in queue) == ["m3-negative", "m4-negative"]
     assert queue[0]["start_node"] == "door" and queue[0]["end_node"] == "wire_crossing"
-    assert datetime.fromisoformat(queue[0]["end"]) - datetime.fromisoformat(queue[0]["start"]) == timedelta(seconds=-300)
+    assert datetime.fromisoformat(queue[0]["end"]) - datetime.fromisoformat(
+        queue[0]["start"]
+    ) == timedelta(seconds=-300)
 
 
 def test_the_trend_follows_the_monthly_mean(catalogue: Catalogue) -> None:
@@ -100,7 +116,9 @@ def test_rates_count_the_numerator_over_the_population(catalogue: Catalogue) -> 
         case("c", facts=stemi, door=0),
         case("d", arrival="self", facts={**stemi, "bypass_ccu": True}, door=0),  # single bypass
     ]
-    report = qc_report(cases, standard, ["2026-03"], ["cpc.double_bypass_rate", "cpc.single_bypass_rate"])
+    report = qc_report(
+        cases, standard, ["2026-03"], ["cpc.double_bypass_rate", "cpc.single_bypass_rate"]
+    )
     double, single = (r.months[0] for r in report.indicators)
     assert (double["n"], double["numerator"], double["rate"]) == (3, 1, pytest.approx(1 / 3))
     assert double["targets_met"] == {"rate_min": True}  # 33 % ≥ 30 %
@@ -110,7 +128,8 @@ def test_rates_count_the_numerator_over_the_population(catalogue: Catalogue) -> 
 def test_the_iss_distribution_counts_cases_per_bin(catalogue: Catalogue) -> None:
     standard = catalogue.standard("trauma", "local")
     cases = [
-        case(str(iss), center="trauma", facts={"iss": iss}, door=0) for iss in (4, 8, 9, 16, 24, 25, 75)
+        case(str(iss), center="trauma", facts={"iss": iss}, door=0)
+        for iss in (4, 8, 9, 16, 24, 25, 75)
     ]
     report = qc_report(cases, standard, ["2026-03"], ["trauma.iss_distribution"])
     assert report.indicators[0].months[0]["counts"] == [2, 1, 2, 2]  # [0,9) [9,16) [16,25) [25,76]
@@ -123,7 +142,11 @@ def test_csv_table_and_chart_show_the_same_figures(catalogue: Catalogue) -> None
     rows = list(csv.DictReader(io.StringIO(as_csv([report]))))
     d2w = {row["month"]: row for row in rows if row["indicator"] == "cpc.d2w"}
     assert set(d2w) == {"2026-02", "2026-03", "all"}
-    assert (d2w["2026-03"]["n"], d2w["2026-03"]["mean_min"], d2w["2026-03"]["compliance"]) == ("5", "70", "1")
+    assert (d2w["2026-03"]["n"], d2w["2026-03"]["mean_min"], d2w["2026-03"]["compliance"]) == (
+        "5",
+        "70",
+        "1",
+    )
     assert d2w["2026-02"]["n"] == "0" and d2w["2026-02"]["mean_min"] == ""
     table = as_table([report])
     line = next(x for x in table.splitlines() if x.strip().startswith("2026-03") and "70.0" in x)
