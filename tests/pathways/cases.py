@@ -119,26 +119,26 @@ def time_node(
     }
 
 
-async def write_case(store: FhirStore, timeline: CaseTimeline) -> None:
-    """Store a case as the pathway engine would: patient, episode, final time nodes."""
-    entries = [
+def case_bundle(timeline: CaseTimeline) -> dict[str, Any]:
+    """A transaction Bundle with the case's patient, episode and final time nodes."""
+    resources = [
         {"resourceType": "Patient", "id": timeline.patient_id},
         episode(timeline),
         *(time_node(timeline, key, at) for key, at in timeline.nodes.items()),
     ]
-    await store.transaction(
-        {
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": [
-                {
-                    "resource": resource,
-                    "request": {
-                        "method": "PUT",
-                        "url": f"{resource['resourceType']}/{resource['id']}",
-                    },
-                }
-                for resource in entries
-            ],
-        }
-    )
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": resource,
+                "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
+            }
+            for resource in resources
+        ],
+    }
+
+
+async def write_case(store: FhirStore, timeline: CaseTimeline) -> None:
+    """Store a case as the pathway engine would: patient, episode, final time nodes."""
+    await store.transaction(case_bundle(timeline))
