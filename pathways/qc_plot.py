@@ -84,31 +84,15 @@ def _interval_panel(ax: Axes, item: dict[str, Any], title: str) -> None:
     x = list(range(len(months)))
     means = [_minutes(m["mean_seconds"]) for m in months]
     medians = [_minutes(m["median_seconds"]) for m in months]
-    bars = ax.bar(x, means, color=_BAR, alpha=0.85, label="mean (min)", zorder=2)
-    ax.bar_label(
-        bars, fmt="%.0f", label_type="center", color="white", fontsize=9, fontweight="bold"
-    )
+    ax.bar(x, means, color=_BAR, alpha=0.85, label="mean (min)", zorder=2)
     ax.plot(x, medians, color=_MEDIAN, marker="o", linewidth=2, label="median (min)", zorder=3)
     limit = item["per_case_limit"]
     if limit and "seconds" in limit:
-        ax.axhline(
-            limit["seconds"] / 60,
-            color=_LIMIT,
-            linestyle="--",
-            linewidth=2,
-            label=f"per-case limit {limit['text']}",
-            zorder=4,
-        )
+        _line(ax, limit["seconds"] / 60, _LIMIT, "--", f"per-case limit {limit['text']}")
     for name in ("mean", "median"):
         target = item["targets"].get(name)
         if target and (not limit or target["seconds"] != limit.get("seconds")):
-            ax.axhline(
-                target["seconds"] / 60,
-                color=_LIMIT,
-                linestyle=":",
-                linewidth=2,
-                label=f"{name} target {target['text']}",
-            )
+            _line(ax, target["seconds"] / 60, _LIMIT, ":", f"{name} target {target['text']}")
     ax.set_ylabel("minutes")
     ax.set_xticks(x, _month_labels(months), fontsize=9)
     ax.set_title(title, fontsize=11)
@@ -117,6 +101,7 @@ def _interval_panel(ax: Axes, item: dict[str, Any], title: str) -> None:
     if limit and "seconds" in limit:
         top = max(top, limit["seconds"] / 60)
     ax.set_ylim(0, top * 1.15 or 1)
+    _values_at_foot(ax, x, means, "{:.0f}")
     handles, labels = ax.get_legend_handles_labels()
     if limit is not None:
         twin = ax.twinx()
@@ -126,13 +111,7 @@ def _interval_panel(ax: Axes, item: dict[str, Any], title: str) -> None:
         twin.plot(x, compliance, color=_COMPLIANCE, marker="s", linewidth=2, label="compliance (%)")
         goal = item["targets"].get("compliance_rate_min")
         if goal is not None:
-            twin.axhline(
-                goal * 100,
-                color=_COMPLIANCE,
-                linestyle=":",
-                linewidth=1.5,
-                label=f"compliance target ≥ {goal * 100:g} %",
-            )
+            _line(twin, goal * 100, _COMPLIANCE, ":", f"compliance target ≥ {goal * 100:g} %")
         twin.set_ylim(0, 110)
         twin.set_ylabel("compliance (%)")
         more_handles, more_labels = twin.get_legend_handles_labels()
@@ -144,26 +123,32 @@ def _rate_panel(ax: Axes, item: dict[str, Any], title: str) -> None:
     months = item["months"]
     x = list(range(len(months)))
     rates = [math.nan if m["rate"] is None else m["rate"] * 100 for m in months]
-    bars = ax.bar(x, rates, color=_BAR, alpha=0.85, label="rate (%)", zorder=2)
-    ax.bar_label(
-        bars, fmt="%.0f%%", label_type="center", color="white", fontsize=9, fontweight="bold"
-    )
+    ax.bar(x, rates, color=_BAR, alpha=0.85, label="rate (%)", zorder=2)
     for name, label in (("rate_min", "target ≥"), ("rate_max", "target ≤")):
         goal = item["targets"].get(name)
         if goal is not None:
-            ax.axhline(
-                goal * 100,
-                color=_LIMIT,
-                linestyle="--",
-                linewidth=2,
-                label=f"{label} {goal * 100:g} %",
-            )
+            _line(ax, goal * 100, _LIMIT, "--", f"{label} {goal * 100:g} %")
     ax.set_ylim(0, 110)
+    _values_at_foot(ax, x, rates, "{:.0f}%")
     ax.set_ylabel("rate (%)")
     ax.set_xticks(x, _month_labels(months), fontsize=9)
     ax.set_title(title, fontsize=11)
     ax.grid(axis="y", alpha=0.3, zorder=0)
     _legend_below(ax, *ax.get_legend_handles_labels())
+
+
+def _values_at_foot(ax: Axes, x: list[int], values: list[float], text: str) -> None:
+    """Each bar's value written at its foot, where the lines above rarely pass."""
+    low = ax.get_ylim()[1] * 0.025
+    for position, value in zip(x, values, strict=True):
+        if not math.isnan(value):
+            ax.text(position, low, text.format(value), ha="center", va="bottom", color="white",
+                    fontsize=9, fontweight="bold", zorder=5)  # fmt: skip
+
+
+def _line(ax: Axes, y: float, color: str, style: str, label: str) -> None:
+    """A threshold or target across the panel, above the bars."""
+    ax.axhline(y, color=color, linestyle=style, linewidth=2, label=label, zorder=4)
 
 
 def _legend_below(ax: Axes, handles: list[Any], labels: list[str]) -> None:

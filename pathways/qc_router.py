@@ -74,9 +74,7 @@ def build_qc_router(database: AsyncEngine) -> APIRouter:
         definitions = await catalogue()
         try:
             return JSONResponse(await case_results(store, definitions, case_id, standard))
-        except NotACase as exc:
-            raise HTTPException(404, str(exc)) from exc
-        except ConfigError as exc:
+        except (NotACase, ConfigError) as exc:  # no such case, or no such standard
             raise HTTPException(404, str(exc)) from exc
 
     @router.get("/{center}")
