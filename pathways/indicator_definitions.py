@@ -37,6 +37,7 @@ from pathways.vocabulary import ARRIVAL_MODES, CENTERS, Center
 
 __all__ = [
     "NODE_CATALOGUE_FILE",
+    "NODE_ORDER_FILE",
     "FACTS_FILE",
     "AggregateTargets",
     "Catalogue",
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 NODE_CATALOGUE_FILE = "time-node-keys.yaml"
+NODE_ORDER_FILE = "node-order.yaml"
 FACTS_FILE = "facts.yaml"
 IndicatorKind = Literal["interval", "rate", "distribution"]
 _KINDS: tuple[IndicatorKind, ...] = ("interval", "rate", "distribution")
@@ -179,6 +181,8 @@ class Catalogue:
     exclusions: Mapping[str, Exclusion]
     conditions: Mapping[str, Condition]
     standards: tuple[Standard, ...]
+    # R11: per center, chains of node keys in their expected order
+    node_order: Mapping[Center, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
 
     def standards_for(self, center: Center) -> list[Standard]:
         return [s for s in self.standards if s.center == center]
@@ -204,6 +208,7 @@ def load_catalogue(folder: Path | None = None) -> Catalogue:
     """Read and check the node catalogue, the facts and every `<center>/*.yaml` standard."""
     folder = folder if folder is not None else default_pathways_dir()
     node_keys = _load_node_keys(folder / NODE_CATALOGUE_FILE)
+    node_order = _load_node_order(folder / NODE_ORDER_FILE, node_keys)
     all_nodes = frozenset().union(*node_keys.values())
     facts_file = folder / FACTS_FILE
     data, positions = _read_yaml(facts_file)
@@ -240,6 +245,7 @@ def load_catalogue(folder: Path | None = None) -> Catalogue:
         exclusions=dict(vocabulary.exclusions),
         conditions=dict(vocabulary.conditions),
         standards=tuple(standards),
+        node_order=node_order,
     )
 
 
@@ -358,6 +364,32 @@ def _load_node_keys(path: Path) -> dict[Center, frozenset[str]]:
                 raise reader.fail((center, index), "a node key is snake_case text")
         keys[center] = frozenset(names)
     return keys
+
+
+def _load_node_order(
+    path: Path, node_keys: Mapping[Center, frozenset[str]]
+) -> dict[Center, tuple[tuple[str, ...], ...]]:
+    data, positions = _read_yaml(path)
+    reader = _Reader(str(path), positions)
+    reader.mapping(data, (), optional=CENTERS)
+    order: dict[Center, tuple[tuple[str, ...], ...]] = {}
+    for center in CENTERS:
+        chains = data.get(center, [])
+        if not isinstance(chains, list):
+            raise reader.fail((center,), "must be a list of chains (lists of node keys)")
+        vocabulary = _Vocabulary({}, node_keys[center], {}, {})
+        checked = []
+        for index, chain in enumerate(chains):
+            if not isinstance(chain, list) or len(chain) < 2:
+                raise reader.fail((center, index), "a chain lists at least two node keys")
+            checked.append(
+                tuple(
+                    _check_node(reader, key, (center, index, position), vocabulary)
+                    for position, key in enumerate(chain)
+                )
+            )
+        order[center] = tuple(checked)
+    return order
 
 
 def _facts(reader: _Reader, data: Any) -> dict[str, FactSpec]:

@@ -36,6 +36,7 @@ __all__ = [
     "evaluate_case",
     "evaluate_indicator",
     "interval_observations",
+    "order_problems",
 ]
 
 UCUM = "http://unitsofmeasure.org"
@@ -164,6 +165,23 @@ def _interval(
         limit=limit,
         met=limit.holds(seconds) if limit is not None else None,
     )
+
+
+def order_problems(
+    case: CaseTimeline, chains: Sequence[Sequence[str]]
+) -> list[tuple[Chosen, Chosen]]:
+    """R11: pairs (expected earlier, found later) of present nodes out of their chain's order.
+
+    They go to the data-quality queue; they do not make any interval invalid by themselves.
+    """
+    found: dict[tuple[str, str], tuple[Chosen, Chosen]] = {}
+    for chain in chains:
+        present = [Chosen(key, case.nodes[key]) for key in chain if key in case.nodes]
+        for index, earlier in enumerate(present):
+            for later in present[index + 1 :]:
+                if later.instant < earlier.instant:
+                    found.setdefault((earlier.key, later.key), (earlier, later))
+    return list(found.values())
 
 
 def interval_observations(

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pathways.indicator_definitions import IndicatorDefinition, Standard
-from pathways.indicators import IndicatorResult, evaluate_indicator
+from pathways.indicators import IndicatorResult, evaluate_indicator, order_problems
 from pathways.months import month_bucket
 from pathways.timeline import CaseTimeline
 
@@ -111,8 +111,13 @@ def qc_report(
     standard: Standard,
     months: Sequence[str],
     indicator_ids: Sequence[str] = (),
+    node_order: Sequence[Sequence[str]] = (),
 ) -> QcReport:
-    """Evaluate every case counted in `months` against `standard` and sum up per month."""
+    """Evaluate every case counted in `months` against `standard` and sum up per month.
+
+    The data-quality queue lists every invalid interval and, with `node_order` (the R11 chains
+    of the center), every pair of nodes out of their expected order.
+    """
     by_month: dict[str, list[CaseTimeline]] = defaultdict(list)
     for case in cases:
         if case.center != standard.center:
@@ -145,6 +150,24 @@ def qc_report(
                 trend=_trend(per_month[-TREND_MONTHS:], headline, definition.aggregate.trend),
             )
         )
+    for month in months:
+        for case in by_month.get(month, []):
+            for earlier, later in order_problems(case, node_order):
+                queue.append(
+                    {
+                        "kind": "node_order",
+                        "case_id": case.case_id,
+                        "month": month,
+                        "indicator": None,
+                        "standard": standard.id,
+                        "start_node": earlier.key,
+                        "start": earlier.instant.isoformat(),
+                        "end_node": later.key,
+                        "end": later.instant.isoformat(),
+                        "seconds": int((later.instant - earlier.instant).total_seconds()),
+                        "problem": f"{later.key} is before {earlier.key} (R11 order)",
+                    }
+                )
     return QcReport(
         standard=standard,
         months=list(months),
@@ -261,6 +284,7 @@ def _trend(months: list[dict[str, Any]], headline: str, target: str | None) -> d
 def _quality_entry(case: CaseTimeline, month: str, result: IndicatorResult) -> dict[str, Any]:
     assert result.start is not None and result.end is not None
     return {
+        "kind": "invalid_interval",
         "case_id": case.case_id,
         "month": month,
         "indicator": result.indicator,

@@ -84,9 +84,10 @@ def as_table(reports: Sequence[QcReport]) -> str:
             lines.append("")
             lines.append(f"data-quality queue ({len(data['data_quality'])}):")
             for entry in data["data_quality"]:
+                what = entry["indicator"] or "node order"
                 lines.append(
-                    f"  {entry['case_id']}  {entry['indicator']}  {entry['start_node']} "
-                    f"{entry['start']} -> {entry['end_node']} {entry['end']}: {entry['problem']}"
+                    f"  {entry['case_id']}  {what}  {entry['start_node']} {entry['start']} -> "
+                    f"{entry['end_node']} {entry['end']}: {entry['problem']}"
                 )
         lines.append("")
     return "\n".join(lines)

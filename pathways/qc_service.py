@@ -13,7 +13,7 @@ from engine.errors import ConfigError
 from fhir_store import FhirStore
 from pathways.case_store import load_case, load_timelines
 from pathways.indicator_definitions import Catalogue, Standard
-from pathways.indicators import evaluate_case
+from pathways.indicators import evaluate_case, order_problems
 from pathways.months import month_bucket, months_between
 from pathways.qc import QcReport, qc_report
 from pathways.vocabulary import CENTERS, Center
@@ -66,7 +66,7 @@ async def build_reports(
         chosen = [d.id for d in item.indicators if d.id in indicators] if indicators else []
         if indicators and not chosen:
             continue
-        reports.append(qc_report(cases, item, months, chosen))
+        reports.append(qc_report(cases, item, months, chosen, catalogue.node_order[center]))
     return reports
 
 
@@ -100,6 +100,15 @@ async def case_results(
         "nodes": {key: value.isoformat() for key, value in sorted(case.nodes.items())},
         "node_references": stored.node_references,
         "facts": dict(case.facts),
+        "order_problems": [
+            {
+                "expected_first": a.key,
+                "at": a.instant.isoformat(),
+                "but": b.key,
+                "was_at": b.instant.isoformat(),
+            }
+            for a, b in order_problems(case, catalogue.node_order.get(case.center, ()))
+        ],
         "standards": [
             {
                 "standard": item.id,

@@ -150,7 +150,7 @@ indicators:
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    for name in ("facts.yaml", "time-node-keys.yaml"):
+    for name in ("facts.yaml", "time-node-keys.yaml", "node-order.yaml"):
         shutil.copy(CONFIG / name, tmp_path / name)
     for center in CENTERS:
         (tmp_path / center).mkdir()
@@ -214,6 +214,17 @@ def test_a_broken_file_names_file_line_key_and_what_is_allowed(
     assert error.file == str(folder / "chest_pain" / "test-std.yaml")
     assert (error.line, error.key) == (line, key), str(error)
     assert words in str(error)
+
+
+def test_an_unknown_node_in_the_order_chains_names_its_line(folder: Path) -> None:
+    text = (folder / "node-order.yaml").read_text(encoding="utf-8")
+    (folder / "node-order.yaml").write_text(
+        text.replace("ecg_diagnosis]", "ecg_dx]"), encoding="utf-8"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_catalogue(folder)
+    assert (caught.value.key, caught.value.line) == ("chest_pain[1][2]", 7)
+    assert "unknown time-node key 'ecg_dx'" in str(caught.value)
 
 
 def test_an_unknown_exclusion_in_facts_yaml_names_its_line(folder: Path) -> None:

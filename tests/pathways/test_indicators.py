@@ -10,7 +10,12 @@ import pytest
 
 from fhir_store import output_issues
 from pathways.indicator_definitions import Catalogue, IndicatorDefinition, load_catalogue
-from pathways.indicators import evaluate_case, evaluate_indicator, interval_observations
+from pathways.indicators import (
+    evaluate_case,
+    evaluate_indicator,
+    interval_observations,
+    order_problems,
+)
 from pathways.months import month_bucket
 from pathways.vocabulary import (
     CASE_EXTENSION,
@@ -289,6 +294,30 @@ def test_angiography_within_24_hours_of_lysis(catalogue: Catalogue) -> None:
         case(facts=lysed, lytic_start=0, post_lytic_angiography=1441), angio
     ).met
     assert not evaluate_indicator(case(facts=lysed, lytic_start=0), angio).met
+
+
+# --- R11: order sanity --------------------------------------------------------------------------
+
+
+def test_nodes_out_of_order_are_reported_without_invalidating_other_intervals(
+    catalogue: Catalogue,
+) -> None:
+    chains = catalogue.node_order["chest_pain"]
+    # the ECG was signed before it was taken; the door comes before the FMC (typed wrongly)
+    muddled = stemi_pci(first_ecg=-20, ecg_diagnosis=-25)
+    muddled = type(muddled)(**{**_fields(muddled), "nodes": {**muddled.nodes,
+                               "first_medical_contact": T0 + timedelta(minutes=3)}})  # fmt: skip
+    pairs = {(a.key, b.key) for a, b in order_problems(muddled, chains)}
+    assert pairs == {
+        ("first_medical_contact", "door"),
+        ("first_medical_contact", "first_ecg"),
+        ("first_medical_contact", "ecg_diagnosis"),
+        ("first_ecg", "ecg_diagnosis"),
+    }
+    d2w = definition(catalogue, "cpc-recert", "cpc.d2w")
+    assert evaluate_indicator(muddled, d2w).status == "ok"  # R11 does not invalidate D2W
+    # a prehospital ECG before the door is in order (R7)
+    assert order_problems(stemi_pci(first_ecg=-10), chains) == []
 
 
 # --- R10: the month bucket ----------------------------------------------------------------------

@@ -59,7 +59,10 @@ def test_monthly_figures_match_an_independent_computation(catalogue: Catalogue) 
     standard = catalogue.standard("chest_pain", "cpc-recert")
     march, march_values = _month(rng, 3, 37, 4800)
     april, april_values = _month(rng, 4, 23, 5600)
-    report = qc_report([*march, *april], standard, ["2026-03", "2026-04", "2026-05"], ["cpc.d2w"])
+    months = ["2026-03", "2026-04", "2026-05"]
+    report = qc_report(
+        [*march, *april], standard, months, ["cpc.d2w"], catalogue.node_order["chest_pain"]
+    )
     (d2w,) = report.indicators
     for figures, values in ((d2w.months[0], march_values), (d2w.months[1], april_values)):
         assert figures["n"] == len(values)
@@ -88,6 +91,10 @@ def test_monthly_figures_match_an_independent_computation(catalogue: Catalogue) 
     queue = [e for e in report.data_quality if e["indicator"] == "cpc.d2w"]
     assert sorted(e["case_id"] for e in queue) == ["m3-negative", "m4-negative"]
     assert queue[0]["start_node"] == "door" and queue[0]["end_node"] == "wire_crossing"
+    assert {e["kind"] for e in queue} == {"invalid_interval"}
+    order = [e for e in report.data_quality if e["kind"] == "node_order"]
+    assert sorted(e["case_id"] for e in order) == ["m3-negative", "m4-negative"]
+    assert order[0]["problem"] == "wire_crossing is before door (R11 order)"
     assert datetime.fromisoformat(queue[0]["end"]) - datetime.fromisoformat(
         queue[0]["start"]
     ) == timedelta(seconds=-300)

@@ -97,7 +97,8 @@ def test_json_gives_the_monthly_figures_of_the_stored_cases(data_dir: Path) -> N
         1,
         {"in_hospital_onset": 1},
     )
-    assert [e["case_id"] for e in report["data_quality"]] == ["bad"]
+    queue = {(e["kind"], e["case_id"], e["indicator"]) for e in report["data_quality"]}
+    assert queue == {("invalid_interval", "bad", "cpc.d2w"), ("node_order", "bad", None)}
 
 
 def test_csv_has_a_row_per_indicator_and_month(data_dir: Path) -> None:
