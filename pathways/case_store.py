@@ -53,6 +53,8 @@ __all__ = [
 # (R10); the door may precede the episode's start (activation) or follow it, by this much.
 EPISODE_MARGIN = timedelta(days=7)
 AUTHORITATIVE = frozenset({"final", "amended"})
+# A case entered in error or cancelled (a false activation) is no case for the statistics.
+NOT_COUNTED = frozenset({"entered-in-error", "cancelled"})
 PAGE = 1000
 PATIENTS_PER_SEARCH = 50
 _CENTERS_BY_CODE = {code: center for center, code in CENTER_TYPE_CODES.items()}
@@ -95,7 +97,8 @@ async def load_case(store: FhirStore, case_id: str) -> StoredCase:
 async def load_timelines(
     store: FhirStore, center: Center, first_month: str, last_month: str
 ) -> list[CaseTimeline]:
-    """Every case of `center` counted (R10) in the months `first_month`..`last_month`."""
+    """Every case of `center` counted (R10) in the months `first_month`..`last_month`; cases
+    entered in error or cancelled are left out."""
     return [case.timeline for case in await load_cases(store, center, first_month, last_month)]
 
 
@@ -115,7 +118,8 @@ async def load_cases(
             ("date", f"le{_fhir_instant(high)}"),
         ],
     )
-    cases = await _with_nodes(store, [e for e in episodes if _center(e) == center])
+    counted = [e for e in episodes if _center(e) == center and e.get("status") not in NOT_COUNTED]
+    cases = await _with_nodes(store, counted)
     wanted = set(months)
     return [case for case in cases if month_bucket(case.timeline) in wanted]
 

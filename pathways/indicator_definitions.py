@@ -493,7 +493,7 @@ def _condition(
                 _fact_spec(reader, name, where, vocabulary)
             parts.append(HasFact(names))
         elif key == "condition":
-            if value not in vocabulary.conditions:
+            if not isinstance(value, str) or value not in vocabulary.conditions:
                 known = ", ".join(vocabulary.conditions) or "(none)"
                 raise reader.fail(
                     where, f"unknown named condition {value!r}; {FACTS_FILE} defines: {known}"
@@ -764,7 +764,7 @@ def _exclusions(
         raise reader.fail(path, "must be a list of exclusion names")
     found: list[Exclusion] = []
     for index, name in enumerate(data):
-        if name not in vocabulary.exclusions:
+        if not isinstance(name, str) or name not in vocabulary.exclusions:
             raise reader.fail(
                 (*path, index),
                 f"unknown exclusion {name!r}; {FACTS_FILE} defines: "

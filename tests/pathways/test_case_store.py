@@ -79,10 +79,12 @@ async def test_cases_are_counted_in_the_shanghai_month_of_their_door(store: Fhir
         first_medical_contact=0,
     )
     stroke = case("st-feb", center="stroke", at=boundary, door=0)
-    for timeline in (february, january, ward, stroke):
+    mistaken = stemi_pci("cp-error", 3000, at=boundary)
+    mistaken = type(mistaken)(**{**_fields(mistaken), "status": "entered-in-error"})
+    for timeline in (february, january, ward, stroke, mistaken):
         await write_case(store, timeline)
     found = await load_timelines(store, "chest_pain", "2026-02", "2026-03")
-    assert sorted(t.case_id for t in found) == ["cp-feb", "cp-ward"]
+    assert sorted(t.case_id for t in found) == ["cp-feb", "cp-ward"]  # not the one in error
     assert [t.case_id for t in await load_timelines(store, "chest_pain", "2026-01", "2026-01")] == [
         "cp-jan"
     ]

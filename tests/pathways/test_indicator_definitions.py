@@ -8,6 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.errors import ConfigError
 from pathways.conditions import (
@@ -237,3 +240,59 @@ def test_an_unknown_exclusion_in_facts_yaml_names_its_line(folder: Path) -> None
     assert caught.value.key == "exclusions.give_up_treatment.when.gave_up"
     assert caught.value.file == str(folder / "facts.yaml")
     assert caught.value.line is not None and "unknown case fact 'gave_up'" in str(caught.value)
+
+
+# --- any content: a definition or a ConfigError, never another exception -------------------------
+
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 100_000), st.floats(allow_nan=False, width=32),
+    st.sampled_from(["door", "STEMI", "<=", "C", "x", "wire_crossing", "give_up_treatment", ""]),
+)  # fmt: skip
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "op",
+                    "minutes",
+                    "all",
+                    "any",
+                    "diagnosis",
+                    "has_node",
+                    "earliest_of",
+                    "interval",
+                    "start",
+                    "end",
+                    "condition",
+                ]
+            ),
+            inner,
+            max_size=3,
+        )
+    ),  # fmt: skip
+    max_leaves=8,
+)
+_KEYS = ["id", "name", "kind", "start", "end", "population", "exclude", "per_case", "aggregate",
+         "plausible_minutes", "numerator", "confidence", "confirmed", "source", "bins", "fact",
+         "shares_within_minutes"]  # fmt: skip
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(changes=st.dictionaries(st.sampled_from(_KEYS), _VALUES, min_size=1, max_size=3))
+def test_any_indicator_content_loads_or_gives_a_config_error(
+    folder: Path, changes: dict[str, object]
+) -> None:
+    indicator = yaml.safe_load(GOOD)["indicators"][0]
+    indicator.update(changes)
+    document = {"standard": "test-std", "center": "chest_pain", "indicators": [indicator]}
+    (folder / "chest_pain" / "test-std.yaml").write_text(
+        yaml.safe_dump(document, allow_unicode=True), encoding="utf-8"
+    )
+    try:
+        load_catalogue(folder)
+    except ConfigError as error:
+        assert error.file is not None and error.file.endswith("test-std.yaml")
