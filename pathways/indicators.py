@@ -58,6 +58,7 @@ class IndicatorResult:
     missing: tuple[str, ...] = ()
     problem: str = ""
     value: float | None = None  # distribution: the fact's value
+    group: str | None = None  # the value of the per-case limit's `by_fact` (risk stratum)
 
     @property
     def counted(self) -> bool:
@@ -93,6 +94,8 @@ class IndicatorResult:
             data["problem"] = self.problem
         if self.value is not None:
             data["value"] = self.value
+        if self.group is not None:
+            data["group"] = self.group
         return data
 
 
@@ -156,7 +159,11 @@ def _interval(
             problem = f"{seconds} s is longer than the plausible maximum of {high} s"
     if problem:
         return result("invalid", seconds=seconds, start=start, end=end, problem=problem)
-    limit = definition.per_case.for_facts(case.facts) if definition.per_case else None
+    per_case = definition.per_case
+    limit = per_case.for_facts(case.facts) if per_case else None
+    group = None
+    if per_case is not None and per_case.by_fact is not None:
+        group = str(case.facts.get(per_case.by_fact))
     return result(
         "ok",
         seconds=seconds,
@@ -164,6 +171,7 @@ def _interval(
         end=end,
         limit=limit,
         met=limit.holds(seconds) if limit is not None else None,
+        group=group,
     )
 
 

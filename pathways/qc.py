@@ -209,6 +209,9 @@ def figures(results: Sequence[IndicatorResult], definition: IndicatorDefinition)
         limited = [r for r in ok if r.met is not None]
         out["met"] = sum(1 for r in limited if r.met)
         out["compliance"] = out["met"] / len(limited) if limited else None
+        if definition.per_case is not None and definition.per_case.by_fact is not None:
+            # e.g. NSTE-ACS invasive timing: the compliance of each risk stratum on its own
+            out["by_group"] = _by_group(limited)
         out["shares"] = {
             str(limit // 60): float(np.mean(values <= limit)) if have else None
             for limit in definition.shares_within_seconds
@@ -235,6 +238,20 @@ def figures(results: Sequence[IndicatorResult], definition: IndicatorDefinition)
         out["counts"] = [int(c) for c in counts]
     out["targets_met"] = {k: v for k, v in out.get("targets_met", {}).items() if v is not None}
     return out
+
+
+def _by_group(limited: Sequence[IndicatorResult]) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[IndicatorResult]] = defaultdict(list)
+    for result in limited:
+        groups[str(result.group)].append(result)
+    return {
+        group: {
+            "n": len(members),
+            "met": sum(1 for r in members if r.met),
+            "compliance": sum(1 for r in members if r.met) / len(members),
+        }
+        for group, members in sorted(groups.items())
+    }
 
 
 def _holds(limit: Any, value: float | None) -> bool | None:

@@ -160,3 +160,22 @@ def test_csv_table_and_chart_show_the_same_figures(catalogue: Catalogue) -> None
     assert line.split()[:5] == ["2026-03", "5", "70.0", "70.0", "86.0"]
     png = render_plot([report], ["cpc.d2w"])
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+
+
+def test_compliance_is_also_given_per_risk_stratum(catalogue: Catalogue) -> None:
+    standard = catalogue.standard("chest_pain", "local")
+
+    def nste(name: str, stratum: str, hours: float) -> CaseTimeline:
+        facts = {"diagnosis": "NSTEMI", "nste_risk_stratum": stratum}
+        return case(
+            name, facts=facts, door=0, risk_restratification=0, invasive_procedure=hours * 60
+        )
+
+    cases = [nste("a", "very_high", 1), nste("b", "very_high", 3), nste("c", "high", 20)]
+    report = qc_report(cases, standard, ["2026-03"], ["cpc.nste_invasive_timing"])
+    march = report.indicators[0].months[0]
+    assert (march["n"], march["met"]) == (3, 2)
+    assert march["by_group"] == {
+        "high": {"n": 1, "met": 1, "compliance": 1.0},
+        "very_high": {"n": 2, "met": 1, "compliance": 0.5},
+    }
