@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +32,27 @@ from pathways.qc_service import build_reports, case_results, check_center, repor
 __all__ = ["build_qc_router"]
 
 Month = Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")]
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """What a report is asked for: center, months, standard, indicators."""
+
+    center: str
+    first: str
+    last: str
+    standard: str | None
+    indicators: list[str]
+
+
+def _query(
+    center: str,
+    first: Annotated[Month, Query(alias="from")],
+    last: Annotated[Month, Query(alias="to")],
+    standard: str | None = None,
+    indicator: Annotated[list[str] | None, Query()] = None,
+) -> _Query:
+    return _Query(center, first, last, standard, indicator or [])
 
 
 def build_qc_router(database: AsyncEngine) -> APIRouter:
@@ -52,18 +74,16 @@ def build_qc_router(database: AsyncEngine) -> APIRouter:
         except ConfigError as exc:
             raise HTTPException(500, f"indicator definitions: {exc}") from exc
 
-    async def reports(
-        center: str, first: str, last: str, standard: str | None, indicators: list[str]
-    ) -> tuple[list[QcReport], list[str]]:
+    async def reports(query: _Query) -> tuple[list[QcReport], list[str]]:
         try:
-            known = check_center(center)
-            months = months_between(first, last)
+            known = check_center(query.center)
+            months = months_between(query.first, query.last)
         except (ConfigError, ValueError) as exc:
             raise HTTPException(404 if isinstance(exc, ConfigError) else 400, str(exc)) from exc
         definitions = await catalogue()
         try:
             found = await build_reports(
-                store, definitions, known, months[0], months[-1], standard, indicators
+                store, definitions, known, months[0], months[-1], query.standard, query.indicators
             )
         except ConfigError as exc:  # an unknown standard or indicator
             raise HTTPException(404, str(exc)) from exc
@@ -79,31 +99,20 @@ def build_qc_router(database: AsyncEngine) -> APIRouter:
 
     @router.get("/{center}")
     async def report(
-        center: str,
-        first: Annotated[Month, Query(alias="from")],
-        last: Annotated[Month, Query(alias="to")],
-        standard: str | None = None,
-        indicator: Annotated[list[str] | None, Query()] = None,
+        query: Annotated[_Query, Depends(_query)],
         format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
     ) -> Response:
-        found, months = await reports(center, first, last, standard, indicator or [])
+        found, months = await reports(query)
         if format == "csv":
             text = await asyncio.to_thread(as_csv, found)
             return Response(text, media_type="text/csv; charset=utf-8")
-        return JSONResponse(reports_as_dict(found, check_center(center), months))
+        return JSONResponse(reports_as_dict(found, check_center(query.center), months))
 
     @router.get("/{center}/plot.png")
-    async def plot(
-        center: str,
-        first: Annotated[Month, Query(alias="from")],
-        last: Annotated[Month, Query(alias="to")],
-        standard: str | None = None,
-        indicator: Annotated[list[str] | None, Query()] = None,
-    ) -> Response:
-        chosen = indicator or []
-        found, _ = await reports(center, first, last, standard, chosen)
+    async def plot(query: Annotated[_Query, Depends(_query)]) -> Response:
+        found, _ = await reports(query)
         try:
-            png = await asyncio.to_thread(render_plot, found, chosen)
+            png = await asyncio.to_thread(render_plot, found, query.indicators)
         except NothingToPlot as exc:
             raise HTTPException(404, str(exc)) from exc
         return Response(png, media_type="image/png")

@@ -219,27 +219,29 @@ def test_a_broken_file_names_file_line_key_and_what_is_allowed(
     assert words in str(error)
 
 
+def _broken(folder: Path, name: str, old: str, new: str) -> ConfigError:
+    """Load the folder after replacing `old` by `new` in one of its shared files."""
+    text = (folder / name).read_text(encoding="utf-8")
+    assert old in text
+    (folder / name).write_text(text.replace(old, new), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_catalogue(folder)
+    assert caught.value.file == str(folder / name)
+    return caught.value
+
+
 def test_an_unknown_node_in_the_order_chains_names_its_line(folder: Path) -> None:
-    text = (folder / "node-order.yaml").read_text(encoding="utf-8")
-    (folder / "node-order.yaml").write_text(
-        text.replace("ecg_diagnosis]", "ecg_dx]"), encoding="utf-8"
-    )
-    with pytest.raises(ConfigError) as caught:
-        load_catalogue(folder)
-    assert (caught.value.key, caught.value.line) == ("chest_pain[1][2]", 7)
-    assert "unknown time-node key 'ecg_dx'" in str(caught.value)
+    error = _broken(folder, "node-order.yaml", "ecg_diagnosis]", "ecg_dx]")
+    assert (error.key, error.line) == ("chest_pain[1][2]", 7)
+    assert "unknown time-node key 'ecg_dx'" in str(error)
 
 
-def test_an_unknown_exclusion_in_facts_yaml_names_its_line(folder: Path) -> None:
-    facts = (folder / "facts.yaml").read_text(encoding="utf-8")
-    (folder / "facts.yaml").write_text(
-        facts.replace("when: {give_up_treatment: true}", "when: {gave_up: true}"), encoding="utf-8"
+def test_an_unknown_fact_in_an_exclusion_names_its_line(folder: Path) -> None:
+    error = _broken(
+        folder, "facts.yaml", "when: {give_up_treatment: true}", "when: {gave_up: true}"
     )
-    with pytest.raises(ConfigError) as caught:
-        load_catalogue(folder)
-    assert caught.value.key == "exclusions.give_up_treatment.when.gave_up"
-    assert caught.value.file == str(folder / "facts.yaml")
-    assert caught.value.line is not None and "unknown case fact 'gave_up'" in str(caught.value)
+    assert error.key == "exclusions.give_up_treatment.when.gave_up"
+    assert error.line is not None and "unknown case fact 'gave_up'" in str(error)
 
 
 # --- any content: a definition or a ConfigError, never another exception -------------------------
