@@ -93,16 +93,44 @@ def as_table(reports: Sequence[QcReport]) -> str:
     return "\n".join(lines)
 
 
+_TARGET_NAMES = {
+    "mean": "mean",
+    "median": "median",
+    "compliance_rate_min": "compliance",
+    "rate_min": "rate",
+    "rate_max": "rate",
+}
+
+
+def _target_text(name: str, target: Any) -> str:
+    """`mean ≤ 90 min`, `compliance ≥ 75 %`, `rate ≥ 30 %`, `trend decreasing`."""
+    if isinstance(target, dict):
+        return f"{name} {target['text']}"
+    if name == "trend":
+        return f"trend {target}"
+    symbol = "≤" if name == "rate_max" else "≥"
+    return f"{_TARGET_NAMES[name]} {symbol} {target * 100:g} %"
+
+
+def _verdict(figures: dict[str, Any]) -> str:
+    """`met`, or which monthly targets were missed; empty without targets or figures."""
+    targets = figures.get("targets_met", {})
+    missed = [_TARGET_NAMES[name] for name, met in targets.items() if met is False]
+    if missed:
+        return "missed: " + ", ".join(missed)
+    return "met" if targets else ""
+
+
 def _indicator_lines(item: dict[str, Any]) -> list[str]:
     head = f"{item['id']}  {item['name']}"
     if item["kind"] == "interval":
-        head += f"  ({item['start']} -> {item['end']})"
+        head += f"  ({item['start']} -> {item['end']}, minutes)"
     limits = []
     if item["per_case_limit"]:
         limit = item["per_case_limit"]
         limits.append(f"per case {limit.get('text') or limit.get('limits')}")
     for name, target in item["targets"].items():
-        limits.append(f"{name} {target['text'] if isinstance(target, dict) else target}")
+        limits.append(_target_text(name, target))
     if limits:
         head += "  [" + "; ".join(limits) + "]"
     if not item["confirmed"]:
@@ -112,21 +140,21 @@ def _indicator_lines(item: dict[str, Any]) -> list[str]:
     if item["kind"] == "interval":
         lines.append(
             f"  {'MONTH':<8}{'N':>5}{'MEAN':>8}{'MEDIAN':>8}{'P90':>8}{'COMPL':>8}"
-            f"{'EXCL':>6}{'INVAL':>6}{'N/C':>5}{'COMPLETE':>10}   (minutes)"
+            f"{'EXCL':>6}{'INVAL':>6}{'N/C':>5}{'COMPLETE':>10}  TARGETS"
         )
         for m in months:
             lines.append(
                 f"  {m['month']:<8}{m['n']:>5}{_minutes(m['mean_seconds']):>8}"
                 f"{_minutes(m['median_seconds']):>8}{_minutes(m['p90_seconds']):>8}"
                 f"{_share(m['compliance']):>8}{m['excluded']:>6}{m['invalid']:>6}"
-                f"{m['not_computable']:>5}{_share(m['completeness']):>10}"
+                f"{m['not_computable']:>5}{_share(m['completeness']):>10}  {_verdict(m)}"
             )
     elif item["kind"] == "rate":
-        lines.append(f"  {'MONTH':<8}{'N':>5}{'NUMER':>7}{'RATE':>8}{'EXCL':>6}{'N/C':>5}")
+        lines.append(f"  {'MONTH':<8}{'N':>5}{'NUMER':>7}{'RATE':>8}{'EXCL':>6}{'N/C':>5}  TARGETS")
         for m in months:
             lines.append(
                 f"  {m['month']:<8}{m['n']:>5}{m['numerator']:>7}{_share(m['rate']):>8}"
-                f"{m['excluded']:>6}{m['not_computable']:>5}"
+                f"{m['excluded']:>6}{m['not_computable']:>5}  {_verdict(m)}"
             )
     else:
         edges = item["total"]["bins"]

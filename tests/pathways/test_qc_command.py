@@ -129,7 +129,7 @@ def test_table_and_chart(data_dir: Path, tmp_path: Path) -> None:
     run = qc(data_dir, "--from", "2026-02", "--to", "2026-03", "--standard", "cpc-recert",
              "--indicator", "cpc.d2w", "--plot", str(chart))  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "cpc.d2w  Door to wire (D2W)  (door -> wire_crossing)" in run.stdout
+    assert "cpc.d2w  Door to wire (D2W)  (door -> wire_crossing, minutes)" in run.stdout
     february = next(line for line in run.stdout.splitlines() if line.strip().startswith("2026-02"))
     assert february.split()[:6] == ["2026-02", "5", "82.0", "90.0", "102.0", "60.0%"]
     assert "bad  cpc.d2w  door" in run.stdout  # the data-quality queue
