@@ -35,3 +35,4 @@ bench: $(VENV)/.installed
 	cd bench && ../$(VENV)/bin/python fhir_synthea_load.py
 	cd bench && ../$(VENV)/bin/python fhir_small_transaction.py
 	cd bench && ../$(VENV)/bin/python fhir_search_mix.py
+	$(VENV)/bin/python bench/qc_report.py

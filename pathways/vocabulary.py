@@ -25,6 +25,7 @@ __all__ = [
     "HL7_OBSERVATION_CATEGORY",
     "INDICATOR_STATUS_SYSTEM",
     "INDICATOR_SYSTEM",
+    "INTERVAL_CATEGORY",
     "LOINC",
     "OBSERVATION_CATEGORY_SYSTEM",
     "SCORE_ANSWER_SYSTEM",
@@ -100,6 +101,8 @@ UCUM: Final = "http://unitsofmeasure.org"
 HL7_OBSERVATION_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/observation-category"
 DATA_ABSENT_REASON: Final = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 
-# Interval Observations: code = indicator id (cpc.d2w), interpretation = case status.
+# Interval Observations: code = indicator id (cpc.d2w), interpretation = case status;
+# category INTERVAL_CATEGORY in OBSERVATION_CATEGORY_SYSTEM, beside the time nodes'.
+INTERVAL_CATEGORY: Final = "interval"
 INDICATOR_SYSTEM: Final = f"{BASE}/CodeSystem/indicator"
 INDICATOR_STATUS_SYSTEM: Final = f"{BASE}/CodeSystem/indicator-status"
