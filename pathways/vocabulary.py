@@ -27,6 +27,12 @@ __all__ = [
     "SOURCE_KIND_SYSTEM",
     "TIME_NODE_CATEGORY",
     "TIME_NODE_SYSTEM",
+    "TIME_NODE_FLAG_SYSTEM",
+    "CAPTURE_RULE_EXTENSION",
+    "PRIORITY_EXTENSION",
+    "CONFLICT_EXTENSION",
+    "CASE_SEARCH_PARAMETER",
+    "PROVENANCE_ACTIVITY_SYSTEM",
     "ArrivalMode",
     "Center",
 ]
@@ -65,6 +71,21 @@ TIME_NODE_SYSTEM: Final = f"{BASE}/CodeSystem/time-node"
 # Observation.method of a time node candidate: where the instant came from (uwb, device,
 # hl7v2, dispatch, fhir, manual, correction) or, on the authoritative node, the rule that chose.
 SOURCE_KIND_SYSTEM: Final = f"{BASE}/CodeSystem/time-node-source"
+
+# Observation.interpretation of an authoritative time node that needs review: `conflict`
+# (candidates disagree by more than the tolerance, R6), `proxy` (the winner is a proxy source,
+# e.g. HIS registration time for the door).
+TIME_NODE_FLAG_SYSTEM: Final = f"{BASE}/CodeSystem/time-node-flag"
+# On a candidate: the capture rule of the pathway file that produced it (valueString
+# `<node>/<rule>`) and the priority it was given (valueInteger), so a resolution can be explained.
+CAPTURE_RULE_EXTENSION: Final = f"{BASE}/StructureDefinition/capture-rule"
+PRIORITY_EXTENSION: Final = f"{BASE}/StructureDefinition/source-priority"
+# On an authoritative node in conflict: valueReference to each disagreeing candidate.
+CONFLICT_EXTENSION: Final = f"{BASE}/StructureDefinition/conflicting-candidate"
+# The custom search parameter `case` (Observation?case=EpisodeOfCare/1) over CASE_EXTENSION.
+CASE_SEARCH_PARAMETER: Final = f"{BASE}/SearchParameter/observation-case"
+# Provenance.activity of a node write: derive, manual-entry, correction.
+PROVENANCE_ACTIVITY_SYSTEM: Final = f"{BASE}/CodeSystem/provenance-activity"
 
 # Scores without a verified LOINC code (scores.md), and the assessment phase of a score.
 SCORE_SYSTEM: Final = f"{BASE}/CodeSystem/score"

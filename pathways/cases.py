@@ -1,0 +1,254 @@
+"""Center cases driven by FHIR resources: what one changed (or deleted) resource does to the
+patient's cases — opens one (activation), sets facts, captures or retracts node candidates and
+re-resolves the nodes — and manual activation, entry, correction and facts by staff.
+
+Used by the change-event subscriber and the `/api/cases` router alike; every step is idempotent
+(deterministic ids, writes only on change), so an event handled twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, tzinfo
+from typing import Any
+
+from pathways.capture import activations_in, captures_in, facts_in, patient_of
+from pathways.definitions import Pathways
+from pathways.nodes import ENGINE, CaseHook, Nodes
+from pathways.records import Records
+from pathways.shapes import (
+    arrival_mode_of,
+    case_center,
+    case_episode,
+    case_facts,
+    case_id,
+    set_arrival_mode,
+    set_fact,
+)
+from pathways.vocabulary import ARRIVAL_MODES, CENTER_SYSTEM, CENTER_TYPE_CODES, ArrivalMode, Center
+
+__all__ = ["MANUAL", "Cases"]
+
+MANUAL = "manual"  # the source of a fact or activation set by staff
+# Searches by `patient` find a resource type's patient; a Patient is found by its id.
+_BY_ID = {"Patient": "_id"}
+
+
+class Cases:
+    """The pathway engine over one FHIR store."""
+
+    def __init__(
+        self, records: Records, pathways: Pathways, hooks: Sequence[CaseHook] = ()
+    ) -> None:
+        self.records = records
+        self.pathways = pathways
+        self.nodes = Nodes(records, pathways, hooks)
+        self.timezone: tzinfo = records.timezone
+
+    # -- driven by resources -------------------------------------------------------------------
+
+    async def changed(self, reference: str) -> None:
+        """Apply the current state of `Type/id` (or its deletion) to the patient's cases."""
+        resource = await self.records.read(reference)
+        retracting = self.pathways.catalogue.retracting_statuses
+        if resource is None or resource.get("status") in retracting:
+            await self.withdrawn(reference)
+            return
+        patient = patient_of(resource)
+        if patient is None:
+            return
+        for case in await self._activate(resource, patient):
+            await self._scan(case)
+        for case in await self.open_cases(patient):
+            await self._apply(case, resource)
+
+    async def withdrawn(self, reference: str) -> None:
+        """A source is gone: retract its candidates and facts, re-resolve what they fed."""
+        touched = await self.nodes.retract_source(reference)
+        for case_reference, keys in touched.items():
+            case = await self.records.read(case_reference)
+            if case is not None:
+                await self._drop_facts(case, reference)
+                await self.nodes.resolve(case, keys)
+
+    async def _apply(self, case: dict[str, Any], resource: Mapping[str, Any]) -> None:
+        pathway = self.pathways.by_center[self._center(case)]
+        reference = f"{resource['resourceType']}/{resource['id']}"
+        mode = arrival_mode_of(case)
+        case = await self._set_facts(case, facts_in(resource, pathway), reference)
+        found = await captures_in(resource, pathway, self.timezone, self.records.read)
+        touched = await self.nodes.capture(case, resource, found)
+        if arrival_mode_of(case) != mode:
+            touched |= set(pathway.nodes)  # door variants (R1) depend on the arrival mode
+        if touched:
+            await self.nodes.resolve(case, touched)
+            await self._close_if_done(case, touched)
+
+    async def _activate(self, resource: Mapping[str, Any], patient: str) -> list[dict[str, Any]]:
+        """Open a case for each center whose activation rule the resource meets and that has
+        no open case for the patient; returns the new cases."""
+        opened = []
+        open_centers = {self._center(c) for c in await self.open_cases(patient)}
+        reference = f"{resource['resourceType']}/{resource['id']}"
+        for center, pathway in self.pathways.by_center.items():
+            if center in open_centers:
+                continue
+            found = activations_in(resource, pathway, self.timezone)
+            if not found:
+                continue
+            activation, start = found[0]
+            episode = case_episode(
+                case_id(center, patient, reference), center, patient, start,
+                activation=activation.name,
+            )  # fmt: skip
+            opened.append(
+                await self.records.write(
+                    episode, activity="derive", who=ENGINE, entity=reference,
+                    reason=f"activation rule {activation.name}",
+                )  # fmt: skip
+            )
+        return opened
+
+    async def _scan(self, case: dict[str, Any]) -> None:
+        """A new case: what the patient's record already holds (the ADT registration before
+        the ECG that activated the case) is captured now."""
+        pathway = self.pathways.by_center[self._center(case)]
+        patient = case["patient"]["reference"]
+        for kind in sorted(pathway.resource_types()):
+            parameter = _BY_ID.get(kind, "patient")
+            value = patient.removeprefix("Patient/") if parameter == "_id" else patient
+            for resource in await self.records.search(kind, [(parameter, value)]):
+                if resource.get("status") in self.pathways.catalogue.retracting_statuses:
+                    continue
+                current = await self.records.read(f"EpisodeOfCare/{case['id']}")
+                assert current is not None
+                await self._apply(current, resource)
+
+    # -- facts ---------------------------------------------------------------------------------
+
+    async def _set_facts(
+        self, case: dict[str, Any], facts: Mapping[str, Any], source: str
+    ) -> dict[str, Any]:
+        if not facts:
+            return case
+        updated = {k: v for k, v in case.items() if k != "meta"}
+        held = case_facts(case)
+        for name, value in facts.items():
+            if held.get(name, ("", ""))[1] == MANUAL:
+                continue  # staff said so: a resource does not overrule them
+            if name == "arrival_mode":
+                set_arrival_mode(updated, _mode(value))
+            else:
+                set_fact(updated, name, value, source)
+        return await self.records.write(updated, activity="derive", who=ENGINE, entity=source)
+
+    async def _drop_facts(self, case: dict[str, Any], source: str) -> None:
+        stale = [name for name, (_, held) in case_facts(case).items() if held == source]
+        if not stale:
+            return
+        updated = {k: v for k, v in case.items() if k != "meta"}
+        for name in stale:
+            set_fact(updated, name, None, source)
+        await self.records.write(updated, activity="derive", who=ENGINE, entity=source)
+
+    async def set_manual_fact(
+        self, case: dict[str, Any], name: str, value: Any, *, who: str, why: str | None
+    ) -> dict[str, Any]:
+        """A fact set by staff (give_up_treatment ...); it wins over derived values."""
+        updated = {k: v for k, v in case.items() if k != "meta"}
+        if name == "arrival_mode":
+            set_arrival_mode(updated, _mode(value))
+        set_fact(updated, name, value, MANUAL)  # also marks a manual arrival mode as such
+        stored = await self.records.write(updated, activity="manual-entry", who=who, reason=why)
+        if name == "arrival_mode":  # door variants (R1) depend on it
+            await self.nodes.resolve(stored, self.pathways.by_center[self._center(stored)].nodes)
+        return stored
+
+    # -- closing -------------------------------------------------------------------------------
+
+    async def _close_if_done(self, case: dict[str, Any], touched: set[str]) -> None:
+        pathway = self.pathways.by_center[self._center(case)]
+        if case.get("status") != "active" or not touched & pathway.closes_on:
+            return
+        current = await self.records.read(f"EpisodeOfCare/{case['id']}")
+        if current is None:
+            return
+        ends = [v.authoritative for v in await self.nodes.view(current) if v.key in pathway.closes_on]
+        instants = [a["valueDateTime"] for a in ends if a is not None]
+        if not instants:
+            return
+        closed = {k: v for k, v in current.items() if k != "meta"}
+        closed["status"] = "finished"
+        closed["period"] = {**closed["period"], "end": max(instants)}
+        await self.records.write(closed, activity="derive", who=ENGINE, reason="case closed")
+
+    # -- staff ---------------------------------------------------------------------------------
+
+    async def activate_manually(
+        self,
+        center: Center,
+        patient: str,
+        start: datetime,
+        *,
+        arrival_mode: ArrivalMode | None,
+        who: str,
+        why: str | None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Open a case by hand; the patient's open case of that center if there is one.
+        True when a case was opened."""
+        for case in await self.open_cases(patient):
+            if self._center(case) == center:
+                return case, False
+        episode = case_episode(
+            case_id(center, patient, f"{MANUAL}/{start.isoformat()}"), center, patient, start,
+            activation=MANUAL, arrival_mode=arrival_mode,
+        )  # fmt: skip
+        if arrival_mode is not None:
+            set_fact(episode, "arrival_mode", arrival_mode, MANUAL)
+        stored = await self.records.write(
+            episode, activity="manual-entry", who=who, reason=why or "manual activation"
+        )
+        await self._scan(stored)
+        current = await self.records.read(f"EpisodeOfCare/{stored['id']}")
+        assert current is not None
+        return current, True
+
+    async def enter_node(
+        self,
+        case: dict[str, Any],
+        node: str,
+        instant: datetime,
+        *,
+        who: str,
+        why: str,
+        correction: bool,
+    ) -> None:
+        """A node time by staff: an entry (a low-priority candidate) or a correction (wins)."""
+        await self.nodes.manual(case, node, instant, who=who, why=why, correction=correction)
+        await self.nodes.resolve(case, {node})
+        await self._close_if_done(case, {node})
+
+    async def open_cases(self, patient: str) -> list[dict[str, Any]]:
+        return await self.records.search(
+            "EpisodeOfCare", [("patient", patient), ("status", "active")]
+        )
+
+    async def list_cases(self, center: Center | None, status: str | None) -> list[dict[str, Any]]:
+        pairs: list[tuple[str, str]] = [("_sort", "-date")]
+        if center is not None:
+            pairs.append(("type", f"{CENTER_SYSTEM}|{CENTER_TYPE_CODES[center]}"))
+        if status is not None:
+            pairs.append(("status", status))
+        return await self.records.search("EpisodeOfCare", pairs)
+
+    def _center(self, case: Mapping[str, Any]) -> Center:
+        center = case_center(case)
+        assert center is not None, "not a center case"
+        return center
+
+
+def _mode(value: Any) -> ArrivalMode:
+    for mode in ARRIVAL_MODES:
+        if mode == value:
+            return mode
+    raise ValueError(f"arrival mode {value!r} is not one of {', '.join(ARRIVAL_MODES)}")
