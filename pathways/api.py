@@ -146,7 +146,9 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
     async def set_fact(case_id: str, name: str, body: FactEntry) -> dict[str, Any]:
         case = await case_or_404(case_id)
         if not name.replace("_", "").isalnum() or len(name) > 64:
-            raise HTTPException(422, "fact name: letters, digits and _ only (e.g. give_up_treatment)")
+            raise HTTPException(
+                422, "fact name: letters, digits and _ only (e.g. give_up_treatment)"
+            )
         try:
             stored = await cases.set_manual_fact(case, name, body.value, who=body.who, why=body.why)
         except ValueError as error:
@@ -196,7 +198,9 @@ def _candidate(observation: Mapping[str, Any]) -> dict[str, Any]:
         "status": observation.get("status"),
         "source": _code(observation, "method", SOURCE_KIND_SYSTEM),
         "from": [r["reference"] for r in observation.get("derivedFrom") or []],
-        "performer": [p.get("display") or p.get("reference") for p in observation.get("performer") or []],
+        "performer": [
+            p.get("display") or p.get("reference") for p in observation.get("performer") or []
+        ],
         "note": " ".join(n.get("text", "") for n in observation.get("note") or []) or None,
         "flags": _flags(observation),
         "written": (observation.get("meta") or {}).get("lastUpdated"),
@@ -217,4 +221,3 @@ def _flags(resource: Mapping[str, Any]) -> list[str]:
         for c in concept.get("coding") or []
         if c.get("system") == TIME_NODE_FLAG_SYSTEM
     ]
-

@@ -103,7 +103,10 @@ class Cases:
             )  # fmt: skip
             opened.append(
                 await self.records.write(
-                    episode, activity="derive", who=ENGINE, entity=reference,
+                    episode,
+                    activity="derive",
+                    who=ENGINE,
+                    entity=reference,
                     reason=f"activation rule {activation.name}",
                 )  # fmt: skip
             )
@@ -173,7 +176,9 @@ class Cases:
         current = await self.records.read(f"EpisodeOfCare/{case['id']}")
         if current is None:
             return
-        ends = [v.authoritative for v in await self.nodes.view(current) if v.key in pathway.closes_on]
+        ends = [
+            v.authoritative for v in await self.nodes.view(current) if v.key in pathway.closes_on
+        ]
         instants = [a["valueDateTime"] for a in ends if a is not None]
         if not instants:
             return

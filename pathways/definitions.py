@@ -41,6 +41,8 @@ __all__ = [
     "NodeDefinition",
     "Pathway",
     "Pathways",
+    "load_catalogue",
+    "load_pathway",
     "load_pathways",
     "pathways_dir",
 ]
@@ -320,15 +322,18 @@ def _load(folder: Path) -> Pathways:
         path = folder / f"{center}.yaml"
         if not path.is_file():
             raise ConfigError(f"the {center} pathway file is missing", file=str(path))
-        pathway = _Compiler(path, catalogue).compile()
-        if pathway.center != center:
-            raise ConfigError(
-                f"says pathway {pathway.center!r}; this file is for {center!r}",
-                file=str(path),
-                key="pathway",
-            )
-        by_center[center] = pathway
+        by_center[center] = load_pathway(path, catalogue, center)
     return Pathways(catalogue, by_center)
+
+
+def load_pathway(path: Path, catalogue: Catalogue, center: Center) -> Pathway:
+    """Load and compile one center's pathway file against the catalogue."""
+    return _Compiler(path, catalogue).compile(center)
+
+
+def load_catalogue(path: Path) -> Catalogue:
+    """Load the node catalogue (catalogue.yaml)."""
+    return _load_catalogue(path)
 
 
 def _parse(model: type[BaseModel], path: Path) -> tuple[Any, PositionMap]:
@@ -368,18 +373,19 @@ class _Compiler:
                 break
         return ConfigError(message, file=str(self.path), line=line, key=format_key(key) or None)
 
-    def compile(self) -> Pathway:
+    def compile(self, center: Center) -> Pathway:
         parsed, self.positions = _parse(_PathwayFile, self.path)
         assert isinstance(parsed, _PathwayFile)
-        center: Center = parsed.pathway
+        if parsed.pathway != center:
+            raise self.fail(f"says {parsed.pathway!r}; this file is for {center!r}", ("pathway",))
         for index, key in enumerate(parsed.closes_on):
             self.node_key(key, center, ("closes_on", index))
         nodes: dict[str, NodeDefinition] = {}
         for key, node in parsed.nodes.items():
             nodes[key] = self.node(key, node, center, parsed.tolerance_s)
-        for key, node in nodes.items():
-            if node.after is not None and node.after not in self.catalogue.labels:
-                raise self.fail(f"unknown node key {node.after!r}", ("nodes", key, "after"))
+        for key, compiled in nodes.items():
+            if compiled.after is not None and compiled.after not in self.catalogue.labels:
+                raise self.fail(f"unknown node key {compiled.after!r}", ("nodes", key, "after"))
         activations = tuple(
             Activation(
                 rule.name,
@@ -461,7 +467,9 @@ class _Compiler:
         if (rule.value is None) == (rule.value_path is None):
             raise self.fail("give either `value` or `value_path`", at)
         if rule.name == "arrival_mode":
-            given = [rule.value] if rule.value is not None else list((rule.value_map or {}).values())
+            given = (
+                [rule.value] if rule.value is not None else list((rule.value_map or {}).values())
+            )
             if rule.value_path is not None and rule.value_map is None:
                 raise self.fail("arrival_mode from a path needs a `value_map`", at)
             for value in given:

@@ -67,7 +67,8 @@ def resolve(
     eligible = [
         c
         for c in pool
-        if _applies(captures.get(c.rule or ""), arrival_mode) and (after is None or c.instant >= after)
+        if _applies(captures.get(c.rule or ""), arrival_mode)
+        and (after is None or c.instant >= after)
     ]
     if not eligible:
         return None

@@ -167,9 +167,7 @@ def case_facts(episode: Mapping[str, Any]) -> dict[str, tuple[Fact, str]]:
         parts = {p.get("url"): p for p in extension.get("extension") or []}
         name = parts.get("name", {}).get("valueCode")
         value_part = parts.get("value", {})
-        value = next(
-            (v for k, v in value_part.items() if k.startswith("value")), None
-        )
+        value = next((v for k, v in value_part.items() if k.startswith("value")), None)
         source = parts.get("source", {}).get("valueString", "")
         if isinstance(name, str) and isinstance(value, str | bool | int | float):
             facts[name] = (value, str(source))
@@ -270,10 +268,15 @@ def node_observation(
 ) -> dict[str, Any]:
     """The authoritative node: `final`, or `amended` when a staff correction decided it."""
     status = "amended" if resolution.corrected else "final"
-    observation = _node_base(node_id(case["id"], node), status, case, node, label, resolution.instant)
+    observation = _node_base(
+        node_id(case["id"], node), status, case, node, label, resolution.instant
+    )
     for conflict in resolution.conflicts:
         observation["extension"].append(
-            {"url": CONFLICT_EXTENSION, "valueReference": {"reference": f"Observation/{conflict.id}"}}
+            {
+                "url": CONFLICT_EXTENSION,
+                "valueReference": {"reference": f"Observation/{conflict.id}"},
+            }
         )
     if encounter is not None:
         observation["encounter"] = {"reference": encounter}

@@ -12,10 +12,11 @@ never feeds on itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import tzinfo
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -75,18 +76,16 @@ class PathwaySubscriber:
         name: str,
         timezone: tzinfo,
         pathways: Pathways,
-        run_write: object = None,
+        run_write: Callable[[Callable[[Any], Any]], Awaitable[Any]] | None = None,
         hooks: Sequence[CaseHook] = (),
         poll_interval_s: float = 1.0,
     ) -> None:
         self._name = name
         self._pathways = pathways
         self._store = FhirStore(
-            database, timezone=timezone, run_write=run_write, check_references=False  # type: ignore[arg-type]
+            database, timezone=timezone, run_write=run_write, check_references=False
         )
-        self._feed = ChangeFeed(
-            database, poll_interval_s=poll_interval_s, run_write=run_write  # type: ignore[arg-type]
-        )
+        self._feed = ChangeFeed(database, poll_interval_s=poll_interval_s, run_write=run_write)
         self.cases = Cases(Records(self._store, timezone), pathways, hooks)
         self._kinds = pathways.resource_types()
 

@@ -48,9 +48,7 @@ async def subscriber(database: AsyncEngine, pathways: Pathways) -> AsyncIterator
     made: list[PathwaySubscriber] = []
 
     async def build() -> PathwaySubscriber:
-        subscriber = PathwaySubscriber(
-            database, name="pathways", timezone=CST, pathways=pathways
-        )
+        subscriber = PathwaySubscriber(database, name="pathways", timezone=CST, pathways=pathways)
         await subscriber.start()
         made.append(subscriber)
         return subscriber

@@ -52,7 +52,9 @@ def ecg(oid: str = "ecg1", pid: str = "p1", acquired: str = "2026-11-25T08:03:00
     return resource
 
 
-def ecg_report(rid: str = "ecgr1", pid: str = "p1", signed: str = "2026-11-25T08:12:00+08:00") -> dict[str, Any]:  # fmt: skip
+def ecg_report(
+    rid: str = "ecgr1", pid: str = "p1", signed: str = "2026-11-25T08:12:00+08:00"
+) -> dict[str, Any]:
     return {
         "resourceType": "DiagnosticReport", "id": rid, "status": "final",
         "code": {"coding": [{"system": LOINC, "code": "11524-6"}]},
@@ -61,8 +63,13 @@ def ecg_report(rid: str = "ecgr1", pid: str = "p1", signed: str = "2026-11-25T08
     }  # fmt: skip
 
 
-def troponin(n: int = 1, pid: str = "p1", collected: str = "2026-11-25T08:40:00+08:00",
-             reported: str = "2026-11-25T09:05:00+08:00", status: str = "final") -> list[dict[str, Any]]:  # fmt: skip
+def troponin(
+    n: int = 1,
+    pid: str = "p1",
+    collected: str = "2026-11-25T08:40:00+08:00",
+    reported: str = "2026-11-25T09:05:00+08:00",
+    status: str = "final",
+) -> list[dict[str, Any]]:
     """ORU^R01 from the LIS: Specimen (OBR-7 collection), Observation, DiagnosticReport (OBR-22)."""
     code = {"coding": [{"system": LOINC, "code": "89579-7"}]}
     subject = {"reference": f"Patient/{pid}"}
@@ -78,9 +85,15 @@ def troponin(n: int = 1, pid: str = "p1", collected: str = "2026-11-25T08:40:00+
     ]  # fmt: skip
 
 
-def uwb_gate(vid: str = "v1", pid: str = "p1", entered: str = "2026-11-25T08:21:30+08:00") -> dict[str, Any]:  # fmt: skip
+def uwb_gate(
+    vid: str = "v1", pid: str = "p1", entered: str = "2026-11-25T08:21:30+08:00"
+) -> dict[str, Any]:
     """The ED visit with the UWB gate zone in its location history."""
-    return ed_visit(vid, pid, location=[{
-        "location": {"display": "大门", "identifier": {"system": "urn:greenchannel:uwb-zone", "value": "gate"}},
-        "status": "completed", "period": {"start": entered, "end": entered},
-    }])  # fmt: skip
+    zone = {"system": "urn:greenchannel:uwb-zone", "value": "gate"}
+    stay = {"start": entered, "end": entered}
+    return ed_visit(
+        vid,
+        pid,
+        location=[{"location": {"display": "大门", "identifier": zone}, "status": "completed",
+                   "period": stay}],
+    )  # fmt: skip
