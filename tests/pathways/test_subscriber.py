@@ -46,7 +46,9 @@ async def nodes(store: FhirStore, case_id: str) -> dict[str, tuple[str, str, str
     """node key -> (instant, status, rule) of the authoritative nodes, by plain FHIR search."""
     found = await search(store, "Observation", case=f"EpisodeOfCare/{case_id}", category=CATEGORY)
     return {
-        o["code"]["coding"][0]["code"]: (o["valueDateTime"], o["status"], o["method"]["coding"][0]["code"])
+        o["code"]["coding"][0]["code"]: (
+            o["valueDateTime"], o["status"], o["method"]["coding"][0]["code"]
+        )
         for o in found
         if o["status"] in ("final", "amended")
     }  # fmt: skip
