@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -96,7 +96,7 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
         return case
 
     @router.post("", status_code=201)
-    async def activate(body: Activation) -> dict[str, Any]:
+    async def activate(body: Activation, response: Response) -> dict[str, Any]:
         if await cases.records.read(body.patient) is None:
             raise HTTPException(422, f"patient: {body.patient} is not in the FHIR store")
         start = body.time or cases.records.store.now().astimezone(cases.timezone)
@@ -104,6 +104,8 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
             body.center, body.patient, start,
             arrival_mode=body.arrival_mode, who=body.who, why=body.why,
         )  # fmt: skip
+        if not opened:
+            response.status_code = 200  # the patient's open case of that center
         return {**_summary(case), "opened": opened}
 
     @router.get("")
