@@ -57,7 +57,8 @@ async def http(store: FhirStore, pathways: Pathways) -> AsyncIterator[httpx.Asyn
 
 async def open_case(http: httpx.AsyncClient, **extra: Any) -> dict[str, Any]:
     body = {"patient": "Patient/p1", "center": "chest_pain", "arrival_mode": "self",
-            "time": "2026-11-25T08:26:00+08:00", "who": WHO, "why": "胸痛30分钟"} | extra  # fmt: skip
+            "time": "2026-11-25T08:26:00+08:00", "who": WHO, "why": "胸痛30分钟"}  # fmt: skip
+    body |= extra
     response = await http.post("/api/cases", json=body)
     assert response.status_code in (200, 201), response.text
     return dict(response.json())
@@ -140,16 +141,19 @@ async def test_facts_and_the_arrival_mode_set_by_staff(http: httpx.AsyncClient) 
     [
         ("post", "/api/cases", {"patient": "Patient/nobody", "center": "chest_pain", "who": WHO},
          422, "Patient/nobody is not in the FHIR store"),
-        ("post", "/api/cases", {"patient": "p1", "center": "chest_pain", "who": WHO}, 422, "patient"),
+        ("post", "/api/cases", {"patient": "p1", "center": "chest_pain", "who": WHO}, 422,
+         "patient"),
         ("post", "/api/cases", {"patient": "Patient/p1", "center": "cardiac", "who": WHO}, 422,
          "center"),
         ("post", "/api/cases/nope/nodes/door", {"time": "2026-11-25T08:00:00+08:00", "who": WHO,
                                                "why": "x"}, 404, "no center case"),
         ("post", "{case}/nodes/wire_crosing", {"time": "2026-11-25T08:00:00+08:00", "who": WHO,
-                                              "why": "x"}, 422, "'wire_crosing' is not a chest_pain node"),
+                                              "why": "x"}, 422,
+         "'wire_crosing' is not a chest_pain node"),
         ("post", "{case}/nodes/door", {"time": "2026-11-25T08:00:00", "who": WHO, "why": "x"}, 422,
          "needs an offset"),
-        ("post", "{case}/nodes/door", {"time": "2026-11-25T08:00:00+08:00", "who": WHO}, 422, "why"),
+        ("post", "{case}/nodes/door", {"time": "2026-11-25T08:00:00+08:00", "who": WHO}, 422,
+         "why"),
         ("put", "{case}/facts/arrival_mode", {"value": "walk_in", "who": WHO}, 422,
          "arrival mode 'walk_in' is not one of"),
     ],
