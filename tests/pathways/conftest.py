@@ -10,22 +10,14 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_store import FhirStore, migrate
-from fhir_store.app import create_database
+from fhir_store import FhirStore
 from pathways.definitions import Pathways, load_pathways
 from pathways.subscriber import PathwaySubscriber
+from tests.fhir_store.conftest import database
+
+__all__ = ["database"]  # the migrated FHIR database fixture, shared with the store's tests
 
 CST = timezone(timedelta(hours=8))
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_database(database_url)
-    await migrate(engine)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture
