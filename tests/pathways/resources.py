@@ -21,8 +21,8 @@ def ed_visit(vid: str = "v1", pid: str = "p1", start: str = "2026-11-25T08:28:00
         "resourceType": "Encounter", "id": vid, "status": "in-progress",
         "class": {"system": ACT, "code": "EMER"},
         "subject": {"reference": f"Patient/{pid}"},
-        "period": {"start": start}, **extra,
-    }  # fmt: skip
+        "period": {"start": start},
+    } | extra  # fmt: skip
 
 
 def ambulance_leg(eid: str = "amb1", pid: str = "p1", start: str = "2026-11-25T07:50:00+08:00",

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from fhir_store import ChangeFeed, FhirStore, parse_search
 from pathways.subscriber import PathwaySubscriber
+from pathways.timeline import CaseTimeline
 from pathways.vocabulary import (
     ARRIVAL_MODE_EXTENSION,
     CASE_EXTENSION,
@@ -19,6 +21,7 @@ from pathways.vocabulary import (
     TIME_NODE_SYSTEM,
 )
 from tests.pathways import resources as r
+from tests.pathways.conftest import CST
 
 pytestmark = pytest.mark.anyio
 
@@ -212,3 +215,33 @@ async def test_facts_come_from_conditions_and_own_writes_are_not_sources(
         "valueReference": {"reference": f"EpisodeOfCare/{case['id']}"},
     } in node["extension"]
     assert await engine.catch_up() == 0  # nothing it wrote came back as work
+
+
+async def test_hooks_get_the_case_timeline_and_a_discharge_closes_the_case(
+    store: FhirStore, database: Any, pathways: Any
+) -> None:
+    seen: list[CaseTimeline] = []
+
+    async def hook(timeline: CaseTimeline) -> None:
+        seen.append(timeline)
+
+    engine = PathwaySubscriber(
+        database, name="pathways", timezone=CST, pathways=pathways, hooks=[hook]
+    )
+    await engine.start()
+    try:
+        await put(store, r.patient(), r.ed_visit(), r.ecg(), r.ambulance_leg())
+        await engine.catch_up()
+        last = seen[-1]
+        assert (last.center, last.patient_id, last.arrival_mode) == ("chest_pain", "p1", "ems")
+        assert last.nodes["door"] == datetime(2026, 11, 25, 8, 20, tzinfo=CST)
+        discharged = r.ed_visit(status="finished")
+        discharged["period"]["end"] = "2026-11-25T15:00:00+08:00"
+        await put(store, discharged)
+        await engine.catch_up()
+        case = await the_case(store)
+        assert case["status"] == "finished"
+        assert case["period"]["end"] == "2026-11-25T15:00:00+08:00"
+        assert seen[-1].nodes["discharge"] == datetime(2026, 11, 25, 15, tzinfo=CST)
+    finally:
+        await engine.aclose()
