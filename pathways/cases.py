@@ -47,20 +47,33 @@ class Cases:
 
     # -- driven by resources -------------------------------------------------------------------
 
-    async def changed(self, reference: str) -> None:
-        """Apply the current state of `Type/id` (or its deletion) to the patient's cases."""
+    async def changed(self, reference: str, *, deleted_version: int | None = None) -> None:
+        """Apply the current state of `Type/id` to the patient's cases; after a deletion (its
+        tombstone `deleted_version`) the version before tells whose cases it fed."""
         resource = await self.records.read(reference)
-        retracting = self.pathways.catalogue.retracting_statuses
-        if resource is None or resource.get("status") in retracting:
+        if resource is None and deleted_version is not None and deleted_version > 1:
+            before = await self.records.read(f"{reference}/_history/{deleted_version - 1}")
+            patient = patient_of(before) if before is not None else None
+        else:
+            patient = patient_of(resource) if resource is not None else None
+        if resource is None or self._withdrawn(resource):
             await self.withdrawn(reference)
+            for case in await self.open_cases(patient) if patient else []:
+                await self._drop_facts(case, reference)
             return
-        patient = patient_of(resource)
         if patient is None:
             return
         for case in await self._activate(resource, patient):
             await self._scan(case)
         for case in await self.open_cases(patient):
             await self._apply(case, resource)
+
+    def _withdrawn(self, resource: Mapping[str, Any]) -> bool:
+        """Entered in error, cancelled, revoked (or a Condition verified as entered-in-error)."""
+        retracting = self.pathways.catalogue.retracting_statuses
+        verification = (resource.get("verificationStatus") or {}).get("coding") or []
+        codes = {resource.get("status"), *(c.get("code") for c in verification)}
+        return bool(codes & retracting)
 
     async def withdrawn(self, reference: str) -> None:
         """A source is gone: retract its candidates and facts, re-resolve what they fed."""
@@ -121,7 +134,7 @@ class Cases:
             parameter = _BY_ID.get(kind, "patient")
             value = patient.removeprefix("Patient/") if parameter == "_id" else patient
             for resource in await self.records.search(kind, [(parameter, value)]):
-                if resource.get("status") in self.pathways.catalogue.retracting_statuses:
+                if self._withdrawn(resource):
                     continue
                 current = await self.records.read(f"EpisodeOfCare/{case['id']}")
                 assert current is not None
@@ -132,10 +145,13 @@ class Cases:
     async def _set_facts(
         self, case: dict[str, Any], facts: Mapping[str, Any], source: str
     ) -> dict[str, Any]:
-        if not facts:
+        held = case_facts(case)
+        stale = [n for n, (_, given_by) in held.items() if given_by == source and n not in facts]
+        if not facts and not stale:
             return case
         updated = {k: v for k, v in case.items() if k != "meta"}
-        held = case_facts(case)
+        for name in stale:  # the resource no longer says so (its code was corrected)
+            set_fact(updated, name, None, source)
         for name, value in facts.items():
             if held.get(name, ("", ""))[1] == MANUAL:
                 continue  # staff said so: a resource does not overrule them

@@ -28,10 +28,13 @@ class Records:
         self.timezone = timezone
 
     async def read(self, reference: str) -> dict[str, Any] | None:
-        """The current version of `Type/id`, None when missing or deleted."""
-        kind, _, identifier = reference.partition("/")
-        identifier = identifier.split("/", 1)[0]
+        """The current version of `Type/id` (or `Type/id/_history/n`), None when missing or
+        deleted."""
+        kind, _, rest = reference.partition("/")
+        identifier, _, version = rest.partition("/_history/")
         try:
+            if version:
+                return await self.store.vread(kind, identifier, version)
             return await self.store.read(kind, identifier)
         except (NotFound, Gone):
             return None

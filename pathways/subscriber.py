@@ -118,7 +118,7 @@ class PathwaySubscriber:
             return
         reference = f"{event.resource_type}/{event.resource_id}"
         if event.action == "delete":
-            await self.cases.withdrawn(reference)
+            await self.cases.changed(reference, deleted_version=int(event.version_id))
         elif event.resource_type in self._kinds:
             await self.cases.changed(reference)
 

@@ -245,3 +245,44 @@ async def test_hooks_get_the_case_timeline_and_a_discharge_closes_the_case(
         assert seen[-1].nodes["discharge"] == datetime(2026, 11, 25, 15, tzinfo=CST)
     finally:
         await engine.aclose()
+
+
+async def test_a_corrected_or_withdrawn_diagnosis_changes_the_fact(
+    store: FhirStore, subscriber: Build
+) -> None:
+    icd = "http://hl7.org/fhir/sid/icd-10"
+    condition = {
+        "resourceType": "Condition", "id": "dx1", "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": icd, "code": "I21.4"}]},
+    }  # fmt: skip
+    await put(store, r.patient(), r.ecg(vid=None), condition)
+    engine = await subscriber()
+    await engine.catch_up()
+
+    async def diagnosis() -> Any:
+        case = await the_case(store)
+        facts = [
+            e["extension"] for e in case.get("extension", []) if e["url"].endswith("case-fact")
+        ]
+        return [f[1]["valueCode"] for f in facts if f[0]["valueCode"] == "diagnosis"]
+
+    assert await diagnosis() == ["NSTEMI"]
+    condition["code"]["coding"][0]["code"] = "R07.4"  # recoded: no ACS diagnosis any more
+    await put(store, condition)
+    await engine.catch_up()
+    assert await diagnosis() == []
+    condition["code"]["coding"][0]["code"] = "I21.0"
+    await put(store, condition)
+    await engine.catch_up()
+    assert await diagnosis() == ["STEMI"]
+    await put(store, condition | {"verificationStatus": {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+        "code": "entered-in-error"}]}})  # fmt: skip
+    await engine.catch_up()
+    assert await diagnosis() == []  # entered in error: withdrawn
+    await put(store, condition)
+    await engine.catch_up()
+    assert await diagnosis() == ["STEMI"]
+    await store.delete("Condition", "dx1")
+    await engine.catch_up()
+    assert await diagnosis() == []
