@@ -286,3 +286,62 @@ async def test_a_corrected_or_withdrawn_diagnosis_changes_the_fact(
     await store.delete("Condition", "dx1")
     await engine.catch_up()
     assert await diagnosis() == []
+
+
+PATHWAY_EVENT = "https://greenchannel.example.org/fhir/CodeSystem/pathway-event"
+PROCEDURE_EVENT = "https://greenchannel.example.org/fhir/CodeSystem/procedure-event"
+
+
+async def test_cath_lab_and_emar_resources_posted_as_fhir_become_nodes(
+    store: FhirStore, subscriber: Build
+) -> None:
+    subject = {"reference": "Patient/p1"}
+    aspirin = {
+        "resourceType": "MedicationAdministration", "id": "mar1", "status": "completed",
+        "medicationCodeableConcept": {"coding": [{"system": "http://www.whocc.no/atc",
+                                                  "code": "B01AC06"}]},
+        "subject": subject, "effectiveDateTime": "2026-11-25T08:15:00+08:00",
+    }  # fmt: skip
+    page = {
+        "resourceType": "Communication", "id": "call1", "status": "completed", "subject": subject,
+        "category": [{"coding": [{"system": PATHWAY_EVENT, "code": "cath-lab-activation"}]}],
+        "sent": "2026-11-25T08:20:00+08:00",
+    }  # fmt: skip
+    wire = {
+        "resourceType": "Procedure", "id": "pci1", "status": "completed", "subject": subject,
+        "code": {"coding": [{"system": PROCEDURE_EVENT, "code": "wire-crossing"}]},
+        "performedDateTime": "2026-11-25T09:10:05+08:00",
+    }  # fmt: skip
+    await put(store, r.patient(), r.ecg(vid=None), aspirin, page, wire)
+    await (await subscriber()).catch_up()
+    case = await the_case(store)
+    found = {k: v[0] for k, v in (await nodes(store, case["id"])).items()}
+    assert found["aspirin_given"] == "2026-11-25T08:15:00+08:00"
+    assert found["cath_lab_activation_start"] == "2026-11-25T08:20:00+08:00"
+    assert found["wire_crossing"] == "2026-11-25T09:10:05+08:00"
+
+
+async def test_a_stroke_ct_order_and_a_trauma_activation_open_their_centers(
+    store: FhirStore, subscriber: Build
+) -> None:
+    subject = {"reference": "Patient/p1"}
+    ct_order = {
+        "resourceType": "ServiceRequest", "id": "ct1", "status": "active", "intent": "order",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "30799-1"}]},
+        "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I63.9"}]}],
+        "subject": subject, "authoredOn": "2026-11-25T09:01:00+08:00",
+    }  # fmt: skip
+    team = {
+        "resourceType": "Task", "id": "team1", "status": "requested", "intent": "order",
+        "code": {"coding": [{"system": PATHWAY_EVENT, "code": "trauma-team-activation"}]},
+        "for": subject, "authoredOn": "2026-11-25T09:30:00+08:00",
+    }  # fmt: skip
+    await put(store, r.patient(), ct_order, team)
+    await (await subscriber()).catch_up()
+    cases = {c["type"][0]["coding"][0]["code"]: c for c in await search(store, "EpisodeOfCare")}
+    assert set(cases) == {"stroke", "trauma"}
+    stroke = await nodes(store, cases["stroke"]["id"])
+    assert stroke["ct_notified"][0] == "2026-11-25T09:01:00+08:00"
+    trauma = await nodes(store, cases["trauma"]["id"])
+    assert trauma["trauma_team_activated"][0] == "2026-11-25T09:30:00+08:00"
+    assert "ct_notified" not in trauma  # not a trauma node
