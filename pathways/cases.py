@@ -63,10 +63,28 @@ class Cases:
             return
         if patient is None:
             return
+        await self._pointing_to(resource)
         for case in await self._activate(resource, patient):
             await self._scan(case)
         for case in await self.open_cases(patient):
             await self._apply(case, resource)
+
+    async def _pointing_to(self, target: Mapping[str, Any]) -> None:
+        """Re-derive the resources whose capture reads its time from `target` (the lab results
+        of a Specimen whose collection time was corrected)."""
+        reference = f"{target['resourceType']}/{target['id']}"
+        seen: set[str] = set()
+        for pathway in self.pathways.by_center.values():
+            for capture in pathway.captures():
+                if target["resourceType"] not in capture.follow_types:
+                    continue
+                assert capture.follow_element is not None
+                kind = capture.match.resource
+                for found in await self.records.search(kind, [(capture.follow_element, reference)]):
+                    source = f"{kind}/{found['id']}"
+                    if source not in seen:
+                        seen.add(source)
+                        await self.changed(source)
 
     def _withdrawn(self, resource: Mapping[str, Any]) -> bool:
         """Entered in error, cancelled, revoked (or a Condition verified as entered-in-error)."""

@@ -11,6 +11,7 @@ described in docs/pathways.md.
 from __future__ import annotations
 
 import csv
+import importlib
 import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from engine.mapping.yamlfile import (
     validation_error_to_config_error,
 )
 from engine.settings import content_root
+from fhir_store import FhirStoreError, parse_search
 from pathways.vocabulary import ARRIVAL_MODES, CENTERS, ArrivalMode, Center
 
 __all__ = [
@@ -183,6 +185,10 @@ class Capture:
     match: CodeMatch
     time: FhirPath
     follow: FhirPath | None  # a reference whose target the `time` is read from
+    # The follow element as a search parameter and the types it may point to: a change of
+    # the target (a Specimen) re-derives the resources pointing to it.
+    follow_element: str | None
+    follow_types: frozenset[str]
     source: str
     priority: int
     arrival_modes: frozenset[ArrivalMode] | None
@@ -249,6 +255,9 @@ class Pathway:
     facts: tuple[FactRule, ...]
     nodes: Mapping[str, NodeDefinition]
 
+    def captures(self) -> list[Capture]:
+        return [c for node in self.nodes.values() for c in node.captures]
+
     def resource_types(self) -> frozenset[str]:
         """Every resource type a rule of this pathway reads."""
         kinds = {a.match.resource for a in self.activations}
@@ -282,9 +291,11 @@ class Pathways:
     by_center: Mapping[Center, Pathway]
 
     def resource_types(self) -> frozenset[str]:
+        """Every resource type a rule reads, or a capture follows a reference to."""
         kinds: set[str] = set()
         for pathway in self.by_center.values():
             kinds |= pathway.resource_types()
+            kinds |= {t for c in pathway.captures() for t in c.follow_types}
         return frozenset(kinds)
 
     def node_keys(self, center: Center) -> list[str]:
@@ -455,6 +466,8 @@ class _Compiler:
             match=self.match(capture, at),
             time=self.path_of(capture.time, (*at, "time")),
             follow=self.optional_path(capture.follow, (*at, "follow")),
+            follow_element=capture.follow,
+            follow_types=self.reference_targets(capture, (*at, "follow")),
             source=capture.source,
             priority=capture.priority if capture.priority is not None else kinds[capture.source][1],
             arrival_modes=_modes(capture.arrival_modes),
@@ -462,6 +475,24 @@ class _Compiler:
             keep_earliest=capture.keep == "earliest",
             performer=self.optional_path(capture.performer, (*at, "performer")),
         )
+
+    def reference_targets(self, capture: _CaptureFile, at: KeyPath) -> frozenset[str]:
+        """The resource types `follow` may point to; it must name a Reference element of the
+        resource that is also a search parameter (`specimen` of an Observation)."""
+        if capture.follow is None:
+            return frozenset()
+        problem = f"follow: {capture.follow!r} is not a searchable Reference of {capture.resource}"
+        module = importlib.import_module(f"fhir.resources.R4B.{capture.resource.lower()}")
+        field = getattr(module, capture.resource).model_fields.get(capture.follow)
+        extra = field.json_schema_extra if field is not None else None
+        targets = extra.get("enum_reference_types") if isinstance(extra, dict) else None
+        if not isinstance(targets, list) or not targets:
+            raise self.fail(problem, at)
+        try:
+            parse_search(capture.resource, [(capture.follow, "X/1")], strict=True)
+        except FhirStoreError:
+            raise self.fail(problem, at) from None
+        return frozenset(str(t) for t in targets)
 
     def fact(self, rule: _FactFile, at: KeyPath) -> FactRule:
         if (rule.value is None) == (rule.value_path is None):

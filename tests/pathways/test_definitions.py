@@ -141,3 +141,10 @@ def test_any_text_as_a_pathway_file_is_loaded_or_refused_with_a_config_error(
         load_pathway(path, catalogue, "trauma")
     except ConfigError as error:
         assert error.file == str(path)
+
+
+def test_follow_must_name_a_searchable_reference(folder: Path) -> None:
+    edit(folder, "chest_pain.yaml", "follow: specimen", "follow: valueQuantity")
+    error = problem(folder)
+    assert "'valueQuantity' is not a searchable Reference of Observation" in str(error)
+    assert error.key == "nodes.troponin_draw.captures[0].follow"

@@ -345,3 +345,17 @@ async def test_a_stroke_ct_order_and_a_trauma_activation_open_their_centers(
     trauma = await nodes(store, cases["trauma"]["id"])
     assert trauma["trauma_team_activated"][0] == "2026-11-25T09:30:00+08:00"
     assert "ct_notified" not in trauma  # not a trauma node
+
+
+async def test_a_corrected_specimen_collection_time_re_derives_the_draw(
+    store: FhirStore, subscriber: Build
+) -> None:
+    await stemi_walk_in(store)
+    engine = await subscriber()
+    await engine.catch_up()
+    case = await the_case(store)
+    specimen = r.troponin()[0]
+    specimen["collection"]["collectedDateTime"] = "2026-11-25T08:35:00+08:00"  # LIS fixed it
+    await put(store, specimen)
+    await engine.catch_up()
+    assert (await nodes(store, case["id"]))["troponin_draw"][0] == "2026-11-25T08:35:00+08:00"
