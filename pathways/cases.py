@@ -66,7 +66,12 @@ class Cases:
         await self._pointing_to(resource)
         for case in await self._activate(resource, patient):
             await self._scan(case)
-        for case in await self.open_cases(patient):
+        cases = {c["id"]: c for c in await self.open_cases(patient)}
+        for fed in await self.nodes.cases_fed_by(reference):  # a closed case it fed: A13
+            closed = await self.records.read(fed) if fed.split("/")[-1] not in cases else None
+            if closed is not None:
+                cases[closed["id"]] = closed
+        for case in cases.values():
             await self._apply(case, resource)
 
     async def _pointing_to(self, target: Mapping[str, Any]) -> None:
@@ -113,7 +118,7 @@ class Cases:
             touched |= set(pathway.nodes)  # door variants (R1) depend on the arrival mode
         if touched:
             await self.nodes.resolve(case, touched)
-            await self._close_if_done(case, touched)
+            await self._update_status(case, touched)
 
     async def _activate(self, resource: Mapping[str, Any], patient: str) -> list[dict[str, Any]]:
         """Open a case for each center whose activation rule the resource meets and that has
@@ -203,23 +208,27 @@ class Cases:
 
     # -- closing -------------------------------------------------------------------------------
 
-    async def _close_if_done(self, case: dict[str, Any], touched: set[str]) -> None:
+    async def _update_status(self, case: dict[str, Any], touched: set[str]) -> None:
+        """Finish the case when a `closes_on` node (discharge, death) resolves; open it again
+        when that node goes (ADT A13 cancels the discharge)."""
         pathway = self.pathways.by_center[self._center(case)]
-        if case.get("status") != "active" or not touched & pathway.closes_on:
+        if not touched & pathway.closes_on:
             return
         current = await self.records.read(f"EpisodeOfCare/{case['id']}")
-        if current is None:
+        if current is None or current.get("status") not in ("active", "finished"):
             return
         ends = [
             v.authoritative for v in await self.nodes.view(current) if v.key in pathway.closes_on
         ]
         instants = [a["valueDateTime"] for a in ends if a is not None]
-        if not instants:
-            return
-        closed = {k: v for k, v in current.items() if k != "meta"}
-        closed["status"] = "finished"
-        closed["period"] = {**closed["period"], "end": max(instants)}
-        await self.records.write(closed, activity="derive", who=ENGINE, reason="case closed")
+        updated = {k: v for k, v in current.items() if k != "meta"}
+        period = {k: v for k, v in updated["period"].items() if k != "end"}
+        if instants:
+            updated["status"], updated["period"] = "finished", {**period, "end": max(instants)}
+        else:
+            updated["status"], updated["period"] = "active", period
+        reason = "case closed" if instants else "case open again: its end was withdrawn"
+        await self.records.write(updated, activity="derive", who=ENGINE, reason=reason)
 
     # -- staff ---------------------------------------------------------------------------------
 
@@ -265,7 +274,7 @@ class Cases:
         """A node time by staff: an entry (a low-priority candidate) or a correction (wins)."""
         await self.nodes.manual(case, node, instant, who=who, why=why, correction=correction)
         await self.nodes.resolve(case, {node})
-        await self._close_if_done(case, {node})
+        await self._update_status(case, {node})
 
     async def open_cases(self, patient: str) -> list[dict[str, Any]]:
         return await self.records.search(

@@ -113,6 +113,13 @@ class Nodes:
                 touched.add(_node_of(held))
         return touched
 
+    async def cases_fed_by(self, reference: str) -> set[str]:
+        """`EpisodeOfCare/<id>` of every case with a live candidate from `reference`."""
+        found = await self.records.search(
+            "Observation", [("derived-from", reference), ("category", _CATEGORY)]
+        )
+        return {_case_of(o) for o in found if o.get("status") == "preliminary"}
+
     async def retract_source(self, reference: str) -> dict[str, set[str]]:
         """Retract every live candidate derived from `reference` (deleted, entered in error,
         cancelled); returns the touched nodes by case id."""

@@ -243,6 +243,11 @@ async def test_hooks_get_the_case_timeline_and_a_discharge_closes_the_case(
         assert case["status"] == "finished"
         assert case["period"]["end"] == "2026-11-25T15:00:00+08:00"
         assert seen[-1].nodes["discharge"] == datetime(2026, 11, 25, 15, tzinfo=CST)
+        await put(store, r.ed_visit())  # ADT A13 cancels the discharge: open again
+        await engine.catch_up()
+        case = await the_case(store)
+        assert (case["status"], "end" in case["period"]) == ("active", False)
+        assert "discharge" not in seen[-1].nodes
     finally:
         await engine.aclose()
 
