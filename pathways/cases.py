@@ -22,6 +22,8 @@ from pathways.shapes import (
     case_episode,
     case_facts,
     case_id,
+    case_of,
+    node_key_of,
     set_arrival_mode,
     set_fact,
 )
@@ -73,6 +75,16 @@ class Cases:
                 cases[closed["id"]] = closed
         for case in cases.values():
             await self._apply(case, resource)
+
+    async def candidate_changed(self, reference: str) -> None:
+        """Resolve the node of a candidate again."""
+        candidate = await self.records.read(reference)
+        case_reference = case_of(candidate) if candidate is not None else None
+        case = await self.records.read(case_reference) if case_reference else None
+        key = node_key_of(candidate) if candidate is not None else None
+        if case is not None and key is not None and case_center(case) is not None:
+            await self.nodes.resolve(case, {key})
+            await self._update_status(case, {key})
 
     async def _pointing_to(self, target: Mapping[str, Any]) -> None:
         """Re-derive the resources whose capture reads its time from `target` (the lab results

@@ -36,16 +36,22 @@ log = logging.getLogger(__name__)
 # resolved: indicators and running clocks plug in here.
 CASE_HOOKS = "greenchannel.case_hooks"
 _OWN_TYPES = frozenset({"EpisodeOfCare", "Provenance", "CodeSystem", "SearchParameter"})
-_OWN_OBSERVATION_PREFIXES = ("tn-", "tnc-")
+_NODE_PREFIX = "tn-"
+_CANDIDATE_PREFIX = "tnc-"
 
 
 def is_own(event: ChangeEvent) -> bool:
-    """Whether the change is one the pathway engine wrote itself."""
+    """Whether the change is one the pathway engine wrote itself (a candidate is handled on
+    its own: see `PathwaySubscriber.handle`)."""
     if event.resource_type in _OWN_TYPES:
         return True
     return event.resource_type == "Observation" and event.resource_id.startswith(
-        _OWN_OBSERVATION_PREFIXES
+        (_NODE_PREFIX, _CANDIDATE_PREFIX)
     )
+
+
+def is_candidate(event: ChangeEvent) -> bool:
+    return event.resource_type == "Observation" and event.resource_id.startswith(_CANDIDATE_PREFIX)
 
 
 async def publish(store: FhirStore, pathways: Pathways) -> None:
@@ -114,6 +120,12 @@ class PathwaySubscriber:
         return handled
 
     async def handle(self, event: ChangeEvent) -> None:
+        if is_candidate(event) and event.action != "delete":
+            # A candidate written by another writer (the API, another engine node) may have
+            # raced with a resolution here: resolving its node once more converges. The node
+            # is written only if it changes, so this never loops.
+            await self.cases.candidate_changed(f"Observation/{event.resource_id}")
+            return
         if is_own(event):
             return
         reference = f"{event.resource_type}/{event.resource_id}"

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from fhir_store import ChangeFeed, FhirStore, parse_search
+from pathways.nodes import Nodes
+from pathways.records import Records
 from pathways.subscriber import PathwaySubscriber
 from pathways.timeline import CaseTimeline
 from pathways.vocabulary import (
@@ -364,3 +366,21 @@ async def test_a_corrected_specimen_collection_time_re_derives_the_draw(
     await put(store, specimen)
     await engine.catch_up()
     assert (await nodes(store, case["id"]))["troponin_draw"][0] == "2026-11-25T08:35:00+08:00"
+
+
+async def test_a_candidate_written_elsewhere_is_resolved_by_the_subscriber(
+    store: FhirStore, subscriber: Build, pathways: Any
+) -> None:
+    await put(store, r.patient(), r.ed_visit(), r.ecg())
+    engine = await subscriber()
+    await engine.catch_up()
+    case = await the_case(store)
+    # another engine node's API wrote a correction but stopped before resolving the node
+    other = Nodes(Records(store, CST), pathways)
+    fixed = datetime(2026, 11, 25, 8, 24, 10, tzinfo=CST)
+    await other.manual(case, "door", fixed, who="李质控", why="录像核实", correction=True)
+    assert (await nodes(store, case["id"]))["door"][1] == "final"
+    await engine.catch_up()
+    assert (await nodes(store, case["id"]))["door"] == (
+        "2026-11-25T08:24:10+08:00", "amended", "correction"
+    )  # fmt: skip
