@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,7 +24,7 @@ from pathways.definitions import Pathways, load_pathways
 from pathways.nodes import NodeView
 from pathways.records import Records
 from pathways.shapes import arrival_mode_of, case_center, case_facts
-from pathways.subscriber import installed_hooks
+from pathways.subscriber import installed_hooks, publish
 from pathways.vocabulary import (
     CONFLICT_EXTENSION,
     SOURCE_KIND_SYSTEM,
@@ -87,7 +87,22 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
         finally:
             await store.aclose()
 
-    router = APIRouter(prefix="/api/cases", tags=["pathways"], lifespan=close_store)
+    published = False
+
+    async def ensure_published() -> None:
+        # The timeline is read with the `case` search parameter: publish it (and the
+        # CodeSystems) if the subscriber has not yet, e.g. when it runs in another process.
+        nonlocal published
+        if not published:
+            await publish(store, definitions)
+            published = True
+
+    router = APIRouter(
+        prefix="/api/cases",
+        tags=["pathways"],
+        lifespan=close_store,
+        dependencies=[Depends(ensure_published)],
+    )
 
     async def case_or_404(case_id: str) -> dict[str, Any]:
         case = await cases.records.read(f"EpisodeOfCare/{case_id}")

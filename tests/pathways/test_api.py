@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from fhir_store import FhirStore, build_router
 from pathways.api import build_router as build_cases_router
 from pathways.definitions import Pathways
-from pathways.subscriber import publish
 from tests.pathways import resources as r
 
 pytestmark = pytest.mark.anyio
@@ -48,7 +47,6 @@ async def serve(store: FhirStore, pathways: Pathways) -> AsyncIterator[httpx.Asy
 
 @pytest.fixture
 async def http(store: FhirStore, pathways: Pathways) -> AsyncIterator[httpx.AsyncClient]:
-    await publish(store, pathways)
     for resource in (r.patient(), r.ed_visit()):
         await store.update(resource["resourceType"], resource["id"], resource)
     async with serve(store, pathways) as client:
