@@ -8,6 +8,7 @@ Used by the change-event subscriber and the `/api/cases` router alike; every ste
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
@@ -30,6 +31,8 @@ from pathways.shapes import (
 from pathways.vocabulary import ARRIVAL_MODES, CENTER_SYSTEM, CENTER_TYPE_CODES, ArrivalMode, Center
 
 __all__ = ["MANUAL", "Cases"]
+
+log = logging.getLogger(__name__)
 
 MANUAL = "manual"  # the source of a fact or activation set by staff
 # Searches by `patient` find a resource type's patient; a Patient is found by its id.
@@ -65,6 +68,8 @@ class Cases:
             return
         if patient is None:
             return
+        if resource["resourceType"] == "Patient":
+            await self._merged(resource)
         await self._pointing_to(resource)
         for case in await self._activate(resource, patient):
             await self._scan(case)
@@ -75,6 +80,37 @@ class Cases:
                 cases[closed["id"]] = closed
         for case in cases.values():
             await self._apply(case, resource)
+
+    async def _merged(self, patient: Mapping[str, Any]) -> None:
+        """ADT A40: a retired record (inactive, `replaced-by` the survivor) hands its cases to
+        the survivor, so that one patient is not two cases in the denominators. When the
+        survivor already has an open case of that center, both stay for review (logged)."""
+        survivor = next(
+            (
+                link["other"].get("reference")
+                for link in patient.get("link") or []
+                if link.get("type") == "replaced-by" and isinstance(link.get("other"), Mapping)
+            ),
+            None,
+        )
+        if patient.get("active") is not False or not isinstance(survivor, str):
+            return
+        retired = f"Patient/{patient['id']}"
+        taken = {self._center(c) for c in await self.open_cases(survivor)}
+        for case in await self.records.search("EpisodeOfCare", [("patient", retired)]):
+            center = self._center(case)
+            if case.get("status") == "active" and center in taken:
+                log.warning(
+                    "pathways.merge_duplicate_case",
+                    extra={"case": case["id"], "center": center},
+                )
+                continue
+            moved = {k: v for k, v in case.items() if k != "meta"}
+            moved["patient"] = {"reference": survivor}
+            await self.records.write(
+                moved, activity="derive", who=ENGINE, entity=retired,
+                reason=f"patient merged into {survivor}",
+            )  # fmt: skip
 
     async def candidate_changed(self, reference: str) -> None:
         """Resolve the node of a candidate again."""

@@ -384,3 +384,23 @@ async def test_a_candidate_written_elsewhere_is_resolved_by_the_subscriber(
     assert (await nodes(store, case["id"]))["door"] == (
         "2026-11-25T08:24:10+08:00", "amended", "correction"
     )  # fmt: skip
+
+
+async def test_a_patient_merge_hands_the_case_to_the_surviving_record(
+    store: FhirStore, subscriber: Build
+) -> None:
+    await put(store, r.patient(), r.ed_visit(), r.ecg())
+    engine = await subscriber()
+    await engine.catch_up()
+    # ADT A40: p2 survives, p1 is retired and points at it
+    retired = r.patient() | {"active": False, "link": [
+        {"other": {"reference": "Patient/p2"}, "type": "replaced-by"}]}  # fmt: skip
+    await put(store, r.patient("p2"), retired)
+    await engine.catch_up()
+    case = await the_case(store)
+    assert case["patient"] == {"reference": "Patient/p2"}
+    # what comes for the survivor now feeds the same case
+    await put(store, *r.troponin(pid="p2"))
+    await engine.catch_up()
+    assert len(await search(store, "EpisodeOfCare")) == 1
+    assert "troponin_report" in await nodes(store, case["id"])
