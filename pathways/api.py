@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fhir_store import FhirStore
 from pathways.cases import Cases
 from pathways.definitions import Pathways, load_pathways
-from pathways.nodes import NodeView
+from pathways.nodes import Nodes, NodeView
 from pathways.records import Records
 from pathways.shapes import arrival_mode_of, case_center, case_facts
 from pathways.subscriber import installed_hooks, publish
@@ -78,7 +78,7 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
     """The `/api/cases` router over the FHIR store on `database`."""
     definitions = pathways or load_pathways()
     store = FhirStore(database, timezone=definitions.catalogue.tz, check_references=False)
-    cases = Cases(Records(store, definitions.catalogue.tz), definitions, installed_hooks())
+    cases = Cases(Nodes(Records(store, definitions.catalogue.tz), definitions, installed_hooks()))
 
     @asynccontextmanager
     async def close_store(app: Any) -> AsyncIterator[None]:
@@ -116,9 +116,13 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
             raise HTTPException(422, f"patient: {body.patient} is not in the FHIR store")
         start = body.time or cases.records.store.now().astimezone(cases.timezone)
         case, opened = await cases.activate_manually(
-            body.center, body.patient, start,
-            arrival_mode=body.arrival_mode, who=body.who, why=body.why,
-        )  # fmt: skip
+            body.center,
+            body.patient,
+            start,
+            arrival_mode=body.arrival_mode,
+            who=body.who,
+            why=body.why,
+        )
         if not opened:
             response.status_code = 200  # the patient's open case of that center
         return {**_summary(case), "opened": opened}
@@ -153,9 +157,13 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
                 f"(for example {', '.join(allowed[:5])} ...)",
             )
         await cases.enter_node(
-            case, key, body.time.astimezone(cases.timezone),
-            who=body.who, why=body.why, correction=body.kind == "correction",
-        )  # fmt: skip
+            case,
+            key,
+            body.time.astimezone(cases.timezone),
+            who=body.who,
+            why=body.why,
+            correction=body.kind == "correction",
+        )
         views = {v.key: v for v in await cases.nodes.view(case)}
         return _node(views[key])
 

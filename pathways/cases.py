@@ -9,15 +9,14 @@ Used by the change-event subscriber and the `/api/cases` router alike; every ste
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
 from pathways.capture import activations_in, captures_in, facts_in, patient_of
-from pathways.definitions import Pathways
-from pathways.nodes import ENGINE, CaseHook, Nodes
-from pathways.records import Records
+from pathways.nodes import ENGINE, Nodes
 from pathways.shapes import (
+    Note,
     arrival_mode_of,
     case_center,
     case_episode,
@@ -42,13 +41,11 @@ _BY_ID = {"Patient": "_id"}
 class Cases:
     """The pathway engine over one FHIR store."""
 
-    def __init__(
-        self, records: Records, pathways: Pathways, hooks: Sequence[CaseHook] = ()
-    ) -> None:
-        self.records = records
-        self.pathways = pathways
-        self.nodes = Nodes(records, pathways, hooks)
-        self.timezone: tzinfo = records.timezone
+    def __init__(self, nodes: Nodes) -> None:
+        self.nodes = nodes
+        self.records = nodes.records
+        self.pathways = nodes.pathways
+        self.timezone: tzinfo = nodes.records.timezone
 
     # -- driven by resources -------------------------------------------------------------------
 
@@ -108,9 +105,14 @@ class Cases:
             moved = {k: v for k, v in case.items() if k != "meta"}
             moved["patient"] = {"reference": survivor}
             await self.records.write(
-                moved, activity="derive", who=ENGINE, entity=retired,
-                reason=f"patient merged into {survivor}",
-            )  # fmt: skip
+                moved,
+                Note(
+                    activity="derive",
+                    who=ENGINE,
+                    entity=retired,
+                    reason=f"patient merged into {survivor}",
+                ),
+            )
 
     async def candidate_changed(self, reference: str) -> None:
         """Resolve the node of a candidate again."""
@@ -182,17 +184,22 @@ class Cases:
                 continue
             activation, start = found[0]
             episode = case_episode(
-                case_id(center, patient, reference), center, patient, start,
+                case_id(center, patient, reference),
+                center,
+                patient,
+                start,
                 activation=activation.name,
-            )  # fmt: skip
+            )
             opened.append(
                 await self.records.write(
                     episode,
-                    activity="derive",
-                    who=ENGINE,
-                    entity=reference,
-                    reason=f"activation rule {activation.name}",
-                )  # fmt: skip
+                    Note(
+                        activity="derive",
+                        who=ENGINE,
+                        entity=reference,
+                        reason=f"activation rule {activation.name}",
+                    ),
+                )
             )
         return opened
 
@@ -230,7 +237,7 @@ class Cases:
                 set_arrival_mode(updated, _mode(value))
             else:
                 set_fact(updated, name, value, source)
-        return await self.records.write(updated, activity="derive", who=ENGINE, entity=source)
+        return await self.records.write(updated, Note(activity="derive", who=ENGINE, entity=source))
 
     async def _drop_facts(self, case: dict[str, Any], source: str) -> None:
         stale = [name for name, (_, held) in case_facts(case).items() if held == source]
@@ -239,7 +246,7 @@ class Cases:
         updated = {k: v for k, v in case.items() if k != "meta"}
         for name in stale:
             set_fact(updated, name, None, source)
-        await self.records.write(updated, activity="derive", who=ENGINE, entity=source)
+        await self.records.write(updated, Note(activity="derive", who=ENGINE, entity=source))
 
     async def set_manual_fact(
         self, case: dict[str, Any], name: str, value: Any, *, who: str, why: str | None
@@ -249,7 +256,9 @@ class Cases:
         if name == "arrival_mode":
             set_arrival_mode(updated, _mode(value))
         set_fact(updated, name, value, MANUAL)  # also marks a manual arrival mode as such
-        stored = await self.records.write(updated, activity="manual-entry", who=who, reason=why)
+        stored = await self.records.write(
+            updated, Note(activity="manual-entry", who=who, reason=why)
+        )
         if name == "arrival_mode":  # door variants (R1) depend on it
             await self.nodes.resolve(stored, self.pathways.by_center[self._center(stored)].nodes)
         return stored
@@ -276,7 +285,7 @@ class Cases:
         else:
             updated["status"], updated["period"] = "active", period
         reason = "case closed" if instants else "case open again: its end was withdrawn"
-        await self.records.write(updated, activity="derive", who=ENGINE, reason=reason)
+        await self.records.write(updated, Note(activity="derive", who=ENGINE, reason=reason))
 
     # -- staff ---------------------------------------------------------------------------------
 
@@ -296,13 +305,17 @@ class Cases:
             if self._center(case) == center:
                 return case, False
         episode = case_episode(
-            case_id(center, patient, f"{MANUAL}/{start.isoformat()}"), center, patient, start,
-            activation=MANUAL, arrival_mode=arrival_mode,
-        )  # fmt: skip
+            case_id(center, patient, f"{MANUAL}/{start.isoformat()}"),
+            center,
+            patient,
+            start,
+            activation=MANUAL,
+            arrival_mode=arrival_mode,
+        )
         if arrival_mode is not None:
             set_fact(episode, "arrival_mode", arrival_mode, MANUAL)
         stored = await self.records.write(
-            episode, activity="manual-entry", who=who, reason=why or "manual activation"
+            episode, Note(activity="manual-entry", who=who, reason=why or "manual activation")
         )
         await self._scan(stored)
         current = await self.records.read(f"EpisodeOfCare/{stored['id']}")

@@ -19,6 +19,7 @@ from pathways.records import Records
 from pathways.resolve import CORRECTION, Candidate, Resolution, resolve
 from pathways.shapes import (
     AUTHORITATIVE_STATUSES,
+    Note,
     arrival_mode_of,
     candidate_id,
     candidate_observation,
@@ -100,9 +101,9 @@ class Nodes:
                 proxy=capture.proxy,
             )
             stored = await self.records.write(
-                observation, activity="derive", who=ENGINE, entity=reference,
-                priority=capture.priority,
-            )  # fmt: skip
+                observation,
+                Note(activity="derive", who=ENGINE, entity=reference, priority=capture.priority),
+            )
             if stored.get("meta", {}).get("versionId") != (held or {}).get("meta", {}).get(
                 "versionId"
             ):
@@ -137,9 +138,14 @@ class Nodes:
         retracted = {k: v for k, v in held.items() if k != "meta"}
         retracted["status"] = "cancelled"
         await self.records.write(
-            retracted, activity="derive", who=ENGINE, entity=reference,
-            reason="the source was withdrawn or no longer gives this time",
-        )  # fmt: skip
+            retracted,
+            Note(
+                activity="derive",
+                who=ENGINE,
+                entity=reference,
+                reason="the source was withdrawn or no longer gives this time",
+            ),
+        )
 
     async def manual(
         self,
@@ -169,7 +175,7 @@ class Nodes:
         )
         activity = "correction" if correction else "manual-entry"
         await self.records.write(
-            observation, activity=activity, who=who, reason=why, priority=priority
+            observation, Note(activity=activity, who=who, reason=why, priority=priority)
         )
 
     # -- resolution ----------------------------------------------------------------------------
@@ -224,16 +230,22 @@ class Nodes:
         performers = [p for w in winners for p in w.get("performer") or []]
         encounter = next((w["encounter"]["reference"] for w in winners if "encounter" in w), None)
         observation = node_observation(
-            case, definition.key, definition.label, resolution,
-            encounter=encounter, performer=performers or None,
-        )  # fmt: skip
+            case,
+            definition.key,
+            definition.label,
+            resolution,
+            encounter=encounter,
+            performer=performers or None,
+        )
         entity = f"Observation/{resolution.winners[0].id}"
         await self.records.write(
             observation,
-            activity="correction" if resolution.corrected else "derive",
-            who=ENGINE,
-            entity=entity,
-            priority=resolution.winners[0].priority,
+            Note(
+                activity="correction" if resolution.corrected else "derive",
+                who=ENGINE,
+                entity=entity,
+                priority=resolution.winners[0].priority,
+            ),
         )
         return resolution.instant
 

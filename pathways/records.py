@@ -12,7 +12,7 @@ from datetime import tzinfo
 from typing import Any
 
 from fhir_store import FhirStore, Gone, NotFound, VersionConflict, parse_search
-from pathways.shapes import provenance
+from pathways.shapes import Note, provenance
 
 __all__ = ["Records"]
 
@@ -51,16 +51,7 @@ class Records:
                 return found
             offset += _PAGE
 
-    async def write(
-        self,
-        resource: dict[str, Any],
-        *,
-        activity: str,
-        who: str,
-        entity: str | None = None,
-        reason: str | None = None,
-        priority: int | None = None,
-    ) -> dict[str, Any]:
+    async def write(self, resource: dict[str, Any], note: Note) -> dict[str, Any]:
         """Store `resource` (by its id) with a Provenance, unless the content is unchanged;
         returns the stored resource either way."""
         kind, identifier = resource["resourceType"], resource["id"]
@@ -73,14 +64,7 @@ class Records:
             if current is not None:
                 request["ifMatch"] = f'W/"{version}"'
             record = provenance(
-                resource,
-                version + 1,
-                self.store.now().astimezone(self.timezone),
-                activity=activity,
-                who=who,
-                entity=entity,
-                reason=reason,
-                priority=priority,
+                resource, version + 1, self.store.now().astimezone(self.timezone), note
             )
             bundle = {
                 "resourceType": "Bundle",

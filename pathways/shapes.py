@@ -10,6 +10,7 @@ the SearchParameter the engine publishes into the store at start.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "AUTHORITATIVE_STATUSES",
     "CANDIDATE_STATUSES",
     "Fact",
+    "Note",
     "candidate_id",
     "candidate_observation",
     "arrival_mode_of",
@@ -336,18 +338,29 @@ def case_of(observation: Mapping[str, Any]) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Note:
+    """What the Provenance of a write says: the activity (derive, manual-entry, correction),
+    who, from what source, why, and the priority used."""
+
+    activity: str
+    who: str
+    entity: str | None = None
+    reason: str | None = None
+    priority: int | None = None
+
+
 def provenance(
-    target: Mapping[str, Any],
-    version: int,
-    recorded: datetime,
-    *,
-    activity: str,
-    who: str,
-    entity: str | None = None,
-    reason: str | None = None,
-    priority: int | None = None,
+    target: Mapping[str, Any], version: int, recorded: datetime, note: Note
 ) -> dict[str, Any]:
     """The Provenance of one write: which version, when, by whom, from what, and why."""
+    activity, who, entity, reason, priority = (
+        note.activity,
+        note.who,
+        note.entity,
+        note.reason,
+        note.priority,
+    )
     reference = f"{target['resourceType']}/{target['id']}"
     record: dict[str, Any] = {
         "resourceType": "Provenance",

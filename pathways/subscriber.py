@@ -24,7 +24,7 @@ from engine.subscribers import SubscriberContext
 from fhir_store import ChangeEvent, ChangeFeed, FhirStore
 from pathways.cases import Cases
 from pathways.definitions import Pathways, load_pathways
-from pathways.nodes import CaseHook
+from pathways.nodes import CaseHook, Nodes
 from pathways.records import Records
 from pathways.shapes import code_systems, search_parameters
 
@@ -92,7 +92,7 @@ class PathwaySubscriber:
             database, timezone=timezone, run_write=run_write, check_references=False
         )
         self._feed = ChangeFeed(database, poll_interval_s=poll_interval_s, run_write=run_write)
-        self.cases = Cases(Records(self._store, timezone), pathways, hooks)
+        self.cases = Cases(Nodes(Records(self._store, timezone), pathways, hooks))
         self._kinds = pathways.resource_types()
 
     async def start(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import bz2
 import contextlib
 import json
@@ -12,12 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_store import FhirStore, build_router, migrate
 from fhir_store.app import create_database
+from tests.net import serve_app
 
 
 @pytest.fixture
@@ -58,22 +57,8 @@ async def serve_fhir(store: FhirStore, **router_options: Any) -> AsyncIterator[h
     """An httpx client on the FHIR router, served by uvicorn on a free 127.0.0.1 port."""
     app = FastAPI()
     app.include_router(build_router(store.database, store=store, **router_options))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):  # uvicorn has no started event; give it 5 s at most
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        port = server.servers[0].sockets[0].getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/fhir") as http:
-            yield http
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_app(app, "/fhir") as http:
+        yield http
 
 
 @pytest.fixture

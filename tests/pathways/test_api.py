@@ -4,19 +4,18 @@ the timeline with candidates and conflicts, and 4xx errors that say what is wron
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from fhir_store import FhirStore, build_router
 from pathways.api import build_router as build_cases_router
 from pathways.definitions import Pathways
+from tests.net import serve_app
 from tests.pathways import resources as r
 
 pytestmark = pytest.mark.anyio
@@ -28,21 +27,8 @@ async def serve(store: FhirStore, pathways: Pathways) -> AsyncIterator[httpx.Asy
     app = FastAPI()
     app.include_router(build_router(store.database, store=store))
     app.include_router(build_cases_router(store.database, pathways=pathways))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            yield http
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_app(app) as http:
+        yield http
 
 
 @pytest.fixture
