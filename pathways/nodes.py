@@ -206,12 +206,15 @@ class Nodes:
                 resolved.pop(key, None)
             else:
                 resolved[key] = instant
-        timeline = timeline_of(case, resolved)
+        await self.notify(timeline_of(case, resolved))
+
+    async def notify(self, timeline: CaseTimeline) -> None:
+        """Tell every hook the case as it now stands."""
         for hook in self.hooks:
             try:
                 await hook(timeline)
             except Exception:  # one failing hook must not stop node capture
-                log.error("pathways.hook_failed", extra={"case": case["id"]}, exc_info=True)
+                log.error("pathways.hook_failed", extra={"case": timeline.case_id}, exc_info=True)
 
     async def _write_node(
         self,

@@ -4,6 +4,7 @@ with plain FHIR searches."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from engine.connectors import Inbound, Receipt
+from engine.testing import wait_until
 from fhir_store import ChangeFeed, FhirStore, parse_search
 from pathways.nodes import Nodes
 from pathways.records import Records
@@ -404,3 +407,66 @@ async def test_a_patient_merge_hands_the_case_to_the_surviving_record(
     await engine.catch_up()
     assert len(await search(store, "EpisodeOfCare")) == 1
     assert "troponin_report" in await nodes(store, case["id"])
+
+
+async def test_the_clocks_run_in_the_subscriber_from_resolved_nodes_and_case_changes(
+    store: FhirStore, database: Any, pathways: Any
+) -> None:
+    """The ECG is acquired but not read: the ECG-to-diagnosis clock (10 min) is long overdue,
+    so its alerts are raised; the report resolves them; the discharge closes the case."""
+    sent: list[dict[str, Any]] = []
+
+    async def accept(channel: str, inbound: Inbound) -> Receipt:
+        assert channel == "pathway-alerts"
+        sent.append(json.loads(inbound.raw))
+        return Receipt(message_id=len(sent), duplicate=False)
+
+    subscriber = PathwaySubscriber(
+        database, name="pathways", timezone=CST, pathways=pathways, accept=accept
+    )
+    assert subscriber.scheduler is not None
+    await subscriber.start()
+    clocks = asyncio.create_task(subscriber.scheduler.run())
+
+    def events(rule: str, event: str) -> list[dict[str, Any]]:
+        return [m for m in sent if m["rule"]["id"] == rule and m["event"] == event]
+
+    async def seen(rule: str, event: str, count: int) -> None:
+        async def enough() -> bool:
+            return len(events(rule, event)) >= count
+
+        await wait_until(enough, timeout_s=10)
+
+    try:
+        await put(store, r.patient(), r.ed_visit(), r.ecg())
+        await subscriber.catch_up()
+        await seen("cpc.ecg2dx", "raised", 2)
+        case = await the_case(store)
+        raised = events("cpc.ecg2dx", "raised")
+        assert {m["step"]["name"] for m in raised} == {"warning", "limit"}
+        assert raised[0]["case"]["id"] == case["id"]
+        assert raised[0]["started_at"] == "2026-11-25T08:03:00+08:00"
+
+        await put(store, r.ecg_report())
+        await subscriber.catch_up()
+        await seen("cpc.ecg2dx", "resolved", 2)
+        assert {m["resolution"]["reason"] for m in events("cpc.ecg2dx", "resolved")} == {"end_node"}
+
+        # the troponin clock starts at the draw; the discharge closes the case (and its clocks)
+        await put(store, *r.troponin()[:2])
+        await put(
+            store,
+            r.ed_visit(status="finished", period={"start": "2026-11-25T08:28:00+08:00",
+                                                  "end": "2026-11-25T12:00:00+08:00"}),
+        )  # fmt: skip
+        await subscriber.catch_up()
+        assert (await the_case(store))["status"] == "finished"
+        await seen("cpc.trop_tat", "resolved", 2)
+        assert {m["resolution"]["reason"] for m in events("cpc.trop_tat", "resolved")} == {
+            "case_closed"
+        }
+        assert subscriber.scheduler.open_cases == 0
+        assert len(events("cpc.ecg2dx", "raised")) == 2  # never raised twice
+    finally:
+        clocks.cancel()
+        await subscriber.aclose()
