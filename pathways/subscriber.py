@@ -1,13 +1,15 @@
 """The pathway engine as a change-event subscriber (entry point `greenchannel.subscribers:
 pathways`): it publishes the pathway CodeSystems and SearchParameters into the store, then follows
 the store's change events under its own cursor and applies each changed resource to the
-patient's cases (`pathways.cases`). It also runs the running clocks (`pathways.alerts`
-AlertScheduler, fed after each resolution and each change of a case) in its task group.
+patient's cases (`pathways.cases`). After each resolution and each change of a case (its facts,
+arrival mode, status) the case hooks see it: the running clocks (`pathways.alerts`
+AlertScheduler, run in its task group), the interval Observations (`pathways.intervals`) and
+the installed `greenchannel.case_hooks`.
 
 Delivery is at least once and every step is idempotent, so a restart replays at most the
-uncommitted batch and changes nothing twice. Its own writes (EpisodeOfCare, time-node
+uncommitted batch and changes nothing twice. Its own writes (time-node and interval
 Observations, Provenance, the published CodeSystems and SearchParameters) are skipped, so it
-never feeds on itself.
+never feeds on itself; a changed EpisodeOfCare only tells the hooks.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from pathways.alerts import AcceptInto, AlertScheduler, JournalledKeys
 from pathways.case_store import OPEN_STATUSES, NotACase, load_case, load_open_timelines
 from pathways.cases import Cases
 from pathways.definitions import Pathways, load_pathways
+from pathways.indicator_definitions import Catalogue, load_catalogue
+from pathways.intervals import INTERVAL_PREFIX, IntervalWriter
 from pathways.nodes import CaseHook, Nodes
 from pathways.records import Records
 from pathways.shapes import code_systems, search_parameters
@@ -53,7 +57,7 @@ def is_own(event: ChangeEvent) -> bool:
     if event.resource_type in _OWN_TYPES:
         return True
     return event.resource_type == "Observation" and event.resource_id.startswith(
-        (_NODE_PREFIX, _CANDIDATE_PREFIX)
+        (_NODE_PREFIX, _CANDIDATE_PREFIX, INTERVAL_PREFIX)
     )
 
 
@@ -94,6 +98,7 @@ class PathwaySubscriber:
         poll_interval_s: float = 1.0,
         accept: AcceptInto | None = None,
         journalled: JournalledKeys | None = None,
+        indicators: Catalogue | None = None,
     ) -> None:
         self._name = name
         self._pathways = pathways
@@ -111,8 +116,11 @@ class PathwaySubscriber:
                 journalled=journalled,
                 timezone=timezone,
             )
-        own: list[CaseHook] = [self._clocks]
-        self.cases = Cases(Nodes(Records(self._store, timezone), pathways, [*own, *hooks]))
+        records = Records(self._store, timezone)
+        # the indicator definitions as they were at start (a changed file counts on restart)
+        intervals = IntervalWriter(records, indicators or load_catalogue())
+        own: list[CaseHook] = [self._clocks, intervals]
+        self.cases = Cases(Nodes(records, pathways, [*own, *hooks]))
         self._kinds = pathways.resource_types()
 
     async def start(self) -> None:
@@ -215,4 +223,5 @@ class PathwaySubscriberFactory:
             hooks=installed_hooks(),
             accept=context.accept,
             journalled=journalled,
+            indicators=load_catalogue(self._folder),
         )

@@ -470,3 +470,83 @@ async def test_the_clocks_run_in_the_subscriber_from_resolved_nodes_and_case_cha
     finally:
         clocks.cancel()
         await subscriber.aclose()
+
+
+def _stemi_condition() -> dict[str, Any]:
+    return {
+        "resourceType": "Condition", "id": "dx1",
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I21.0"}]},
+        "subject": {"reference": "Patient/p1"}, "recordedDate": "2026-11-25T08:15:00+08:00",
+    }  # fmt: skip
+
+
+async def intervals(store: FhirStore, case_id: str) -> dict[str, dict[str, Any]]:
+    """indicator (standard) -> the interval Observation, by plain FHIR search."""
+    found = await search(
+        store, "Observation", case=f"EpisodeOfCare/{case_id}",
+        category=f"{OBSERVATION_CATEGORY_SYSTEM}|interval",
+    )  # fmt: skip
+    return {f"{o['code']['coding'][0]['code']} ({o['method']['text']})": o for o in found}
+
+
+async def test_the_case_intervals_follow_its_nodes_and_facts(
+    store: FhirStore, subscriber: Build, database: Any
+) -> None:
+    await stemi_walk_in(store)
+    first = await subscriber()
+    await first.catch_up()
+    case = await the_case(store)
+    found = await intervals(store, case["id"])
+    trop = found["cpc.trop_tat (standard cpc-recert)"]
+    assert trop["valueQuantity"] == {
+        "value": 1500, "unit": "s", "system": "http://unitsofmeasure.org", "code": "s"
+    }  # fmt: skip
+    assert trop["effectivePeriod"] == {
+        "start": "2026-11-25T08:40:00+08:00",
+        "end": "2026-11-25T09:05:00+08:00",
+    }
+    draw, report = [
+        next(o["id"] for o in await search(store, "Observation", code=f"{TIME_NODE_SYSTEM}|{k}")
+             if o["status"] == "final")
+        for k in ("troponin_draw", "troponin_report")
+    ]  # fmt: skip
+    assert trop["derivedFrom"] == [
+        {"reference": f"Observation/{draw}"},
+        {"reference": f"Observation/{report}"},
+    ]
+    assert trop["interpretation"][0]["coding"][0]["code"] == "ok"
+    assert "cpc.ecg2dx (standard cpc-recert)" not in found  # not STEMI (yet)
+    # a walk-in has no first medical contact: the FMC interval is there, not computable
+    fmc = found["cpc.fmc2ecg (standard cpc-recert)"]
+    assert "valueQuantity" not in fmc and fmc["interpretation"][0]["coding"][0]["code"] == (
+        "not_computable"
+    )
+
+    # a STEMI diagnosis brings the STEMI intervals; the report withdrawn takes the value away
+    report_resource = r.troponin()[2]
+    await put(store, _stemi_condition(), dict(report_resource, status="entered-in-error"))
+    await first.catch_up()
+    found = await intervals(store, case["id"])
+    assert found["cpc.ecg2dx (standard cpc-recert)"]["valueQuantity"]["value"] == 540
+    trop = found["cpc.trop_tat (standard cpc-recert)"]
+    assert "valueQuantity" not in trop and "derivedFrom" not in trop
+    assert trop["meta"]["versionId"] == "2"
+
+    # a replay from the start writes no new version of any interval
+    versions = {k: o["meta"]["versionId"] for k, o in found.items()}
+    async with database.begin() as connection:
+        from sqlalchemy import text
+
+        await connection.execute(text("DELETE FROM fhir_change_cursor"))
+    await (await subscriber()).catch_up()
+    assert {
+        k: o["meta"]["versionId"] for k, o in (await intervals(store, case["id"])).items()
+    } == versions
+
+    # a case entered in error concerns no indicator: its intervals go
+    current = await the_case(store)
+    await put(
+        store, {k: v for k, v in current.items() if k != "meta"} | {"status": "entered-in-error"}
+    )
+    await first.catch_up()
+    assert await intervals(store, case["id"]) == {}
