@@ -44,7 +44,7 @@ clocks:
     when:
       - arrival_mode: {not_in: [in_hospital]}
       - any:
-          - {fact: reperfusion, in: [ivt]}
+          - {fact: ivt, in: [true]}
           - {fact: diagnosis, in: [AIS]}
     steps:
       - {name: warning, at_minutes: 45, severity: warning}
@@ -146,7 +146,7 @@ def test_a_clock_may_not_use_a_node_of_another_center(tmp_path: Path) -> None:
             "config/pathways/stroke.yaml:6 clocks[0].colour: is not a known key",
         ),
         (
-            ("{fact: reperfusion, in: [ivt]}", "{fact: reperfusion}"),
+            ("{fact: ivt, in: [true]}", "{fact: ivt}"),
             "clocks[0].when[1].any[0]: ",
         ),
         (
