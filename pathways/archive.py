@@ -40,9 +40,9 @@ from pathways.archive_config import (
     fact_key,
     node_labels,
 )
+from pathways.shapes import case_facts
 from pathways.vocabulary import (
     ARRIVAL_MODE_EXTENSION,
-    CASE_FACT_EXTENSION,
     CENTER_SYSTEM,
     CENTER_TYPE_CODES,
 )
@@ -194,7 +194,7 @@ def _case_section(records: CaseRecords, config: ArchiveConfig, zone: tzinfo) -> 
         "end": show_when(period.get("end"), zone),
         "arrival_mode": mode if isinstance(mode, str) else None,
         "arrival_mode_label": config.arrival_modes.get(mode) if isinstance(mode, str) else None,  # type: ignore[call-overload]
-        "facts": _facts(case, zone),
+        "facts": _facts(case),
         "identifiers": [
             {"system": i.get("system"), "value": i.get("value")}
             for i in case.get("identifier") or []
@@ -207,21 +207,9 @@ def _case_section(records: CaseRecords, config: ArchiveConfig, zone: tzinfo) -> 
     }
 
 
-def _facts(case: Mapping[str, Any], zone: tzinfo) -> dict[str, Any]:
+def _facts(case: Mapping[str, Any]) -> dict[str, Any]:
     """The case facts (diagnosis, reperfusion, flags …): name -> value as JSON."""
-    facts: dict[str, Any] = {}
-    for extension in case.get("extension") or []:
-        if extension.get("url") != CASE_FACT_EXTENSION:
-            continue
-        name = extension_value(extension, "name")
-        parts = [p for p in extension.get("extension") or [] if p.get("url") == "value"]
-        if not isinstance(name, str) or not parts:
-            continue
-        value = next((v for k, v in parts[0].items() if k.startswith("value")), None)
-        if isinstance(value, Mapping):
-            value = concept_text(value) or show_when(value.get("start"), zone)
-        facts[name] = value
-    return facts
+    return {name: value for name, (value, _) in case_facts(case).items()}
 
 
 def _patient_section(patient: Mapping[str, Any] | None, zone: tzinfo) -> dict[str, Any] | None:

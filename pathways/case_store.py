@@ -19,7 +19,7 @@ this works whether or not a search parameter on the extension exists.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,6 +49,7 @@ __all__ = [
     "TIME_NODE_CATEGORY_PAIR",
     "NotACase",
     "StoredCase",
+    "case_time_nodes",
     "load_case",
     "load_cases",
     "load_open_timelines",
@@ -100,6 +101,23 @@ async def search_all(
         if page.next_cursor is None or (limit is not None and len(found) > limit):
             return found
         cursor = page.next_cursor
+
+
+async def case_time_nodes(
+    store: FhirStore, episode: Mapping[str, Any], *, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Every time-node Observation of a case — candidates, retracted ones and its nodes — by
+    the case's patient (no search parameter on the case extension needed)."""
+    patient = _patient_id(episode)
+    if not patient:
+        return []
+    found = await search_all(
+        store,
+        "Observation",
+        [("subject", f"Patient/{patient}"), TIME_NODE_CATEGORY_PAIR],
+        limit=limit,
+    )
+    return [o for o in found if case_of(o) == f"EpisodeOfCare/{episode['id']}"]
 
 
 async def load_timeline(store: FhirStore, case_id: str) -> CaseTimeline:
@@ -190,7 +208,7 @@ async def stored_cases(store: FhirStore, episodes: Sequence[dict[str, Any]]) -> 
     ]
 
 
-def _patient_id(episode: dict[str, Any]) -> str:
+def _patient_id(episode: Mapping[str, Any]) -> str:
     reference = str(episode.get("patient", {}).get("reference", ""))
     return reference.removeprefix("Patient/") if reference.startswith("Patient/") else ""
 

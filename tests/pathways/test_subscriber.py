@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from engine.connectors import Inbound, Receipt
 from engine.testing import wait_until
@@ -67,6 +68,12 @@ async def candidates(store: FhirStore, node: str) -> list[dict[str, Any]]:
     return [o for o in found if o["status"] in ("preliminary", "cancelled")]
 
 
+async def rewind(database: Any) -> None:
+    """The subscriber's cursor back to 0: every event comes again."""
+    async with database.begin() as connection:
+        await connection.execute(text("DELETE FROM fhir_change_cursor"))
+
+
 async def stemi_walk_in(store: FhirStore) -> None:
     await put(store, r.patient(), r.ed_visit(), r.ecg(), r.ecg_report(), *r.troponin())
 
@@ -114,10 +121,7 @@ async def test_replayed_events_change_nothing(
     before = await search(store, "Observation", category=CATEGORY)
     provenances = len(await search(store, "Provenance"))
     # the cursor goes back to 0: every event comes again, as after a crash before the commit
-    async with database.begin() as connection:
-        from sqlalchemy import text
-
-        await connection.execute(text("DELETE FROM fhir_change_cursor"))
+    await rewind(database)
     second = await subscriber()
     assert await second.catch_up() > 0
     after = await search(store, "Observation", category=CATEGORY)
@@ -534,10 +538,7 @@ async def test_the_case_intervals_follow_its_nodes_and_facts(
 
     # a replay from the start writes no new version of any interval
     versions = {k: o["meta"]["versionId"] for k, o in found.items()}
-    async with database.begin() as connection:
-        from sqlalchemy import text
-
-        await connection.execute(text("DELETE FROM fhir_change_cursor"))
+    await rewind(database)
     await (await subscriber()).catch_up()
     assert {
         k: o["meta"]["versionId"] for k, o in (await intervals(store, case["id"])).items()
