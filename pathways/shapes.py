@@ -59,6 +59,7 @@ __all__ = [
     "node_observation",
     "parse_instant",
     "provenance",
+    "provenance_id",
     "read_candidate",
     "search_parameters",
     "set_arrival_mode",
@@ -351,6 +352,12 @@ class Note:
     priority: int | None = None
 
 
+def provenance_id(reference: str, version: int | str) -> str:
+    """The id of the Provenance of version `version` of `Type/id`: a version the pathway
+    engine (or staff through it) wrote has one; a version another system wrote has none."""
+    return f"prov-{make_id('provenance', reference, int(version))}"
+
+
 def provenance(
     target: Mapping[str, Any], version: int, recorded: datetime, note: Note
 ) -> dict[str, Any]:
@@ -365,7 +372,7 @@ def provenance(
     reference = f"{target['resourceType']}/{target['id']}"
     record: dict[str, Any] = {
         "resourceType": "Provenance",
-        "id": f"prov-{make_id('provenance', reference, version)}",
+        "id": provenance_id(reference, version),
         "target": [{"reference": f"{reference}/_history/{version}"}],
         "recorded": recorded.isoformat(timespec="seconds"),
         "activity": {"coding": [{"system": PROVENANCE_ACTIVITY_SYSTEM, "code": activity}]},

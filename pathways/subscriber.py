@@ -191,7 +191,9 @@ class PathwaySubscriber:
 
     async def case_changed(self, case_id: str) -> None:
         """A case's facts, arrival mode or status changed (written here, by the API or by the
-        HIS): the hooks see it as it now stands; a case that is gone closes its clocks."""
+        HIS): the hooks see it as it now stands; a case that is gone closes its clocks. A case
+        the HIS wrote is adopted first (`Cases.adopt`)."""
+        await self.cases.adopt(case_id)
         try:
             stored = await load_case(self._store, case_id)
         except NotACase:
