@@ -117,9 +117,8 @@ async def test_a_registration_after_the_engine_opened_a_case_takes_it_over(
     store: FhirStore, subscriber: Build
 ) -> None:
     pathways = await subscriber()
-    await arrive(
-        store, pathways, "oru_ecg.yaml", _ecg()
-    )  # the STEMI ECG opens a case (activation rule)
+    # the STEMI ECG opens a case (activation rule) before the HIS registers the patient
+    await arrive(store, pathways, "oru_ecg.yaml", _ecg())
     (own,) = (await chest_pain_cases(store)).values()
     await pathways.cases.set_manual_fact(
         own, "give_up_treatment", True, who="医生乙", why="family declined PCI"
