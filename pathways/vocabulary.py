@@ -15,11 +15,14 @@ __all__ = [
     "ARRIVAL_MODE_EXTENSION",
     "ASSESSMENT_PHASE_EXTENSION",
     "BASE",
+    "CAPTURE_RULE_EXTENSION",
     "CASE_EXTENSION",
     "CASE_FACT_EXTENSION",
+    "CASE_SEARCH_PARAMETER",
     "CENTERS",
     "CENTER_SYSTEM",
     "CENTER_TYPE_CODES",
+    "CONFLICT_EXTENSION",
     "DATA_ABSENT_REASON",
     "DRUG_CLASS_SYSTEM",
     "HL7_OBSERVATION_CATEGORY",
@@ -28,6 +31,8 @@ __all__ = [
     "INTERVAL_CATEGORY",
     "LOINC",
     "OBSERVATION_CATEGORY_SYSTEM",
+    "PRIORITY_EXTENSION",
+    "PROVENANCE_ACTIVITY_SYSTEM",
     "SCORE_ANSWER_SYSTEM",
     "SCORE_BAND_SYSTEM",
     "SCORE_POINTS_EXTENSION",
@@ -35,6 +40,7 @@ __all__ = [
     "SCORE_VERSION_SYSTEM",
     "SOURCE_KIND_SYSTEM",
     "TIME_NODE_CATEGORY",
+    "TIME_NODE_FLAG_SYSTEM",
     "TIME_NODE_SYSTEM",
     "UCUM",
     "ArrivalMode",
@@ -81,6 +87,21 @@ TIME_NODE_SYSTEM: Final = f"{BASE}/CodeSystem/time-node"
 # Observation.method of a time node candidate: where the instant came from (uwb, device,
 # hl7v2, dispatch, fhir, manual, correction) or, on the authoritative node, the rule that chose.
 SOURCE_KIND_SYSTEM: Final = f"{BASE}/CodeSystem/time-node-source"
+
+# Observation.interpretation of an authoritative time node that needs review: `conflict`
+# (candidates disagree by more than the tolerance, R6), `proxy` (the winner is a proxy source,
+# e.g. HIS registration time for the door).
+TIME_NODE_FLAG_SYSTEM: Final = f"{BASE}/CodeSystem/time-node-flag"
+# On a candidate: the capture rule of the pathway file that produced it (valueString
+# `<node>/<rule>`) and the priority it was given (valueInteger), so a resolution can be explained.
+CAPTURE_RULE_EXTENSION: Final = f"{BASE}/StructureDefinition/capture-rule"
+PRIORITY_EXTENSION: Final = f"{BASE}/StructureDefinition/source-priority"
+# On an authoritative node in conflict: valueReference to each disagreeing candidate.
+CONFLICT_EXTENSION: Final = f"{BASE}/StructureDefinition/conflicting-candidate"
+# The custom search parameter `case` (Observation?case=EpisodeOfCare/1) over CASE_EXTENSION.
+CASE_SEARCH_PARAMETER: Final = f"{BASE}/SearchParameter/observation-case"
+# Provenance.activity of a node write: derive, manual-entry, correction.
+PROVENANCE_ACTIVITY_SYSTEM: Final = f"{BASE}/CodeSystem/provenance-activity"
 
 # Scores without a verified LOINC code (scores.md), and the assessment phase of a score.
 # Components of such scores use `<score code>.<item>` (`grace-inhospital.age`) in SCORE_SYSTEM.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -18,7 +19,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-__all__ = ["FhirPathCheck", "compile_check", "rooted_at_bundle"]
+__all__ = ["FhirPathCheck", "compile_check", "compile_path", "rooted_at_bundle"]
 
 _COMPARISON = re.compile(r"\s(=|!=|~|!~|<=|>=|<|>)\s")
 _RESOURCE_ROOT = re.compile(r"([A-Z][A-Za-z]+)(?=[.\[]|$)")
@@ -117,11 +118,7 @@ def compile_check(expression: str, *, where: str = "") -> FhirPathCheck:
     from fhirpathpy import compile as compile_fhirpath
 
     text = expression.strip()
-    try:
-        _check_syntax(text)
-        evaluate = compile_fhirpath(text, model=_model())
-    except Exception as exc:  # fhirpathpy raises plain Exceptions
-        raise ConfigError(f"not a valid FHIRPath expression ({exc})", key=where or None) from None
+    evaluate = _compile(text, where)
     left = None
     comparison = _COMPARISON.search(text)
     if comparison is not None:  # the left side of a top-level comparison, when it parses alone
@@ -132,3 +129,24 @@ def compile_check(expression: str, *, where: str = "") -> FhirPathCheck:
         except Exception:  # no left side to show: fine
             left = None
     return FhirPathCheck(text, evaluate, left)
+
+
+def compile_path(expression: str, *, where: str = "") -> Callable[[Any], list[Any]]:
+    """Compile a FHIRPath expression to evaluate on a resource (a copy: fhirpathpy annotates
+    what it reads); ConfigError (naming `where`) when it is not valid FHIRPath."""
+    evaluate = _compile(expression.strip(), where)
+
+    def run(resource: Any) -> list[Any]:
+        return list(evaluate(_fresh(resource)))
+
+    return run
+
+
+def _compile(text: str, where: str) -> Any:
+    from fhirpathpy import compile as compile_fhirpath
+
+    try:
+        _check_syntax(text)
+        return compile_fhirpath(text, model=_model())
+    except Exception as exc:  # fhirpathpy raises plain Exceptions
+        raise ConfigError(f"not a valid FHIRPath expression ({exc})", key=where or None) from None

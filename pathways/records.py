@@ -1,0 +1,87 @@
+"""Reading and writing the pathway's resources in the FHIR store, each write with its Provenance.
+
+`Records.write` stores a resource only when its content changed, in one transaction with the
+Provenance of the new version (If-Match on the version it read, so a concurrent writer makes it
+read again): an event processed twice writes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import tzinfo
+from typing import Any
+
+from fhir_store import FhirStore, Gone, NotFound, VersionConflict
+from pathways.case_store import search_all
+from pathways.shapes import Note, provenance
+
+__all__ = ["Records"]
+
+_ATTEMPTS = 3
+
+
+class Records:
+    """The store operations of the pathway engine."""
+
+    def __init__(self, store: FhirStore, timezone: tzinfo) -> None:
+        self.store = store
+        self.timezone = timezone
+
+    async def read(self, reference: str) -> dict[str, Any] | None:
+        """The current version of `Type/id` (or `Type/id/_history/n`), None when missing or
+        deleted."""
+        kind, _, rest = reference.partition("/")
+        identifier, _, version = rest.partition("/_history/")
+        try:
+            if version:
+                return await self.store.vread(kind, identifier, version)
+            return await self.store.read(kind, identifier)
+        except (NotFound, Gone):
+            return None
+
+    async def search(self, kind: str, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Every current resource of `kind` matching the search, all pages."""
+        return await search_all(self.store, kind, pairs)
+
+    async def write(self, resource: dict[str, Any], note: Note) -> dict[str, Any]:
+        """Store `resource` (by its id) with a Provenance, unless the content is unchanged;
+        returns the stored resource either way."""
+        kind, identifier = resource["resourceType"], resource["id"]
+        for _ in range(_ATTEMPTS):
+            current = await self.read(f"{kind}/{identifier}")
+            if current is not None and _content(current) == _content(resource):
+                return current
+            version = int(current["meta"]["versionId"]) if current is not None else 0
+            request: dict[str, Any] = {"method": "PUT", "url": f"{kind}/{identifier}"}
+            if current is not None:
+                request["ifMatch"] = f'W/"{version}"'
+            record = provenance(
+                resource, version + 1, self.store.now().astimezone(self.timezone), note
+            )
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {"resource": resource, "request": request},
+                    {
+                        "resource": record,
+                        "request": {"method": "PUT", "url": f"Provenance/{record['id']}"},
+                    },
+                ],
+            }
+            try:
+                await self.store.transaction(bundle)
+            except VersionConflict:
+                continue  # written meanwhile (the API and the subscriber): read again
+            stored = await self.read(f"{kind}/{identifier}")
+            assert stored is not None
+            return stored
+        raise VersionConflict(f"{kind}/{identifier} kept changing while being written")
+
+    async def delete(self, reference: str) -> None:
+        kind, _, identifier = reference.partition("/")
+        await self.store.delete(kind, identifier)
+
+
+def _content(resource: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "meta"}
