@@ -41,13 +41,17 @@ def apply_bundles(
 ) -> list[Result]:
     """Apply transaction/batch Bundles in `connection`'s transaction, each atomic on its own.
 
-    Returns, per Bundle, its response Bundle or the FhirStoreError that kept it out. A single
-    Bundle whose write breaks a constraint raises IntegrityError, as the database does.
+    Returns, per Bundle, its response Bundle or the FhirStoreError that kept it out.
     `check_references=False` accepts `Type/id` references to resources not stored yet.
+
+    A write that breaks a constraint lost a race: another writer (a concurrent lane of a channel
+    creating the same Practitioner, say) committed the same resource after our reads. On
+    PostgreSQL the insert waited for that commit before failing, so the rows as they now are
+    hold it: each Bundle is applied again, once, under its own SAVEPOINT, and converges (the
+    same content is no new version) instead of failing as retryable and waiting for a retry.
+    A single Bundle too: it is the common case of a lane that keeps up.
     """
     checks = _Checks(validate_structure, check_references)
-    if len(bundles) == 1:
-        return _apply(connection, bundles, now, checks, return_resources)
     try:
         with connection.begin_nested():
             return _apply(connection, bundles, now, checks, return_resources)
