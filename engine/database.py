@@ -142,10 +142,13 @@ class WriteThread:
     the lock across event-loop turns. Urgent work (journal commits that senders wait for)
     goes ahead of everything else waiting.
 
-    On SQLite only urgent commits wait for the disk (synchronous=FULL). The others (what the
-    engine derives from the journal: statuses, deliveries, FHIR resources) commit with
-    synchronous=NORMAL: WAL frames are written in order, so the next urgent commit makes them
-    durable too, and a power cut can only lose derived work that the journal replays.
+    Only urgent commits wait for the disk: on SQLite synchronous=FULL, on PostgreSQL
+    synchronous_commit on. The others (what the engine derives from the journal: statuses,
+    deliveries and their attempts, FHIR resources) commit with SQLite's synchronous=NORMAL or
+    PostgreSQL's synchronous_commit off: the write-ahead log is written in order, so the next
+    urgent commit makes them durable too, and a power cut can only lose the last moments of
+    derived work, which the journal replays (a delivery still queued is delivered again, and
+    the FHIR store's writes are replays that converge).
     """
 
     def __init__(self, url: str | URL, *, threads: int = 1) -> None:
@@ -187,10 +190,15 @@ class WriteThread:
                     if self._sqlite:
                         self._set_synchronous(connection, "FULL" if job.urgent else "NORMAL")
                     with connection.begin():
+                        if not self._sqlite:
+                            self._set_synchronous_commit(connection, "on" if job.urgent else "off")
                         result = job.work(connection)
                 except BaseException as exc:  # handed to the awaiting task, which decides
                     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
                         connection = None
+                    elif connection is not None and not self._sqlite:
+                        with contextlib.suppress(Exception):  # the rollback undid any SET
+                            connection.info.pop("synchronous_commit", None)
                     job.settle(None, exc)
                 else:
                     job.settle(result, None)
@@ -209,6 +217,15 @@ class WriteThread:
             driver = connection.connection.driver_connection
             driver.execute(f"PRAGMA synchronous={level}")  # type: ignore[union-attr]
             info["synchronous"] = level
+
+    @staticmethod
+    def _set_synchronous_commit(connection: Connection, level: str) -> None:
+        # A session setting, sent only when it changes: the PostgreSQL journal's thread and the
+        # derived work's thread each keep theirs, so it costs no statement at steady state.
+        info = connection.info
+        if info.get("synchronous_commit") != level:
+            connection.exec_driver_sql(f"SET synchronous_commit TO {level}")
+            info["synchronous_commit"] = level
 
     def close(self) -> None:
         for _ in self._threads:
