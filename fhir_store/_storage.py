@@ -443,17 +443,19 @@ class _BulkWrite:
             compiled = self._compiled[key] = self._compile(dialect)
         sql, order = compiled
         parameters: list[tuple[Any, ...]] | list[dict[str, Any]] | list[list[Any]]
-        if order == "columns":
+        arrays = isinstance(order, str)  # "columns": one array parameter per column
+        if arrays:
             parameters = [list(column) for column in zip(*rows, strict=True)]
         elif not dialect.positional:
             parameters = [dict(zip(self._names, row, strict=True)) for row in rows]
         elif order is None:
             parameters = rows
         else:
+            assert isinstance(order, list)
             parameters = [tuple(row[position] for position in order) for row in rows]
         cursor = connection.connection.cursor()
         try:
-            if order == "columns":
+            if arrays:
                 cursor.execute(sql, parameters)
             else:
                 cursor.executemany(sql, parameters)
@@ -464,7 +466,7 @@ class _BulkWrite:
                 error,
                 dialect.loaded_dbapi.Error,
                 dialect=dialect,
-                ismulti=order != "columns",
+                ismulti=not arrays,
             ) from error
         finally:
             cursor.close()
@@ -489,8 +491,7 @@ class _BulkWrite:
         )
         columns = ", ".join(preparer.quote(name) for name in self._names)
         return (
-            f"INSERT INTO {preparer.format_table(table)} ({columns}) "
-            f"SELECT * FROM unnest({arrays})"
+            f"INSERT INTO {preparer.format_table(table)} ({columns}) SELECT * FROM unnest({arrays})"
         )
 
 
