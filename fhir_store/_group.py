@@ -47,16 +47,20 @@ def apply_bundles(
     A write that breaks a constraint lost a race: another writer (a concurrent lane of a channel
     creating the same Practitioner, say) committed the same resource after our reads. On
     PostgreSQL the insert waited for that commit before failing, so the rows as they now are
-    hold it: each Bundle is applied again, once, under its own SAVEPOINT, and converges (the
-    same content is no new version) instead of failing as retryable and waiting for a retry.
-    A single Bundle too: it is the common case of a lane that keeps up.
+    hold it: the group is applied again on them, once, and converges (the same content is no
+    new version) instead of failing as retryable and waiting for a retry. Only if that breaks a
+    constraint too is each Bundle applied on its own, under its own SAVEPOINT, so that the one
+    that keeps conflicting fails alone. Each try costs the group's statements: applying the
+    Bundles of a busy lane one by one cost ~14 statements a message, a redo of the group ~14
+    a group.
     """
     checks = _Checks(validate_structure, check_references)
-    try:
-        with connection.begin_nested():
-            return _apply(connection, bundles, now, checks, return_resources)
-    except IntegrityError:
-        pass  # another writer got there first: redo each Bundle on the rows as they now are
+    for _ in range(1 if len(bundles) == 1 else 2):
+        try:
+            with connection.begin_nested():
+                return _apply(connection, bundles, now, checks, return_resources)
+        except IntegrityError:
+            pass  # another writer got there first: again, on the rows as they now are
     results: list[Result] = []
     for bundle in bundles:
         try:
