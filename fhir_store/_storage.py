@@ -418,7 +418,7 @@ class _BulkWrite:
     driver's errors are wrapped as SQLAlchemy wraps them (IntegrityError: a lost race).
 
     On PostgreSQL an INSERT takes all its rows in one statement instead, one array parameter
-    per column (`INSERT ... SELECT * FROM unnest(%s::type[], ...)`): psycopg's executemany
+    per column (`INSERT ... SELECT * FROM unnest(%b::type[], ...)`): psycopg's executemany
     sends a statement per row, each parsed, bound and executed by the server, and a group of
     ADT messages has ~40 index rows a message. One SQL text whatever the number of rows, so
     psycopg prepares it once. Measured on 40-row inserts: about half the client CPU and three
@@ -485,9 +485,11 @@ class _BulkWrite:
         table = self._statement.table
         preparer = dialect.identifier_preparer
         # Strings as TEXT, not VARCHAR(n): a cast to VARCHAR(n) would cut a longer value where
-        # the insert refuses it.
+        # the insert refuses it. Binary parameters (%b): psycopg quotes and escapes every
+        # element of a text-format array with regular expressions, ten times the cost for
+        # the resources' JSON.
         arrays = ", ".join(
-            f"%s::{_array_type(table.c[name].type, dialect)}[]" for name in self._names
+            f"%b::{_array_type(table.c[name].type, dialect)}[]" for name in self._names
         )
         columns = ", ".join(preparer.quote(name) for name in self._names)
         return (
