@@ -29,6 +29,7 @@ from typing import Any
 
 from _load import ROOT, drop_postgres_database, free_port, postgres_database, wait_for_port
 from sqlalchemy import event
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine as SqlEngine
 
 from engine import database as engine_database
@@ -190,10 +191,21 @@ async def _measure(
         await load(messages, "P" + uuid.uuid4().hex[:6])
         elapsed = time.perf_counter() - started
         process_cpu = time.process_time() - process_before
+        async with engine.database.connect() as connection:
+            failed = (
+                await connection.execute(
+                    sql_text(
+                        "SELECT outcome, detail, count(*) FROM delivery_attempt "
+                        "WHERE outcome <> 'sent' GROUP BY outcome, detail"
+                    )
+                )
+            ).all()
         engine.stop()
         await task
 
     print(f"{messages} ADT^A04 over 8 MLLP connections, his-adt channel, {_backend(database_url)}")
+    for outcome, detail, count in failed:
+        print(f"{count} attempts {outcome}: {detail}")
     print(
         f"{'kind':<16}{'tx/msg':>8}{'stmt/msg':>10}{'rows/msg':>10}{'CPU ms/msg':>12}"
         f"{'busy ms/msg':>13}"

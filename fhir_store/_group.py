@@ -49,26 +49,34 @@ def apply_bundles(
     PostgreSQL the insert waited for that commit before failing, so the rows as they now are
     hold it: the group is applied again on them, once, and converges (the same content is no
     new version) instead of failing as retryable and waiting for a retry. Only if that breaks a
-    constraint too is each Bundle applied on its own, under its own SAVEPOINT, so that the one
-    that keeps conflicting fails alone. Each try costs the group's statements: applying the
-    Bundles of a busy lane one by one cost ~14 statements a message, a redo of the group ~14
-    a group.
+    constraint too is each Bundle applied on its own (twice at most), under its own SAVEPOINT,
+    so that the one that keeps conflicting fails alone. Each try costs the group's statements:
+    applying the Bundles of a busy lane one by one cost ~14 statements a message, a redo of the
+    group ~14 a group.
     """
     checks = _Checks(validate_structure, check_references)
-    for _ in range(1 if len(bundles) == 1 else 2):
+    for _ in range(2 if len(bundles) > 1 else 0):
         try:
             with connection.begin_nested():
                 return _apply(connection, bundles, now, checks, return_resources)
         except IntegrityError:
             pass  # another writer got there first: again, on the rows as they now are
-    results: list[Result] = []
-    for bundle in bundles:
+    return [_apply_alone(connection, bundle, now, checks, return_resources) for bundle in bundles]
+
+
+def _apply_alone(
+    connection: Connection, bundle: object, now: datetime, checks: _Checks, return_resources: bool
+) -> Result:
+    """One Bundle under its own SAVEPOINT, tried twice: a busy lane can lose a race again to
+    the other lane's next group; a third loss in a row is reported, retryable."""
+    for _ in range(2):
         try:
             with connection.begin_nested():
-                results += _apply(connection, [bundle], now, checks, return_resources)
+                (result,) = _apply(connection, [bundle], now, checks, return_resources)
+                return result
         except IntegrityError:
-            results.append(concurrent_write())
-    return results
+            continue
+    return concurrent_write()
 
 
 def apply_entries(
