@@ -18,7 +18,7 @@ from http import HTTPStatus
 from typing import Any
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from fhir_store._bundle import BundleRun
 from fhir_store._changes import Changes
@@ -59,8 +59,9 @@ def apply_bundles(
         try:
             with connection.begin_nested():
                 return _apply(connection, bundles, now, checks, return_resources)
-        except IntegrityError:
-            pass  # another writer got there first: again, on the rows as they now are
+        except DBAPIError as error:
+            if not _lost_race(error):
+                raise  # another writer got there first: again, on the rows as they now are
     return [_apply_alone(connection, bundle, now, checks, return_resources) for bundle in bundles]
 
 
@@ -74,9 +75,17 @@ def _apply_alone(
             with connection.begin_nested():
                 (result,) = _apply(connection, [bundle], now, checks, return_resources)
                 return result
-        except IntegrityError:
-            continue
+        except DBAPIError as error:
+            if not _lost_race(error):
+                raise
     return concurrent_write()
+
+
+def _lost_race(error: DBAPIError) -> bool:
+    """A constraint another writer's commit broke, or a deadlock with another writer that
+    PostgreSQL broke by failing our statement (SQLSTATE 40P01): both leave the rows as the
+    other writer made them, to apply the Bundles on again."""
+    return isinstance(error, IntegrityError) or getattr(error.orig, "sqlstate", None) == "40P01"
 
 
 def apply_entries(

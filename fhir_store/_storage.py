@@ -238,10 +238,16 @@ class RowWrites:
 
 
 def write_rows(connection: Connection, writes: RowWrites) -> None:
-    """Write a group's row changes: resources first (the other tables refer to them)."""
-    _INSERT_RESOURCES.execute(connection, writes.resource_inserts)
-    _UPDATE_RESOURCES.execute(connection, writes.resource_updates)
-    _INSERT_VERSIONS.execute(connection, writes.version_inserts)
+    """Write a group's row changes: resources first (the other tables refer to them).
+
+    Resource and version rows go in key order: two writers that create or change some of the
+    same resources (two lanes, the same Practitioner) then lock them in the same order, and
+    the second waits for the first and finds its rows, instead of each waiting for the other
+    until PostgreSQL's deadlock detector aborts one a second later.
+    """
+    _INSERT_RESOURCES.execute(connection, sorted(writes.resource_inserts, key=_resource_key))
+    _UPDATE_RESOURCES.execute(connection, sorted(writes.resource_updates, key=_resource_key))
+    _INSERT_VERSIONS.execute(connection, sorted(writes.version_inserts, key=_version_key))
     for delete_index in _DELETE_INDEX:
         delete_index.execute(connection, writes.index_deletes)
     _INSERT_TOKENS.execute(connection, writes.token_inserts)
@@ -251,6 +257,14 @@ def write_rows(connection: Connection, writes: RowWrites) -> None:
     _INSERT_NUMBERS.execute(connection, writes.number_inserts)
     _INSERT_QUANTITIES.execute(connection, writes.quantity_inserts)
     _INSERT_URIS.execute(connection, writes.uri_inserts)
+
+
+def _resource_key(row: tuple[Any, ...]) -> tuple[str, str]:
+    return row[0], row[1]
+
+
+def _version_key(row: tuple[Any, ...]) -> tuple[str, str, int]:
+    return row[0], row[1], row[2]
 
 
 def fetch_current(
