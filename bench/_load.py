@@ -38,7 +38,8 @@ def adt_a04(n: int, *, run: str, trigger: str = "A04") -> bytes:
         f"{rng.choice(FAMILY)}^{rng.choice(GIVEN)}||{birth}|{rng.choice('MF')}|||"
         f"人民路{rng.randint(1, 300)}号^^县城^省^{rng.randint(100000, 999999)}^CHN||"
         f"^PRN^PH^^^^^^^^^13{rng.randint(100000000, 999999999)}",
-        f"PV1|1|E|EMR^^^COUNTY-HOSP^^^^^急诊科||||{rng.randint(1000, 9999)}^医生^某|||||||||||"
+        # PV1-7 attending doctor, PV1-19 visit number (the Encounter), PV1-44 admit time
+        f"PV1|1|E|EMR^^^COUNTY-HOSP^^^^^急诊科||||{rng.randint(1000, 9999)}^医生^某||||||||||||"
         f"V{run}{n:08d}|||||||||||||||||||||||||{stamp}",
     ]
     return "\r".join(segments).encode("utf-8") + b"\r"

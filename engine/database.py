@@ -94,15 +94,24 @@ def create_database_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return engine
 
 
-def create_sync_engine(url: str | URL) -> Engine:
+def create_sync_engine(url: str | URL, *, writer: bool = False) -> Engine:
     """A synchronous engine on the same database, for work done in one thread hop per batch
-    (the journal writer): `sqlite+aiosqlite` becomes the stdlib driver, psycopg stays."""
+    (the journal writer): `sqlite+aiosqlite` becomes the stdlib driver, psycopg stays.
+
+    A `writer` engine's SQLite transactions start with BEGIN IMMEDIATE, when SQLAlchemy begins
+    them: the stdlib driver would otherwise begin only at the first INSERT/UPDATE, so the reads
+    before it ran outside the transaction (another process could change what they saw), and a
+    SAVEPOINT before any write opened the transaction itself, its RELEASE committing it early:
+    two commits instead of one.
+    """
     parsed = make_url(url)
     if parsed.drivername == "sqlite+aiosqlite":
         parsed = parsed.set(drivername="sqlite+pysqlite")
     engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
     if parsed.get_backend_name() == "sqlite":
-        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "connect", _sqlite_writer_on_connect if writer else _sqlite_on_connect)
+        if writer:
+            event.listen(engine, "begin", _begin_immediate)
     return engine
 
 
@@ -133,14 +142,17 @@ class WriteThread:
     the lock across event-loop turns. Urgent work (journal commits that senders wait for)
     goes ahead of everything else waiting.
 
-    On SQLite only urgent commits wait for the disk (synchronous=FULL). The others (what the
-    engine derives from the journal: statuses, deliveries, FHIR resources) commit with
-    synchronous=NORMAL: WAL frames are written in order, so the next urgent commit makes them
-    durable too, and a power cut can only lose derived work that the journal replays.
+    Only urgent commits wait for the disk: on SQLite synchronous=FULL, on PostgreSQL
+    synchronous_commit on. The others (what the engine derives from the journal: statuses,
+    deliveries and their attempts, FHIR resources) commit with SQLite's synchronous=NORMAL or
+    PostgreSQL's synchronous_commit off: the write-ahead log is written in order, so the next
+    urgent commit makes them durable too, and a power cut can only lose the last moments of
+    derived work, which the journal replays (a delivery still queued is delivered again, and
+    the FHIR store's writes are replays that converge).
     """
 
     def __init__(self, url: str | URL, *, threads: int = 1) -> None:
-        self._engine = create_sync_engine(url)
+        self._engine = create_sync_engine(url, writer=True)
         self._sqlite = self._engine.dialect.name == "sqlite"
         self._threads = [
             threading.Thread(target=self._serve, name=f"db-writer-{n}", daemon=True)
@@ -175,13 +187,18 @@ class WriteThread:
                         connection = self._engine.connect()
                     if connection.in_transaction():  # left open by a failure: start clean
                         connection.rollback()
+                    if self._sqlite:
+                        self._set_synchronous(connection, "FULL" if job.urgent else "NORMAL")
                     with connection.begin():
-                        if self._sqlite:
-                            self._set_synchronous(connection, "FULL" if job.urgent else "NORMAL")
+                        if not self._sqlite:
+                            self._set_synchronous_commit(connection, "on" if job.urgent else "off")
                         result = job.work(connection)
                 except BaseException as exc:  # handed to the awaiting task, which decides
                     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
                         connection = None
+                    elif connection is not None and not self._sqlite:
+                        with contextlib.suppress(Exception):  # the rollback undid any SET
+                            connection.info.pop("synchronous_commit", None)
                     job.settle(None, exc)
                 else:
                     job.settle(result, None)
@@ -191,15 +208,24 @@ class WriteThread:
 
     @staticmethod
     def _set_synchronous(connection: Connection, level: str) -> None:
-        # `info` belongs to the pooled DBAPI connection, which keeps the pragma. pysqlite opens
-        # its transaction lazily, at the first write, so the pragma still runs in autocommit.
-        # Straight to the driver: it alternates with nearly every journal commit, and going
-        # through SQLAlchemy's execution context cost ten times the pragma itself.
+        # `info` belongs to the pooled DBAPI connection, which keeps the pragma. It runs before
+        # BEGIN (SQLite refuses it in a transaction), straight to the driver: it alternates
+        # with nearly every journal commit, and going through SQLAlchemy's execution context
+        # cost ten times the pragma itself.
         info = connection.info
         if info.get("synchronous") != level:
             driver = connection.connection.driver_connection
             driver.execute(f"PRAGMA synchronous={level}")  # type: ignore[union-attr]
             info["synchronous"] = level
+
+    @staticmethod
+    def _set_synchronous_commit(connection: Connection, level: str) -> None:
+        # A session setting, sent only when it changes: the PostgreSQL journal's thread and the
+        # derived work's thread each keep theirs, so it costs no statement at steady state.
+        info = connection.info
+        if info.get("synchronous_commit") != level:
+            connection.exec_driver_sql(f"SET synchronous_commit TO {level}")
+            info["synchronous_commit"] = level
 
     def close(self) -> None:
         for _ in self._threads:
@@ -247,6 +273,17 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_writer_on_connect(dbapi_connection: Any, record: Any) -> None:
+    # The driver's own BEGIN is off (isolation_level None): `_begin_immediate` begins instead.
+    dbapi_connection.isolation_level = None
+    _sqlite_on_connect(dbapi_connection, record)
+
+
+def _begin_immediate(connection: Connection) -> None:
+    # Straight to the driver, as the synchronous pragma: once per transaction.
+    connection.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
 async def migrate(engine: AsyncEngine) -> None:

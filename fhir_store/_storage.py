@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.types import TypeEngine
 
 from fhir_store._indexing import ResourceIndex, extract_index
 from fhir_store._requests import IdentifierToken
@@ -237,10 +238,16 @@ class RowWrites:
 
 
 def write_rows(connection: Connection, writes: RowWrites) -> None:
-    """Write a group's row changes: resources first (the other tables refer to them)."""
-    _INSERT_RESOURCES.execute(connection, writes.resource_inserts)
-    _UPDATE_RESOURCES.execute(connection, writes.resource_updates)
-    _INSERT_VERSIONS.execute(connection, writes.version_inserts)
+    """Write a group's row changes: resources first (the other tables refer to them).
+
+    Resource and version rows go in key order: two writers that create or change some of the
+    same resources (two lanes, the same Practitioner) then lock them in the same order, and
+    the second waits for the first and finds its rows, instead of each waiting for the other
+    until PostgreSQL's deadlock detector aborts one a second later.
+    """
+    _INSERT_RESOURCES.execute(connection, sorted(writes.resource_inserts, key=_resource_key))
+    _UPDATE_RESOURCES.execute(connection, sorted(writes.resource_updates, key=_resource_key))
+    _INSERT_VERSIONS.execute(connection, sorted(writes.version_inserts, key=_version_key))
     for delete_index in _DELETE_INDEX:
         delete_index.execute(connection, writes.index_deletes)
     _INSERT_TOKENS.execute(connection, writes.token_inserts)
@@ -250,6 +257,14 @@ def write_rows(connection: Connection, writes: RowWrites) -> None:
     _INSERT_NUMBERS.execute(connection, writes.number_inserts)
     _INSERT_QUANTITIES.execute(connection, writes.quantity_inserts)
     _INSERT_URIS.execute(connection, writes.uri_inserts)
+
+
+def _resource_key(row: tuple[Any, ...]) -> tuple[str, str]:
+    return row[0], row[1]
+
+
+def _version_key(row: tuple[Any, ...]) -> tuple[str, str, int]:
+    return row[0], row[1], row[2]
 
 
 def fetch_current(
@@ -415,16 +430,24 @@ class _BulkWrite:
     the driver's form, go to the driver as they are, on a cursor of the connection's own (even
     `exec_driver_sql` costs ~25 µs a statement, and a small transaction runs seven). The
     driver's errors are wrapped as SQLAlchemy wraps them (IntegrityError: a lost race).
+
+    On PostgreSQL an INSERT takes all its rows in one statement instead, one array parameter
+    per column (`INSERT ... SELECT * FROM unnest(%b::type[], ...)`): psycopg's executemany
+    sends a statement per row, each parsed, bound and executed by the server, and a group of
+    ADT messages has ~40 index rows a message. One SQL text whatever the number of rows, so
+    psycopg prepares it once. Measured on 40-row inserts: about half the client CPU and three
+    quarters of the server's.
     """
 
     def __init__(self, statement: Insert | Update | Delete, names: tuple[str, ...]) -> None:
         self._statement = statement
         self._names = names
-        # per dialect class and paramstyle: the SQL, and the row positions in its order
-        self._compiled: dict[tuple[type[Dialect], str], tuple[str, list[int] | None]] = {}
+        # per dialect class and paramstyle: the SQL, and the row positions in its order (None:
+        # as they are; "columns": one array per column, PostgreSQL's unnest)
+        self._compiled: dict[tuple[type[Dialect], str], tuple[str, list[int] | str | None]] = {}
 
     def execute(self, connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-        """Run the statement once per row; nothing if there are none."""
+        """Write the rows (the statement once per row, or once with arrays); nothing if none."""
         if not rows:
             return
         dialect = connection.dialect
@@ -433,30 +456,63 @@ class _BulkWrite:
         if compiled is None:
             compiled = self._compiled[key] = self._compile(dialect)
         sql, order = compiled
-        parameters: list[tuple[Any, ...]] | list[dict[str, Any]]
-        if not dialect.positional:
+        parameters: list[tuple[Any, ...]] | list[dict[str, Any]] | list[list[Any]]
+        arrays = isinstance(order, str)  # "columns": one array parameter per column
+        if arrays:
+            parameters = [list(column) for column in zip(*rows, strict=True)]
+        elif not dialect.positional:
             parameters = [dict(zip(self._names, row, strict=True)) for row in rows]
         elif order is None:
             parameters = rows
         else:
+            assert isinstance(order, list)
             parameters = [tuple(row[position] for position in order) for row in rows]
         cursor = connection.connection.cursor()
         try:
-            cursor.executemany(sql, parameters)
+            if arrays:
+                cursor.execute(sql, parameters)
+            else:
+                cursor.executemany(sql, parameters)
         except dialect.loaded_dbapi.Error as error:
             raise DBAPIError.instance(
-                sql, parameters, error, dialect.loaded_dbapi.Error, dialect=dialect, ismulti=True
+                sql,
+                parameters,
+                error,
+                dialect.loaded_dbapi.Error,
+                dialect=dialect,
+                ismulti=not arrays,
             ) from error
         finally:
             cursor.close()
 
-    def _compile(self, dialect: Dialect) -> tuple[str, list[int] | None]:
+    def _compile(self, dialect: Dialect) -> tuple[str, list[int] | str | None]:
+        if dialect.name == "postgresql" and isinstance(self._statement, Insert):
+            return self._unnest(dialect), "columns"
         column_keys = list(self._names) if isinstance(self._statement, Insert) else None
         compiled = self._statement.compile(dialect=dialect, column_keys=column_keys)
         if not dialect.positional:
             return compiled.string, None
         order = [self._names.index(name) for name in compiled.positiontup or ()]
         return compiled.string, None if order == list(range(len(self._names))) else order
+
+    def _unnest(self, dialect: Dialect) -> str:
+        table = self._statement.table
+        preparer = dialect.identifier_preparer
+        # Strings as TEXT, not VARCHAR(n): a cast to VARCHAR(n) would cut a longer value where
+        # the insert refuses it. Binary parameters (%b): psycopg quotes and escapes every
+        # element of a text-format array with regular expressions, ten times the cost for
+        # the resources' JSON.
+        arrays = ", ".join(
+            f"%b::{_array_type(table.c[name].type, dialect)}[]" for name in self._names
+        )
+        columns = ", ".join(preparer.quote(name) for name in self._names)
+        return (
+            f"INSERT INTO {preparer.format_table(table)} ({columns}) SELECT * FROM unnest({arrays})"
+        )
+
+
+def _array_type(column_type: TypeEngine[Any], dialect: Dialect) -> str:
+    return "TEXT" if isinstance(column_type, String) else column_type.compile(dialect=dialect)
 
 
 _INSERT_RESOURCES = _BulkWrite(

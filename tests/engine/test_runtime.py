@@ -16,7 +16,7 @@ from sqlalchemy import select
 from engine import journal
 from engine.channels import load_channel_text
 from engine.connectors import Delivered, Inbound, Outbound, Receipt
-from engine.database import create_database_engine, migrate
+from engine.database import WriteThread, create_database_engine, migrate
 from engine.errors import ParseError, RejectedDeliveryError, RetryableDeliveryError
 from engine.journal import DeliveryAttempt, DestinationDelivery, JournalMessage
 from engine.pipeline import compile_channel
@@ -506,3 +506,35 @@ async def test_a_crashing_connector_keeps_the_message_queued(harness: Harness) -
         attempts = list(await session.scalars(select(DeliveryAttempt).order_by(DeliveryAttempt.id)))
     assert [a.outcome for a in attempts] == ["retry", "sent"]
     assert "internal error (KeyError)" in (attempts[0].detail or "")
+
+
+async def test_journal_commits_wait_for_the_disk_and_derived_work_does_not(
+    database_url: str,
+) -> None:
+    """ACK after journal means after a commit that survives a power cut; what the engine derives
+    from the journal (statuses, deliveries, FHIR resources) is replayed from it and need not
+    wait for the disk, even after a failed transaction undid the session's setting."""
+    database = create_database_engine(database_url)
+    await migrate(database)
+    writes = WriteThread(database.url)
+    sqlite = database.dialect.name == "sqlite"
+
+    def level(connection: Any) -> str:
+        if sqlite:  # PRAGMA synchronous: 2 FULL, 1 NORMAL
+            return {2: "on", 1: "off"}[connection.exec_driver_sql("PRAGMA synchronous").scalar()]
+        return str(connection.exec_driver_sql("SHOW synchronous_commit").scalar())
+
+    def failing(connection: Any) -> None:
+        level(connection)
+        raise RuntimeError("a transaction that fails")
+
+    try:
+        assert await writes.run(level, urgent=True) == "on"
+        assert await writes.run(level) == "off"
+        with pytest.raises(RuntimeError):
+            await writes.run(failing, urgent=True)
+        assert await writes.run(level, urgent=True) == "on"
+        assert await writes.run(level) == "off"
+    finally:
+        await asyncio.to_thread(writes.close)
+        await database.dispose()

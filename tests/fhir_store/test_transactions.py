@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -346,6 +348,60 @@ async def test_a_bundle_losing_a_write_race_fails_alone_and_may_be_resent(
     assert (await store.read("Encounter", "visit-V3"))["subject"]["reference"] == "Patient/p3"
     with pytest.raises(NotFound):
         await store.read("Encounter", "visit-V1")
+
+
+async def test_a_resource_another_writer_creates_meanwhile_is_no_conflict(
+    store: FhirStore, database: AsyncEngine
+) -> None:
+    """Two lanes of a channel PUT the same Practitioner at once: the Bundle that loses the race
+    is applied again on the winner's row (the same content, no new version) instead of failing
+    as retryable, which cost its lane a retry wait."""
+    practitioner = {"resourceType": "Practitioner", "id": "dr-8737", "name": [{"family": "医生"}]}
+    bundle = transaction(
+        {"resource": practitioner, "request": {"method": "PUT", "url": "Practitioner/dr-8737"}}
+    )
+    stored = {**practitioner, "meta": {"versionId": "1", "lastUpdated": "2026-11-25T08:00:00Z"}}
+    columns = {"now": datetime.now(UTC).replace(tzinfo=None), "content": json.dumps(stored)}
+    async with database.connect() as other:
+        await other.begin()
+        await other.execute(
+            text(
+                "INSERT INTO fhir_resource (resource_type, id, version_id, last_updated, deleted, "
+                "content) VALUES ('Practitioner', 'dr-8737', 1, :now, false, :content)"
+            ),
+            columns,
+        )
+        await other.execute(
+            text(
+                "INSERT INTO fhir_resource_version (resource_type, resource_id, version_id, "
+                "last_updated, deleted, method, content) "
+                "VALUES ('Practitioner', 'dr-8737', 1, :now, false, 'PUT', :content)"
+            ),
+            columns,
+        )
+        write = asyncio.create_task(store.transaction_many([bundle]))
+        await until_a_write_waits(database)
+        await other.commit()
+    (result,) = await write
+    assert statuses(result) == ["200 OK"] and etags(result) == ['W/"1"']
+    assert await version_count(database, "Practitioner", "dr-8737") == 1
+
+
+async def until_a_write_waits(database: AsyncEngine) -> None:
+    """Until another transaction waits for a lock (PostgreSQL): the store's insert of a row
+    this test inserted and has not committed. SQLite's store takes its write lock before it
+    reads, so it cannot lose that race; a moment is enough for it to start waiting."""
+    if database.dialect.name == "sqlite":
+        await asyncio.sleep(0.2)
+        return
+    async with database.connect() as watcher:
+        for _ in range(500):
+            waiting = await watcher.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))
+            await watcher.rollback()
+            if waiting:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("the store's write never waited for the other transaction")
 
 
 async def test_conditional_entries_of_a_group_find_what_earlier_bundles_wrote(
