@@ -26,7 +26,6 @@ from pathways.indicator_definitions import Catalogue, load_catalogue
 from pathways.months import months_between
 from pathways.qc import QcReport
 from pathways.qc_output import as_csv
-from pathways.qc_plot import NothingToPlot, render_plot
 from pathways.qc_service import build_reports, case_results, check_center, reports_as_dict
 
 __all__ = ["build_qc_router"]
@@ -110,6 +109,9 @@ def build_qc_router(database: AsyncEngine) -> APIRouter:
 
     @router.get("/{center}/plot.png")
     async def plot(query: Annotated[_Query, Depends(_query)]) -> Response:
+        # matplotlib is imported on the first chart, not when `serve` mounts the router.
+        from pathways.qc_plot import NothingToPlot, render_plot
+
         found, _ = await reports(query)
         try:
             png = await asyncio.to_thread(render_plot, found, query.indicators)

@@ -8,10 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-from devices.ecg.analysis import analyze
-from devices.ecg.errors import EcgError
-from devices.ecg.read import read_ecg
-
 __all__ = ["register", "run_analyze"]
 
 EXAMPLE = """\
@@ -45,6 +41,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run_analyze(args: argparse.Namespace) -> int:
     """0 when every recording was analysed, 1 when any failed (each failure on stderr)."""
+    # Imported here, not at the top (and this module is outside devices.ecg): the CLI registers
+    # every command at each start, and scipy, wfdb and pydicom would add about a second to
+    # `greenchannel serve` and every other command.
+    from devices.ecg import EcgError, analyze, read_ecg
+
     failed = 0
     for path in args.paths:
         try:
