@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,9 +79,14 @@ class Replay:
 class Replayer:
     """Sends scenario folders through the channels of one running server."""
 
-    def __init__(self, client: httpx.Client, ports: dict[str, int]) -> None:
+    def __init__(
+        self, client: httpx.Client, ports: dict[str, int], caught_up: Callable[[], bool]
+    ) -> None:
         self.client = client
         self.ports = ports
+        # Messages of a real case come minutes apart: each is sent once the engine's
+        # change-event subscribers have processed the previous one, so a replay takes one path.
+        self.caught_up = caught_up
 
     def run(self, folder: str, *, center: str, mrn: str, base: datetime | None = None) -> Replay:
         replay = Replay(center=center, base=base)
@@ -105,6 +111,7 @@ class Replayer:
                 for call in json.loads(text):
                     answer = self.client.request(call["method"], call["path"], json=call["body"])
                     assert answer.is_success, f"{path.name}: {answer.status_code} {answer.text}"
+            eventually(self.caught_up, f"{path.name} processed by the subscribers")
         if not replay.case_id:
             replay.case_id = self.case_of(replay, mrn)
         return replay
@@ -141,11 +148,14 @@ class Replayer:
             rows = listed if isinstance(listed, list) else listed.get("cases", [])
             return [c for c in rows if c["patient"] == replay.patient]
 
-        found = eventually(cases, f"a {replay.center} case of {replay.patient}")
-        replay.cases = [str(c["id"]) for c in found]
         # Until the engine adopts the HIS's EpisodeOfCare (ADT ZGC) there are two; the case is
         # the one carrying the time nodes (tests assert that there is one).
-        return max(replay.cases, key=self._node_count)
+        found = eventually(
+            lambda: [c for c in cases() if self._node_count(c["id"])],
+            f"a {replay.center} case of {replay.patient} with time nodes",
+        )
+        replay.cases = [str(c["id"]) for c in cases()]
+        return str(max(found, key=lambda c: self._node_count(c["id"]))["id"])
 
     def _node_count(self, case_id: str) -> int:
         timeline = self.client.get(f"/api/cases/{case_id}/timeline").json()
@@ -161,7 +171,29 @@ class Replayer:
         return [entry["resource"] for entry in bundle.get("entry", [])]
 
 
-def eventually(probe: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+def sqlite_caught_up(path: Path) -> Callable[[], bool]:
+    """True when every change-event subscriber's cursor is at the last change, twice in a row
+    (the subscribers' own writes are changes too)."""
+
+    def positions() -> tuple[int, int]:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM fhir_change").fetchone()
+            (slowest,) = db.execute("SELECT coalesce(min(seq), 0) FROM fhir_change_cursor").fetchone()
+        return int(last), int(slowest)
+
+    def caught_up() -> bool:
+        first = positions()
+        if first[1] < first[0]:
+            return False
+        time.sleep(0.1)
+        return positions() == first
+
+    return caught_up
+
+
+def eventually(
+    probe: Callable[[], Any], what: str, timeout: float = 30.0, pause: float = 0.05
+) -> Any:
     """The probe's first truthy answer, polled for up to `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -170,4 +202,4 @@ def eventually(probe: Callable[[], Any], what: str, timeout: float = 30.0) -> An
             return answer
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: nothing after {timeout:.0f} s")
-        time.sleep(0.2)
+        time.sleep(pause)
