@@ -38,8 +38,9 @@ CST = timezone(timedelta(hours=8))
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 HL7_CHANNELS = ("his-adt", "ecg-oru", "lis-oru", "ris-oru", "his-orders", "emar-ras")
 _OFFSET = re.compile(r"\{\{T([+-])(\d+):(\d{2})\}\}")
-_FILE = re.compile(r"^\d+-(?P<target>his-adt|ecg-oru|lis-oru|ris-oru|his-orders|emar-ras|fhir|api|wait)-")
-CENTER_CODES = {"chest_pain": "chest-pain", "stroke": "stroke", "trauma": "trauma"}
+_FILE = re.compile(
+    r"^\d+-(?P<target>his-adt|ecg-oru|lis-oru|ris-oru|his-orders|emar-ras|fhir|api|wait)-"
+)
 
 
 def offset_of(text: str) -> timedelta:
@@ -178,7 +179,9 @@ def sqlite_caught_up(path: Path) -> Callable[[], bool]:
     def positions() -> tuple[int, int]:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
             (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM fhir_change").fetchone()
-            (slowest,) = db.execute("SELECT coalesce(min(seq), 0) FROM fhir_change_cursor").fetchone()
+            (slowest,) = db.execute(
+                "SELECT coalesce(min(seq), 0) FROM fhir_change_cursor"
+            ).fetchone()
         return int(last), int(slowest)
 
     def caught_up() -> bool:

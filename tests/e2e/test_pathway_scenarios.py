@@ -29,13 +29,13 @@ from tests.e2e.conftest import ROOT, Server
 from tests.e2e.scenario_replay import (
     CST,
     HL7_CHANNELS,
-    SCENARIOS as SCENARIO_FILES,
     Replay,
     Replayer,
     body_of,
     eventually,
     sqlite_caught_up,
 )
+from tests.e2e.scenario_replay import SCENARIOS as SCENARIO_FILES
 
 pytestmark = pytest.mark.slow
 
@@ -171,7 +171,6 @@ def actual_values(results: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, ..
     return values
 
 
-
 # ---------------------------------------------------------------------------------------------
 # The four scenarios: what a clinician expects of each, written from the scenario files.
 # `gaps` are expectations the engine does not meet yet; each is its own strict xfail test below.
@@ -225,7 +224,9 @@ STROKE_VOCABULARY = (
 
 SCENARIOS: dict[str, Scenario] = {
     "stemi_120": Scenario(
-        "stemi_120_pci", "chest_pain", "MZ2026112001",
+        "stemi_120_pci",
+        "chest_pain",
+        "MZ2026112001",
         nodes={
             "symptom_onset": ("2026-11-20 07:05", "fhir"),  # 120 working diagnosis, onset
             "call_for_help": ("2026-11-20 07:40", "dispatch"),  # 120 call
@@ -248,20 +249,31 @@ SCENARIOS: dict[str, Scenario] = {
             "discharge": ("2026-11-26 10:00", "hl7v2"),  # A03 PV1-45
         },
         node_gaps={
-            "final_diagnosis": ("2026-11-26 09:30", "fhir",
-                                "the discharge diagnosis of ADT A03 (DG1-6 F) is not captured: "
-                                "the A03 closes the case before its Condition is looked at"),
+            "final_diagnosis": (
+                "2026-11-26 09:30",
+                "fhir",
+                "the discharge diagnosis of ADT A03 (DG1-6 F) is not captured: "
+                "the A03 closes the case before its Condition is looked at",
+            ),
         },
-        facts={"arrival_mode": "ems", "diagnosis": "STEMI", "reperfusion": "primary_pci",
-               "bypass_ed": True, "bypass_ccu": True},
+        facts={
+            "arrival_mode": "ems",
+            "diagnosis": "STEMI",
+            "reperfusion": "primary_pci",
+            "bypass_ed": True,
+            "bypass_ccu": True,
+        },
         indicators={
             "cpc-recert/cpc.fmc2ecg": ("ok", "first_medical_contact", "first_ecg"),
             "cpc-recert/cpc.remote_ecg_rate": ("ok", False),  # nobody recorded a transmission
             "cpc-recert/cpc.ecg2dx": ("ok", "first_ecg", "ecg_diagnosis"),
             "cpc-recert/cpc.trop_tat": ("ok", "troponin_draw", "troponin_report"),
             "cpc-recert/cpc.d2w": ("ok", "door", "wire_crossing"),
-            "cpc-recert/cpc.cath_activation": ("ok", "cath_lab_activation_start",
-                                               "cath_lab_activated"),
+            "cpc-recert/cpc.cath_activation": (
+                "ok",
+                "cath_lab_activation_start",
+                "cath_lab_activated",
+            ),
             "cpc-recert/cpc.double_bypass_rate": ("ok", True),  # bypass_ed and bypass_ccu
             "cpc-recert/cpc.single_bypass_rate": ("not_in_population",),  # walk-ins only
             "local/cpc.fmc2w": ("ok", "first_medical_contact", "wire_crossing"),
@@ -272,8 +284,11 @@ SCENARIOS: dict[str, Scenario] = {
             "local/cpc.lysis_angio24_rate": ("not_in_population",),
             "local/cpc.reperfusion12h_rate": ("ok", True),  # onset to FMC 47 min, primary PCI
             "local/cpc.s2fmc": ("ok", "symptom_onset", "first_medical_contact"),
-            "local/cpc.fmc2dapt": ("ok", "first_medical_contact",
-                                   ("later_of", "aspirin_given", "p2y12_given")),
+            "local/cpc.fmc2dapt": (
+                "ok",
+                "first_medical_contact",
+                ("later_of", "aspirin_given", "p2y12_given"),
+            ),
             "local/cpc.statin24h_rate": ("ok", False),  # no statin charted
             "local/cpc.mortality": ("ok", False),
             "local/cpc.nste_invasive_timing": ("not_in_population",),
@@ -282,9 +297,12 @@ SCENARIOS: dict[str, Scenario] = {
             "singledisease-stemi/singledisease.stemi_d2n": ("not_in_population",),
         },
         duplicate_case=HIS_EPISODE,
-    ),  # fmt: skip
+    ),
     "walk_in_lysis": Scenario(
-        "stemi_walk_in_lysis", "chest_pain", "MZ2026112502", now_relative=True,
+        "stemi_walk_in_lysis",
+        "chest_pain",
+        "MZ2026112502",
+        now_relative=True,
         nodes={
             "symptom_onset": ("T-150:00", "fhir"),
             "door": ("T+00:00", "hl7v2"),  # registration PV1-44 (a proxy)
@@ -301,9 +319,12 @@ SCENARIOS: dict[str, Scenario] = {
             "procedure_end": ("T+345:00", "fhir"),
         },
         node_gaps={
-            "post_lytic_angiography": ("T+330:05", "fhir",
-                                       "chest_pain.yaml has no capture for "
-                                       "post_lytic_angiography (an angiography after lysis)"),
+            "post_lytic_angiography": (
+                "T+330:05",
+                "fhir",
+                "chest_pain.yaml has no capture for "
+                "post_lytic_angiography (an angiography after lysis)",
+            ),
         },
         facts={"arrival_mode": "self", "diagnosis": "STEMI", "reperfusion": "in_hospital_lysis"},
         indicators={
@@ -317,30 +338,41 @@ SCENARIOS: dict[str, Scenario] = {
             "cpc-recert/cpc.single_bypass_rate": ("not_in_population",),
             "local/cpc.fmc2w": ("not_in_population",),
             "local/cpc.d2n": ("ok", "door", "lytic_start"),
-            "local/cpc.fmc2n": ("ok", "first_medical_contact",
-                                ("earliest_of", "prehospital_lytic_start", "lytic_start")),
+            "local/cpc.fmc2n": (
+                "ok",
+                "first_medical_contact",
+                ("earliest_of", "prehospital_lytic_start", "lytic_start"),
+            ),
             "local/cpc.dido": ("not_in_population",),
             "local/cpc.dido_referring": ("not_in_population",),
             "local/cpc.lysis_angio24_rate": ("ok", True),  # angiography 5 h after the lysis
             "local/cpc.reperfusion12h_rate": ("ok", True),  # onset to FMC 2 h 31 min, lysed
             "local/cpc.s2fmc": ("ok", "symptom_onset", "first_medical_contact"),
-            "local/cpc.fmc2dapt": ("ok", "first_medical_contact",
-                                   ("later_of", "aspirin_given", "p2y12_given")),
+            "local/cpc.fmc2dapt": (
+                "ok",
+                "first_medical_contact",
+                ("later_of", "aspirin_given", "p2y12_given"),
+            ),
             "local/cpc.statin24h_rate": ("ok", False),
             "local/cpc.mortality": ("ok", False),
             "local/cpc.nste_invasive_timing": ("not_in_population",),
             "local/cpc.double_bypass_rate": ("not_in_population",),
             "local/cpc.single_bypass_rate": ("not_in_population",),
-            "singledisease-stemi/singledisease.stemi_d2n": ("ok", "initial_diagnosis",
-                                                            "lytic_start"),
+            "singledisease-stemi/singledisease.stemi_d2n": (
+                "ok",
+                "initial_diagnosis",
+                "lytic_start",
+            ),
         },
         indicator_gaps={
             "local/cpc.lysis_angio24_rate": "chest_pain.yaml has no capture for "
             "post_lytic_angiography, so the angiography 5 h after lysis is not counted",
         },
-    ),  # fmt: skip
+    ),
     "stroke": Scenario(
-        "stroke_ivt_evt", "stroke", "MZ2026112103",
+        "stroke_ivt_evt",
+        "stroke",
+        "MZ2026112103",
         nodes={
             "symptom_onset": ("2026-11-21 13:20", "fhir"),
             "door": ("2026-11-21 14:03", "uwb"),  # UWB gate (registration 14:05: lower)
@@ -364,12 +396,14 @@ SCENARIOS: dict[str, Scenario] = {
             "discharge": ("2026-11-28 10:00", "hl7v2"),
         },
         node_gaps={
-            "lytic_end": ("2026-11-21 15:41", "fhir",
-                          "mappings/hl7v2/emar.yaml writes only effectiveDateTime = RXA-3; "
-                          "RXA-4 (end of administration) is dropped, so no lytic_end"),
+            "lytic_end": (
+                "2026-11-21 15:41",
+                "fhir",
+                "mappings/hl7v2/emar.yaml writes only effectiveDateTime = RXA-3; "
+                "RXA-4 (end of administration) is dropped, so no lytic_end",
+            ),
         },
-        facts={"arrival_mode": "self", "diagnosis": "AIS", "ivt": True, "evt": True,
-               "mtici": "2b"},
+        facts={"arrival_mode": "self", "diagnosis": "AIS", "ivt": True, "evt": True, "mtici": "2b"},
         fact_gaps=STROKE_VOCABULARY,
         indicators={
             "local/stroke.dnt": ("ok", "door", "lytic_start"),
@@ -397,18 +431,29 @@ SCENARIOS: dict[str, Scenario] = {
         },
         indicator_gaps={
             key: STROKE_VOCABULARY
-            for key in ("local/stroke.dnt", "local/stroke.dpt_transfer", "local/stroke.ont",
-                        "local/stroke.prt", "local/stroke.reperfusion_success_rate",
-                        "local/stroke.ivt_rate", "local/stroke.sich_rate",
-                        "local/stroke.mortality", "local/stroke.dysphagia_screen_rate",
-                        "local/stroke.discharge_antithrombotic_rate",
-                        "local/stroke.discharge_statin_rate", "local/stroke.rehab_assessed_rate",
-                        "nhc-neuro-qc-2020/stroke.dtc_done30", "nhc-neuro-qc-2020/stroke.dpt")
+            for key in (
+                "local/stroke.dnt",
+                "local/stroke.dpt_transfer",
+                "local/stroke.ont",
+                "local/stroke.prt",
+                "local/stroke.reperfusion_success_rate",
+                "local/stroke.ivt_rate",
+                "local/stroke.sich_rate",
+                "local/stroke.mortality",
+                "local/stroke.dysphagia_screen_rate",
+                "local/stroke.discharge_antithrombotic_rate",
+                "local/stroke.discharge_statin_rate",
+                "local/stroke.rehab_assessed_rate",
+                "nhc-neuro-qc-2020/stroke.dtc_done30",
+                "nhc-neuro-qc-2020/stroke.dpt",
+            )
         },
         duplicate_case=HIS_EPISODE,
-    ),  # fmt: skip
+    ),
     "trauma": Scenario(
-        "trauma_multi_120", "trauma", "MZ2026112204",
+        "trauma_multi_120",
+        "trauma",
+        "MZ2026112204",
         nodes={
             "injury": ("2026-11-22 17:35", "fhir"),  # Condition onset
             "call_for_help": ("2026-11-22 17:37", "dispatch"),
@@ -436,9 +481,17 @@ SCENARIOS: dict[str, Scenario] = {
             "surgery_start": ("2026-11-22 19:35", "fhir"),
             "icu_admission": ("2026-11-22 21:50", "uwb"),
         },
-        facts={"arrival_mode": "ems", "iss": "from the AIS", "gcs": 9, "wbct": True,
-               "transfused": True, "airway_needed": True, "emergency_surgery": True,
-               "icu_admitted": True, "mdt_activated": True},
+        facts={
+            "arrival_mode": "ems",
+            "iss": "from the AIS",
+            "gcs": 9,
+            "wbct": True,
+            "transfused": True,
+            "airway_needed": True,
+            "emergency_surgery": True,
+            "icu_admitted": True,
+            "mdt_activated": True,
+        },
         indicators={
             "local/trauma.prehospital_transport": ("ok", "leave_scene", "door"),
             "local/trauma.prealert_rate": ("ok", True),
@@ -459,7 +512,7 @@ SCENARIOS: dict[str, Scenario] = {
             "local/trauma.iss_distribution": ("ok", "from the AIS"),
         },
         duplicate_case=HIS_EPISODE,
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -491,12 +544,6 @@ def replays(engine: Engine) -> dict[str, Replay]:
             scenario.folder, center=scenario.center, mrn=scenario.mrn, base=base
         )
     return done
-
-
-def settled_nodes(engine: Engine, replay: Replay, expected: Nodes) -> Nodes:
-    """The case's nodes (the replay has waited for the subscribers after each file)."""
-    del expected
-    return engine.nodes(replay)
 
 
 def _cases(names: list[str], xfail_when: Any) -> list[Any]:
@@ -532,7 +579,7 @@ def test_time_nodes_with_their_source_kinds(
 ) -> None:
     scenario, replay = SCENARIOS[name], replays[name]
     expected = scenario.nodes(replay)
-    found = settled_nodes(engine, replay, expected)
+    found = engine.nodes(replay)
     assert {k: v for k, v in found.items() if k not in scenario.node_gaps} == expected
 
 
@@ -543,7 +590,6 @@ def test_time_nodes_are_plain_fhir_observations(
     """A front end reads the same timeline with one FHIR search, each node with its source."""
     scenario, replay = SCENARIOS[name], replays[name]
     expected = scenario.nodes(replay)
-    settled_nodes(engine, replay, expected)
     bundle = engine.client.get("/fhir/Observation", params={
         "case": f"EpisodeOfCare/{replay.case_id}", "status": "final,amended", "_count": "200",
         "category": f"{OBSERVATION_CATEGORY}|time-node",
@@ -570,7 +616,6 @@ def test_time_node_not_captured_yet(
     engine: Engine, replays: dict[str, Replay], name: str, key: str
 ) -> None:
     scenario, replay = SCENARIOS[name], replays[name]
-    settled_nodes(engine, replay, scenario.nodes(replay))
     assert engine.nodes(replay).get(key) == scenario.all_nodes(replay)[key]
 
 
@@ -582,7 +627,6 @@ def test_time_node_not_captured_yet(
 @pytest.mark.parametrize("name", _cases(NAMES, lambda s: s.fact_gaps))
 def test_case_facts(engine: Engine, replays: dict[str, Replay], name: str) -> None:
     scenario, replay = SCENARIOS[name], replays[name]
-    settled_nodes(engine, replay, scenario.nodes(replay))
     case = engine.case(replay)
     found = {"arrival_mode": case["arrival_mode"]} | {
         k: v["value"] for k, v in case["facts"].items()
@@ -605,7 +649,6 @@ def _expected_indicators(name: str, replay: Replay) -> dict[str, tuple[Any, ...]
 @pytest.mark.parametrize("name", NAMES)
 def test_every_indicator_value(engine: Engine, replays: dict[str, Replay], name: str) -> None:
     scenario, replay = SCENARIOS[name], replays[name]
-    settled_nodes(engine, replay, scenario.nodes(replay))
     expected = _expected_indicators(name, replay)
     found = actual_values(engine.indicators(replay))
     assert set(found) == set(expected), "an indicator was added or removed: update the scenario"
@@ -627,24 +670,26 @@ def _indicator_gap_cases() -> list[Any]:
 def test_indicator_value_not_right_yet(
     engine: Engine, replays: dict[str, Replay], name: str, key: str
 ) -> None:
-    scenario, replay = SCENARIOS[name], replays[name]
-    settled_nodes(engine, replay, scenario.nodes(replay))
+    replay = replays[name]
     assert actual_values(engine.indicators(replay))[key] == _expected_indicators(name, replay)[key]
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.xfail(strict=True, reason="integrate: interval Observations are not written per "
-                   "case yet (pathways.indicators.interval_observations has no caller in serve)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="integrate: interval Observations are not written per "
+    "case yet (pathways.indicators.interval_observations has no caller in serve)",
+)
 def test_interval_observations_carry_the_interval_values(
     engine: Engine, replays: dict[str, Replay], name: str
 ) -> None:
     scenario, replay = SCENARIOS[name], replays[name]
-    settled_nodes(engine, replay, scenario.nodes(replay))
     results = engine.indicators(replay)
     expected = {
         key: value
         for key, value in _expected_indicators(name, replay).items()
-        if results[key]["kind"] == "interval" and value[0] != "not_in_population"
+        if results[key]["kind"] == "interval"
+        and value[0] != "not_in_population"
         and key not in scenario.indicator_gaps
     }
 
@@ -656,7 +701,8 @@ def test_interval_observations_carry_the_interval_values(
         found: dict[str, tuple[Any, ...]] = {}
         for entry in bundle.get("entry", []):
             observation = entry["resource"]
-            key = f"{observation['method']['text'].split()[-1]}/{observation['code']['coding'][0]['code']}"
+            standard = observation["method"]["text"].split()[-1]
+            key = f"{standard}/{observation['code']['coding'][0]['code']}"
             status = observation["interpretation"][0]["coding"][0]["code"]
             value = (observation.get("valueQuantity") or {}).get("value")
             found[key] = (status, value) if value is not None else (status,)
@@ -676,8 +722,7 @@ def test_no_alert_stays_open_once_the_end_nodes_are_in(
 ) -> None:
     """Replaying a finished case may page for a clock whose start came before its end; every
     such alert is resolved by its end node (or the case closing) by the end of the replay."""
-    scenario, replay = SCENARIOS[name], replays[name]
-    settled_nodes(engine, replay, scenario.nodes(replay))
+    replay = replays[name]
 
     def still_open() -> list[str]:
         return [a["alert"] for a in engine.replayer.alerts(replay.case_id) if a["status"] == "open"]
