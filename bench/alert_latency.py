@@ -2,10 +2,10 @@
 client holding the alert message.
 
 An engine runs in-process on SQLite (or PostgreSQL with --postgres) with the shipped
-`pathway-alerts` channel and the `pathway-clocks` subscriber. The bench writes chest pain cases
-to the FHIR store whose door-to-needle warning (20 min) falls a few seconds ahead, listens at
-`/api/alerts/websocket`, then writes each case's `lytic_start`. Prints median, p90 and max in ms
-for both paths; the issue's target is under 1000 ms.
+`pathway-alerts` channel and the `pathways` subscriber (which runs the clocks). The bench opens
+chest pain cases as staff do (pathways.cases) whose door-to-needle warning (20 min) falls a few
+seconds ahead, listens at `/api/alerts/websocket`, then enters each case's `lytic_start`. Prints
+median, p90 and max in ms for both paths; the issue's target is under 1000 ms.
 
 Usage: python bench/alert_latency.py [--cases N] [--postgres]
 """
@@ -19,7 +19,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -30,58 +30,30 @@ from engine.server import Engine
 from engine.testing import running_engine, settings_for_tests
 from fhir_store import FhirStore
 from fhir_store.app import create_database
-from pathways.vocabulary import (
-    ARRIVAL_MODE_EXTENSION,
-    CASE_EXTENSION,
-    CASE_FACT_EXTENSION,
-    CENTER_SYSTEM,
-    OBSERVATION_CATEGORY_SYSTEM,
-    TIME_NODE_SYSTEM,
-)
+from pathways.cases import Cases
+from pathways.definitions import load_pathways
+from pathways.nodes import Nodes
+from pathways.records import Records
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _node(episode: dict[str, Any], key: str, at: datetime) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "status": "final",
-        "category": [{"coding": [{"system": OBSERVATION_CATEGORY_SYSTEM, "code": "time-node"}]}],
-        "code": {"coding": [{"system": TIME_NODE_SYSTEM, "code": key}]},
-        "subject": episode["patient"],
-        "valueDateTime": at.isoformat(timespec="seconds"),
-        "extension": [
-            {
-                "url": CASE_EXTENSION,
-                "valueReference": {"reference": f"EpisodeOfCare/{episode['id']}"},
-            }
-        ],
-    }
+def _cases(store: FhirStore, tz: tzinfo) -> Cases:
+    """What the /api/cases router does: staff open a case, set its facts and enter nodes."""
+    return Cases(Nodes(Records(store, tz), load_pathways(ROOT / "config" / "pathways")))
 
 
-async def _case(store: FhirStore, door: datetime) -> dict[str, Any]:
-    patient = await store.create({"resourceType": "Patient"})
-    episode = await store.create(
-        {
-            "resourceType": "EpisodeOfCare",
-            "status": "active",
-            "type": [{"coding": [{"system": CENTER_SYSTEM, "code": "chest-pain"}]}],
-            "patient": {"reference": f"Patient/{patient['id']}"},
-            "extension": [
-                {"url": ARRIVAL_MODE_EXTENSION, "valueCode": "self"},
-                {
-                    "url": CASE_FACT_EXTENSION,
-                    "extension": [
-                        {"url": "name", "valueCode": "reperfusion"},
-                        {"url": "value", "valueCode": "in_hospital_lysis"},
-                    ],
-                },
-            ],
-        }
+async def _case(cases: Cases, door: datetime) -> dict[str, Any]:
+    patient = await cases.records.store.create({"resourceType": "Patient"})
+    episode, _ = await cases.activate_manually(
+        "chest_pain", f"Patient/{patient['id']}", door, arrival_mode="self", who="bench", why=None
     )
-    await store.create(_node(episode, "door", door))
+    episode = await cases.set_manual_fact(
+        episode, "reperfusion", "in_hospital_lysis", who="bench", why=None
+    )
+    await cases.enter_node(episode, "door", door, who="bench", why="bench", correction=False)
     return episode
 
 
@@ -123,11 +95,12 @@ async def _run(engine: Engine, store: FhirStore, cases: int) -> tuple[list[float
                 pass  # reported as n below the number of cases
 
         listener = asyncio.create_task(listen())
+        cases_api = _cases(store, tz)
         first_deadline = datetime.now(tz).replace(microsecond=0) + timedelta(seconds=5)
         episodes = []
         for index in range(cases):
             deadline = first_deadline + timedelta(seconds=index % 4)
-            episodes.append(await _case(store, deadline - timedelta(minutes=20)))
+            episodes.append(await _case(cases_api, deadline - timedelta(minutes=20)))
         await until_received(cases, 20)
         to_deadline = [
             at - datetime.fromisoformat(message["deadline"]).timestamp()
@@ -136,7 +109,10 @@ async def _run(engine: Engine, store: FhirStore, cases: int) -> tuple[list[float
         ]
         written: dict[str, float] = {}
         for episode in episodes:
-            await store.create(_node(episode, "lytic_start", datetime.now(tz)))
+            now = datetime.now(tz).replace(microsecond=0)
+            await cases_api.enter_node(
+                episode, "lytic_start", now, who="bench", why="bench", correction=False
+            )
             written[f"{episode['id']}/cpc.d2n/warning"] = time.time()
         await until_received(2 * cases, 20)
         to_resolved = [

@@ -6,16 +6,16 @@ Reads only, through the FhirStore public API (searches followed page by page up 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from fhir_store import FhirStore, Gone, NotFound, parse_search
-from pathways._archive_values import extension_value, has_coding, parse_instant, reference_key
+from fhir_store import FhirStore, Gone, NotFound
+from pathways._archive_values import has_coding, parse_instant, reference_key
+from pathways.case_store import TIME_NODE_CATEGORY_PAIR, search_all
+from pathways.shapes import case_center, case_of
 from pathways.vocabulary import (
-    CASE_EXTENSION,
     CENTER_SYSTEM,
     HL7_OBSERVATION_CATEGORY,
     OBSERVATION_CATEGORY_SYSTEM,
@@ -27,7 +27,6 @@ __all__ = ["CaseNotFound", "CaseRecords", "gather_records"]
 
 Resource = dict[str, Any]
 
-PAGE_SIZE = 500
 MAX_PER_SEARCH = 5000  # a bound on one archive's memory; a cut search is reported, not hidden
 DEFAULT_LOOKBACK = timedelta(hours=6)  # prehospital care before the case opened (120, FMC)
 
@@ -107,12 +106,9 @@ async def gather_records(
         records,
         "time nodes",
         "Observation",
-        [
-            ("subject", patient_key),
-            ("category", f"{OBSERVATION_CATEGORY_SYSTEM}|{TIME_NODE_CATEGORY}"),
-        ],
+        [("subject", patient_key), TIME_NODE_CATEGORY_PAIR],
     )
-    records.time_nodes = [n for n in nodes if _case_of(n) == case_ref]
+    records.time_nodes = [n for n in nodes if case_of(n) == case_ref]
     records.window_start, records.window_end = _window(case, records.time_nodes, zone, lookback)
     records.encounters = await _encounters(store, records, patient_key, case_ref)
     visit_keys = [f"Encounter/{e['id']}" for e in records.encounters]
@@ -131,7 +127,7 @@ async def gather_records(
             linked = [(visit_param, ",".join(visit_keys)), *more]
             _add(found, await _search(store, records, what, resource_type, linked))
         records.clinical.setdefault(resource_type, []).extend(
-            r for r in found.values() if _case_of(r) in (None, case_ref) and not _is_time_node(r)
+            r for r in found.values() if case_of(r) in (None, case_ref) and not _is_time_node(r)
         )
     return records
 
@@ -143,7 +139,7 @@ async def _read_case(store: FhirStore, case_id: str) -> Resource:
         raise CaseNotFound(case_id, "the FHIR store has no EpisodeOfCare with this id") from None
     except Gone:
         raise CaseNotFound(case_id, "this EpisodeOfCare was deleted") from None
-    if not any(has_coding(concept, CENTER_SYSTEM) for concept in case.get("type") or []):
+    if case_center(case) is None:
         raise CaseNotFound(case_id, f"the EpisodeOfCare has no type from {CENTER_SYSTEM}")
     return case
 
@@ -217,10 +213,6 @@ def _dated_within(resource: Resource, records: CaseRecords, zone: tzinfo) -> boo
     return False
 
 
-def _case_of(resource: Resource) -> str | None:
-    return reference_key(extension_value(resource, CASE_EXTENSION))
-
-
 def _is_time_node(resource: Resource) -> bool:
     if resource.get("resourceType") != "Observation":
         return False
@@ -244,19 +236,11 @@ async def _search(
 ) -> list[Resource]:
     """Every match of a search, page after page, up to the records' bound (a cut is recorded)."""
     bound = records.max_per_search
-    found: list[Resource] = []
-    cursor: str | None = None
-    while True:
-        size = min(PAGE_SIZE, bound + 1)  # one more than the bound tells a cut from a fit
-        paging = [("_count", str(size)), *([("_cursor", cursor)] if cursor else [])]
-        page = await store.search(parse_search(resource_type, [*pairs, *paging], strict=True))
-        found += [json.loads(content) for content in page.contents]
-        if len(found) > bound:
-            which = "the earliest " if any(k == "_sort" for k, _ in pairs) else ""
-            cut = f"{what} ({resource_type}): more than {bound}; the archive has {which}{bound}"
-            if cut not in records.cut_searches:
-                records.cut_searches.append(cut)
-            return found[:bound]
-        if not page.more or page.next_cursor is None:
-            return found
-        cursor = page.next_cursor
+    found = await search_all(store, resource_type, pairs, limit=bound)
+    if len(found) > bound:
+        which = "the earliest " if any(k == "_sort" for k, _ in pairs) else ""
+        cut = f"{what} ({resource_type}): more than {bound}; the archive has {which}{bound}"
+        if cut not in records.cut_searches:
+            records.cut_searches.append(cut)
+        return found[:bound]
+    return found

@@ -27,6 +27,8 @@ from pathways.timeline import CaseTimeline
 
 __all__ = [
     "CHANNEL",
+    "AcceptInto",
+    "JournalledKeys",
     "MEDIA_TYPE",
     "AlertScheduler",
     "Resolution",
@@ -205,7 +207,7 @@ class AlertScheduler:
         if f"alert/{key}/resolved" in self._sent:
             return
         message = self._base("resolved", timeline, rule, step, now)
-        start = timeline.nodes.get(rule.start)
+        start = timeline.at(rule.start)
         resolution: dict[str, Any] = {"reason": reason, "detail": detail}
         if start is not None:
             deadline = start + timedelta(seconds=step.at_seconds)
@@ -242,7 +244,7 @@ class AlertScheduler:
     def _base(
         self, event: str, timeline: CaseTimeline, rule: ClockRule, step: Step, now: datetime
     ) -> dict[str, Any]:
-        start = timeline.nodes.get(rule.start)
+        start = timeline.at(rule.start)
         return {
             "kind": MESSAGE_KIND,
             "event": event,

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fhir_store import FhirStore
 from pathways.cases import Cases
 from pathways.definitions import Pathways, load_pathways
+from pathways.indicator_definitions import load_catalogue as load_indicator_definitions
 from pathways.nodes import Nodes, NodeView
 from pathways.records import Records
 from pathways.shapes import arrival_mode_of, case_center, case_facts
@@ -77,6 +78,7 @@ class FactEntry(_Request):
 def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> APIRouter:
     """The `/api/cases` router over the FHIR store on `database`."""
     definitions = pathways or load_pathways()
+    facts = load_indicator_definitions().facts  # facts.yaml: the one fact vocabulary
     store = FhirStore(database, timezone=definitions.catalogue.tz, check_references=False)
     cases = Cases(Nodes(Records(store, definitions.catalogue.tz), definitions, installed_hooks()))
 
@@ -170,10 +172,13 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
     @router.put("/{case_id}/facts/{name}")
     async def set_fact(case_id: str, name: str, body: FactEntry) -> dict[str, Any]:
         case = await case_or_404(case_id)
-        if not name.replace("_", "").isalnum() or len(name) > 64:
+        spec = facts.get(name)
+        if spec is None:
             raise HTTPException(
-                422, "fact name: letters, digits and _ only (e.g. give_up_treatment)"
+                422, f"fact name {name[:64]!r} is not in facts.yaml; known: {', '.join(facts)}"
             )
+        if (problem := spec.problem(body.value)) is not None:
+            raise HTTPException(422, f"value: {problem}")
         try:
             stored = await cases.set_manual_fact(case, name, body.value, who=body.who, why=body.why)
         except ValueError as error:

@@ -32,10 +32,17 @@ from pathways._archive_values import (
     show_time,
     show_when,
 )
-from pathways.archive_config import SECTIONS, ArchiveConfig, default_config
+from pathways.archive_config import (
+    NODE_CATALOGUE,
+    SECTIONS,
+    ArchiveConfig,
+    default_config,
+    fact_key,
+    node_labels,
+)
+from pathways.shapes import case_facts
 from pathways.vocabulary import (
     ARRIVAL_MODE_EXTENSION,
-    CASE_FACT_EXTENSION,
     CENTER_SYSTEM,
     CENTER_TYPE_CODES,
 )
@@ -44,7 +51,6 @@ __all__ = ["ARCHIVE_VERSION", "LOCAL_TIME", "CaseNotFound", "build_archive"]
 
 ARCHIVE_VERSION = 1  # raised when a key changes meaning or goes; new keys keep the version
 LOCAL_TIME = timezone(timedelta(hours=8))
-LABELS_FILE = "config/pathways/archive.yaml"
 DECEASED_DISPOSITIONS = frozenset({"exp"})  # discharge-disposition "Expired"
 
 Archive = dict[str, Any]
@@ -71,7 +77,7 @@ async def build_archive(
     records = await gather_records(
         store, case_id, zone, lookback=lookback, max_per_search=max_per_search
     )
-    labels, labels_from = _node_labels(records, config)
+    labels, labels_from = _node_labels(records)
     case = _case_section(records, config, zone)
     case_ref = f"EpisodeOfCare/{case_id}"
     observations = records.of_type("Observation")
@@ -130,19 +136,20 @@ async def build_archive(
             zone,
         ),
     }
-    archive["missing"] = _missing(archive, records, config)
+    archive["missing"] = _missing(archive, records, config, labels)
     return archive
 
 
-def _node_labels(records: CaseRecords, config: ArchiveConfig) -> tuple[dict[str, str], str]:
-    """中文 labels: the published time-node CodeSystem where it has one, else the data file."""
-    labels = dict(config.time_node_labels)
+def _node_labels(records: CaseRecords) -> tuple[dict[str, str], str]:
+    """中文 labels: the published time-node CodeSystem where it has one, else the node
+    catalogue it is published from."""
+    labels = dict(node_labels())
     codesystem = records.node_codesystem
     published = _codesystem_labels(codesystem.get("concept") or []) if codesystem else {}
     labels.update(published)
     if published:
         return labels, f"CodeSystem/{codesystem.get('id') if codesystem else ''}"
-    return labels, LABELS_FILE
+    return labels, NODE_CATALOGUE
 
 
 def _codesystem_labels(concepts: Sequence[Mapping[str, Any]]) -> dict[str, str]:
@@ -187,7 +194,7 @@ def _case_section(records: CaseRecords, config: ArchiveConfig, zone: tzinfo) -> 
         "end": show_when(period.get("end"), zone),
         "arrival_mode": mode if isinstance(mode, str) else None,
         "arrival_mode_label": config.arrival_modes.get(mode) if isinstance(mode, str) else None,  # type: ignore[call-overload]
-        "facts": _facts(case, zone),
+        "facts": _facts(case),
         "identifiers": [
             {"system": i.get("system"), "value": i.get("value")}
             for i in case.get("identifier") or []
@@ -200,21 +207,9 @@ def _case_section(records: CaseRecords, config: ArchiveConfig, zone: tzinfo) -> 
     }
 
 
-def _facts(case: Mapping[str, Any], zone: tzinfo) -> dict[str, Any]:
+def _facts(case: Mapping[str, Any]) -> dict[str, Any]:
     """The case facts (diagnosis, reperfusion, flags …): name -> value as JSON."""
-    facts: dict[str, Any] = {}
-    for extension in case.get("extension") or []:
-        if extension.get("url") != CASE_FACT_EXTENSION:
-            continue
-        name = extension_value(extension, "name")
-        parts = [p for p in extension.get("extension") or [] if p.get("url") == "value"]
-        if not isinstance(name, str) or not parts:
-            continue
-        value = next((v for k, v in parts[0].items() if k.startswith("value")), None)
-        if isinstance(value, Mapping):
-            value = concept_text(value) or show_when(value.get("start"), zone)
-        facts[name] = value
-    return facts
+    return {name: value for name, (value, _) in case_facts(case).items()}
 
 
 def _patient_section(patient: Mapping[str, Any] | None, zone: tzinfo) -> dict[str, Any] | None:
@@ -281,7 +276,10 @@ def _brief(node: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _missing(
-    archive: Mapping[str, Any], records: CaseRecords, config: ArchiveConfig
+    archive: Mapping[str, Any],
+    records: CaseRecords,
+    config: ArchiveConfig,
+    labels: Mapping[str, str],
 ) -> list[dict[str, str]]:
     """What a case of its center should have and this one does not, each with why."""
     missing: list[dict[str, str]] = []
@@ -301,7 +299,7 @@ def _missing(
     pending = {entry["key"] for entry in timeline["unresolved"]}
     expected = list(config.expected_nodes.get(case["center"], ()))
     for fact, by_value in config.expected_by_fact.items():
-        expected += by_value.get(str(case["facts"].get(fact)), ())
+        expected += by_value.get(fact_key(case["facts"].get(fact)), ())
     onset_keys = set(config.references.onset)
     for key in dict.fromkeys(expected):
         if key in present:
@@ -310,7 +308,7 @@ def _missing(
             continue  # no door for an in-hospital onset (time-nodes.md R1)
         if key in onset_keys and timeline["references"]["onset"] is not None:
             continue  # last known well or the injury stands in for the onset
-        label = config.time_node_labels.get(key, key)
+        label = labels.get(key, key)
         why = "candidates wait for resolution" if key in pending else "no authoritative time node"
         add(f"timeline.{key}", f"{label}: {why}")
     if archive["diagnosis"]["case_diagnosis"] is None and not archive["diagnosis"]["conditions"]:

@@ -1,10 +1,13 @@
 """The archive's data file (`config/pathways/archive.yaml`): labels, reference and expected nodes.
 
 Loaded into a frozen pydantic model; a mistake in the file is a ConfigError naming file:line key.
+Time-node labels are not in it: they are those of the one node catalogue
+(`config/pathways/catalogue.yaml`, which the pathway engine publishes as a CodeSystem).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -13,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.mapping import load_yaml, validation_error_to_config_error
 from engine.settings import content_root
+from pathways.definitions import load_catalogue, pathways_dir
 from pathways.vocabulary import ArrivalMode, Center
 
 __all__ = [
@@ -20,8 +24,11 @@ __all__ = [
     "ArchiveConfig",
     "References",
     "Section",
+    "NODE_CATALOGUE",
     "default_config",
+    "fact_key",
     "load_archive_config",
+    "node_labels",
 ]
 
 Section = Literal["vitals", "ecgs", "labs", "imaging", "procedures", "medications", "scores"]
@@ -30,6 +37,7 @@ SECTIONS: tuple[Section, ...] = (
 )  # fmt: skip
 
 CONFIG_FILE = Path("config") / "pathways" / "archive.yaml"
+NODE_CATALOGUE = "config/pathways/catalogue.yaml"
 
 
 class References(BaseModel):
@@ -60,7 +68,8 @@ class ArchiveConfig(BaseModel):
     )
     expected_by_fact: dict[str, dict[str, tuple[str, ...]]] = Field(
         default_factory=dict,
-        description="fact name -> fact value -> further nodes expected (reperfusion: ...).",
+        description='fact name -> fact value (a boolean written "true") -> further nodes '
+        'expected (reperfusion: primary_pci: ...; ivt: "true": ...).',
     )
     expected_sections: dict[Center, tuple[Section, ...]] = Field(
         default_factory=dict,
@@ -72,7 +81,6 @@ class ArchiveConfig(BaseModel):
         description="Score code -> name, when the Observation has no text; its LOINC codes "
         "are also the LOINC-coded Observations taken for scores.",
     )
-    time_node_labels: dict[str, str] = Field(description="Time-node key -> 中文 label.")
 
 
 def load_archive_config(path: Path) -> ArchiveConfig:
@@ -88,3 +96,16 @@ def load_archive_config(path: Path) -> ArchiveConfig:
 def default_config() -> ArchiveConfig:
     """The archive data file installed with greenchannel (read once per process)."""
     return load_archive_config(content_root() / CONFIG_FILE)
+
+
+@cache
+def node_labels() -> Mapping[str, str]:
+    """Time-node key -> 中文 label, from the node catalogue (read once per process)."""
+    return load_catalogue(pathways_dir() / "catalogue.yaml").labels
+
+
+def fact_key(value: object) -> str:
+    """A case fact's value as `expected_by_fact` writes it: booleans as `true` / `false`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -14,7 +14,9 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from pathways.capture import activations_in, captures_in, facts_in, patient_of
+from pathways.case_store import case_time_nodes
 from pathways.nodes import ENGINE, Nodes
+from pathways.resolve import CORRECTION
 from pathways.shapes import (
     Note,
     arrival_mode_of,
@@ -24,6 +26,7 @@ from pathways.shapes import (
     case_id,
     case_of,
     node_key_of,
+    provenance_id,
     set_arrival_mode,
     set_fact,
 )
@@ -34,6 +37,9 @@ __all__ = ["MANUAL", "Cases"]
 log = logging.getLogger(__name__)
 
 MANUAL = "manual"  # the source of a fact or activation set by staff
+_STAFF_KINDS = (MANUAL, CORRECTION)  # candidates typed in by staff
+_OWN_CASE_PREFIX = "case-"  # the ids of the cases the engine opens (shapes.case_id)
+_HISTORY_DEPTH = 20  # versions looked back for the engine's last write of a case
 # Searches by `patient` find a resource type's patient; a Patient is found by its id.
 _BY_ID = {"Patient": "_id"}
 
@@ -218,7 +224,117 @@ class Cases:
                 assert current is not None
                 await self._apply(current, resource)
 
-    # -- facts ---------------------------------------------------------------------------------
+    # -- cases the HIS opened ------------------------------------------------------------------
+
+    async def adopt(self, case_id: str) -> None:
+        """An EpisodeOfCare of a center that another system wrote (the HIS's green channel
+        registration, ADT ZGC: activation where the message says so) is the patient's case.
+
+        A version the engine did not write (no Provenance of ours) is adopted: the facts and
+        arrival mode the engine had set before the HIS rewrote the whole resource are kept
+        (its own arrival mode counts as the source of the arrival_mode fact, below staff); a
+        case the engine opened itself for the same patient and center is cancelled, its staff
+        facts and times carried over; and what the patient's record holds is captured."""
+        reference = f"EpisodeOfCare/{case_id}"
+        case = await self.records.read(reference)
+        if case is None or case_center(case) is None or await self._written_here(case):
+            return
+        center = self._center(case)
+        patient = str((case.get("patient") or {}).get("reference", ""))
+        if not patient.startswith("Patient/"):
+            return
+        updated = {k: v for k, v in case.items() if k != "meta"}
+        before = await self._last_written_here(case)
+        held = case_facts(before) if before is not None else {}
+        for name, (value, source) in held.items():
+            if name not in case_facts(updated):
+                set_fact(updated, name, value, source)
+        manual_mode = held.get("arrival_mode", ("", ""))
+        his_mode = arrival_mode_of(case)
+        if manual_mode[1] == MANUAL:
+            set_arrival_mode(updated, _mode(manual_mode[0]))
+        elif his_mode is not None:
+            set_fact(updated, "arrival_mode", his_mode, reference)
+        elif before is not None and arrival_mode_of(before) is not None:
+            set_arrival_mode(updated, _mode(arrival_mode_of(before)))
+        if case.get("status") == "active":
+            for other in await self.open_cases(patient):
+                opened_here = str(other["id"]).startswith(_OWN_CASE_PREFIX)
+                if opened_here and other["id"] != case_id and self._center(other) == center:
+                    updated = await self._supersede(other, updated, reference)
+        stored = await self.records.write(
+            updated,
+            Note(
+                activity="derive",
+                who=ENGINE,
+                entity=f"{reference}/_history/{case['meta']['versionId']}",
+                reason="the HIS's green channel registration is the case",
+            ),
+        )
+        if _start_of(stored) is None:
+            log.warning("pathways.case_without_start", extra={"case": case_id})
+            return
+        await self._scan(stored)
+        current = await self.records.read(reference)
+        if current is not None:  # the arrival mode may have changed: every node again (R1)
+            await self.nodes.resolve(current, self.pathways.by_center[center].nodes)
+            await self._update_status(current, set(self.pathways.by_center[center].closes_on))
+
+    async def _written_here(self, case: Mapping[str, Any]) -> bool:
+        version = (case.get("meta") or {}).get("versionId")
+        if version is None:
+            return False
+        prov = provenance_id(f"EpisodeOfCare/{case['id']}", version)
+        return await self.records.read(f"Provenance/{prov}") is not None
+
+    async def _last_written_here(self, case: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The latest earlier version the engine wrote (the HIS may have sent several)."""
+        version = int(case["meta"]["versionId"])
+        for earlier in range(version - 1, max(0, version - _HISTORY_DEPTH), -1):
+            found = await self.records.read(f"EpisodeOfCare/{case['id']}/_history/{earlier}")
+            if found is not None and await self._written_here(found):
+                return found
+        return None
+
+    async def _supersede(
+        self, own: dict[str, Any], his: dict[str, Any], his_reference: str
+    ) -> dict[str, Any]:
+        """The engine's case of the same patient and center gives way to the HIS's: cancelled,
+        its staff facts and staff times carried over to `his` (returned)."""
+        for name, (value, source) in case_facts(own).items():
+            if source == MANUAL and case_facts(his).get(name, ("", ""))[1] != MANUAL:
+                set_fact(his, name, value, MANUAL)
+                if name == "arrival_mode":
+                    set_arrival_mode(his, _mode(value))
+        staff = [
+            c
+            for c in await case_time_nodes(self.records.store, own)
+            if c.get("status") == "preliminary"
+            and ((c.get("method") or {}).get("coding") or [{}])[0].get("code") in _STAFF_KINDS
+        ]
+        cancelled = {k: v for k, v in own.items() if k != "meta"} | {"status": "cancelled"}
+        await self.records.write(
+            cancelled,
+            Note(
+                activity="derive",
+                who=ENGINE,
+                entity=his_reference,
+                reason=f"superseded by {his_reference}, the HIS's green channel registration",
+            ),
+        )
+        for candidate in staff:
+            who = ((candidate.get("performer") or [{}])[0]).get("display") or ENGINE
+            why = ((candidate.get("note") or [{}])[0]).get("text") or "carried over"
+            kind = ((candidate.get("method") or {}).get("coding") or [{}])[0].get("code")
+            await self.nodes.manual(
+                his,
+                str(node_key_of(candidate)),
+                datetime.fromisoformat(candidate["valueDateTime"]),
+                who=str(who),
+                why=str(why),
+                correction=kind == CORRECTION,
+            )
+        return his
 
     async def _set_facts(
         self, case: dict[str, Any], facts: Mapping[str, Any], source: str
@@ -230,9 +346,10 @@ class Cases:
         updated = {k: v for k, v in case.items() if k != "meta"}
         for name in stale:  # the resource no longer says so (its code was corrected)
             set_fact(updated, name, None, source)
+        overruling = {MANUAL, f"EpisodeOfCare/{case['id']}"}  # staff, or the HIS's case itself
         for name, value in facts.items():
-            if held.get(name, ("", ""))[1] == MANUAL:
-                continue  # staff said so: a resource does not overrule them
+            if held.get(name, ("", ""))[1] in overruling:
+                continue  # staff (or the HIS registration) said so: a resource does not overrule
             if name == "arrival_mode":
                 set_arrival_mode(updated, _mode(value))
             else:
@@ -354,6 +471,11 @@ class Cases:
         center = case_center(case)
         assert center is not None, "not a center case"
         return center
+
+
+def _start_of(case: Mapping[str, Any]) -> str | None:
+    start = (case.get("period") or {}).get("start")
+    return start if isinstance(start, str) and "T" in start else None
 
 
 def _mode(value: Any) -> ArrivalMode:

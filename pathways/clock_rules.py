@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from engine.errors import ConfigError
 from engine.mapping import PositionMap, format_key, validation_error_to_config_error
-from pathways.timeline import CaseTimeline
+from pathways.timeline import ACTIVATION, CaseTimeline
 from pathways.vocabulary import ArrivalMode
 
 __all__ = [
@@ -29,9 +29,6 @@ __all__ = [
     "parse_clock_rules",
 ]
 
-# The start a rule may name besides the time nodes: when the case was opened (EpisodeOfCare
-# period.start), which the case timeline carries under this key.
-ACTIVATION = "activation"
 MAX_MINUTES = 7 * 24 * 60  # a week: a clock longer than that is a typo, not a deadline
 KEY = r"^[a-z][a-z0-9_]{0,63}$"
 HINT = "fix the clock rules of the pathway file; the engine starts once they are valid"

@@ -118,7 +118,7 @@ def _one(rule: ClockRule, timeline: CaseTimeline, now: datetime) -> ClockState:
     reason = rule.failure(timeline)
     if reason is not None:
         return ClockState(rule, case_id, "not_applicable", now, reason=reason)
-    start = timeline.nodes.get(rule.start)
+    start = timeline.at(rule.start)
     if start is None:
         return ClockState(rule, case_id, "not_started", now, reason=f"no {rule.start} yet")
     start = _aware(start, rule.start)

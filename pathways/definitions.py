@@ -33,6 +33,7 @@ from engine.mapping.yamlfile import (
 )
 from engine.settings import content_root
 from fhir_store import FhirStoreError, parse_search
+from pathways.clock_rules import ClockRule, parse_clock_rules
 from pathways.vocabulary import ARRIVAL_MODES, CENTERS, ArrivalMode, Center
 
 __all__ = [
@@ -123,6 +124,7 @@ class _PathwayFile(_Strict):
     activation: list[_ActivationFile] = Field(default_factory=list)
     facts: list[_FactFile] = Field(default_factory=list)
     nodes: dict[str, _NodeFile] = Field(default_factory=dict)
+    clocks: list[Any] | None = None  # checked by pathways.clock_rules
 
 
 class _SourceKindFile(_Strict):
@@ -254,6 +256,7 @@ class Pathway:
     activations: tuple[Activation, ...]
     facts: tuple[FactRule, ...]
     nodes: Mapping[str, NodeDefinition]
+    clocks: tuple[ClockRule, ...] = ()  # running clocks and their alerts (docs/alerts.md)
 
     def captures(self) -> list[Capture]:
         return [c for node in self.nodes.values() for c in node.captures]
@@ -406,6 +409,12 @@ class _Compiler:
             for i, rule in enumerate(parsed.activation)
         )
         facts = tuple(self.fact(rule, ("facts", i)) for i, rule in enumerate(parsed.facts))
+        clocks = parse_clock_rules(
+            parsed.clocks,
+            source=str(self.path),
+            positions=self.positions,
+            node_keys=[k for k, c in self.catalogue.centers.items() if center in c],
+        )
         return Pathway(
             center=center,
             version=parsed.version,
@@ -416,6 +425,7 @@ class _Compiler:
             activations=activations,
             facts=facts,
             nodes=nodes,
+            clocks=tuple(clocks),
         )
 
     def node_key(self, key: str, center: Center, where: KeyPath) -> None:

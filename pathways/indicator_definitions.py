@@ -1,7 +1,8 @@
 """Indicator definitions, loaded from `config/pathways/` and checked before anything computes.
 
-The folder holds the time-node catalogue (`time-node-keys.yaml`), the case-fact vocabulary with
-the named exclusions and conditions (`facts.yaml`), and one file per center and standard version
+The folder holds the time-node catalogue (`catalogue.yaml`, the one the pathway engine reads),
+the case-fact vocabulary with the named exclusions and conditions (`facts.yaml`), the expected
+node order (`node-order.yaml`), and one file per center and standard version
 (`<center>/<standard>.yaml`). `load_catalogue` reads them all; a mistake is a `ConfigError`
 naming file, line and key (an unknown node key, fact, fact value, exclusion or operator lists
 what is allowed). The format is documented in docs/quality-indicators.md.
@@ -16,7 +17,6 @@ from typing import Any, Literal, cast
 
 from engine.errors import ConfigError
 from engine.mapping import PositionMap, format_key, load_yaml
-from engine.settings import content_root
 from pathways.conditions import (
     COMPARISONS,
     AllOf,
@@ -32,6 +32,8 @@ from pathways.conditions import (
     NodeChoice,
     Not,
 )
+from pathways.definitions import load_catalogue as load_node_catalogue
+from pathways.definitions import pathways_dir
 from pathways.timeline import FactValue
 from pathways.vocabulary import ARRIVAL_MODES, CENTERS, Center
 
@@ -51,7 +53,7 @@ __all__ = [
     "load_catalogue",
 ]
 
-NODE_CATALOGUE_FILE = "time-node-keys.yaml"
+NODE_CATALOGUE_FILE = "catalogue.yaml"
 NODE_ORDER_FILE = "node-order.yaml"
 FACTS_FILE = "facts.yaml"
 IndicatorKind = Literal["interval", "rate", "distribution"]
@@ -74,6 +76,25 @@ class FactSpec:
     minimum: float | None = None
     maximum: float | None = None
     description: str = ""
+
+    def problem(self, value: object) -> str | None:
+        """Why `value` is not a value of this fact (as stored on a case), None when it is."""
+        if self.type == "code":
+            if isinstance(value, str) and value in self.values:
+                return None
+            return f"{value!r} is not a value of {self.name}; allowed: {', '.join(self.values)}"
+        if self.type == "boolean":
+            return None if isinstance(value, bool) else f"{self.name} is true or false"
+        if self.type == "text":
+            return None if isinstance(value, str) else f"{self.name} is text"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{self.name} is a number"
+        if self.type == "integer" and not float(value).is_integer():
+            return f"{self.name} is a whole number"
+        low, high = self.minimum, self.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"{self.name} must lie within {low}..{high}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +221,7 @@ class Catalogue:
 
 def default_pathways_dir() -> Path:
     """`config/pathways` of the working directory when there is one, else the installed one."""
-    local = Path("config") / "pathways"
-    return local if local.is_dir() else content_root() / "config" / "pathways"
+    return pathways_dir()
 
 
 def load_catalogue(folder: Path | None = None) -> Catalogue:
@@ -351,19 +371,12 @@ def _read_yaml(path: Path) -> tuple[Any, PositionMap]:
 
 
 def _load_node_keys(path: Path) -> dict[Center, frozenset[str]]:
-    data, positions = _read_yaml(path)
-    reader = _Reader(str(path), positions)
-    reader.mapping(data, (), required=CENTERS)
-    keys: dict[Center, frozenset[str]] = {}
-    for center in CENTERS:
-        names = data[center]
-        if not isinstance(names, list):
-            raise reader.fail((center,), "must be a list of node keys")
-        for index, name in enumerate(names):
-            if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
-                raise reader.fail((center, index), "a node key is snake_case text")
-        keys[center] = frozenset(names)
-    return keys
+    """The node keys of each center, from the pathway engine's node catalogue."""
+    centers = load_node_catalogue(path).centers
+    return {
+        center: frozenset(key for key, where in centers.items() if center in where)
+        for center in CENTERS
+    }
 
 
 def _load_node_order(

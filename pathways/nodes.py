@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pathways.capture import Captured
+from pathways.case_store import case_time_nodes
 from pathways.definitions import NodeDefinition, Pathway, Pathways
 from pathways.records import Records
 from pathways.resolve import CORRECTION, Candidate, Resolution, resolve
@@ -206,12 +207,15 @@ class Nodes:
                 resolved.pop(key, None)
             else:
                 resolved[key] = instant
-        timeline = timeline_of(case, resolved)
+        await self.notify(timeline_of(case, resolved))
+
+    async def notify(self, timeline: CaseTimeline) -> None:
+        """Tell every hook the case as it now stands."""
         for hook in self.hooks:
             try:
                 await hook(timeline)
             except Exception:  # one failing hook must not stop node capture
-                log.error("pathways.hook_failed", extra={"case": case["id"]}, exc_info=True)
+                log.error("pathways.hook_failed", extra={"case": timeline.case_id}, exc_info=True)
 
     async def _write_node(
         self,
@@ -270,9 +274,7 @@ class Nodes:
         return views
 
     async def _time_nodes(self, case: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return await self.records.search(
-            "Observation", [("case", f"EpisodeOfCare/{case['id']}"), ("category", _CATEGORY)]
-        )
+        return await case_time_nodes(self.records.store, case)
 
     async def _candidates_of(self, case: Mapping[str, Any]) -> list[Candidate]:
         found = (read_candidate(o) for o in await self._time_nodes(case))

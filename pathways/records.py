@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from datetime import tzinfo
 from typing import Any
 
-from fhir_store import FhirStore, Gone, NotFound, VersionConflict, parse_search
+from fhir_store import FhirStore, Gone, NotFound, VersionConflict
+from pathways.case_store import search_all
 from pathways.shapes import Note, provenance
 
 __all__ = ["Records"]
 
-_PAGE = 500
 _ATTEMPTS = 3
 
 
@@ -41,15 +41,7 @@ class Records:
 
     async def search(self, kind: str, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """Every current resource of `kind` matching the search, all pages."""
-        found: list[dict[str, Any]] = []
-        offset = 0
-        while True:
-            page_pairs = [*pairs, ("_count", str(_PAGE)), ("_offset", str(offset))]
-            page = await self.store.search(parse_search(kind, page_pairs, strict=True))
-            found.extend(_loads(content) for content in page.contents)
-            if not page.more:
-                return found
-            offset += _PAGE
+        return await search_all(self.store, kind, pairs)
 
     async def write(self, resource: dict[str, Any], note: Note) -> dict[str, Any]:
         """Store `resource` (by its id) with a Provenance, unless the content is unchanged;
@@ -93,10 +85,3 @@ class Records:
 
 def _content(resource: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if k != "meta"}
-
-
-def _loads(content: str) -> dict[str, Any]:
-    import json
-
-    loaded: dict[str, Any] = json.loads(content)
-    return loaded

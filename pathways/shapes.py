@@ -57,7 +57,9 @@ __all__ = [
     "node_id",
     "node_key_of",
     "node_observation",
+    "parse_instant",
     "provenance",
+    "provenance_id",
     "read_candidate",
     "search_parameters",
     "set_arrival_mode",
@@ -350,6 +352,12 @@ class Note:
     priority: int | None = None
 
 
+def provenance_id(reference: str, version: int | str) -> str:
+    """The id of the Provenance of version `version` of `Type/id`: a version the pathway
+    engine (or staff through it) wrote has one; a version another system wrote has none."""
+    return f"prov-{make_id('provenance', reference, int(version))}"
+
+
 def provenance(
     target: Mapping[str, Any], version: int, recorded: datetime, note: Note
 ) -> dict[str, Any]:
@@ -364,7 +372,7 @@ def provenance(
     reference = f"{target['resourceType']}/{target['id']}"
     record: dict[str, Any] = {
         "resourceType": "Provenance",
-        "id": f"prov-{make_id('provenance', reference, version)}",
+        "id": provenance_id(reference, version),
         "target": [{"reference": f"{reference}/_history/{version}"}],
         "recorded": recorded.isoformat(timespec="seconds"),
         "activity": {"coding": [{"system": PROVENANCE_ACTIVITY_SYSTEM, "code": activity}]},
@@ -386,13 +394,28 @@ def timeline_of(episode: Mapping[str, Any], nodes: Mapping[str, datetime]) -> Ca
     return CaseTimeline(
         case_id=str(episode["id"]),
         center=center,
-        patient_id=str(episode["patient"]["reference"]).removeprefix("Patient/"),
+        patient_id=str((episode.get("patient") or {}).get("reference", "")).removeprefix(
+            "Patient/"
+        ),
         arrival_mode=arrival_mode_of(episode),
         nodes=dict(nodes),
-        # arrival_mode has its own field; as a fact it only marks a mode set by staff
+        # arrival_mode has its own field; as a fact it only marks who set the mode
         facts={k: v for k, (v, _) in case_facts(episode).items() if k != "arrival_mode"},
         status=str(episode.get("status", "active")),
+        activation=parse_instant((episode.get("period") or {}).get("start")),
     )
+
+
+def parse_instant(value: object) -> datetime | None:
+    """A FHIR dateTime with a time and an offset; a partial date or a naive time is no instant
+    (never compare naive times; the store keeps offsets)."""
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return instant if instant.tzinfo is not None else None
 
 
 # -- what the engine publishes --------------------------------------------------------------------

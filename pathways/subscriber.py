@@ -1,18 +1,22 @@
 """The pathway engine as a change-event subscriber (entry point `greenchannel.subscribers:
 pathways`): it publishes the pathway CodeSystems and SearchParameters into the store, then follows
 the store's change events under its own cursor and applies each changed resource to the
-patient's cases (`pathways.cases`).
+patient's cases (`pathways.cases`). After each resolution and each change of a case (its facts,
+arrival mode, status) the case hooks see it: the running clocks (`pathways.alerts`
+AlertScheduler, run in its task group), the interval Observations (`pathways.intervals`) and
+the installed `greenchannel.case_hooks`.
 
 Delivery is at least once and every step is idempotent, so a restart replays at most the
-uncommitted batch and changes nothing twice. Its own writes (EpisodeOfCare, time-node
+uncommitted batch and changes nothing twice. Its own writes (time-node and interval
 Observations, Provenance, the published CodeSystems and SearchParameters) are skipped, so it
-never feeds on itself.
+never feeds on itself; a changed EpisodeOfCare only tells the hooks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import tzinfo
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -22,11 +26,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.subscribers import SubscriberContext
 from fhir_store import ChangeEvent, ChangeFeed, FhirStore
+from pathways.alert_journal import journalled_alert_keys
+from pathways.alerts import AcceptInto, AlertScheduler, JournalledKeys
+from pathways.case_store import OPEN_STATUSES, NotACase, load_case, load_open_timelines
 from pathways.cases import Cases
 from pathways.definitions import Pathways, load_pathways
+from pathways.indicator_definitions import Catalogue, load_catalogue
+from pathways.intervals import INTERVAL_PREFIX, IntervalWriter
 from pathways.nodes import CaseHook, Nodes
 from pathways.records import Records
 from pathways.shapes import code_systems, search_parameters
+from pathways.timeline import CaseTimeline
 
 __all__ = ["CASE_HOOKS", "PathwaySubscriber", "PathwaySubscriberFactory", "publish"]
 
@@ -38,6 +48,7 @@ CASE_HOOKS = "greenchannel.case_hooks"
 _OWN_TYPES = frozenset({"EpisodeOfCare", "Provenance", "CodeSystem", "SearchParameter"})
 _NODE_PREFIX = "tn-"
 _CANDIDATE_PREFIX = "tnc-"
+_CLOCKS_RESTART_S = 5.0
 
 
 def is_own(event: ChangeEvent) -> bool:
@@ -46,7 +57,7 @@ def is_own(event: ChangeEvent) -> bool:
     if event.resource_type in _OWN_TYPES:
         return True
     return event.resource_type == "Observation" and event.resource_id.startswith(
-        (_NODE_PREFIX, _CANDIDATE_PREFIX)
+        (_NODE_PREFIX, _CANDIDATE_PREFIX, INTERVAL_PREFIX)
     )
 
 
@@ -85,6 +96,9 @@ class PathwaySubscriber:
         run_write: Callable[[Callable[[Any], Any]], Awaitable[Any]] | None = None,
         hooks: Sequence[CaseHook] = (),
         poll_interval_s: float = 1.0,
+        accept: AcceptInto | None = None,
+        journalled: JournalledKeys | None = None,
+        indicators: Catalogue | None = None,
     ) -> None:
         self._name = name
         self._pathways = pathways
@@ -92,7 +106,21 @@ class PathwaySubscriber:
             database, timezone=timezone, run_write=run_write, check_references=False
         )
         self._feed = ChangeFeed(database, poll_interval_s=poll_interval_s, run_write=run_write)
-        self.cases = Cases(Nodes(Records(self._store, timezone), pathways, hooks))
+        # The running clocks, when there is a channel to raise alerts into (`accept`).
+        self.scheduler: AlertScheduler | None = None
+        if accept is not None:
+            self.scheduler = AlertScheduler(
+                {center: pathway.clocks for center, pathway in pathways.by_center.items()},
+                accept,
+                open_timelines=lambda: load_open_timelines(self._store),
+                journalled=journalled,
+                timezone=timezone,
+            )
+        records = Records(self._store, timezone)
+        # the indicator definitions as they were at start (a changed file counts on restart)
+        intervals = IntervalWriter(records, indicators or load_catalogue())
+        own: list[CaseHook] = [self._clocks, intervals]
+        self.cases = Cases(Nodes(records, pathways, [*own, *hooks]))
         self._kinds = pathways.resource_types()
 
     async def start(self) -> None:
@@ -100,12 +128,36 @@ class PathwaySubscriber:
         await publish(self._store, self._pathways)
 
     async def run(self) -> None:
-        """Publish, then process events from the committed cursor until cancelled."""
+        """Publish, then process events from the committed cursor (and run the clocks) until
+        cancelled."""
         await self.start()
-        async for events in self._feed.follow(self._name):
-            for event in events:
-                await self.handle(event)
-            await self._feed.commit(self._name, events[-1].sequence)
+        async with asyncio.TaskGroup() as group:
+            if self.scheduler is not None:
+                group.create_task(self._run_clocks(self.scheduler), name="alert-scheduler")
+            async for events in self._feed.follow(self._name):
+                for event in events:
+                    await self.handle(event)
+                await self._feed.commit(self._name, events[-1].sequence)
+
+    async def _run_clocks(self, scheduler: AlertScheduler) -> None:
+        """The scheduler, restarted after a failure (the alert channel not deployed, the
+        database away): a clock problem must not stop node capture."""
+        while True:
+            try:
+                await scheduler.run()
+            except Exception:
+                log.error("pathways.clocks_failed", exc_info=True)
+            await asyncio.sleep(_CLOCKS_RESTART_S)
+
+    async def _clocks(self, timeline: CaseTimeline) -> None:
+        """The case hook of the running clocks: an open case's clocks are looked at again, a
+        closed case's alerts resolved."""
+        if self.scheduler is None:
+            return
+        if timeline.status in OPEN_STATUSES:
+            self.scheduler.update(timeline)
+        else:
+            self.scheduler.remove(timeline.case_id)
 
     async def catch_up(self) -> int:
         """Process every event committed so far (after the cursor); returns how many."""
@@ -126,6 +178,9 @@ class PathwaySubscriber:
             # is written only if it changes, so this never loops.
             await self.cases.candidate_changed(f"Observation/{event.resource_id}")
             return
+        if event.resource_type == "EpisodeOfCare":
+            await self.case_changed(event.resource_id)
+            return
         if is_own(event):
             return
         reference = f"{event.resource_type}/{event.resource_id}"
@@ -133,6 +188,19 @@ class PathwaySubscriber:
             await self.cases.changed(reference, deleted_version=int(event.version_id))
         elif event.resource_type in self._kinds:
             await self.cases.changed(reference)
+
+    async def case_changed(self, case_id: str) -> None:
+        """A case's facts, arrival mode or status changed (written here, by the API or by the
+        HIS): the hooks see it as it now stands; a case that is gone closes its clocks. A case
+        the HIS wrote is adopted first (`Cases.adopt`)."""
+        await self.cases.adopt(case_id)
+        try:
+            stored = await load_case(self._store, case_id)
+        except NotACase:
+            if self.scheduler is not None:
+                self.scheduler.remove(case_id)
+            return
+        await self.cases.nodes.notify(stored.timeline)
 
     async def aclose(self) -> None:
         await self._store.aclose()
@@ -145,6 +213,9 @@ class PathwaySubscriberFactory:
         self._folder = folder
 
     def build(self, context: SubscriberContext) -> PathwaySubscriber:
+        async def journalled(case_ids: Collection[str]) -> set[str]:
+            return await journalled_alert_keys(context.database, case_ids)
+
         return PathwaySubscriber(
             context.database,
             name=context.name,
@@ -152,4 +223,7 @@ class PathwaySubscriberFactory:
             pathways=load_pathways(self._folder),
             run_write=context.run_write,
             hooks=installed_hooks(),
+            accept=context.accept,
+            journalled=journalled,
+            indicators=load_catalogue(self._folder),
         )

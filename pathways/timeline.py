@@ -13,9 +13,12 @@ from datetime import datetime
 
 from pathways.vocabulary import ArrivalMode, Center
 
-__all__ = ["CaseTimeline", "FactValue"]
+__all__ = ["ACTIVATION", "CaseTimeline", "FactValue"]
 
 FactValue = str | bool | int | float
+# What a clock rule may start at besides the time nodes: when the case was opened
+# (EpisodeOfCare.period.start). Not a time node, so no indicator or archive counts it as one.
+ACTIVATION = "activation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +35,8 @@ class CaseTimeline:
     # (give_up_treatment: True), scores the populations need (iss: 25)
     facts: Mapping[str, FactValue] = field(default_factory=dict)
     status: str = "active"  # EpisodeOfCare.status
+    activation: datetime | None = None  # EpisodeOfCare.period.start: when the case was opened
+
+    def at(self, key: str) -> datetime | None:
+        """The instant of a node key, or of ACTIVATION (the case's opening)."""
+        return self.activation if key == ACTIVATION else self.nodes.get(key)

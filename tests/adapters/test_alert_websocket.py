@@ -1,5 +1,6 @@
-"""Running-clock alerts through a running engine (SQLite and PostgreSQL): a case written to the
-FHIR store starts a clock, the alert is raised at its deadline into the `pathway-alerts`
+"""Running-clock alerts through a running engine (SQLite and PostgreSQL): a case opened and fed
+the way staff do it through /api/cases (the pathway engine's `Cases`) starts a clock in the
+pathway subscriber, the alert is raised at its deadline into the `pathway-alerts`
 channel, reaches a websocket client, is listed by `GET /api/alerts`, is resolved when the end
 node arrives, and is neither raised nor resolved again after a restart."""
 
@@ -28,7 +29,10 @@ from engine.settings import Settings
 from engine.testing import running_engine, settings_for_tests, wait_until
 from fhir_store import FhirStore
 from fhir_store.app import create_database
-from tests.pathways.fhir_cases import write_case, write_node
+from pathways.cases import Cases
+from pathways.definitions import load_pathways
+from pathways.nodes import Nodes
+from pathways.records import Records
 
 pytestmark = pytest.mark.anyio
 
@@ -47,17 +51,38 @@ class Site:
     def engine(self) -> contextlib.AbstractAsyncContextManager[Engine]:
         return running_engine(self.settings)
 
+    @property
+    def cases(self) -> Cases:
+        """What the /api/cases router does, on this site's store."""
+        records = Records(self.store, self.settings.tz)
+        return Cases(Nodes(records, load_pathways(ROOT / "config" / "pathways")))
+
     async def chest_pain_case(self, door: datetime) -> str:
         """A walk-in chest pain case for in-hospital lysis, through the door at `door`."""
-        episode = await write_case(
-            self.store, "chest_pain", mode="self", facts={"reperfusion": "in_hospital_lysis"}
+        patient = await self.store.create({"resourceType": "Patient"})
+        case, _ = await self.cases.activate_manually(
+            "chest_pain",
+            f"Patient/{patient['id']}",
+            door,
+            arrival_mode="self",
+            who="护士甲",
+            why="chest pain at triage",
         )
-        await write_node(self.store, episode, "door", door)
-        return str(episode["id"])
+        await self.cases.set_manual_fact(
+            case, "reperfusion", "in_hospital_lysis", who="医生乙", why=None
+        )
+        await self.node(str(case["id"]), "door", door)
+        return str(case["id"])
 
     async def node(self, case_id: str, key: str, at: datetime) -> None:
         episode = await self.store.read("EpisodeOfCare", case_id)
-        await write_node(self.store, episode, key, at)
+        await self.cases.enter_node(
+            episode, key, at, who="护士甲", why="entered at the bedside", correction=False
+        )
+
+    async def close(self, case_id: str, at: datetime) -> None:
+        """The patient is discharged (a closing node of the chest pain pathway)."""
+        await self.node(case_id, "discharge", at)
 
     async def channel_messages(self) -> int:
         async with AsyncSession(self.database) as session:
@@ -103,7 +128,7 @@ async def test_an_alert_reaches_the_websocket_and_the_api_and_is_resolved_once(
     async with site.engine() as engine:
         url = f"ws://127.0.0.1:{engine.http_port}/api/alerts/websocket"
         async with websockets.connect(url, additional_headers=AUTH) as socket:
-            # The door-to-needle warning (20 min, config/pathways/clocks/chest_pain.yaml) is
+            # The door-to-needle warning (20 min, config/pathways/chest_pain.yaml `clocks:`) is
             # due two seconds from now.
             door = _local_now(engine) - timedelta(minutes=20) + timedelta(seconds=2)
             case_id = await site.chest_pain_case(door)
@@ -185,8 +210,7 @@ async def test_closing_the_case_resolves_its_open_alert(site: Site) -> None:
             await wait_until(reached, timeout_s=20)
 
         await journalled(1)
-        episode = await site.store.read("EpisodeOfCare", case_id)
-        await site.store.update("EpisodeOfCare", case_id, dict(episode, status="finished"))
+        await site.close(case_id, _local_now(engine))
         await journalled(2)
         listed = await _alerts(engine, status="all", case=case_id)
 

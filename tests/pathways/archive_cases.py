@@ -141,7 +141,7 @@ def episode(
     start: datetime,
     end: datetime | None,
     mode: str | None,
-    facts: dict[str, str],
+    facts: dict[str, str | bool],
 ) -> Resource:
     resource: Resource = {
         "resourceType": "EpisodeOfCare",
@@ -152,7 +152,10 @@ def episode(
                 "url": CASE_FACT_EXTENSION,
                 "extension": [
                     {"url": "name", "valueCode": name},
-                    {"url": "value", "valueCode": value},
+                    {
+                        "url": "value",
+                        "valueBoolean" if isinstance(value, bool) else "valueCode": value,
+                    },
                 ],
             }
             for name, value in facts.items()
@@ -557,7 +560,7 @@ def stroke_with_lysis() -> Case:
             at("2024-06-18 14:20:00"),
             None,
             "self",
-            {"diagnosis": "AIS", "reperfusion": "ivt"},
+            {"diagnosis": "AIS", "ivt": True},
         )
     )
     case.add(

@@ -40,7 +40,7 @@ clocks:
     start: door
     end: [lytic_start]
     when:
-      - {fact: reperfusion, in: [ivt]}
+      - {fact: ivt, in: [true]}
     steps:
       - {name: warning, at_minutes: 45, severity: warning}
       - {name: limit, at_minutes: 60, severity: critical}
@@ -89,7 +89,7 @@ def _case(door: datetime, **nodes: datetime) -> CaseTimeline:
         patient_id="p1",
         arrival_mode="ems",
         nodes={"door": door, **nodes},
-        facts={"reperfusion": "ivt"},
+        facts={"ivt": True},
     )
 
 
@@ -268,12 +268,12 @@ async def test_a_case_leaving_the_rule_resolves_its_alert_saying_why() -> None:
     door = _now() - timedelta(minutes=46)
     async with running(journal, [_case(door)]) as scheduler:
         await _until(lambda: RAISED in journal.keys())
-        scheduler.update(replace(_case(door), facts={"reperfusion": "evt"}))
+        scheduler.update(replace(_case(door), facts={"ivt": False, "evt": True}))
         await _until(lambda: RESOLVED in journal.keys())
 
     assert journal.message(RESOLVED)["resolution"] == {
         "reason": "not_applicable",
-        "detail": "fact reperfusion is evt",
+        "detail": "fact ivt is False",
     }
 
 

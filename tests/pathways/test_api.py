@@ -139,7 +139,12 @@ async def test_facts_and_the_arrival_mode_set_by_staff(http: httpx.AsyncClient) 
         ("post", "{case}/nodes/door", {"time": "2026-11-25T08:00:00+08:00", "who": WHO}, 422,
          "why"),
         ("put", "{case}/facts/arrival_mode", {"value": "walk_in", "who": WHO}, 422,
-         "arrival mode 'walk_in' is not one of"),
+         "'walk_in' is not a value of arrival_mode; allowed: ems, transfer, self, in_hospital"),
+        ("put", "{case}/facts/reperfusion", {"value": "thrombolysis", "who": WHO}, 422,
+         "'thrombolysis' is not a value of reperfusion; allowed: primary_pci, in_hospital_lysis"),
+        ("put", "{case}/facts/gave_up", {"value": True, "who": WHO}, 422,
+         "fact name 'gave_up' is not in facts.yaml; known: arrival_mode, diagnosis"),
+        ("put", "{case}/facts/iss", {"value": 80, "who": WHO}, 422, "iss must lie within 0"),
     ],
 )  # fmt: skip
 async def test_bad_requests_say_what_is_wrong(

@@ -87,7 +87,7 @@ async def test_the_timeline_is_in_time_order_with_intervals_from_the_instants_wr
     assert wire["from_door"]["display"] == "40:08"  # D2W of this case: 08:51:12 → 09:31:20
     assert wire["label"] == "导丝通过"
     assert timeline["references"]["door"]["time"] == "2024-03-05T08:51:12+08:00"
-    assert timeline["labels_from"] == "config/pathways/archive.yaml"
+    assert timeline["labels_from"] == "config/pathways/catalogue.yaml"
 
 
 async def test_a_node_shows_the_other_sources_only_where_they_disagree(store: FhirStore) -> None:

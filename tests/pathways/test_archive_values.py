@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from engine.errors import ConfigError
 from pathways._archive_timeline import build_timeline
 from pathways._archive_values import format_duration, parse_instant, show_when
-from pathways.archive_config import default_config, load_archive_config
+from pathways.archive_config import default_config, load_archive_config, node_labels
+from pathways.definitions import load_pathways
 from pathways.vocabulary import SOURCE_KIND_SYSTEM, TIME_NODE_SYSTEM
 
 CST = timezone(timedelta(hours=8))
@@ -61,7 +62,7 @@ def test_instants_show_in_the_local_offset_and_dates_as_they_are() -> None:
     )
 
 
-def test_the_installed_data_file_labels_every_expected_and_reference_node() -> None:
+def test_every_node_the_data_file_names_is_in_the_node_catalogue() -> None:
     config = default_config()
     keys = {
         *config.references.door,
@@ -71,8 +72,11 @@ def test_the_installed_data_file_labels_every_expected_and_reference_node() -> N
         *(k for nodes in config.expected_nodes.values() for k in nodes),
         *(k for by in config.expected_by_fact.values() for ns in by.values() for k in ns),
     }
-    assert keys <= set(config.time_node_labels)
-    assert config.time_node_labels["wire_crossing"] == "导丝通过"
+    assert keys <= set(node_labels())
+    assert node_labels()["wire_crossing"] == "导丝通过"
+    centers = load_pathways().catalogue.centers
+    for center, nodes in config.expected_nodes.items():
+        assert all(center in centers[key] for key in nodes), center
 
 
 def test_a_mistake_in_the_data_file_names_the_file_line_and_key(tmp_path: Path) -> None:
@@ -128,9 +132,7 @@ def time_nodes(draw: st.DrawFn) -> list[dict[str, object]]:
 def test_any_set_of_time_nodes_gives_an_ordered_timeline_whose_intervals_add_up(
     nodes: list[dict[str, object]],
 ) -> None:
-    timeline = build_timeline(
-        nodes, default_config().time_node_labels, default_config().references, CST
-    )
+    timeline = build_timeline(nodes, dict(node_labels()), default_config().references, CST)
     shown = timeline["nodes"]
     instants = [datetime.fromisoformat(node["time"]) for node in shown]
     assert instants == sorted(instants)

@@ -3,6 +3,7 @@ them come back as the same CaseTimelines; candidates, other cases and other mont
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,9 +13,11 @@ from pathways.case_store import (
     PATIENTS_PER_SEARCH,
     NotACase,
     load_case,
+    load_open_timelines,
     load_timeline,
     load_timelines,
 )
+from tests.pathways import fhir_cases
 from tests.pathways.cases import CST, case, episode, stemi_pci, time_node, write_case
 
 pytestmark = pytest.mark.anyio
@@ -31,7 +34,8 @@ async def test_a_stored_case_reads_back_as_its_timeline(store: FhirStore) -> Non
     )
     await write_case(store, original)
     loaded = await load_case(store, "cp-1")
-    assert loaded.timeline == original
+    # the case opened at its first node (tests.pathways.cases.episode)
+    assert loaded.timeline == replace(original, activation=min(original.nodes.values()))
     assert loaded.node_references["door"] == "Observation/cp-1-door"
 
 
@@ -116,3 +120,34 @@ async def test_an_episode_that_is_no_center_case_is_refused(store: FhirStore) ->
     await store.update("EpisodeOfCare", "cp-x", other)
     with pytest.raises(NotACase):
         await load_case(store, "cp-x")
+
+
+async def test_open_cases_read_with_facts_mode_activation_and_authoritative_nodes(
+    store: FhirStore,
+) -> None:
+    door = datetime(2026, 3, 5, 14, 0, 7, tzinfo=CST)
+    stroke = await fhir_cases.write_case(
+        store,
+        "stroke",
+        mode="ems",
+        facts={"ivt": True, "onset_approximate": True, "diagnosis": "AIS"},
+        opened=door - timedelta(minutes=5),
+    )
+    await fhir_cases.write_node(store, stroke, "door", door)
+    await fhir_cases.write_node(
+        store, stroke, "ct_start", door + timedelta(minutes=3), status="amended"
+    )
+    await fhir_cases.write_node(store, stroke, "lytic_start", door, status="preliminary")
+    await fhir_cases.write_node(store, stroke, "ct_end", "2026-03-05")  # a date is no instant
+    closed = await fhir_cases.write_case(store, "trauma", mode="self", status="finished")
+
+    timelines = {t.case_id: t for t in await load_open_timelines(store)}
+
+    assert closed["id"] not in timelines
+    found = timelines[stroke["id"]]
+    assert (found.center, found.arrival_mode) == ("stroke", "ems")
+    assert found.facts == {"ivt": True, "onset_approximate": True, "diagnosis": "AIS"}
+    assert found.activation == door - timedelta(minutes=5)
+    assert found.at("activation") == found.activation
+    assert found.nodes == {"door": door, "ct_start": door + timedelta(minutes=3)}
+    assert (await load_timeline(store, str(closed["id"]))).status == "finished"

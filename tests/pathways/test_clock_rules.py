@@ -4,6 +4,7 @@ can make are refused with file, line and key."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
-from engine.mapping.yamlfile import load_yaml
 from pathways.clock_rules import ACTIVATION, ClockRule, parse_clock_rules
+from pathways.definitions import load_pathways
 from pathways.vocabulary import CENTERS
 from tests.conftest import SHARED
 from tests.pathways.rules_text import rules_from_text
@@ -43,7 +44,7 @@ clocks:
     when:
       - arrival_mode: {not_in: [in_hospital]}
       - any:
-          - {fact: reperfusion, in: [ivt]}
+          - {fact: ivt, in: [true]}
           - {fact: diagnosis, in: [AIS]}
     steps:
       - {name: warning, at_minutes: 45, severity: warning}
@@ -74,22 +75,51 @@ def test_a_rule_reads_with_its_conditions_and_steps() -> None:
 
 
 @pytest.mark.parametrize("center", CENTERS)
-def test_the_shipped_clock_files_load_and_name_only_time_nodes_of_the_reference(
+def test_the_shipped_clock_rules_load_with_their_pathway_and_name_only_time_nodes_of_the_reference(
     center: str,
 ) -> None:
-    path = ROOT / "config" / "pathways" / "clocks" / f"{center}.yaml"
-    data, positions = load_yaml(path)
+    rules = load_pathways(ROOT / "config" / "pathways", cached=False).by_center[center].clocks
     known = _time_node_keys()
     assert {"door", "lytic_start", "wire_crossing", "team_reception"} <= known
 
-    rules = parse_clock_rules(
-        data["clocks"], source=str(path), positions=positions, node_keys=known
-    )
-
     assert rules
     for rule in rules:
+        assert rule.start in known | {ACTIVATION}
+        assert set(rule.end) <= known
         assert rule.steps[-1].at_minutes >= rule.steps[0].at_minutes
         assert rule.protects and rule.protects.split(".")[0] in ("cpc", "stroke", "trauma")
+
+
+def test_a_bad_clock_rule_stops_the_pathway_load_naming_file_line_and_key(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "pathways"
+    shutil.copytree(ROOT / "config" / "pathways", folder)
+    path = folder / "stroke.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("end: [lytic_start]", "end: [lytic_begin]"), encoding="utf-8")
+    line = next(
+        number
+        for number, row in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if "lytic_begin" in row
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        load_pathways(folder, cached=False)
+
+    assert str(caught.value).startswith(f"{path}:{line} clocks[")
+    assert ".end[0]: 'lytic_begin' is not a time node of this pathway" in str(caught.value)
+
+
+def test_a_clock_may_not_use_a_node_of_another_center(tmp_path: Path) -> None:
+    folder = tmp_path / "pathways"
+    shutil.copytree(ROOT / "config" / "pathways", folder)
+    path = folder / "trauma.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("end: [team_reception]", "end: [wire_crossing]"), "utf-8")
+
+    with pytest.raises(ConfigError, match="'wire_crossing' is not a time node of this pathway"):
+        load_pathways(folder, cached=False)
 
 
 @pytest.mark.parametrize(
@@ -116,7 +146,7 @@ def test_the_shipped_clock_files_load_and_name_only_time_nodes_of_the_reference(
             "config/pathways/stroke.yaml:6 clocks[0].colour: is not a known key",
         ),
         (
-            ("{fact: reperfusion, in: [ivt]}", "{fact: reperfusion}"),
+            ("{fact: ivt, in: [true]}", "{fact: ivt}"),
             "clocks[0].when[1].any[0]: ",
         ),
         (

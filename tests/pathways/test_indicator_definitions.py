@@ -153,7 +153,7 @@ indicators:
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    for name in ("facts.yaml", "time-node-keys.yaml", "node-order.yaml"):
+    for name in ("facts.yaml", "catalogue.yaml", "node-order.yaml"):
         shutil.copy(CONFIG / name, tmp_path / name)
     for center in CENTERS:
         (tmp_path / center).mkdir()

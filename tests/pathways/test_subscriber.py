@@ -4,13 +4,17 @@ with plain FHIR searches."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from engine.connectors import Inbound, Receipt
+from engine.testing import wait_until
 from fhir_store import ChangeFeed, FhirStore, parse_search
 from pathways.nodes import Nodes
 from pathways.records import Records
@@ -64,6 +68,12 @@ async def candidates(store: FhirStore, node: str) -> list[dict[str, Any]]:
     return [o for o in found if o["status"] in ("preliminary", "cancelled")]
 
 
+async def rewind(database: Any) -> None:
+    """The subscriber's cursor back to 0: every event comes again."""
+    async with database.begin() as connection:
+        await connection.execute(text("DELETE FROM fhir_change_cursor"))
+
+
 async def stemi_walk_in(store: FhirStore) -> None:
     await put(store, r.patient(), r.ed_visit(), r.ecg(), r.ecg_report(), *r.troponin())
 
@@ -111,10 +121,7 @@ async def test_replayed_events_change_nothing(
     before = await search(store, "Observation", category=CATEGORY)
     provenances = len(await search(store, "Provenance"))
     # the cursor goes back to 0: every event comes again, as after a crash before the commit
-    async with database.begin() as connection:
-        from sqlalchemy import text
-
-        await connection.execute(text("DELETE FROM fhir_change_cursor"))
+    await rewind(database)
     second = await subscriber()
     assert await second.catch_up() > 0
     after = await search(store, "Observation", category=CATEGORY)
@@ -404,3 +411,143 @@ async def test_a_patient_merge_hands_the_case_to_the_surviving_record(
     await engine.catch_up()
     assert len(await search(store, "EpisodeOfCare")) == 1
     assert "troponin_report" in await nodes(store, case["id"])
+
+
+async def test_the_clocks_run_in_the_subscriber_from_resolved_nodes_and_case_changes(
+    store: FhirStore, database: Any, pathways: Any
+) -> None:
+    """The ECG is acquired but not read: the ECG-to-diagnosis clock (10 min) is long overdue,
+    so its alerts are raised; the report resolves them; the discharge closes the case."""
+    sent: list[dict[str, Any]] = []
+
+    async def accept(channel: str, inbound: Inbound) -> Receipt:
+        assert channel == "pathway-alerts"
+        sent.append(json.loads(inbound.raw))
+        return Receipt(message_id=len(sent), duplicate=False)
+
+    subscriber = PathwaySubscriber(
+        database, name="pathways", timezone=CST, pathways=pathways, accept=accept
+    )
+    assert subscriber.scheduler is not None
+    await subscriber.start()
+    clocks = asyncio.create_task(subscriber.scheduler.run())
+
+    def events(rule: str, event: str) -> list[dict[str, Any]]:
+        return [m for m in sent if m["rule"]["id"] == rule and m["event"] == event]
+
+    async def seen(rule: str, event: str, count: int) -> None:
+        async def enough() -> bool:
+            return len(events(rule, event)) >= count
+
+        await wait_until(enough, timeout_s=10)
+
+    try:
+        await put(store, r.patient(), r.ed_visit(), r.ecg())
+        await subscriber.catch_up()
+        await seen("cpc.ecg2dx", "raised", 2)
+        case = await the_case(store)
+        raised = events("cpc.ecg2dx", "raised")
+        assert {m["step"]["name"] for m in raised} == {"warning", "limit"}
+        assert raised[0]["case"]["id"] == case["id"]
+        assert raised[0]["started_at"] == "2026-11-25T08:03:00+08:00"
+
+        await put(store, r.ecg_report())
+        await subscriber.catch_up()
+        await seen("cpc.ecg2dx", "resolved", 2)
+        assert {m["resolution"]["reason"] for m in events("cpc.ecg2dx", "resolved")} == {"end_node"}
+
+        # the troponin clock starts at the draw; the discharge closes the case (and its clocks)
+        await put(store, *r.troponin()[:2])
+        await put(
+            store,
+            r.ed_visit(status="finished", period={"start": "2026-11-25T08:28:00+08:00",
+                                                  "end": "2026-11-25T12:00:00+08:00"}),
+        )  # fmt: skip
+        await subscriber.catch_up()
+        assert (await the_case(store))["status"] == "finished"
+        await seen("cpc.trop_tat", "resolved", 2)
+        assert {m["resolution"]["reason"] for m in events("cpc.trop_tat", "resolved")} == {
+            "case_closed"
+        }
+        assert subscriber.scheduler.open_cases == 0
+        assert len(events("cpc.ecg2dx", "raised")) == 2  # never raised twice
+    finally:
+        clocks.cancel()
+        await subscriber.aclose()
+
+
+def _stemi_condition() -> dict[str, Any]:
+    return {
+        "resourceType": "Condition", "id": "dx1",
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I21.0"}]},
+        "subject": {"reference": "Patient/p1"}, "recordedDate": "2026-11-25T08:15:00+08:00",
+    }  # fmt: skip
+
+
+async def intervals(store: FhirStore, case_id: str) -> dict[str, dict[str, Any]]:
+    """indicator (standard) -> the interval Observation, by plain FHIR search."""
+    found = await search(
+        store, "Observation", case=f"EpisodeOfCare/{case_id}",
+        category=f"{OBSERVATION_CATEGORY_SYSTEM}|interval",
+    )  # fmt: skip
+    return {f"{o['code']['coding'][0]['code']} ({o['method']['text']})": o for o in found}
+
+
+async def test_the_case_intervals_follow_its_nodes_and_facts(
+    store: FhirStore, subscriber: Build, database: Any
+) -> None:
+    await stemi_walk_in(store)
+    first = await subscriber()
+    await first.catch_up()
+    case = await the_case(store)
+    found = await intervals(store, case["id"])
+    trop = found["cpc.trop_tat (standard cpc-recert)"]
+    assert trop["valueQuantity"] == {
+        "value": 1500, "unit": "s", "system": "http://unitsofmeasure.org", "code": "s"
+    }  # fmt: skip
+    assert trop["effectivePeriod"] == {
+        "start": "2026-11-25T08:40:00+08:00",
+        "end": "2026-11-25T09:05:00+08:00",
+    }
+    draw, report = [
+        next(o["id"] for o in await search(store, "Observation", code=f"{TIME_NODE_SYSTEM}|{k}")
+             if o["status"] == "final")
+        for k in ("troponin_draw", "troponin_report")
+    ]  # fmt: skip
+    assert trop["derivedFrom"] == [
+        {"reference": f"Observation/{draw}"},
+        {"reference": f"Observation/{report}"},
+    ]
+    assert trop["interpretation"][0]["coding"][0]["code"] == "ok"
+    assert "cpc.ecg2dx (standard cpc-recert)" not in found  # not STEMI (yet)
+    # a walk-in has no first medical contact: the FMC interval is there, not computable
+    fmc = found["cpc.fmc2ecg (standard cpc-recert)"]
+    assert "valueQuantity" not in fmc and fmc["interpretation"][0]["coding"][0]["code"] == (
+        "not_computable"
+    )
+
+    # a STEMI diagnosis brings the STEMI intervals; the report withdrawn takes the value away
+    report_resource = r.troponin()[2]
+    await put(store, _stemi_condition(), dict(report_resource, status="entered-in-error"))
+    await first.catch_up()
+    found = await intervals(store, case["id"])
+    assert found["cpc.ecg2dx (standard cpc-recert)"]["valueQuantity"]["value"] == 540
+    trop = found["cpc.trop_tat (standard cpc-recert)"]
+    assert "valueQuantity" not in trop and "derivedFrom" not in trop
+    assert trop["meta"]["versionId"] == "2"
+
+    # a replay from the start writes no new version of any interval
+    versions = {k: o["meta"]["versionId"] for k, o in found.items()}
+    await rewind(database)
+    await (await subscriber()).catch_up()
+    assert {
+        k: o["meta"]["versionId"] for k, o in (await intervals(store, case["id"])).items()
+    } == versions
+
+    # a case entered in error concerns no indicator: its intervals go
+    current = await the_case(store)
+    await put(
+        store, {k: v for k, v in current.items() if k != "meta"} | {"status": "entered-in-error"}
+    )
+    await first.catch_up()
+    assert await intervals(store, case["id"]) == {}

@@ -1,0 +1,91 @@
+"""A case's interval Observations (interfaces.md §5) kept in step with its time nodes and facts.
+
+After the pathway engine resolves a case's nodes (a case hook) or a case's facts change, every
+interval indicator of every standard version of its center is evaluated
+(`pathways.indicators`) and written as an Observation with a deterministic id per case,
+standard and indicator, `derivedFrom` the two time-node Observations. Only what changed is
+written (no new version otherwise); an interval that no longer concerns the case (its
+population changed, the case was entered in error) is deleted. An indicator whose node went is
+`not_computable` and says so, without a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.mapping.functions import make_id
+from pathways.case_store import NOT_COUNTED, search_all
+from pathways.indicator_definitions import Catalogue
+from pathways.indicators import evaluate_case, interval_observations
+from pathways.nodes import ENGINE
+from pathways.records import Records
+from pathways.shapes import Note, node_id
+from pathways.timeline import CaseTimeline
+from pathways.vocabulary import INTERVAL_CATEGORY, OBSERVATION_CATEGORY_SYSTEM
+
+__all__ = ["INTERVAL_PREFIX", "IntervalWriter", "interval_id"]
+
+INTERVAL_PREFIX = "iv-"
+_CATEGORY = f"{OBSERVATION_CATEGORY_SYSTEM}|{INTERVAL_CATEGORY}"
+
+
+def interval_id(case_id: str, standard: str, indicator: str) -> str:
+    """One interval Observation per case, standard version and indicator."""
+    return f"{INTERVAL_PREFIX}{make_id('interval', case_id, standard, indicator)}"
+
+
+class IntervalWriter:
+    """The case hook that writes the interval Observations of the indicator definitions."""
+
+    def __init__(self, records: Records, definitions: Catalogue) -> None:
+        self.records = records
+        self.definitions = definitions
+
+    def wanted(self, timeline: CaseTimeline) -> dict[str, dict[str, Any]]:
+        """The interval Observations the case should have now, by id."""
+        if timeline.status in NOT_COUNTED:
+            return {}
+        references = {
+            key: f"Observation/{node_id(timeline.case_id, key)}" for key in timeline.nodes
+        }
+        wanted: dict[str, dict[str, Any]] = {}
+        for standard in self.definitions.standards_for(timeline.center):
+            results = evaluate_case(timeline, standard)
+            for observation in interval_observations(timeline, results, references):
+                indicator = observation["code"]["coding"][0]["code"]
+                identifier = interval_id(timeline.case_id, standard.id, indicator)
+                wanted[identifier] = {"resourceType": "Observation", "id": identifier} | {
+                    k: v for k, v in observation.items() if k != "resourceType"
+                }
+        return wanted
+
+    async def __call__(self, timeline: CaseTimeline) -> None:
+        wanted = self.wanted(timeline)
+        held = {
+            o["id"]: o
+            for o in await search_all(
+                self.records.store,
+                "Observation",
+                [("case", f"EpisodeOfCare/{timeline.case_id}"), ("category", _CATEGORY)],
+            )
+        }
+        for identifier in sorted(held.keys() - wanted.keys()):
+            await self.records.delete(f"Observation/{identifier}")
+        for identifier, observation in wanted.items():
+            current = held.get(identifier)
+            if current is not None and _content(current) == _content(observation):
+                continue
+            await self.records.write(
+                observation,
+                Note(
+                    activity="derive",
+                    who=ENGINE,
+                    entity=f"EpisodeOfCare/{timeline.case_id}",
+                    reason="indicator interval from the case's time nodes and facts",
+                ),
+            )
+
+
+def _content(resource: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "meta"}
