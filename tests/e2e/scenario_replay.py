@@ -172,17 +172,24 @@ class Replayer:
         return [entry["resource"] for entry in bundle.get("entry", [])]
 
 
-def sqlite_caught_up(path: Path) -> Callable[[], bool]:
-    """True when every change-event subscriber's cursor is at the last change, twice in a row
-    (the subscribers' own writes are changes too)."""
+def subscribers_caught_up(database_url: str) -> Callable[[], bool]:
+    """True when every change-event subscriber's cursor is at the last change of the FHIR
+    store at `database_url` (SQLite or PostgreSQL), twice in a row: the subscribers' own
+    writes are changes too."""
+    queries = (
+        "SELECT coalesce(max(seq), 0) FROM fhir_change",
+        "SELECT coalesce(min(seq), 0) FROM fhir_change_cursor",
+    )
 
-    def positions() -> tuple[int, int]:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM fhir_change").fetchone()
-            (slowest,) = db.execute(
-                "SELECT coalesce(min(seq), 0) FROM fhir_change_cursor"
-            ).fetchone()
-        return int(last), int(slowest)
+    def positions() -> tuple[int, ...]:
+        if database_url.startswith("sqlite"):
+            path = database_url.split("///", 1)[1]
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+                return tuple(db.execute(query).fetchone()[0] for query in queries)
+        import psycopg
+
+        with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as db:
+            return tuple(db.execute(query).fetchone()[0] for query in queries)
 
     def caught_up() -> bool:
         first = positions()

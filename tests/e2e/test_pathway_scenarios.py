@@ -19,12 +19,12 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.sync.client import connect
 
+from tests.conftest import _postgres_database
 from tests.e2e.conftest import ROOT, Server
 from tests.e2e.scenario_replay import (
     CST,
@@ -33,7 +33,7 @@ from tests.e2e.scenario_replay import (
     Replayer,
     body_of,
     eventually,
-    sqlite_caught_up,
+    subscribers_caught_up,
 )
 from tests.e2e.scenario_replay import SCENARIOS as SCENARIO_FILES
 
@@ -60,8 +60,7 @@ class Engine:
         server.start()
         self.client = server.http()
         assert server.database_url is not None
-        database = Path(server.database_url.split("///", 1)[1])
-        self.replayer = Replayer(self.client, ports, sqlite_caught_up(database))
+        self.replayer = Replayer(self.client, ports, subscribers_caught_up(server.database_url))
         self.pushed: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._listener = threading.Thread(target=self._listen, daemon=True)
@@ -119,12 +118,24 @@ def _ids(references: list[str]) -> set[str]:
     return {r.split("/")[1] for r in references}
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """One server for the four scenarios, on SQLite and (marked postgres) on PostgreSQL."""
     tmp = tmp_path_factory.mktemp("scenarios")
-    started = Engine(Server(tmp, f"sqlite+aiosqlite:///{tmp / 'greenchannel.db'}"))
-    yield started
-    started.close()
+    if request.param == "sqlite":
+        databases: Iterator[str] = iter([f"sqlite+aiosqlite:///{tmp / 'greenchannel.db'}"])
+    else:
+        databases = _postgres_database()
+    started = Engine(Server(tmp, next(databases)))
+    try:
+        yield started
+    finally:
+        started.close()
+        next(databases, None)  # drops the PostgreSQL database
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +203,7 @@ class Scenario:
         fact_gaps: str | None = None,
         indicator_gaps: dict[str, str] | None = None,
         duplicate_case: str | None = None,
+        pages: set[str] | None = None,
     ) -> None:
         self.folder, self.center, self.mrn = folder, center, mrn
         self.now_relative = now_relative
@@ -200,6 +212,9 @@ class Scenario:
         self.fact_gaps = fact_gaps
         self.indicator_gaps = indicator_gaps or {}
         self.duplicate_case = duplicate_case
+        # clocks whose start reaches the engine a file before their end: replaying the case
+        # (long past its deadlines) must page for them, and resolve the page
+        self.pages = pages or set()
 
     def instant(self, text: str, replay: Replay) -> datetime:
         return replay.at(text) if self.now_relative else at(text)
@@ -224,6 +239,7 @@ SCENARIOS: dict[str, Scenario] = {
         "stemi_120_pci",
         "chest_pain",
         "MZ2026112001",
+        pages={"cpc.fmc2ecg", "cpc.cath_activation"},
         nodes={
             "symptom_onset": ("2026-11-20 07:05", "fhir"),  # 120 working diagnosis, onset
             "call_for_help": ("2026-11-20 07:40", "dispatch"),  # 120 call
@@ -299,6 +315,7 @@ SCENARIOS: dict[str, Scenario] = {
         "chest_pain",
         "MZ2026112502",
         now_relative=True,
+        pages={"cpc.d2n"},
         nodes={
             "symptom_onset": ("T-150:00", "fhir"),
             "door": ("T+00:00", "hl7v2"),  # registration PV1-44 (a proxy)
@@ -369,6 +386,7 @@ SCENARIOS: dict[str, Scenario] = {
         "stroke_ivt_evt",
         "stroke",
         "MZ2026112103",
+        pages={"stroke.dtc", "stroke.d2physician", "stroke.d2team"},
         nodes={
             "symptom_onset": ("2026-11-21 13:20", "fhir"),
             "door": ("2026-11-21 14:03", "uwb"),  # UWB gate (registration 14:05: lower)
@@ -430,6 +448,7 @@ SCENARIOS: dict[str, Scenario] = {
         "trauma_multi_120",
         "trauma",
         "MZ2026112204",
+        pages={"trauma.transfusion", "trauma.surgery"},
         nodes={
             "injury": ("2026-11-22 17:35", "fhir"),  # Condition onset
             "call_for_help": ("2026-11-22 17:37", "dispatch"),
@@ -579,6 +598,32 @@ def test_time_nodes_are_plain_fhir_observations(
     assert all(n["derivedFrom"] for n in nodes)
 
 
+@pytest.mark.parametrize(
+    ("name", "door"),
+    [
+        ("stemi_120", {"candidates": [("dispatch", "2026-11-20T08:21:00+08:00"),
+                                      ("hl7v2", "2026-11-20T08:23:00+08:00")], "flags": []}),
+        ("stroke", {"candidates": [("uwb", "2026-11-21T14:03:00+08:00"),
+                                   ("hl7v2", "2026-11-21T14:05:00+08:00")], "flags": []}),
+        ("walk_in_lysis", {"candidates": [("hl7v2", "T+00:00")], "flags": ["proxy"]}),
+    ],
+)  # fmt: skip
+def test_door_is_the_best_source_and_the_registration_only_a_proxy(
+    engine: Engine, replays: dict[str, Replay], name: str, door: dict[str, Any]
+) -> None:
+    """R6: the ambulance hand-over or the UWB gate outranks the HIS registration two minutes
+    later (no conflict within the 5 min tolerance); a walk-in registered at the desk has only
+    the registration, flagged as a proxy."""
+    replay = replays[name]
+    (node,) = [n for n in engine.timeline(replay)["nodes"] if n["key"] == "door"]
+    expected = [
+        (source, replay.at(time).isoformat() if time.startswith("T") else time)
+        for source, time in door["candidates"]
+    ]
+    assert sorted((c["source"], c["time"]) for c in node["candidates"]) == sorted(expected)
+    assert (node["time"], node["flags"], node["conflicts"]) == (expected[0][1], door["flags"], [])
+
+
 def _node_gap_cases() -> list[Any]:
     return [
         pytest.param(name, key, marks=pytest.mark.xfail(strict=True, reason=gap[2]),
@@ -700,8 +745,10 @@ def test_no_alert_stays_open_once_the_end_nodes_are_in(
         return [a["alert"] for a in engine.replayer.alerts(replay.case_id) if a["status"] == "open"]
 
     eventually(lambda: not still_open() or None, "open alerts closed", timeout=10)
-    for alert in engine.replayer.alerts(replay.case_id):
+    alerts = engine.replayer.alerts(replay.case_id)
+    for alert in alerts:
         assert alert["resolved"]["resolution"]["reason"] in {"end_node", "case_closed"}, alert
+    assert SCENARIOS[name].pages <= {a["rule"] for a in alerts}
 
 
 def test_late_lytic_start_pages_door_to_needle_and_resolves_it(
