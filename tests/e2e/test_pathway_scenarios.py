@@ -402,20 +402,13 @@ SCENARIOS: dict[str, Scenario] = {
             "cbc_reported": ("2026-11-21 14:30", "hl7v2"),
             "coag_reported": ("2026-11-21 14:38", "hl7v2"),
             "lytic_start": ("2026-11-21 14:40", "fhir"),  # RAS RXA-3
+            "lytic_end": ("2026-11-21 15:41", "fhir"),  # RAS RXA-4
             "cath_lab_activation_start": ("2026-11-21 14:42", "fhir"),
             "cath_lab_arrival": ("2026-11-21 15:05", "uwb"),
             "groin_puncture": ("2026-11-21 15:12", "fhir"),
             "recanalization": ("2026-11-21 15:47", "fhir"),
             "dysphagia_screen": ("2026-11-22 08:00", "fhir"),
             "discharge": ("2026-11-28 10:00", "hl7v2"),
-        },
-        node_gaps={
-            "lytic_end": (
-                "2026-11-21 15:41",
-                "fhir",
-                "mappings/hl7v2/emar.yaml writes only effectiveDateTime = RXA-3; "
-                "RXA-4 (end of administration) is dropped, so no lytic_end",
-            ),
         },
         facts={"arrival_mode": "self", "diagnosis": "AIS", "ivt": True, "evt": True, "mtici": "2b"},
         indicators={
