@@ -16,6 +16,7 @@ takes about a minute (most of it the wait for that deadline).
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -648,6 +649,23 @@ def test_case_facts(engine: Engine, replays: dict[str, Replay], name: str) -> No
     }
     expected = {k: _resolved_text(v) for k, v in scenario.facts.items()}
     assert {k: found.get(k) for k in expected} == expected
+    # what staff did not enter was derived from a resource of the replay, and says which
+    typed_in = staff_facts(scenario.folder)
+    sources = {k: v["source"] for k, v in case["facts"].items() if k in expected}
+    assert {k for k, source in sources.items() if source == "manual"} == typed_in & set(sources)
+    assert all(
+        re.fullmatch(r"[A-Z][A-Za-z]+/[\w.-]+", s) for k, s in sources.items() if k not in typed_in
+    ), sources
+
+
+def staff_facts(folder: str) -> set[str]:
+    """The facts a scenario's `api` files PUT on the case."""
+    names = set()
+    for path in (SCENARIO_FILES / folder).glob("*-api-*.json"):
+        for call in json.loads(body_of(path)):
+            if call["method"] == "PUT" and "/facts/" in call["path"]:
+                names.add(call["path"].rsplit("/", 1)[1])
+    return names
 
 
 # ---------------------------------------------------------------------------------------------
