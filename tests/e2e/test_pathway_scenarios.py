@@ -726,22 +726,30 @@ def test_interval_observations_carry_the_interval_values(
         and key not in scenario.indicator_gaps
     }
 
-    def written() -> dict[str, tuple[Any, ...]]:
-        bundle = engine.client.get("/fhir/Observation", params={
-            "case": f"EpisodeOfCare/{replay.case_id}", "_count": "200",
-            "category": f"{OBSERVATION_CATEGORY}|interval",
-        }).json()  # fmt: skip
-        found: dict[str, tuple[Any, ...]] = {}
-        for entry in bundle.get("entry", []):
-            observation = entry["resource"]
-            standard = observation["method"]["text"].split()[-1]
-            key = f"{standard}/{observation['code']['coding'][0]['code']}"
-            status = observation["interpretation"][0]["coding"][0]["code"]
-            value = (observation.get("valueQuantity") or {}).get("value")
-            found[key] = (status, value) if value is not None else (status,)
-        return found
-
-    assert written() == expected
+    bundle = engine.client.get("/fhir/Observation", params={
+        "case": f"EpisodeOfCare/{replay.case_id}", "_count": "200",
+        "category": f"{OBSERVATION_CATEGORY}|interval",
+    }).json()  # fmt: skip
+    written = {
+        f"{o['method']['text'].split()[-1]}/{o['code']['coding'][0]['code']}": o
+        for o in (entry["resource"] for entry in bundle.get("entry", []))
+    }
+    assert {
+        key: (o["interpretation"][0]["coding"][0]["code"], o["valueQuantity"]["value"])
+        if "valueQuantity" in o
+        else (o["interpretation"][0]["coding"][0]["code"],)
+        for key, o in written.items()
+    } == expected
+    # each value is the period between two time-node Observations, and links to them
+    node_references = engine.client.get(f"/api/qc/cases/{replay.case_id}").json()["node_references"]
+    for key, observation in written.items():
+        if "valueQuantity" in observation:
+            start, end = results[key]["start"], results[key]["end"]
+            assert observation["effectivePeriod"] == {"start": start["at"], "end": end["at"]}
+            assert [r["reference"] for r in observation["derivedFrom"]] == [
+                node_references[start["node"]],
+                node_references[end["node"]],
+            ]
 
 
 # ---------------------------------------------------------------------------------------------
