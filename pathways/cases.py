@@ -79,7 +79,7 @@ class Cases:
         cases = {c["id"]: c for c in await self.open_cases(patient)}
         for fed in await self.nodes.cases_fed_by(reference):  # a closed case it fed: A13
             closed = await self.records.read(fed) if fed.split("/")[-1] not in cases else None
-            if closed is not None:
+            if closed is not None and closed.get("status") == "finished":  # not a cancelled one
                 cases[closed["id"]] = closed
         for case in cases.values():
             await self._apply(case, resource)

@@ -2,7 +2,8 @@
 
 `catalogue.yaml` lists every time-node key (with its 中文 label and centers) and the source kinds
 with their default priorities; `chest_pain.yaml`, `stroke.yaml` and `trauma.yaml` say how a case
-is activated, which facts are derived and how each node is captured from FHIR resources. Every
+is activated, which facts are derived, how each node is captured from FHIR resources and which
+clocks run (`clocks:`, parsed by `pathways.clock_rules` against the center's nodes). Every
 problem is a `ConfigError` naming the file, the line and the key (unknown keys, unknown node keys
 or source kinds, FHIRPath that does not parse, code tables that cannot be read). The format is
 described in docs/pathways.md.

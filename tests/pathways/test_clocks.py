@@ -4,6 +4,7 @@ end node before or after them, and not applicable by the case's facts or arrival
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -203,3 +204,30 @@ def test_elapsed_falls_back_to_last_known_well_and_has_no_door_for_in_hospital_o
         5 * 3600,
         None,
     )
+
+
+def test_a_clock_may_start_at_the_case_activation_which_is_no_time_node() -> None:
+    (rule,) = rules_from_text(
+        """\
+clocks:
+  - id: cpc.activation2ecg
+    title: {zh: 启动到首份心电图, en: Activation to first ECG}
+    start: activation
+    end: [first_ecg]
+    steps:
+      - {name: warning, at_minutes: 10, severity: warning}
+""",
+        node_keys=("first_ecg", "door"),
+    )
+    opened = replace(_case({"door": DOOR}), activation=DOOR - timedelta(minutes=4))
+
+    (state,) = evaluate([rule], opened, DOOR + timedelta(minutes=7))
+    (not_opened,) = evaluate([rule], _case({"door": DOOR}), DOOR)
+
+    assert (state.status, state.started_at, state.elapsed_s) == (
+        "alerting",
+        DOOR - timedelta(minutes=4),
+        660,
+    )
+    assert "activation" not in opened.nodes
+    assert not_opened.status == "not_started"

@@ -61,6 +61,12 @@ async def send(store: FhirStore, mapping: str, raw: bytes) -> None:
     assert all(e["response"]["status"].startswith(("200", "201")) for e in response["entry"])
 
 
+async def arrive(store: FhirStore, pathways: PathwaySubscriber, mapping: str, raw: bytes) -> None:
+    """A message through its mapping into the store, then the subscriber's turn."""
+    await send(store, mapping, raw)
+    await pathways.catch_up()
+
+
 async def chest_pain_cases(store: FhirStore) -> dict[str, dict[str, Any]]:
     page = await store.search(parse_search("EpisodeOfCare", [("_count", "50")], strict=True))
     return {c["id"]: c for c in map(json.loads, page.contents)}
@@ -92,10 +98,8 @@ async def test_a_registration_before_the_ecg_is_the_case_and_no_second_one_opens
     store: FhirStore, subscriber: Build
 ) -> None:
     pathways = await subscriber()
-    await send(store, "adt.yaml", REGISTRATION)
-    await pathways.catch_up()
-    await send(store, "oru_ecg.yaml", _ecg())
-    await pathways.catch_up()
+    await arrive(store, pathways, "adt.yaml", REGISTRATION)
+    await arrive(store, pathways, "oru_ecg.yaml", _ecg())
 
     (case,) = (await chest_pain_cases(store)).values()
     assert case["status"] == "active"
@@ -113,8 +117,8 @@ async def test_a_registration_after_the_engine_opened_a_case_takes_it_over(
     store: FhirStore, subscriber: Build
 ) -> None:
     pathways = await subscriber()
-    await send(store, "oru_ecg.yaml", _ecg())  # the STEMI ECG opens a case (activation rule)
-    await pathways.catch_up()
+    # the STEMI ECG opens a case (activation rule) before the HIS registers the patient
+    await arrive(store, pathways, "oru_ecg.yaml", _ecg())
     (own,) = (await chest_pain_cases(store)).values()
     await pathways.cases.set_manual_fact(
         own, "give_up_treatment", True, who="医生乙", why="family declined PCI"
@@ -123,8 +127,7 @@ async def test_a_registration_after_the_engine_opened_a_case_takes_it_over(
         own, "symptom_onset", _at("07:30:00"), who="护士甲", why="patient says", correction=False
     )
 
-    await send(store, "adt.yaml", REGISTRATION)
-    await pathways.catch_up()
+    await arrive(store, pathways, "adt.yaml", REGISTRATION)
 
     cases = await chest_pain_cases(store)
     assert cases[own["id"]]["status"] == "cancelled"  # superseded: counted nowhere
@@ -143,8 +146,7 @@ async def test_the_his_rewriting_its_case_keeps_what_the_engine_and_staff_set(
     store: FhirStore, subscriber: Build
 ) -> None:
     pathways = await subscriber()
-    await send(store, "adt.yaml", REGISTRATION)
-    await pathways.catch_up()
+    await arrive(store, pathways, "adt.yaml", REGISTRATION)
     (case,) = (await chest_pain_cases(store)).values()
     patient = case["patient"]["reference"]
     await store.update(
