@@ -8,7 +8,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from adapters.hl7v2 import parse_for_mapping
@@ -174,6 +174,7 @@ _TIME = st.sampled_from(["", "2026", "20261125", "202611250820", "20261125082000
 
 @settings(max_examples=80, deadline=None)
 @given(fields=st.tuples(_TEXT, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT), time=_TIME)
+@example(fields=("0", "", "", "^", "", ""), time="2026")  # RXA-20 "^": once no status at all
 def test_arbitrary_content_gives_valid_fhir_or_an_error_naming_the_field(
     fields: tuple[str, ...], time: str
 ) -> None:
