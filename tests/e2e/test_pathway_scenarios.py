@@ -234,12 +234,6 @@ class Scenario:
         return {**self.nodes(replay), **gaps}
 
 
-DISCHARGE_DIAGNOSIS = (
-    "ADT A03 with its discharge diagnosis (DG1-6 F): the A03 finishes the case first, so the "
-    "diagnosis Condition opens a second case of the center (activation rule) instead of "
-    "giving the first one its final_diagnosis"
-)
-
 SCENARIOS: dict[str, Scenario] = {
     "stemi_120": Scenario(
         "stemi_120_pci",
@@ -265,14 +259,8 @@ SCENARIOS: dict[str, Scenario] = {
             "troponin_report": ("2026-11-20 08:41", "hl7v2"),  # LIS OBR-22
             "wire_crossing": ("2026-11-20 08:44", "fhir"),
             "procedure_end": ("2026-11-20 09:20", "fhir"),  # PCI performedPeriod.end
+            "final_diagnosis": ("2026-11-26 09:30", "fhir"),  # A03 DG1-6 F, after PV1-45
             "discharge": ("2026-11-26 10:00", "hl7v2"),  # A03 PV1-45
-        },
-        node_gaps={
-            "final_diagnosis": (
-                "2026-11-26 09:30",
-                "fhir",
-                DISCHARGE_DIAGNOSIS,
-            ),
         },
         facts={
             "arrival_mode": "ems",
@@ -314,7 +302,6 @@ SCENARIOS: dict[str, Scenario] = {
             "local/cpc.single_bypass_rate": ("not_in_population",),
             "singledisease-stemi/singledisease.stemi_d2n": ("not_in_population",),
         },
-        duplicate_case=DISCHARGE_DIAGNOSIS,
     ),
     "walk_in_lysis": Scenario(
         "stemi_walk_in_lysis",
@@ -441,7 +428,6 @@ SCENARIOS: dict[str, Scenario] = {
             "nhc-neuro-qc-2020/stroke.dtc_done30": ("ok", "door", "ct_end"),
             "nhc-neuro-qc-2020/stroke.dpt": ("ok", "door", "groin_puncture"),
         },
-        duplicate_case=DISCHARGE_DIAGNOSIS,
     ),
     "trauma": Scenario(
         "trauma_multi_120",
