@@ -63,6 +63,8 @@ def resolve(
     if corrections:
         latest = max(corrections, key=lambda c: c.written)
         return Resolution(latest.instant, (latest,), CORRECTION, (), False)
+    if node.after_required and after is None:
+        return None
     captures = {c.rule_id: c for c in node.captures}
     eligible = [
         c

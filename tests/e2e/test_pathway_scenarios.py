@@ -322,15 +322,8 @@ SCENARIOS: dict[str, Scenario] = {
             "troponin_report": ("T+24:00", "hl7v2"),
             "lytic_start": ("T+30:05", "fhir"),  # RAS alteplase RXA-3
             "angiography_start": ("T+330:05", "fhir"),
+            "post_lytic_angiography": ("T+330:05", "fhir"),  # the angiography after lysis
             "procedure_end": ("T+345:00", "fhir"),
-        },
-        node_gaps={
-            "post_lytic_angiography": (
-                "T+330:05",
-                "fhir",
-                "chest_pain.yaml has no capture for "
-                "post_lytic_angiography (an angiography after lysis)",
-            ),
         },
         facts={"arrival_mode": "self", "diagnosis": "STEMI", "reperfusion": "in_hospital_lysis"},
         indicators={
@@ -369,10 +362,6 @@ SCENARIOS: dict[str, Scenario] = {
                 "initial_diagnosis",
                 "lytic_start",
             ),
-        },
-        indicator_gaps={
-            "local/cpc.lysis_angio24_rate": "chest_pain.yaml has no capture for "
-            "post_lytic_angiography, so the angiography 5 h after lysis is not counted",
         },
     ),
     "stroke": Scenario(
