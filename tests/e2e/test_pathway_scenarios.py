@@ -312,7 +312,9 @@ SCENARIOS: dict[str, Scenario] = {
         nodes={
             "symptom_onset": ("T-150:00", "fhir"),
             "door": ("T+00:00", "hl7v2"),  # registration PV1-44 (a proxy)
-            "first_medical_contact": ("T+01:00", "manual"),  # triage, typed in
+            # triage: the registration at the triage desk (PV1-44, a proxy, flagged) outranks
+            # the nurse's typed entry at T+01:00 (R6: interface > manual entry)
+            "first_medical_contact": ("T+00:00", "hl7v2"),
             "first_ecg": ("T+05:00", "hl7v2"),
             "troponin_draw": ("T+07:00", "hl7v2"),
             "ecg_diagnosis": ("T+09:00", "hl7v2"),
@@ -372,6 +374,7 @@ SCENARIOS: dict[str, Scenario] = {
         nodes={
             "symptom_onset": ("2026-11-21 13:20", "fhir"),
             "door": ("2026-11-21 14:03", "uwb"),  # UWB gate (registration 14:05: lower)
+            "first_medical_contact": ("2026-11-21 14:05", "hl7v2"),  # triage: registration
             "ed_physician": ("2026-11-21 14:07", "manual"),
             "nihss_first": ("2026-11-21 14:08", "fhir"),  # POST /api/scores/NIHSS
             "ct_notified": ("2026-11-21 14:09", "hl7v2"),  # OMI ORC-9

@@ -261,6 +261,25 @@ async def test_hooks_get_the_case_timeline_and_a_discharge_closes_the_case(
         await engine.aclose()
 
 
+async def test_a_walk_in_first_medical_contact_is_the_registration_at_triage_a_proxy(
+    store: FhirStore, subscriber: Build
+) -> None:
+    """self arrivals: FMC is triage (time-nodes.md); the ED registration stands in, flagged
+    proxy, only once the case is known to be a walk-in (the test above: unknown, no FMC)."""
+    admitted = {"admitSource": {"coding": [{"code": "self"}]}}
+    await put(store, r.patient(), r.ed_visit(hospitalization=admitted),
+              r.ecg(acquired="2026-11-25T08:31:00+08:00"))  # fmt: skip
+    await (await subscriber()).catch_up()
+    case = await the_case(store)
+    found = await nodes(store, case["id"])
+    assert found["first_medical_contact"][0] == "2026-11-25T08:28:00+08:00"
+    assert found["first_ecg"][0] == "2026-11-25T08:31:00+08:00"  # at or after FMC (R7)
+    (fmc,) = [o for o in await search(
+        store, "Observation", code=f"{TIME_NODE_SYSTEM}|first_medical_contact"
+    ) if o["status"] == "final"]  # fmt: skip
+    assert fmc["interpretation"][0]["coding"][0]["code"] == "proxy"
+
+
 def discharge_diagnosis(cid: str, recorded: str, encounter: str | None = None) -> dict[str, Any]:
     """A confirmed STEMI diagnosis, as an ADT A03 carries it (DG1-6 F)."""
     condition = {
