@@ -74,9 +74,11 @@ class Cases:
         if resource["resourceType"] == "Patient":
             await self._merged(resource)
         await self._pointing_to(resource)
-        for case in await self._activate(resource, patient):
+        opened, finished = await self._activate(resource, patient)
+        for case in opened:
             await self._scan(case)
         cases = {c["id"]: c for c in await self.open_cases(patient)}
+        cases |= {c["id"]: c for c in finished}
         for fed in await self.nodes.cases_fed_by(reference):  # a closed case it fed: A13
             closed = await self.records.read(fed) if fed.split("/")[-1] not in cases else None
             if closed is not None and closed.get("status") == "finished":  # not a cancelled one
@@ -176,10 +178,13 @@ class Cases:
             await self.nodes.resolve(case, touched)
             await self._update_status(case, touched)
 
-    async def _activate(self, resource: Mapping[str, Any], patient: str) -> list[dict[str, Any]]:
+    async def _activate(
+        self, resource: Mapping[str, Any], patient: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Open a case for each center whose activation rule the resource meets and that has
-        no open case for the patient; returns the new cases."""
-        opened = []
+        no open case for the patient; returns the new cases, and the finished cases the
+        resource belongs to instead (opening none)."""
+        opened, finished = [], []
         open_centers = {self._center(c) for c in await self.open_cases(patient)}
         reference = f"{resource['resourceType']}/{resource['id']}"
         for center, pathway in self.pathways.by_center.items():
@@ -189,6 +194,10 @@ class Cases:
             if not found:
                 continue
             activation, start = found[0]
+            owner = await self._finished_case_of(resource, patient, center, start)
+            if owner is not None:
+                finished.append(owner)
+                continue
             episode = case_episode(
                 case_id(center, patient, reference),
                 center,
@@ -207,7 +216,35 @@ class Cases:
                     ),
                 )
             )
-        return opened
+        return opened, finished
+
+    async def _finished_case_of(
+        self, resource: Mapping[str, Any], patient: str, center: Center, instant: datetime
+    ) -> dict[str, Any] | None:
+        """The patient's finished case of `center` the resource belongs to: its instant within
+        the case's period, or its encounter linked to the case. The discharge diagnosis of an
+        ADT A03 (DG1-6 F) arrives after the A03's Encounter finished the case; it completes
+        that case rather than opening another."""
+        finished = await self.records.search(
+            "EpisodeOfCare", [("patient", patient), ("status", "finished")]
+        )
+        episodes = await self._episodes_of_encounter(resource)
+        for case in finished:
+            if case_center(case) != center:
+                continue
+            if f"EpisodeOfCare/{case['id']}" in episodes or _within_period(instant, case):
+                return case
+        return None
+
+    async def _episodes_of_encounter(self, resource: Mapping[str, Any]) -> set[str]:
+        """`EpisodeOfCare/id` references of the resource's encounter (or of the resource itself
+        when it is an Encounter)."""
+        encounter: Mapping[str, Any] | None = resource
+        if resource.get("resourceType") != "Encounter":
+            link = (resource.get("encounter") or {}).get("reference")
+            encounter = await self.records.read(link) if isinstance(link, str) else None
+        links = (encounter or {}).get("episodeOfCare") or []
+        return {str(link.get("reference")) for link in links if isinstance(link, Mapping)}
 
     async def _scan(self, case: dict[str, Any]) -> None:
         """A new case: what the patient's record already holds (the ADT registration before
@@ -476,6 +513,15 @@ class Cases:
 def _start_of(case: Mapping[str, Any]) -> str | None:
     start = (case.get("period") or {}).get("start")
     return start if isinstance(start, str) and "T" in start else None
+
+
+def _within_period(instant: datetime, case: Mapping[str, Any]) -> bool:
+    """The instant lies in the case's period (start and end with date and time)."""
+    period = case.get("period") or {}
+    start, end = period.get("start"), period.get("end")
+    if not (isinstance(start, str) and "T" in start and isinstance(end, str) and "T" in end):
+        return False
+    return datetime.fromisoformat(start) <= instant <= datetime.fromisoformat(end)
 
 
 def _mode(value: Any) -> ArrivalMode:

@@ -98,6 +98,7 @@ class _CaptureFile(_MatchFile):
 class _NodeFile(_Strict):
     select: Literal["first", "last"] = "first"
     after: StrictStr | None = None
+    after_required: StrictBool = False
     arrival_modes: list[Literal["ems", "transfer", "self", "in_hospital"]] | None = None
     tolerance_s: StrictInt | None = Field(default=None, ge=0)
     captures: list[_CaptureFile] = Field(default_factory=list)
@@ -213,6 +214,9 @@ class NodeDefinition:
     arrival_modes: frozenset[ArrivalMode] | None
     tolerance_s: int
     captures: tuple[Capture, ...]
+    # without its `after` node the node has no time (an angiography is post-lytic only after
+    # a lysis); otherwise a missing `after` node bounds nothing
+    after_required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +405,10 @@ class _Compiler:
         for key, compiled in nodes.items():
             if compiled.after is not None and compiled.after not in self.catalogue.labels:
                 raise self.fail(f"unknown node key {compiled.after!r}", ("nodes", key, "after"))
+            if compiled.after_required and compiled.after is None:
+                raise self.fail(
+                    "after_required needs an `after` node", ("nodes", key, "after_required")
+                )
         activations = tuple(
             Activation(
                 rule.name,
@@ -462,6 +470,7 @@ class _Compiler:
             arrival_modes=_modes(node.arrival_modes),
             tolerance_s=node.tolerance_s if node.tolerance_s is not None else tolerance_s,
             captures=tuple(captures),
+            after_required=node.after_required,
         )
 
     def capture(self, node: str, name: str, capture: _CaptureFile, at: KeyPath) -> Capture:

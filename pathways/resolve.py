@@ -63,6 +63,8 @@ def resolve(
     if corrections:
         latest = max(corrections, key=lambda c: c.written)
         return Resolution(latest.instant, (latest,), CORRECTION, (), False)
+    if node.after_required and after is None:
+        return None
     captures = {c.rule_id: c for c in node.captures}
     eligible = [
         c
@@ -92,8 +94,14 @@ def resolve(
 
 
 def _applies(capture: Capture | None, arrival_mode: ArrivalMode | None) -> bool:
-    if capture is None or capture.arrival_modes is None or arrival_mode is None:
+    """A capture for some arrival modes applies to a case of those modes, or of a mode not
+    known yet; a proxy only once the mode is known: the walk-in's registration standing in for
+    triage must not become the first medical contact (and bound the first ECG, R7) of a case
+    whose arrival mode nobody has given."""
+    if capture is None or capture.arrival_modes is None:
         return True
+    if arrival_mode is None:
+        return not capture.proxy
     return arrival_mode in capture.arrival_modes
 
 

@@ -234,12 +234,6 @@ class Scenario:
         return {**self.nodes(replay), **gaps}
 
 
-DISCHARGE_DIAGNOSIS = (
-    "ADT A03 with its discharge diagnosis (DG1-6 F): the A03 finishes the case first, so the "
-    "diagnosis Condition opens a second case of the center (activation rule) instead of "
-    "giving the first one its final_diagnosis"
-)
-
 SCENARIOS: dict[str, Scenario] = {
     "stemi_120": Scenario(
         "stemi_120_pci",
@@ -265,14 +259,8 @@ SCENARIOS: dict[str, Scenario] = {
             "troponin_report": ("2026-11-20 08:41", "hl7v2"),  # LIS OBR-22
             "wire_crossing": ("2026-11-20 08:44", "fhir"),
             "procedure_end": ("2026-11-20 09:20", "fhir"),  # PCI performedPeriod.end
+            "final_diagnosis": ("2026-11-26 09:30", "fhir"),  # A03 DG1-6 F, after PV1-45
             "discharge": ("2026-11-26 10:00", "hl7v2"),  # A03 PV1-45
-        },
-        node_gaps={
-            "final_diagnosis": (
-                "2026-11-26 09:30",
-                "fhir",
-                DISCHARGE_DIAGNOSIS,
-            ),
         },
         facts={
             "arrival_mode": "ems",
@@ -314,7 +302,6 @@ SCENARIOS: dict[str, Scenario] = {
             "local/cpc.single_bypass_rate": ("not_in_population",),
             "singledisease-stemi/singledisease.stemi_d2n": ("not_in_population",),
         },
-        duplicate_case=DISCHARGE_DIAGNOSIS,
     ),
     "walk_in_lysis": Scenario(
         "stemi_walk_in_lysis",
@@ -325,7 +312,9 @@ SCENARIOS: dict[str, Scenario] = {
         nodes={
             "symptom_onset": ("T-150:00", "fhir"),
             "door": ("T+00:00", "hl7v2"),  # registration PV1-44 (a proxy)
-            "first_medical_contact": ("T+01:00", "manual"),  # triage, typed in
+            # triage: the registration at the triage desk (PV1-44, a proxy, flagged) outranks
+            # the nurse's typed entry at T+01:00 (R6: interface > manual entry)
+            "first_medical_contact": ("T+00:00", "hl7v2"),
             "first_ecg": ("T+05:00", "hl7v2"),
             "troponin_draw": ("T+07:00", "hl7v2"),
             "ecg_diagnosis": ("T+09:00", "hl7v2"),
@@ -335,15 +324,8 @@ SCENARIOS: dict[str, Scenario] = {
             "troponin_report": ("T+24:00", "hl7v2"),
             "lytic_start": ("T+30:05", "fhir"),  # RAS alteplase RXA-3
             "angiography_start": ("T+330:05", "fhir"),
+            "post_lytic_angiography": ("T+330:05", "fhir"),  # the angiography after lysis
             "procedure_end": ("T+345:00", "fhir"),
-        },
-        node_gaps={
-            "post_lytic_angiography": (
-                "T+330:05",
-                "fhir",
-                "chest_pain.yaml has no capture for "
-                "post_lytic_angiography (an angiography after lysis)",
-            ),
         },
         facts={"arrival_mode": "self", "diagnosis": "STEMI", "reperfusion": "in_hospital_lysis"},
         indicators={
@@ -383,10 +365,6 @@ SCENARIOS: dict[str, Scenario] = {
                 "lytic_start",
             ),
         },
-        indicator_gaps={
-            "local/cpc.lysis_angio24_rate": "chest_pain.yaml has no capture for "
-            "post_lytic_angiography, so the angiography 5 h after lysis is not counted",
-        },
     ),
     "stroke": Scenario(
         "stroke_ivt_evt",
@@ -396,6 +374,7 @@ SCENARIOS: dict[str, Scenario] = {
         nodes={
             "symptom_onset": ("2026-11-21 13:20", "fhir"),
             "door": ("2026-11-21 14:03", "uwb"),  # UWB gate (registration 14:05: lower)
+            "first_medical_contact": ("2026-11-21 14:05", "hl7v2"),  # triage: registration
             "ed_physician": ("2026-11-21 14:07", "manual"),
             "nihss_first": ("2026-11-21 14:08", "fhir"),  # POST /api/scores/NIHSS
             "ct_notified": ("2026-11-21 14:09", "hl7v2"),  # OMI ORC-9
@@ -441,7 +420,6 @@ SCENARIOS: dict[str, Scenario] = {
             "nhc-neuro-qc-2020/stroke.dtc_done30": ("ok", "door", "ct_end"),
             "nhc-neuro-qc-2020/stroke.dpt": ("ok", "door", "groin_puncture"),
         },
-        duplicate_case=DISCHARGE_DIAGNOSIS,
     ),
     "trauma": Scenario(
         "trauma_multi_120",

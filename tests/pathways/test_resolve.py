@@ -87,6 +87,17 @@ def test_first_means_first_at_or_after_the_start_node(pathways: Pathways) -> Non
     assert resolve(first_ecg, pool[:1], arrival_mode="ems", after=T0) is None
 
 
+def test_an_angiography_is_post_lytic_only_after_a_lysis(pathways: Pathways) -> None:
+    """cpc.lysis_angio24_rate: the angiography of a primary PCI (no lytic_start) is no
+    post-lytic angiography; after a lysis only the angiography at or after it counts."""
+    node = pathways.by_center["chest_pain"].nodes["post_lytic_angiography"]
+    rule = ("fhir", 50, "post_lytic_angiography/cath_angiography_after_lysis")
+    pool = [candidate("before", -10, *rule), candidate("after", 300, *rule)]
+    assert resolve(node, pool, arrival_mode="ems", after=None) is None
+    resolution = resolve(node, pool, arrival_mode="self", after=T0)
+    assert resolution is not None and resolution.instant == T0 + timedelta(minutes=300)
+
+
 @pytest.mark.parametrize(
     ("mode", "winner"),
     [("ems", "ambulance"), ("self", "his"), ("transfer", "his"), (None, "ambulance")],

@@ -261,6 +261,76 @@ async def test_hooks_get_the_case_timeline_and_a_discharge_closes_the_case(
         await engine.aclose()
 
 
+async def test_a_walk_in_first_medical_contact_is_the_registration_at_triage_a_proxy(
+    store: FhirStore, subscriber: Build
+) -> None:
+    """self arrivals: FMC is triage (time-nodes.md); the ED registration stands in, flagged
+    proxy, only once the case is known to be a walk-in (the test above: unknown, no FMC)."""
+    admitted = {"admitSource": {"coding": [{"code": "self"}]}}
+    await put(store, r.patient(), r.ed_visit(hospitalization=admitted),
+              r.ecg(acquired="2026-11-25T08:31:00+08:00"))  # fmt: skip
+    await (await subscriber()).catch_up()
+    case = await the_case(store)
+    found = await nodes(store, case["id"])
+    assert found["first_medical_contact"][0] == "2026-11-25T08:28:00+08:00"
+    assert found["first_ecg"][0] == "2026-11-25T08:31:00+08:00"  # at or after FMC (R7)
+    (fmc,) = [o for o in await search(
+        store, "Observation", code=f"{TIME_NODE_SYSTEM}|first_medical_contact"
+    ) if o["status"] == "final"]  # fmt: skip
+    assert fmc["interpretation"][0]["coding"][0]["code"] == "proxy"
+
+
+def discharge_diagnosis(cid: str, recorded: str, encounter: str | None = None) -> dict[str, Any]:
+    """A confirmed STEMI diagnosis, as an ADT A03 carries it (DG1-6 F)."""
+    condition = {
+        "resourceType": "Condition", "id": cid, "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I21.1"}]},
+        "verificationStatus": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+            "code": "confirmed"}]},
+        "recordedDate": recorded,
+    }  # fmt: skip
+    if encounter is not None:
+        condition["encounter"] = {"reference": encounter}
+    return condition
+
+
+async def test_a_discharge_diagnosis_after_the_discharge_completes_the_finished_case(
+    store: FhirStore, subscriber: Build
+) -> None:
+    """The A03 finishes the case before its diagnosis arrives: the diagnosis (recorded within
+    the case, or on the case's encounter) is the case's final diagnosis, not a new case; one
+    recorded after the case ended, on no encounter of it, is a new episode."""
+    discharged = r.ed_visit(status="finished")
+    discharged["period"]["end"] = "2026-11-25T15:00:00+08:00"
+    await put(store, r.patient(), r.ecg(vid=None), discharged)
+    engine = await subscriber()
+    await engine.catch_up()
+    case = await the_case(store)
+    assert case["status"] == "finished"
+    await put(store, discharge_diagnosis("dx1", "2026-11-25T14:30:00+08:00"))
+    await engine.catch_up()
+    case = await the_case(store)  # still the only case
+    assert case["status"] == "finished"
+    assert (await nodes(store, case["id"]))["final_diagnosis"][0] == "2026-11-25T14:30:00+08:00"
+    facts = [e["extension"] for e in case["extension"] if e["url"].endswith("case-fact")]
+    assert ["diagnosis", "STEMI"] in [[f[0]["valueCode"], f[1].get("valueCode")] for f in facts]
+
+    linked = r.ed_visit(vid="v2", status="finished")  # the HIS linked this visit to the case
+    linked["episodeOfCare"] = [{"reference": f"EpisodeOfCare/{case['id']}"}]
+    late = discharge_diagnosis("dx2", "2026-11-25T16:00:00+08:00", encounter="Encounter/v2")
+    await put(store, linked, late)
+    await engine.catch_up()
+    assert [c["id"] for c in await search(store, "EpisodeOfCare")] == [case["id"]]
+    found = await nodes(store, case["id"])
+    assert found["final_diagnosis"][0] == "2026-11-25T16:00:00+08:00"  # select: last
+
+    await put(store, discharge_diagnosis("dx3", "2026-12-20T09:00:00+08:00"))  # weeks later
+    await engine.catch_up()
+    cases = await search(store, "EpisodeOfCare")
+    assert sorted(c["status"] for c in cases) == ["active", "finished"]
+
+
 async def test_a_corrected_or_withdrawn_diagnosis_changes_the_fact(
     store: FhirStore, subscriber: Build
 ) -> None:
