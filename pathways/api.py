@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_store import FhirStore
+from pathways.case_store import load_timeline
 from pathways.cases import Cases
+from pathways.clocks import ClockState, elapsed, evaluate
 from pathways.definitions import Pathways, load_pathways
 from pathways.indicator_definitions import load_catalogue as load_indicator_definitions
 from pathways.nodes import Nodes, NodeView
@@ -146,6 +148,27 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
         views = await cases.nodes.view(case)
         return {"case": _summary(case), "nodes": [_node(v) for v in views]}
 
+    @router.get("/{case_id}/clocks")
+    async def clocks(case_id: str) -> dict[str, Any]:
+        """The case's running clocks now: time since onset and door, and each clock rule's
+        state (running with its next deadline, alerting, met, resolved, not applicable)."""
+        case = await case_or_404(case_id)
+        center = case_center(case)
+        assert center is not None
+        now = cases.records.store.now().astimezone(cases.timezone).replace(microsecond=0)
+        timeline = await load_timeline(cases.records.store, case_id)
+        since = elapsed(timeline, now)
+        rules = definitions.by_center[center].clocks
+        return {
+            "case": _summary(case),
+            "now": now.isoformat(),
+            "onset_node": since.onset_node,
+            "since_onset_s": since.since_onset_s,
+            "onset_approximate": since.onset_approximate,
+            "since_door_s": since.since_door_s,
+            "clocks": [_clock(state) for state in evaluate(rules, timeline, now)],
+        }
+
     @router.post("/{case_id}/nodes/{key}")
     async def enter(case_id: str, key: str, body: NodeEntry) -> dict[str, Any]:
         case = await case_or_404(case_id)
@@ -186,6 +209,34 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
         return _summary(stored)
 
     return router
+
+
+def _clock(state: ClockState) -> dict[str, Any]:
+    def instant(value: datetime | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return {
+        "rule": state.rule.id,
+        "title": {"zh": state.rule.title.zh, "en": state.rule.title.en},
+        "protects": state.rule.protects,
+        "status": state.status,
+        "reason": state.reason or None,
+        "start": state.rule.start,
+        "started_at": instant(state.started_at),
+        "elapsed_s": state.elapsed_s,
+        "next_deadline": instant(state.next_deadline),
+        "end_node": state.end_node,
+        "ended_at": instant(state.ended_at),
+        "steps": [
+            {
+                "name": step.step.name,
+                "severity": step.step.severity,
+                "deadline": step.deadline.isoformat(),
+                "reached": step.reached,
+            }
+            for step in state.steps
+        ],
+    }
 
 
 def _summary(case: Mapping[str, Any]) -> dict[str, Any]:

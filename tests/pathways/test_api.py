@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -156,3 +157,38 @@ async def test_bad_requests_say_what_is_wrong(
     response = await getattr(http, method)(path, json=body)
     assert response.status_code == status, response.text
     assert says in response.text
+
+
+async def test_running_clocks_show_time_since_door_and_each_rule_until_its_end_node(
+    http: httpx.AsyncClient,
+) -> None:
+    case = await open_case(http, center="stroke", why="右侧肢体无力")
+    response = await http.get(f"/api/cases/{case['id']}/clocks")
+    assert response.status_code == 200, response.text
+    clocks = response.json()
+    now = datetime.fromisoformat(clocks["now"])
+    door = datetime.fromisoformat("2026-11-25T08:28:00+08:00")  # the ED visit's start
+    assert clocks["since_door_s"] == int((now - door).total_seconds())
+    assert clocks["since_onset_s"] is None and clocks["onset_node"] is None
+    physician = next(c for c in clocks["clocks"] if c["rule"] == "stroke.d2physician")
+    # A day later nobody has seen the patient: both deadlines passed, the clock alerts.
+    assert physician["status"] == "alerting" and physician["end_node"] is None
+    assert physician["started_at"] == door.isoformat()
+    assert physician["elapsed_s"] == clocks["since_door_s"]
+    assert [(s["name"], s["deadline"], s["reached"]) for s in physician["steps"]] == [
+        ("warning", (door + timedelta(minutes=8)).isoformat(), True),
+        ("limit", (door + timedelta(minutes=10)).isoformat(), True),
+    ]
+
+    seen = {"time": "2026-11-25T08:35:00+08:00", "who": "李医生", "why": "急诊接诊记录"}
+    entered = await http.post(f"/api/cases/{case['id']}/nodes/ed_physician", json=seen)
+    assert entered.status_code == 200, entered.text
+    after = (await http.get(f"/api/cases/{case['id']}/clocks")).json()
+    physician = next(c for c in after["clocks"] if c["rule"] == "stroke.d2physician")
+    assert physician["status"] == "met" and physician["end_node"] == "ed_physician"
+    assert physician["ended_at"] == "2026-11-25T08:35:00+08:00"
+    assert physician["elapsed_s"] == 7 * 60
+    assert [s["reached"] for s in physician["steps"]] == [False, False]
+    team = next(c for c in after["clocks"] if c["rule"] == "stroke.d2team")
+    assert team["status"] == "alerting"
+    assert (await http.get("/api/cases/no-such-case/clocks")).status_code == 404
