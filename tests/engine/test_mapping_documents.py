@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from adapters.hl7v2 import parse_for_mapping
@@ -155,6 +155,11 @@ def test_any_document_maps_to_valid_fhir_or_names_the_field(
     times=st.tuples(_TIME, _TIME), duration=_TEXT, unit=st.sampled_from(["min", "分钟", "", "h"]),
     status=st.sampled_from(["Booked", "Cancelled", "Noshow", "", "Xyz"]), room=_TEXT, who=_TEXT,
 )  # fmt: skip
+# Found by hypothesis in CI: a 0-minute or fractional duration made an invalid minutesDuration.
+@example(event_code="S12", number="0", times=("", ""), duration="0", unit="min",
+         status="Booked", room="", who="")  # fmt: skip
+@example(event_code="S12", number="1", times=("", ""), duration="1.5", unit="分钟",
+         status="Booked", room="", who="")  # fmt: skip
 def test_any_booking_maps_to_valid_fhir_or_names_the_field(
     event_code: str, number: str, times: tuple[str, str], duration: str, unit: str,
     status: str, room: str, who: str,
