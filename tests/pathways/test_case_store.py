@@ -17,7 +17,6 @@ from pathways.case_store import (
     load_timeline,
     load_timelines,
 )
-from tests.pathways import fhir_cases
 from tests.pathways.cases import CST, case, episode, stemi_pci, time_node, write_case
 
 pytestmark = pytest.mark.anyio
@@ -126,28 +125,29 @@ async def test_open_cases_read_with_facts_mode_activation_and_authoritative_node
     store: FhirStore,
 ) -> None:
     door = datetime(2026, 3, 5, 14, 0, 7, tzinfo=CST)
-    stroke = await fhir_cases.write_case(
-        store,
-        "stroke",
-        mode="ems",
-        facts={"ivt": True, "onset_approximate": True, "diagnosis": "AIS"},
-        opened=door - timedelta(minutes=5),
-    )
-    await fhir_cases.write_node(store, stroke, "door", door)
-    await fhir_cases.write_node(
-        store, stroke, "ct_start", door + timedelta(minutes=3), status="amended"
-    )
-    await fhir_cases.write_node(store, stroke, "lytic_start", door, status="preliminary")
-    await fhir_cases.write_node(store, stroke, "ct_end", "2026-03-05")  # a date is no instant
-    closed = await fhir_cases.write_case(store, "trauma", mode="self", status="finished")
+    facts = {"ivt": True, "onset_approximate": True, "diagnosis": "AIS"}
+    stroke = case("st-1", center="stroke", arrival="ems", at=door, facts=facts)
+    opened = episode(stroke) | {"period": {"start": (door - timedelta(minutes=5)).isoformat()}}
+    undated = time_node(stroke, "ct_end", door) | {"valueDateTime": "2026-03-05"}  # no instant
+    closed = replace(case("tr-1", center="trauma", arrival="self"), status="finished")
+    for resource in (
+        {"resourceType": "Patient", "id": stroke.patient_id},
+        opened,
+        time_node(stroke, "door", door),
+        time_node(stroke, "ct_start", door + timedelta(minutes=3), status="amended"),
+        time_node(stroke, "lytic_start", door, status="preliminary"),
+        undated,
+    ):
+        await store.update(resource["resourceType"], resource["id"], resource)
+    await write_case(store, closed)
 
     timelines = {t.case_id: t for t in await load_open_timelines(store)}
 
-    assert closed["id"] not in timelines
-    found = timelines[stroke["id"]]
+    assert closed.case_id not in timelines
+    found = timelines[stroke.case_id]
     assert (found.center, found.arrival_mode) == ("stroke", "ems")
     assert found.facts == {"ivt": True, "onset_approximate": True, "diagnosis": "AIS"}
     assert found.activation == door - timedelta(minutes=5)
     assert found.at("activation") == found.activation
     assert found.nodes == {"door": door, "ct_start": door + timedelta(minutes=3)}
-    assert (await load_timeline(store, str(closed["id"]))).status == "finished"
+    assert (await load_timeline(store, closed.case_id)).status == "finished"
