@@ -7,8 +7,7 @@ Store errors become OperationOutcome responses in one place, the route class bel
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -90,16 +89,11 @@ def build_router(
     """
     fhir = store if store is not None else FhirStore(database)
 
-    @asynccontextmanager
-    async def close_own_store(app: Any) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            if store is None:
-                await fhir.aclose()
-
     router = APIRouter(
-        prefix="/fhir", route_class=_FhirRoute, tags=["fhir"], lifespan=close_own_store
+        prefix="/fhir",
+        route_class=_FhirRoute,
+        tags=["fhir"],
+        lifespan=fhir.closing if store is None else None,
     )
 
     async def read_json(request: Request) -> Any:

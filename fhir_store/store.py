@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -432,6 +432,15 @@ class FhirStore:
         writer, self._writer = self._writer, None
         if writer is not None:
             await asyncio.to_thread(writer.dispose)
+
+    @asynccontextmanager
+    async def closing(self, app: Any = None) -> AsyncIterator[None]:
+        """A FastAPI lifespan (`APIRouter(lifespan=store.closing)`) that closes the store
+        when the app stops: for a router that built its own store."""
+        try:
+            yield
+        finally:
+            await self.aclose()
 
     async def _apply(self, entries: list[Entry]) -> dict[str, Any]:
         responses = await self._write(

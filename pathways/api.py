@@ -9,8 +9,7 @@ makes the node `amended`. Errors are 4xx with a message naming what is wrong.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -84,13 +83,6 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
     store = FhirStore(database, timezone=definitions.catalogue.tz, check_references=False)
     cases = Cases(Nodes(Records(store, definitions.catalogue.tz), definitions, installed_hooks()))
 
-    @asynccontextmanager
-    async def close_store(app: Any) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await store.aclose()
-
     published = False
 
     async def ensure_published() -> None:
@@ -104,7 +96,7 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
     router = APIRouter(
         prefix="/api/cases",
         tags=["pathways"],
-        lifespan=close_store,
+        lifespan=store.closing,
         dependencies=[Depends(ensure_published)],
     )
 

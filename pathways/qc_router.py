@@ -10,10 +10,8 @@ Registered under `greenchannel.routers` as `qc`; the engine's app puts its token
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
@@ -58,14 +56,7 @@ def build_qc_router(database: AsyncEngine) -> APIRouter:
     """The QC API over the FHIR store in `database` (read only)."""
     store = FhirStore(database)
 
-    @asynccontextmanager
-    async def close_store(app: Any) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await store.aclose()
-
-    router = APIRouter(prefix="/api/qc", tags=["qc"], lifespan=close_store)
+    router = APIRouter(prefix="/api/qc", tags=["qc"], lifespan=store.closing)
 
     async def catalogue() -> Catalogue:
         try:  # read per request: an edited definition counts at once

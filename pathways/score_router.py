@@ -11,8 +11,6 @@ Authentication is added by the app that includes the router.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
@@ -63,7 +61,7 @@ def build_score_router(
     caller's to close; one the router builds is closed by its lifespan. `timezone` is the
     offset of a default `effective` (now)."""
     fhir = store if store is not None else FhirStore(database)
-    lifespan = None if store is not None else _closing(fhir)
+    lifespan = None if store is not None else fhir.closing
     router = APIRouter(prefix="/api/scores", tags=["scores"], lifespan=lifespan)
 
     @router.get("")
@@ -104,19 +102,6 @@ def build_score_router(
         )
 
     return router
-
-
-def _closing(fhir: FhirStore) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """A router lifespan that closes the store the router built, when the app stops."""
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await fhir.aclose()
-
-    return lifespan
 
 
 def _description(name: str) -> dict[str, Any]:
