@@ -235,3 +235,13 @@ def test_the_loader_never_crashes(tmp_path: Path, document: object, text: str) -
             load_registry_mapping(path)
         except ConfigError:
             pass
+
+
+def test_the_docs_example_is_a_valid_mapping_file(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "registry.md").read_text(encoding="utf-8")
+    (example,) = [b.split("```")[0] for b in text.split("```yaml\n")[1:] if "registry:" in b]
+    (tmp_path / "tables").symlink_to(ROOT / "mappings" / "registry" / "tables")
+    path = tmp_path / "example.yaml"
+    path.write_text(example, encoding="utf-8")
+    mapping = load_registry_mapping(path)
+    assert [f.key for f in mapping.fields][0] == "FirstAIDInfo.CW_COMING_WAY_CODE"
