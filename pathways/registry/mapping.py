@@ -24,7 +24,13 @@ from engine.mapping.yamlfile import validation_error_to_config_error
 from engine.settings import content_root
 from pathways.archive_config import node_labels
 from pathways.registry.conditions import Condition, compile_condition, field_references
-from pathways.registry.mapping_file import FieldSpec, MappingFileSpec, SourceSpec
+from pathways.registry.mapping_file import (
+    FieldSpec,
+    IntervalCheckSpec,
+    MappingFileSpec,
+    SourceSpec,
+    SubBlockSpec,
+)
 from pathways.registry.prefilter import requirement_of
 
 __all__ = [
@@ -95,8 +101,8 @@ class RegistryMapping:
     block_labels: Mapping[str, str]
     fields: tuple[RegistryField, ...]
     time_order: tuple[tuple[str, ...], ...]
-    interval_checks: tuple[Any, ...] = ()  # IntervalCheckSpec
-    sub_blocks: tuple[Any, ...] = ()  # SubBlockSpec
+    interval_checks: tuple[IntervalCheckSpec, ...] = ()
+    sub_blocks: tuple[SubBlockSpec, ...] = ()
     by_key: Mapping[str, RegistryField] = field(default_factory=dict)
 
     def field(self, key: str) -> RegistryField | None:
@@ -107,7 +113,8 @@ class RegistryMapping:
 def registry_dir() -> Path:
     """`./mappings/registry` when the working directory has one, else the installed copy."""
     local = Path("mappings") / "registry"
-    return local if local.is_dir() else content_root() / "mappings" / "registry"
+    # absolute: a record names its mapping file, and is validated later, maybe elsewhere
+    return (local if local.is_dir() else content_root() / "mappings" / "registry").resolve()
 
 
 def registry_mapping(name: str, folder: Path | None = None) -> RegistryMapping:
