@@ -1,19 +1,239 @@
-"""`greenchannel registry`: the registry staff's commands.
+"""`greenchannel registry ...`: national registry records from the center cases in the engine's
+FHIR store (the settings' database URL), for registry staff.
 
-Registered under the `greenchannel.commands` entry point as `registry`.
+- `registry check --center chest_pain [--case ID | --month 2026-10]`: per case "ready" or its
+  problems, each with the FHIR data that would fill it; exit 1 when a case has errors;
+- `registry export --registry cpc --case ID`: the record JSON the platform would receive;
+- `registry upload --registry cpc [--case ID | --ready]` and `registry sign`: see
+  `pathways.registry_upload.command`.
+
+Adding a subcommand (upload, sign ...): write `def register_NAME(actions) -> None` that calls
+`actions.add_parser(...)` and sets `handler=` to a function `(argparse.Namespace) -> int`, then
+append it to `SUBCOMMANDS` below. `open_store(args)` gives the store the way these commands use it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import re
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.database import create_database_engine
+from engine.errors import ConfigError, GreenchannelError
+from engine.settings import load_settings
+from fhir_store import FhirStore, FhirStoreError
+from pathways.archive_command import _check_sqlite_file
+from pathways.registry import (
+    CaseNotFound,
+    RegistryMapping,
+    UnknownRegistryField,
+    build_record,
+    check_cases,
+    completeness_report,
+    registry_mapping,
+    validate_record,
+)
 from pathways.registry_upload.command import add_sign, add_upload
 
-__all__ = ["register"]
+__all__ = ["SUBCOMMANDS", "open_store", "register"]
+
+_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+CHECK_EXAMPLE = """\
+examples:
+  greenchannel registry check --center chest_pain --month 2026-10
+  greenchannel registry check --center chest_pain --case cp-20261003-0007 --hospital-id H123
+
+One line per case (ready, or N problems) and its problems: the platform's message, the field,
+and the FHIR data (resource, code, time node) or staff entry that would fill it. Exit codes:
+0 every case ready; 1 a case has errors; 3 the database or a mapping file cannot be read."""
+EXPORT_EXAMPLE = """\
+examples:
+  greenchannel registry export --registry cpc --case cp-20261003-0007
+  greenchannel registry export --registry cpc --case cp-20261003-0007 --detail
+
+Prints the record JSON (the body the platform receives). --detail adds the mapping and spec
+versions, each field's FHIR source and the validation problems. Exit codes: 0 printed; 1 no such
+case; 3 the database or the mapping file cannot be read."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    """national registry records: sign, upload"""
-    actions = parser.add_subparsers(title="registry commands", metavar="ACTION", required=True)
-    add_upload(actions)
-    add_sign(actions)
+    """national registry records: check, export, upload them; sign a request"""
+    parser.description = "National registry records built from the center cases."
+    actions = parser.add_subparsers(title="registry commands", metavar="ACTION")
+    for add in SUBCOMMANDS:
+        add(actions)
+    parser.set_defaults(handler=lambda args: _usage(parser))
+
+
+def register_check(actions: Any) -> None:
+    check = actions.add_parser(
+        "check",
+        help="which cases are ready for the registry, and what is missing",
+        description="Build and validate each case's registry record like the platform would.",
+        epilog=CHECK_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument(
+        "--center", required=True, choices=("chest_pain", "stroke", "trauma"), help="the center"
+    )
+    which = check.add_mutually_exclusive_group()
+    which.add_argument("--case", metavar="ID", help="one case (its EpisodeOfCare id)")
+    which.add_argument(
+        "--month", metavar="YYYY-MM", help="the cases of a month, by door (default: this month)"
+    )
+    check.add_argument("--registry", help="the registry mapping (default: the center's)")
+    _common(check)
+    check.add_argument("--json", action="store_true", help="print the reports as JSON")
+    check.set_defaults(handler=run_check)
+
+
+def register_export(actions: Any) -> None:
+    export = actions.add_parser(
+        "export",
+        help="print one case's registry record as JSON",
+        description="Print the record of one case as the registry receives it.",
+        epilog=EXPORT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("--registry", required=True, help="the registry mapping (cpc)")
+    export.add_argument("--case", required=True, metavar="ID", help="the case's EpisodeOfCare id")
+    _common(export)
+    export.add_argument(
+        "--detail", action="store_true", help="add versions, FHIR sources and problems"
+    )
+    export.set_defaults(handler=run_export)
+
+
+# The subcommands of `greenchannel registry`, in help order. Append yours here.
+SUBCOMMANDS: list[Callable[[Any], None]] = [register_check, register_export, add_upload, add_sign]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hospital-id",
+        metavar="ID",
+        help="the HOSPITAL_ID the platform issued (a deployment value, kept out of the repo)",
+    )
+
+
+@asynccontextmanager
+async def open_store(args: argparse.Namespace) -> AsyncIterator[FhirStore]:
+    """The FHIR store of the engine's database (--data-dir / settings); ConfigError (exit 3)
+    when it cannot be read."""
+    settings = load_settings(args.config, data_dir=args.data_dir)
+    url = settings.resolved_database_url
+    _check_sqlite_file(url)
+    database = create_database_engine(url, pool_size=2)
+    store = FhirStore(database, timezone=settings.tz)
+    try:
+        yield store
+    except (FhirStoreError, SQLAlchemyError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise ConfigError(
+            f"cannot read the FHIR store: {reason}",
+            key="database_url",
+            hint="check --data-dir or GREENCHANNEL_DATABASE_URL; `greenchannel serve` creates "
+            "the store's tables",
+        ) from exc
+    finally:
+        await store.aclose()
+        await database.dispose()
+
+
+def _params(args: argparse.Namespace) -> dict[str, str]:
+    return {"hospital_id": args.hospital_id} if args.hospital_id else {}
+
+
+def _mapping(name: str) -> RegistryMapping:
+    return registry_mapping(name)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Print each case's readiness; 1 when any case has errors."""
+    settings = load_settings(args.config, data_dir=args.data_dir)
+    if args.month is not None and not _MONTH.match(args.month):
+        raise GreenchannelError(f"--month {args.month!r} is not YYYY-MM", hint="e.g. 2026-10")
+    month = args.month or datetime.now(settings.tz).strftime("%Y-%m")
+    mapping = _mapping(args.registry or _default_registry(args.center))
+    if mapping.center != args.center:
+        raise ConfigError(
+            f"the {mapping.registry} mapping is for {mapping.center} cases, not {args.center}",
+            file=mapping.file,
+        )
+
+    async def run() -> list[dict[str, Any]]:
+        async with open_store(args) as store:
+            return await check_cases(
+                store, mapping, args.center, case_id=args.case, month=month, params=_params(args)
+            )
+
+    reports = asyncio.run(run())
+    if args.json:
+        print(json.dumps(reports, ensure_ascii=False, indent=2))
+    else:
+        if not reports:
+            print(f"no {args.center} case counted in {month}")
+        for report in reports:
+            print(_headline(report))
+            for line in report["lines"]:
+                print(f"  {line}")
+    return 1 if any(not report["ready"] for report in reports) else 0
+
+
+def _headline(report: dict[str, Any]) -> str:
+    if report["ready"]:
+        return f"{report['case_id']}: ready"
+    errors = report["errors"]
+    return f"{report['case_id']}: {errors} problem{'s' if errors != 1 else ''}"
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Print one record; 0 when printed (problems go with --detail), 1 for an unknown case."""
+    mapping = _mapping(args.registry)
+
+    async def run() -> dict[str, Any]:
+        async with open_store(args) as store:
+            try:
+                record = await build_record(
+                    store, args.case, mapping.registry, params=_params(args), mapping=mapping
+                )
+            except CaseNotFound as exc:
+                raise GreenchannelError(
+                    str(exc), hint="check the id (the EpisodeOfCare id of the case)"
+                ) from exc
+            except UnknownRegistryField as exc:  # pragma: no cover - the CLI sets no override
+                raise GreenchannelError(str(exc)) from exc
+        if not args.detail:
+            return record.payload
+        problems = validate_record(record, mapping)
+        return {
+            **record.as_dict(),
+            "problems": [p.as_dict() for p in problems],
+            "completeness": completeness_report(record, problems),
+        }
+
+    print(json.dumps(asyncio.run(run()), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _default_registry(center: str) -> str:
+    defaults = {"chest_pain": "cpc"}
+    if center not in defaults:
+        raise ConfigError(
+            f"no registry mapping for {center} cases yet",
+            hint="name one with --registry (a file in mappings/registry/)",
+        )
+    return defaults[center]
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2

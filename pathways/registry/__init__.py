@@ -1,0 +1,50 @@
+"""National registry records from center cases: a versioned mapping file per registry
+(`mappings/registry/`), a generic builder over the case's FHIR resources, local validation that
+mirrors the platform, and the completeness report for registry staff (docs/registry.md).
+
+The contract the uploaders call: `build_record(store, case_id, registry="cpc", overrides=...)`
+→ `RegistryRecord`, and `validate_record(record)` → `list[RegistryProblem]` (empty: ready).
+"""
+
+from __future__ import annotations
+
+from pathways._archive_records import CaseNotFound
+from pathways.registry.builder import build_record, record_from_resources
+from pathways.registry.checks import check_case, check_cases
+from pathways.registry.mapping import (
+    RegistryField,
+    RegistryMapping,
+    load_registry_mapping,
+    registry_dir,
+    registry_mapping,
+)
+from pathways.registry.record import (
+    FieldTrace,
+    RegistryProblem,
+    RegistryRecord,
+    Severity,
+    UnknownRegistryField,
+)
+from pathways.registry.report import completeness_report, problem_lines
+from pathways.registry.validate import validate_record
+
+__all__ = [
+    "CaseNotFound",
+    "FieldTrace",
+    "RegistryField",
+    "RegistryMapping",
+    "RegistryProblem",
+    "RegistryRecord",
+    "Severity",
+    "UnknownRegistryField",
+    "build_record",
+    "check_case",
+    "check_cases",
+    "completeness_report",
+    "load_registry_mapping",
+    "problem_lines",
+    "record_from_resources",
+    "registry_dir",
+    "registry_mapping",
+    "validate_record",
+]
