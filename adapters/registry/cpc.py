@@ -266,18 +266,15 @@ class CpcDestination:
             status = response.status_code
             response_text = response.content[:RESPONSE_MAX_BYTES].decode("utf-8", "replace")
             verdict = self._judge(response, headers["time"])
-        except httpx.TimeoutException as exc:
-            verdict = _Verdict(
-                "retry",
-                f"no answer within {self._config.timeout_s:g} s ({type(exc).__name__})",
-                kind="transport",
-            )
-        except httpx.TransportError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing reached the platform: retrying is always safe.
             verdict = _Verdict(
                 "retry",
                 f"cannot reach {credentials.base_url} ({type(exc).__name__}: {exc})",
                 kind="transport",
             )
+        except httpx.TransportError as exc:
+            verdict = _sent_without_answer(exc, self._config.timeout_s, register_id)
         if verdict.outcome == "retry" and outbound.attempt >= self._config.dead_letter_after:
             verdict = _Verdict(
                 "dead_letter",
@@ -425,6 +422,30 @@ class CpcDestination:
         await self._write(lambda connection: record_attempt(connection, attempt))
 
 
+def _sent_without_answer(
+    exc: httpx.TransportError, timeout_s: float, register_id: str | None
+) -> _Verdict:
+    """The request may have reached the platform, but no answer came back (a read timeout, a
+    dropped connection). An update may simply be sent again; a first save may have created the
+    case without us learning its REGISTER_ID, and sending it again would create it twice (the
+    platform has no lookup): registry staff check the platform first (registries.md C.5)."""
+    what = (
+        f"no answer within {timeout_s:g} s"
+        if isinstance(exc, httpx.TimeoutException)
+        else f"the connection failed after the request was sent ({type(exc).__name__})"
+    )
+    if register_id:
+        return _Verdict("retry", what, kind="transport")
+    detail = (
+        f"{what}: the platform may have stored this first save without telling us its "
+        "REGISTER_ID. Look the case up on the platform: if it is there, enter its REGISTER_ID "
+        "(POST /api/registry/cpc/cases/{id}/register-id), else upload the case again"
+    )
+    return _Verdict(
+        "rejected", detail, kind="unknown_outcome", problems=(Problem("上传", f"上传:{detail};"),)
+    )
+
+
 def _request_body(
     record: dict[str, Any], register_id: str | None, hospital_id: str
 ) -> dict[str, Any]:
@@ -459,6 +480,7 @@ def _hint(kind: str | None) -> str:
         "clock": "synchronise this server's clock (NTP), then upload the case again",
         "signature": "fix app_id / secret_key in the registry-cpc credentials, then upload again",
         "config": "set the registry-cpc credentials, then upload the case again",
+        "unknown_outcome": "check the platform for the case before sending it again",
     }.get(kind or "", "registry staff: look at the case's upload log, then upload it again")
 
 

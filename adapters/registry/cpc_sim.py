@@ -15,7 +15,7 @@ It does what registries.md A.1 documents the platform doing, from the wire up:
 
 Test hooks under `/_sim/` (not part of the platform): `GET /_sim/records`, `GET /_sim/requests`,
 and `POST /_sim/faults {"status": 503, "count": 2, "error": null}` to answer the next requests
-with a transient failure.
+with a transient failure (`{"slow_s": 40}`: store the record, answer too late).
 """
 
 from __future__ import annotations
@@ -131,7 +131,9 @@ class Platform:
         self.extra_required = list(extra_required or [])
         self.records: dict[str, dict[str, Any]] = {}
         self.requests: list[dict[str, Any]] = []  # what arrived, headers and outcome
-        self.faults: list[tuple[int, Any]] = []  # (status, Error) for the next requests
+        # For the next requests: {"status": 503, "error": None} answers that instead;
+        # {"slow_s": 5} saves the record, then answers only after that long (a lost answer).
+        self.faults: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         if store is not None and store.is_file():
             self.records = json.loads(store.read_text(encoding="utf-8"))
@@ -233,10 +235,11 @@ def build_app(platform: Platform) -> FastAPI:
             seen["status"] = 403
             seen["why"] = refused
             return reply(403, _answer("403", "签名无效", None))
-        if platform.faults:
-            status, error = platform.faults.pop(0)
+        fault = platform.faults.pop(0) if platform.faults else {}
+        if "status" in fault:
+            status = int(fault["status"])
             seen["status"] = status
-            return reply(status, _answer(str(status), "服务器错误", error))
+            return reply(status, _answer(str(status), "服务器错误", fault.get("error")))
         try:
             record = json.loads(await request.body())
         except ValueError:
@@ -246,6 +249,8 @@ def build_app(platform: Platform) -> FastAPI:
             return reply(500, _answer("500", "操作失败", "请求参数:格式错误;"))
         status, body = platform.save(record)
         seen["status"] = status
+        if "slow_s" in fault:
+            await asyncio.sleep(float(fault["slow_s"]))
         return reply(status, body)
 
     @app.get("/_sim/records")
@@ -258,9 +263,9 @@ def build_app(platform: Platform) -> FastAPI:
 
     @app.post("/_sim/faults")
     async def faults(request: Request) -> dict[str, Any]:
-        asked = await request.json()
-        for _ in range(int(asked.get("count", 1))):
-            platform.faults.append((int(asked.get("status", 503)), asked.get("error")))
+        asked = dict(await request.json())
+        count = int(asked.pop("count", 1))
+        platform.faults += [asked] * count
         return {"queued_faults": len(platform.faults)}
 
     return app

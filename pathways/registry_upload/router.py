@@ -9,6 +9,8 @@ as who entered an override or queued an upload.
 - `POST /api/registry/cpc/cases/{id}/overrides` `{"field": "FirstAIDInfo.ATTACK_TIME",
   "value": "2026-10-02T08:10:00", "reason": "…"}` (`"clear": true` withdraws it)
 - `POST /api/registry/cpc/cases/{id}/ready` — validate now: validated or invalid
+- `POST /api/registry/cpc/cases/{id}/register-id` `{"register_id": "…", "reason": "…"}` — the id
+  staff found on the platform after a first save went unanswered; the next upload is an update
 - `POST /api/registry/cpc/upload` `{"case_ids": [...]}` or `{"ready": true}` (`"force": true`
   re-sends an unchanged accepted record)
 - `GET  /api/registry/cpc/log?case=ID` — the upload log, newest first
@@ -47,6 +49,15 @@ class OverrideRequest(BaseModel):
     value: Any = None
     reason: str = Field(min_length=1, max_length=2000)
     clear: bool = False
+
+
+class RegisterIdRequest(BaseModel):
+    """The REGISTER_ID staff found on the platform for a case whose first save went unanswered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    register_id: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 class UploadRequest(BaseModel):
@@ -133,6 +144,17 @@ def build_registry_upload_router(database: AsyncEngine) -> APIRouter:
     @router.post("/{registry}/cases/{case_id}/ready")
     async def ready(request: Request, registry: str, case_id: str, who: Caller) -> Any:
         view = await guarded(uploads(request, registry).mark_ready(case_id, registry, who=who))
+        return view.as_dict()
+
+    @router.post("/{registry}/cases/{case_id}/register-id")
+    async def register_id(
+        request: Request, registry: str, case_id: str, body: RegisterIdRequest, who: Caller
+    ) -> Any:
+        view = await guarded(
+            uploads(request, registry).enter_register_id(
+                case_id, registry, register_id=body.register_id, reason=body.reason, who=who
+            )
+        )
         return view.as_dict()
 
     @router.post("/{registry}/upload")

@@ -188,6 +188,24 @@ class RegistryUploads:
         )
         return await self.mark_ready(case_id, registry, who=who)
 
+    async def enter_register_id(
+        self, case_id: str, registry: str, *, register_id: str, reason: str, who: str
+    ) -> StateView:
+        """Keep the REGISTER_ID staff found on the platform; the next upload is an update."""
+        await self._store.read("EpisodeOfCare", case_id)  # NotFound for an unknown case
+        now = self._now()
+        return await self._write(
+            functools.partial(
+                workflow.enter_register_id,
+                case_id=case_id,
+                registry=registry,
+                register_id=register_id,
+                reason=reason,
+                who=who,
+                now=now,
+            )
+        )
+
     async def upload(
         self, case_ids: Sequence[str], registry: str, *, who: str, force: bool = False
     ) -> list[tuple[str, QueueResult]]:

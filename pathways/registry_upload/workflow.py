@@ -42,6 +42,7 @@ __all__ = [
     "add_override",
     "channel_for",
     "current_overrides",
+    "enter_register_id",
     "envelope_of",
     "list_states",
     "load_state",
@@ -555,6 +556,63 @@ def _log(
             finished_at=now,
         )
     )
+
+
+def enter_register_id(
+    connection: Connection,
+    case_id: str,
+    registry: str,
+    *,
+    register_id: str,
+    reason: str,
+    who: str,
+    now: datetime,
+) -> StateView:
+    """Registry staff found the case on the platform (a first save whose answer was lost):
+    its REGISTER_ID is kept, the case is `validated` again, and its next upload is an update.
+    Logged like an attempt (attempt 0), with the reason."""
+    if not reason.strip():
+        raise ValueError("say where the REGISTER_ID comes from (a reason is required)")
+    if not register_id.strip():
+        raise ValueError("the REGISTER_ID is empty")
+    current = load_state(connection, case_id, registry)
+    if current is not None and current.in_flight:
+        raise ValueError(f"an upload of this case is {current.state}; wait for its outcome")
+    state = _save(
+        connection,
+        case_id,
+        registry,
+        {
+            "state": "validated",
+            "register_id": register_id.strip(),
+            "problems": None,
+            "problem_kind": None,
+            "updated_at": now,
+            "updated_by": who,
+        },
+    )
+    connection.execute(
+        insert(_LOG).values(
+            case_id=case_id,
+            registry=registry,
+            spec_version=state.spec_version,
+            mapping_version=state.mapping_version,
+            message_id=None,
+            attempt=0,
+            request_id=None,
+            payload_hash=None,
+            request_body=None,
+            http_status=None,
+            response_body=None,
+            outcome="register_id",
+            detail=reason.strip(),
+            register_id=register_id.strip(),
+            triggered_by=who,
+            started_at=now,
+            finished_at=now,
+        )
+    )
+    return state
 
 
 def upload_log(

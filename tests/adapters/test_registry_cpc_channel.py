@@ -39,7 +39,7 @@ TOKEN = "test-admin-token-registry"
 DONE = {"accepted", "rejected", "dead_letter", "invalid"}
 
 
-def _channel_text(dead_letter_after: int = 8) -> str:
+def _channel_text(dead_letter_after: int = 8, timeout_s: float = 30) -> str:
     """The shipped channel with test-sized waits (the shipped one waits 30 s to retry)."""
     shipped = (ROOT / "channels" / f"{CHANNEL}.yaml").read_text(encoding="utf-8")
     shipped = shipped.replace(
@@ -47,6 +47,7 @@ def _channel_text(dead_letter_after: int = 8) -> str:
         "retry: {initial_backoff_s: 0.2, max_backoff_s: 0.5, jitter: 0.3, max_attempts: 0}",
     )
     shipped = shipped.replace("dead_letter_after: 8", f"dead_letter_after: {dead_letter_after}")
+    shipped = shipped.replace("timeout_s: 30", f"timeout_s: {timeout_s}")
     assert (
         "initial_backoff_s: 0.2" in shipped and f"dead_letter_after: {dead_letter_after}" in shipped
     )
@@ -116,12 +117,13 @@ async def site_for(
     *,
     secret: str = SECRET,
     dead_letter_after: int = 8,
+    timeout_s: float = 30,
     port: int = 0,
 ) -> AsyncIterator[Site]:
     settings = settings_for_tests(
         tmp_path,
         f"sqlite+aiosqlite:///{tmp_path / 'greenchannel.db'}",
-        channels={CHANNEL: _channel_text(dead_letter_after)},
+        channels={CHANNEL: _channel_text(dead_letter_after, timeout_s)},
         admin_token=TOKEN,
     ).model_copy(update={"processing_workers": 0})
     async with serve_platform(platform, port=port) as base:
@@ -243,10 +245,10 @@ async def test_transient_failures_retry_with_new_request_ids_then_dead_letter(
 ) -> None:
     platform = _platform()
     async with site_for(tmp_path, platform, dead_letter_after=3) as site:
-        platform.faults += [(503, None), (500, "null")]  # then accepted
+        platform.faults += [{"status": 503}, {"status": 500, "error": "null"}]  # then accepted
         await site.queue("case-6", built(complete_record()))
         (recovered,) = await site.settled("case-6")
-        platform.faults += [(502, None)] * 3
+        platform.faults += [{"status": 502}] * 3
         await site.queue("case-7", built(complete_record()))
         (dead,) = await site.settled("case-7")
         recovered_log = await site.log("case-6")
@@ -261,6 +263,54 @@ async def test_transient_failures_retry_with_new_request_ids_then_dead_letter(
     assert len({r["request_id"] for r in recovered_log}) == 3
     assert (dead.state, dead.attempts, dead.register_id) == ("dead_letter", 3, None)
     assert dead_status == "error"
+
+
+async def test_a_first_save_whose_answer_is_lost_waits_for_staff_then_updates(
+    tmp_path: Path,
+) -> None:
+    """The platform stores the first save but its answer never arrives: sending it again could
+    create the case twice, so the case waits for staff, who find it on the platform and enter
+    its REGISTER_ID; the next upload is an update of that record. A lost answer to an update is
+    simply retried."""
+    platform = _platform()
+    async with site_for(tmp_path, platform, timeout_s=1) as site:
+        platform.faults.append({"slow_s": 3})
+        await site.queue("case-8", built(complete_record()))
+        (lost,) = await site.settled("case-8")
+        (found_on_platform,) = list(platform.records)
+        entered = await site.engine.runtime.writes.run(
+            functools.partial(
+                workflow.enter_register_id,
+                case_id="case-8",
+                registry="cpc",
+                register_id=found_on_platform,
+                reason="found on the platform by 登记员李",
+                who="登记员李",
+                now=site.engine.now(),
+            )
+        )
+        changed = complete_record()
+        changed["FirstAIDInfo"]["PULSE_RATE"] = 90
+        platform.faults.append({"slow_s": 3})  # the update's first answer is lost too
+        await site.queue("case-8", built(changed))
+        (updated,) = await site.settled("case-8")
+        log = await site.log("case-8")
+
+    assert (lost.state, lost.problem_kind, lost.register_id) == (
+        "rejected",
+        "unknown_outcome",
+        None,
+    )
+    assert "Look the case up on the platform" in lost.problems[0]["message"]
+    assert (entered.state, entered.register_id) == ("validated", found_on_platform)
+    assert (updated.state, updated.register_id, updated.attempts) == (
+        "accepted",
+        found_on_platform,
+        2,
+    )
+    assert list(platform.records) == [found_on_platform]  # never created twice
+    assert platform.records[found_on_platform]["FirstAIDInfo"]["PULSE_RATE"] == 90
+    assert [row["outcome"] for row in log] == ["rejected", "register_id", "retry", "accepted"]
 
 
 async def test_a_platform_restart_in_the_middle_of_a_batch_loses_nothing(tmp_path: Path) -> None:

@@ -226,6 +226,9 @@ async def test_a_case_is_stopped_locally_completed_by_overrides_accepted_and_upd
             code, output = await _cli_upload(site, "--ready", "--timeout", "60")
             updated = await _state(staff, case.case_id)
             log = (await staff.get("/log", params={"case": case.case_id})).json()["attempts"]
+            no_reason_id = await staff.post(
+                f"/cases/{case.case_id}/register-id", json={"register_id": "x", "reason": ""}
+            )
             month = (await staff.get("/reconciliation", params={"month": "2024-03"})).json()
 
     assert forbidden.status_code == 403
@@ -233,7 +236,7 @@ async def test_a_case_is_stopped_locally_completed_by_overrides_accepted_and_upd
     assert "急救信息:意识必填;" in [p["message"] for p in draft["current"]["problems"]]
     (refused,) = stopped["results"]
     assert refused["outcome"] == "invalid"
-    assert no_reason.status_code == 422
+    assert no_reason.status_code == 422 and no_reason_id.status_code == 422
     assert unknown_field.status_code == 400 and "NO_SUCH_FIELD" in unknown_field.text
     assert (ready["state"], ready["problems"]) == ("validated", [])
     assert [r["outcome"] for r in queued["results"]] == ["queued"]
