@@ -49,12 +49,14 @@ from pathways.registry_upload.workflow import Attempt, Problem, mark_sending, re
 
 __all__ = [
     "BEIJING",
+    "clock_offset_s",
     "CpcCredentials",
     "CpcDestination",
     "CpcDestinationConfig",
     "CpcDestinationFactory",
     "load_credentials",
     "mask_record",
+    "parse_envelope",
     "parse_errors",
     "request_headers",
     "sign",
@@ -176,7 +178,8 @@ class _Envelope:
     record: dict[str, Any]
 
 
-def _envelope(payload: bytes) -> _Envelope:
+def parse_envelope(payload: bytes) -> _Envelope:
+    """The upload message as the workflow journalled it; RejectedDeliveryError otherwise."""
     try:
         data = json.loads(payload)
         record = data["record"]
@@ -232,7 +235,7 @@ class CpcDestination:
 
     async def send(self, outbound: Outbound) -> Delivered:
         """Upload one case's record; raise RetryableDeliveryError or RejectedDeliveryError."""
-        envelope = _envelope(outbound.payload)
+        envelope = parse_envelope(outbound.payload)
         started = self._now()
 
         def sending(connection: Connection) -> str | None:
@@ -363,7 +366,7 @@ class CpcDestination:
         """A 403 is a bad signature or a `time` outside the platform's window: the response's
         Date header tells which."""
         message = answer.get("Message") or "签名无效"
-        offset = _clock_offset_s(response.headers.get("date"), sent_time)
+        offset = clock_offset_s(response.headers.get("date"), sent_time)
         if offset is not None and abs(offset) > self._config.clock_tolerance_s:
             ahead = "ahead of" if offset > 0 else "behind"
             detail = (
@@ -460,7 +463,7 @@ def _request_body(
     return dict(body)
 
 
-def _clock_offset_s(date_header: str | None, sent_time: str) -> float | None:
+def clock_offset_s(date_header: str | None, sent_time: str) -> float | None:
     """The platform's clock minus ours, from its Date header and the `time` we signed."""
     if not date_header:
         return None

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from adapters.registry.cpc import (
     BEIJING,
+    clock_offset_s,
     mask_record,
+    parse_envelope,
     parse_errors,
     request_headers,
     sign,
@@ -22,6 +24,7 @@ from adapters.registry.cpc import (
 )
 from adapters.registry.cpc_sim import Platform, serve_platform
 from engine.cli import main
+from engine.errors import RejectedDeliveryError
 from tests.adapters.registry_platform import APP_ID, HOSPITAL_ID, SECRET, complete_record
 
 # registries.md A.1 "Signing test vector".
@@ -71,6 +74,27 @@ def test_any_error_field_gives_problems_never_an_exception(error: object) -> Non
     for problem in parse_errors(error):
         assert problem.message.endswith(";")
         assert problem.message.strip(";").strip()
+
+
+@given(st.binary(max_size=300))
+def test_any_message_is_an_upload_or_a_rejected_delivery(payload: bytes) -> None:
+    try:
+        envelope = parse_envelope(payload)
+    except RejectedDeliveryError as error:
+        assert "not a registry upload message" in str(error)
+    else:
+        assert isinstance(envelope.record, dict)
+
+
+@given(st.text(max_size=60))
+def test_any_date_header_gives_an_offset_or_none(header: str) -> None:
+    offset = clock_offset_s(header, "20240612093045")
+    assert offset is None or isinstance(offset, float)
+
+
+def test_the_clock_offset_is_the_platforms_date_minus_our_signed_time() -> None:
+    assert clock_offset_s("Wed, 12 Jun 2024 01:45:45 GMT", "20240612093045") == 900.0
+    assert clock_offset_s(None, "20240612093045") is None
 
 
 def test_name_id_number_and_phone_are_masked() -> None:

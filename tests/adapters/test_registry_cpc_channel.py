@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,26 @@ async def test_a_complete_record_is_accepted_and_an_update_keeps_its_register_id
     assert log[1]["payload_hash"] == built(changed_record).hash
     assert (log[0]["spec_version"], log[0]["mapping_version"]) == ("2.1", "cpc-2.1/1")
     assert log[0]["triggered_by"] == "registry-staff-test"
+
+
+async def test_no_name_or_id_number_reaches_the_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sentinel_name, sentinel_id = "哨兵病人", "110101190001019999"
+    record = complete_record()
+    record["RegisterInfo"].update(NAME=sentinel_name, IDCARD=sentinel_id)
+    caplog.set_level(logging.DEBUG)
+    platform = _platform()
+    async with site_for(tmp_path, platform) as site:
+        platform.faults.append({"status": 503})  # a retry logs too
+        await site.queue("case-9", built(record))
+        (state,) = await site.settled("case-9")
+
+    assert state.state == "accepted"
+    assert any(r.getMessage() == "registry.upload_attempt" for r in caplog.records)
+    for logged in caplog.records:
+        text = f"{logged.getMessage()} {vars(logged)!r}"
+        assert sentinel_name not in text and sentinel_id not in text, logged.name
 
 
 async def test_a_record_that_fails_local_validation_is_never_sent(tmp_path: Path) -> None:
