@@ -43,6 +43,8 @@ _CLINICAL_SEARCHES: tuple[tuple[str, str, str | None, str, tuple[tuple[str, str]
     ("imaging studies", "ImagingStudy", "started", "encounter", ()),
     ("procedures", "Procedure", "date", "encounter", ()),
     ("drugs given", "MedicationAdministration", "effective-time", "context", ()),
+    # discharge prescriptions (出院带药) for the registry records
+    ("prescriptions", "MedicationRequest", "authoredon", "encounter", ()),
     # recorded or onset: checked here, not by the store
     ("diagnoses", "Condition", None, "encounter", ()),
 )

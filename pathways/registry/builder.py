@@ -130,7 +130,9 @@ class _Build:
         resources: list[Resource] = [records.case]
         if records.patient is not None:
             resources.append(records.patient)
-        resources += records.encounters + records.time_nodes
+        # Time nodes are read as `node:` sources; leaving their Observations (candidates too)
+        # out of the FHIRPath pool keeps every Observation expression from scanning them.
+        resources += records.encounters
         for found in records.clinical.values():
             resources += found
         self.by_type: dict[str, list[Resource]] = {}

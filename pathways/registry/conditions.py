@@ -23,7 +23,7 @@ _LOCAL = timezone(timedelta(hours=8))
 # A quoted string, or a `Block.FIELD` reference (Block starts upper case, then a dot).
 _PART = re.compile(
     r"""(?P<quoted>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
-    r"|(?<![$@.\w])(?P<ref>[A-Z][A-Za-z]+\.[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)"
+    r"|(?<![$@.\w])(?P<ref>[A-Z][A-Za-z0-9]*\.[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)"
 )
 
 Condition = Callable[[Mapping[str, Any], Mapping[str, Any] | None], Any]

@@ -43,6 +43,7 @@ _PATTERN_TOKEN = re.compile(r"yyyy|MM|dd|HH|mm|ss")
 _STRFTIME = {"yyyy": "%Y", "MM": "%m", "dd": "%d", "HH": "%H", "mm": "%M", "ss": "%S"}
 
 Evaluate = Callable[[Any], list[Any]]
+HINT = "fix the registry mapping file (docs/registry.md); `greenchannel registry check` reads it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +140,16 @@ def load_registry_mapping(path: Path) -> RegistryMapping:
 
 @lru_cache(maxsize=16)
 def _load(path: str, _mtime: int, _size: int) -> RegistryMapping:
-    data, positions = load_yaml(Path(path))
     try:
-        spec = MappingFileSpec.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error_to_config_error(exc, path, data, positions) from exc
-    return _Compiler(path, spec, positions).compile()
+        data, positions = load_yaml(Path(path))
+        try:
+            spec = MappingFileSpec.model_validate(data)
+        except ValidationError as exc:
+            raise validation_error_to_config_error(exc, path, data, positions) from exc
+        return _Compiler(path, spec, positions).compile()
+    except ConfigError as exc:
+        exc.hint = HINT
+        raise
 
 
 class _Compiler:
