@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathways.registry_upload.workflow import BuiltRecord, Problem, QueueResult,
 __all__ = ["CENTER_OF", "RegistryUploads", "UnknownRegistry", "build_with_pathways"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 # The center whose cases a registry takes.
 CENTER_OF = {"cpc": "chest_pain"}
 TERMINAL = frozenset({"accepted", "rejected", "dead_letter", "invalid"})
@@ -230,18 +232,32 @@ class RegistryUploads:
 
     async def ready_cases(self, registry: str) -> list[str]:
         """What `--ready` uploads: validated cases, and accepted ones whose record changed."""
-        states = await self._read(
-            lambda c: workflow.list_states(c, registry, states=("validated", "accepted"))
+        validated = await self._read(
+            lambda c: workflow.list_states(c, registry, states=("validated",))
         )
-        chosen = []
-        for view in states:
-            if view.state == "validated":
-                chosen.append(view.case_id)
+        return [view.case_id for view in validated] + await self.changed_cases(registry)
+
+    async def changed_cases(self, registry: str) -> list[str]:
+        """Accepted cases whose record, rebuilt now, differs from what the platform accepted
+        (the source data changed): each needs an update. A case that cannot be rebuilt any more
+        (deleted from the store) is left out, with a warning."""
+        accepted = await self._read(
+            lambda c: workflow.list_states(c, registry, states=("accepted",))
+        )
+        changed = []
+        for view in accepted:
+            try:
+                built = await self.build(view.case_id, registry)
+            except LookupError:
+                log.warning("registry.case_gone", extra={"case_id": view.case_id})
                 continue
-            built = await self.build(view.case_id, registry)
             if built.hash != view.accepted_hash:
-                chosen.append(view.case_id)
-        return chosen
+                changed.append(view.case_id)
+        return changed
+
+    async def requeue_changed(self, registry: str, *, who: str) -> list[tuple[str, QueueResult]]:
+        """Queue an update of every accepted case whose source data changed."""
+        return await self.upload(await self.changed_cases(registry), registry, who=who)
 
     async def states(self, registry: str, case_ids: Sequence[str]) -> list[StateView]:
         return await self._read(lambda c: workflow.list_states(c, registry, case_ids=case_ids))

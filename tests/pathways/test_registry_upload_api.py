@@ -28,6 +28,7 @@ from engine.testing import running_engine, settings_for_tests, wait_until
 from fhir_store import FhirStore
 from fhir_store.app import create_database
 from pathways.registry_upload import workflow
+from pathways.registry_upload.subscriber import AUTOMATIC, ChangedRecordSweeper
 from tests.adapters.registry_platform import APP_ID, HOSPITAL_ID, SECRET, write_credentials
 from tests.pathways.archive_cases import stemi_by_120_with_primary_pci, write
 
@@ -225,6 +226,18 @@ async def test_a_case_is_stopped_locally_completed_by_overrides_accepted_and_upd
             changed = await _state(staff, case.case_id)
             code, output = await _cli_upload(site, "--ready", "--timeout", "60")
             updated = await _state(staff, case.case_id)
+            # A discharge-summary correction later: the sweeper finds the change by itself.
+            patient = await site.store.read("Patient", case.patient_id)
+            patient["name"] = [{"family": "王", "given": ["建民"], "text": "王建民"}]
+            await site.store.update("Patient", case.patient_id, patient)
+            sweeper = ChangedRecordSweeper(site.engine.subscriber_context("registry-upload"))
+            try:
+                swept = await sweeper.sweep()
+                swept_again = await sweeper.sweep()  # in flight: not queued twice
+            finally:
+                await sweeper.aclose()
+            site.engine.runtime.wake(CHANNEL)
+            await wait_until(accepted, timeout_s=60, every_s=0.2)
             log = (await staff.get("/log", params={"case": case.case_id})).json()["attempts"]
             no_reason_id = await staff.post(
                 f"/cases/{case.case_id}/register-id", json={"register_id": "x", "reason": ""}
@@ -246,9 +259,11 @@ async def test_a_case_is_stopped_locally_completed_by_overrides_accepted_and_upd
     assert f"{case.case_id}: queued (update" in output
     assert f"{case.case_id}: accepted REGISTER_ID {first['register_id']}" in output
     assert (updated["state"], updated["register_id"]) == ("accepted", first["register_id"])
+    assert [(c, r.outcome, r.update) for c, r in swept] == [(case.case_id, "queued", True)]
+    assert [r.outcome for _, r in swept_again] in ([], ["busy"])
     # One record on the platform, updated in place, with the staff's values still in it.
     (stored,) = site.platform.records.values()
-    assert stored["RegisterInfo"]["NAME"] == "王建华"
+    assert stored["RegisterInfo"]["NAME"] == "王建民"
     assert stored["RegisterInfo"]["REGISTER_ID"] == first["register_id"]
     assert stored["RegisterInfo"]["HOSPITAL_ID"] == HOSPITAL_ID
     assert stored["FirstAIDInfo"]["CONSCIOUSNESS_TYPE"] == "1"
@@ -257,6 +272,7 @@ async def test_a_case_is_stopped_locally_completed_by_overrides_accepted_and_upd
     assert updated["overrides"] == MISSING
     # The log: the local refusal, the first save and the update, newest first.
     assert [(a["outcome"], a["attempt"], a["triggered_by"]) for a in log] == [
+        ("accepted", 1, AUTOMATIC),
         ("accepted", 1, "登记员李 (cli)"),
         ("accepted", 1, "登记员李"),
         ("invalid", 0, "登记员李"),
