@@ -493,6 +493,7 @@ def _mappings_test(args: argparse.Namespace) -> int:
     from engine.mapping import load_mapping
     from engine.mapping.catalog import mapping_files
     from engine.mapping.testing import run_case_file, run_mapping_test
+    from engine.plugins import load_plugins
 
     settings = _settings(args)
     tests = settings.resolved_mappings_dir / "tests"
@@ -503,7 +504,8 @@ def _mappings_test(args: argparse.Namespace) -> int:
     for path in files:
         if path.suffix == ".txt":  # a case file: many messages, mapped by their `when`
             folder = settings.resolved_mappings_dir
-            mappings = [load_mapping(file) for file in mapping_files(folder)]
+            kinds = load_plugins().mapping_kinds
+            mappings = [load_mapping(file) for file in mapping_files(folder, kinds)]
             count, failures = run_case_file(path, mappings, charset=settings.default_charset)
             label = f"{path} ({count} messages)"
         else:
@@ -518,11 +520,12 @@ def _mappings_test(args: argparse.Namespace) -> int:
 
 def _mappings_lint(args: argparse.Namespace) -> int:
     from engine.mapping.catalog import lint_folder
+    from engine.plugins import load_plugins
 
     folder = args.folder or _settings(args).resolved_mappings_dir
     if not folder.is_dir():
         raise CommandError(f"{folder} is not a folder", 1)
-    checked, problems = lint_folder(folder)
+    checked, problems = lint_folder(folder, load_plugins().mapping_kinds)
     for problem in problems:
         print(problem.message)
     print(f"{checked} files checked, {len(problems)} with problems")
@@ -560,7 +563,7 @@ def _map(args: argparse.Namespace) -> int:
             raise CommandError(f"{args.mapping}: its `when` is false for this message", 1)
     else:
         folder = settings.resolved_mappings_dir
-        mappings = [load_mapping(path) for path in mapping_files(folder)]
+        mappings = [load_mapping(path) for path in mapping_files(folder, plugins.mapping_kinds)]
         try:
             mapping, document = choose_mapping(raw, mappings, parse, timezone=zone)
         except NoMappingError as exc:

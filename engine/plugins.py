@@ -1,5 +1,5 @@
-"""Finds connectors, parsers, output checks, HTTP routers, change-event subscribers and CLI
-commands through entry points.
+"""Finds connectors, parsers, output checks, HTTP routers, change-event subscribers, CLI
+commands and other kinds of mapping files through entry points.
 
 This is how `engine/` uses protocols without importing them: adapters (and a hospital's own
 packages) declare entry points in their `pyproject.toml`, and the engine looks them up by name.
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from engine.connectors import DestinationFactory, Parser, SourceFactory
@@ -26,6 +27,7 @@ ROUTERS = "greenchannel.routers"
 COMMANDS = "greenchannel.commands"
 SUBSCRIBERS = "greenchannel.subscribers"
 OUTPUT_CHECKS = "greenchannel.output_checks"
+MAPPING_KINDS = "greenchannel.mapping_kinds"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class Plugins:
     subscribers: dict[str, SubscriberFactory] = field(default_factory=dict)
     # Take a mapping's output, return its problems as "element: reason" (empty: fine).
     output_checks: dict[str, Callable[[Any], list[str]]] = field(default_factory=dict)
+    # A folder of the mappings folder holding another kind of mapping file (not message
+    # mappings) -> the function that loads one such file, raising ConfigError (for `lint`).
+    mapping_kinds: dict[str, Callable[[Path], Any]] = field(default_factory=dict)
 
     def source(self, kind: str, *, where: str = "source.kind") -> SourceFactory:
         try:
@@ -83,4 +88,5 @@ def load_plugins() -> Plugins:
         commands=group(COMMANDS),
         subscribers=group(SUBSCRIBERS, instantiate=True),
         output_checks=group(OUTPUT_CHECKS),
+        mapping_kinds=group(MAPPING_KINDS),
     )

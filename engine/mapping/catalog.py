@@ -1,13 +1,16 @@
 """The mappings folder as a whole: which files are mappings, lint them all, pick one for a message.
 
 Under the mappings folder, `tests/` holds analysts' tests and `templates/` folders hold template
-files; every other `*.yaml` is a mapping and every `*.csv` a code table. A message is mapped by
-the one mapping whose input type it parses as and whose `when` holds (MSH-9 for HL7 v2).
+files; a top-level folder claimed by a `greenchannel.mapping_kinds` plugin holds that kind's own
+files (e.g. registry record mappings); every other `*.yaml` is a mapping and every `*.csv` a code
+table. A message is mapped by the one mapping whose input type it parses as and whose `when`
+holds (MSH-9 for HL7 v2).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from collections.abc import Mapping as MappingOf
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any
@@ -34,17 +37,23 @@ def _shown(path: Path, root: Path) -> str:
         return str(path)
 
 
-def mapping_files(root: Path) -> list[Path]:
-    """Every mapping file under `root`, sorted (not tests, not template files)."""
+def mapping_files(root: Path, other_kinds: Collection[str] = ()) -> list[Path]:
+    """Every mapping file under `root`, sorted (not tests, not template files, not the files
+    of the top-level folders in `other_kinds`)."""
     return sorted(
         path
         for path in root.rglob("*.yaml")
         if not {_TESTS, _TEMPLATES} & set(path.relative_to(root).parts[:-1])
+        and path.relative_to(root).parts[0] not in other_kinds
     )
 
 
-def lint_folder(root: Path) -> tuple[int, list[ConfigError]]:
-    """Load every mapping, template file and code table; (files checked, problems)."""
+def lint_folder(
+    root: Path, other_kinds: MappingOf[str, Callable[[Path], Any]] | None = None
+) -> tuple[int, list[ConfigError]]:
+    """Load every mapping, template file and code table, and the files of the folders of
+    `other_kinds` (folder -> loader) with their own loader; (files checked, problems)."""
+    other_kinds = other_kinds or {}
     problems: list[ConfigError] = []
     checked = 0
     for path in sorted(root.rglob("*.csv")):
@@ -61,7 +70,9 @@ def lint_folder(root: Path) -> tuple[int, list[ConfigError]]:
             continue
         checked += 1
         try:
-            if _TEMPLATES in parts:
+            if parts and parts[0] in other_kinds:
+                other_kinds[parts[0]](path)
+            elif _TEMPLATES in parts:
                 load_template_file(path, display_name=_shown(path, root))
             else:
                 load_mapping(path, display_name=_shown(path, root))

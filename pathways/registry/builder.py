@@ -4,8 +4,9 @@ applied, values encoded the registry's way (codes, `|`, local time without offse
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -145,6 +146,7 @@ class _Build:
         }
         self.payload: dict[str, dict[str, Any]] = {b: {} for b in mapping.block_labels}
         self.traces: dict[str, FieldTrace] = {}
+        self.texts: dict[int, str] = {}
 
     def run(self) -> RegistryRecord:
         for spec in self.mapping.fields:
@@ -207,11 +209,14 @@ class _Build:
             if spec.root_type is None:
                 return _picked(spec.fhirpath(self.bundle), pick), ("Bundle",)
             found: list[tuple[list[Any], str]] = []
-            for resource in self.by_type.get(spec.root_type, []):
+            pool = self.candidates(spec.root_type, spec.precheck)
+            for resource in reversed(pool) if pick == "last" else pool:
                 values = [v for v in spec.fhirpath(resource) if v is not None and v != ""]
                 if values:
                     found.append((values, _reference(resource)))
-            return _pick_found(found, pick)
+                    if pick in ("first", "last"):
+                        break  # resources are in time order: the rest cannot win
+            return _pick_found(found, "first" if pick == "last" else pick)
         if source.node is not None:
             instant = self.timeline.nodes.get(source.node)
             if instant is None:
@@ -237,6 +242,22 @@ class _Build:
         assert spec.derive is not None
         derived = spec.derive(self.payload, item_payload)
         return ([derived], ()) if derived is not None and derived != "" else ([], ())
+
+    def candidates(
+        self, resource_type: str, precheck: Callable[[str], bool] | None
+    ) -> list[Resource]:
+        """The resources of a type a FHIRPath may match, in time order (see prefilter)."""
+        resources = self.by_type.get(resource_type, [])
+        if precheck is None:
+            return resources
+        return [r for r in resources if precheck(self.text(r))]
+
+    def text(self, resource: Resource) -> str:
+        key = id(resource)
+        text = self.texts.get(key)
+        if text is None:
+            text = self.texts[key] = json.dumps(resource, ensure_ascii=False)
+        return text
 
     def score(self, code: str, pick: str) -> tuple[list[Any], tuple[str, ...]]:
         system, _, value = code.rpartition("|")
@@ -266,7 +287,8 @@ class _Build:
 
     def list_value(self, spec: RegistryField) -> tuple[Any, tuple[str, ...]]:
         assert spec.each is not None and spec.each_type is not None
-        chosen = [r for r in self.by_type.get(spec.each_type, []) if spec.each(r)]
+        pool = self.candidates(spec.each_type, spec.each_precheck)
+        chosen = [r for r in pool if spec.each(r)]
         transform = spec.spec.transform
         if transform is not None and transform.max_items is not None:
             chosen = chosen[: transform.max_items]  # the first ones by time

@@ -24,7 +24,14 @@ from engine.mapping.yamlfile import validation_error_to_config_error
 from engine.settings import content_root
 from pathways.archive_config import node_labels
 from pathways.registry.conditions import Condition, compile_condition, field_references
-from pathways.registry.mapping_file import FieldSpec, MappingFileSpec, SourceSpec
+from pathways.registry.mapping_file import (
+    FieldSpec,
+    IntervalCheckSpec,
+    MappingFileSpec,
+    SourceSpec,
+    SubBlockSpec,
+)
+from pathways.registry.prefilter import requirement_of
 
 __all__ = [
     "RegistryField",
@@ -57,6 +64,7 @@ class RegistryField:
     line: int | None
     fhirpath: Evaluate | None = None
     root_type: str | None = None  # the resource type a rooted FHIRPath is evaluated on
+    precheck: Callable[[str], bool] | None = None  # on a resource's JSON: may it match?
     when: tuple[Condition, ...] = ()  # the block's and the field's: all must hold
     required_when: Condition | None = None
     derive: Condition | None = None
@@ -64,6 +72,7 @@ class RegistryField:
     domain: frozenset[str] | None = None
     each: Evaluate | None = None
     each_type: str | None = None
+    each_precheck: Callable[[str], bool] | None = None
     items: tuple[RegistryField, ...] = ()
     fill: str = ""  # for staff: what fills the field
 
@@ -92,8 +101,8 @@ class RegistryMapping:
     block_labels: Mapping[str, str]
     fields: tuple[RegistryField, ...]
     time_order: tuple[tuple[str, ...], ...]
-    interval_checks: tuple[Any, ...] = ()  # IntervalCheckSpec
-    sub_blocks: tuple[Any, ...] = ()  # SubBlockSpec
+    interval_checks: tuple[IntervalCheckSpec, ...] = ()
+    sub_blocks: tuple[SubBlockSpec, ...] = ()
     by_key: Mapping[str, RegistryField] = field(default_factory=dict)
 
     def field(self, key: str) -> RegistryField | None:
@@ -104,7 +113,8 @@ class RegistryMapping:
 def registry_dir() -> Path:
     """`./mappings/registry` when the working directory has one, else the installed copy."""
     local = Path("mappings") / "registry"
-    return local if local.is_dir() else content_root() / "mappings" / "registry"
+    # absolute: a record names its mapping file, and is validated later, maybe elsewhere
+    return (local if local.is_dir() else content_root() / "mappings" / "registry").resolve()
 
 
 def registry_mapping(name: str, folder: Path | None = None) -> RegistryMapping:
@@ -297,6 +307,7 @@ class _Compiler:
             if spec.each is not None:
                 values["each"] = self.fhirpath(spec.each, (*path, "each"), rooted=True)
                 values["each_type"] = _root_type(spec.each)
+                values["each_precheck"] = requirement_of(spec.each)
             compiled_items = []
             seen: set[str] = set()
             for index, item in enumerate(spec.items):
@@ -335,9 +346,11 @@ class _Compiler:
     ) -> dict[str, Any]:
         if source.fhirpath is not None:
             rooted = _RESOURCE_ROOT.match(source.fhirpath.strip()) is not None
+            top = rooted and not in_list
             return {
                 "fhirpath": self.fhirpath(source.fhirpath, (*path, "fhirpath"), rooted=False),
-                "root_type": _root_type(source.fhirpath) if rooted and not in_list else None,
+                "root_type": _root_type(source.fhirpath) if top else None,
+                "precheck": requirement_of(source.fhirpath) if top else None,
             }
         if source.node is not None:
             self.check_node(source.node, (*path, "node"))

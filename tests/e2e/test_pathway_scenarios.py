@@ -794,3 +794,44 @@ def test_late_lytic_start_pages_door_to_needle_and_resolves_it(
     # the limit was raised within a second of its deadline (the warning at once: already due)
     limit_at = datetime.fromisoformat(raised_at[f"{rule}/limit"]["at"])
     assert timedelta(0) <= limit_at - (door + timedelta(minutes=30)) <= timedelta(seconds=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The national registry record (docs/registry.md)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_cpc_record_of_the_replayed_stemi_carries_its_times(
+    engine: Engine, replays: dict[str, Replay]
+) -> None:
+    """The CPC record built from what the channels wrote: times in Beijing time without offset
+    in the 120 arrival mode's fields, D2W in whole minutes, the troponin and ECG lists."""
+    scenario, replay = SCENARIOS["stemi_120"], replays["stemi_120"]
+    nodes = scenario.nodes(replay)
+
+    def local(key: str) -> str:
+        return nodes[key][0].astimezone(CST).strftime("%Y-%m-%dT%H:%M:%S")
+
+    answer = engine.client.get(f"/api/registry/cpc/cases/{replay.case_id}/record")
+    assert answer.status_code == 200, answer.text
+    payload = answer.json()["record"]["payload"]
+    first_aid, treatment = payload["FirstAIDInfo"], payload["TreatmentInfo"]
+    assert (payload["RegisterInfo"]["GENDER"], payload["RegisterInfo"]["AGE"]) == ("1", 62)
+    assert first_aid["CW_COMING_WAY_CODE"] == "1"
+    assert first_aid["ATTACK_TIME"] == local("symptom_onset")
+    assert first_aid["CW_120_HELP_TIME"] == local("call_for_help")
+    assert first_aid["CW_120_FIRST_MC_TIME"] == local("first_medical_contact")
+    assert first_aid["CW_120_ARRIVED_HOSPITAL_TIME"] == local("door")
+    assert treatment["CP_DIAGNOSIS_CODE"] == "1" and treatment["STEMI_MEASURES"] == "1"
+    assert treatment["STEMI_IS_BYPASS_EMERGENCY"] == treatment["STEMI_IS_BYPASS_CCU"] == "1"
+    assert treatment["ECGS"][0]["ECG_TIME"] == local("first_ecg")
+    (troponin,) = treatment["CTNTS"]
+    assert troponin == {
+        "TYPE": "2", "VALUE": 1850, "UNIT": "3", "STATUS": "1",
+        "BLOOD_TIME": local("troponin_draw"), "REPORT_TIME": local("troponin_report"),
+    }  # fmt: skip
+    d2w = nodes["wire_crossing"][0] - nodes["door"][0]
+    pci = payload["TreatmentPciInfo"]
+    assert pci["DTWOB_TIME"] == str(int(d2w.total_seconds() // 60))
+    assert pci["ACTIVATE_CONDUIT_TIME"] == local("cath_lab_activated")
+    assert pci["END_OPERATION_TIME"] == local("procedure_end")

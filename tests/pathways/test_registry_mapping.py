@@ -3,6 +3,8 @@ file is refused with `file:line key: message` before anything is built."""
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -235,3 +237,34 @@ def test_the_loader_never_crashes(tmp_path: Path, document: object, text: str) -
             load_registry_mapping(path)
         except ConfigError:
             pass
+
+
+def test_the_docs_example_is_a_valid_mapping_file(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "registry.md").read_text(encoding="utf-8")
+    (example,) = [b.split("```")[0] for b in text.split("```yaml\n")[1:] if "registry:" in b]
+    (tmp_path / "tables").symlink_to(ROOT / "mappings" / "registry" / "tables")
+    path = tmp_path / "example.yaml"
+    path.write_text(example, encoding="utf-8")
+    mapping = load_registry_mapping(path)
+    assert [f.key for f in mapping.fields][0] == "FirstAIDInfo.CW_COMING_WAY_CODE"
+
+
+def test_mappings_lint_checks_registry_files_with_their_own_loader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`greenchannel mappings lint` loads mappings/registry/ as registry mappings (plugin
+    `greenchannel.mapping_kinds`), not as message mappings, and names a broken one."""
+    from engine.cli import main
+
+    folder = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", folder)
+    assert main(["mappings", "lint", str(folder)]) == 0
+    capsys.readouterr()
+    broken = folder / "registry" / "cpc-2.1.yaml"
+    text = broken.read_text(encoding="utf-8").replace("source: {node: door}", "source: {node: dor}")
+    broken.write_text(text, encoding="utf-8")
+    assert main(["mappings", "lint", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(
+        r"cpc-2\.1\.yaml:\d+ fields\[\d+\]\.source\.node: 'dor' is not a time-node", out
+    )
