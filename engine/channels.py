@@ -7,6 +7,7 @@ e.g. `channels/his-adt.yaml:14 destinations[1].retry.max_attempts: must be ≥ 0
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +48,22 @@ class RetryPolicy(BaseModel):
     initial_backoff_s: float = Field(1.0, gt=0, description="Wait before the first retry.")
     max_backoff_s: float = Field(300.0, gt=0, description="Longest wait between retries.")
     multiplier: float = Field(2.0, ge=1, description="Growth of the wait after each failure.")
+    jitter: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Fraction of each wait drawn at random (0.3: between 70 % and 100 % of "
+        "it), so that many senders failing together do not all retry in the same second.",
+    )
 
     def backoff_s(self, attempts: int) -> float:
         """The wait after `attempts` failed attempts."""
-        return float(
+        wait = float(
             min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempts - 1))
         )
+        if self.jitter:
+            wait *= 1.0 - self.jitter * random.random()
+        return wait
 
 
 class TransformerSpec(BaseModel):

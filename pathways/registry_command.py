@@ -3,7 +3,9 @@ FHIR store (the settings' database URL), for registry staff.
 
 - `registry check --center chest_pain [--case ID | --month 2026-10]`: per case "ready" or its
   problems, each with the FHIR data that would fill it; exit 1 when a case has errors;
-- `registry export --registry cpc --case ID`: the record JSON the platform would receive.
+- `registry export --registry cpc --case ID`: the record JSON the platform would receive;
+- `registry upload --registry cpc [--case ID | --ready]` and `registry sign`: see
+  `pathways.registry_upload.command`.
 
 Adding a subcommand (upload, sign ...): write `def register_NAME(actions) -> None` that calls
 `actions.add_parser(...)` and sets `handler=` to a function `(argparse.Namespace) -> int`, then
@@ -39,6 +41,7 @@ from pathways.registry import (
     registry_mapping,
     validate_record,
 )
+from pathways.registry_upload.command import add_sign, add_upload
 
 __all__ = ["SUBCOMMANDS", "open_store", "register"]
 
@@ -62,7 +65,7 @@ case; 3 the database or the mapping file cannot be read."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    """national registry records: check them, export them"""
+    """national registry records: check, export, upload them; sign a request"""
     parser.description = "National registry records built from the center cases."
     actions = parser.add_subparsers(title="registry commands", metavar="ACTION")
     for add in SUBCOMMANDS:
@@ -110,7 +113,7 @@ def register_export(actions: Any) -> None:
 
 
 # The subcommands of `greenchannel registry`, in help order. Append yours here.
-SUBCOMMANDS: list[Callable[[Any], None]] = [register_check, register_export]
+SUBCOMMANDS: list[Callable[[Any], None]] = [register_check, register_export, add_upload, add_sign]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

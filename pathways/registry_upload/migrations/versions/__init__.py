@@ -1,0 +1,1 @@
+"""Revisions of the registry upload workflow's tables."""

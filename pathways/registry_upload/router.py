@@ -1,0 +1,187 @@
+"""`/api/registry/{registry}/...`: the registry staff's upload workflow over HTTP.
+
+Registered under `greenchannel.routers` as `registry-upload`; behind the app's token check, and
+each route also requires the `registry-staff` (or `admin`) role, whose token name is recorded
+as who entered an override or queued an upload.
+
+- `GET  /api/registry/cpc/cases/{id}/state` — state, REGISTER_ID, problems, overrides (and their
+  history), and whether the record changed since the platform accepted it
+- `POST /api/registry/cpc/cases/{id}/overrides` `{"field": "FirstAIDInfo.ATTACK_TIME",
+  "value": "2026-10-02T08:10:00", "reason": "…"}` (`"clear": true` withdraws it)
+- `POST /api/registry/cpc/cases/{id}/ready` — validate now: validated or invalid
+- `POST /api/registry/cpc/cases/{id}/register-id` `{"register_id": "…", "reason": "…"}` — the id
+  staff found on the platform after a first save went unanswered; the next upload is an update
+- `POST /api/registry/cpc/upload` `{"case_ids": [...]}` or `{"ready": true}` (`"force": true`
+  re-sends an unchanged accepted record)
+- `GET  /api/registry/cpc/log?case=ID` — the upload log, newest first
+- `GET  /api/registry/cpc/reconciliation?month=YYYY-MM` — eligible vs uploaded vs accepted, stuck
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.auth import ApiToken, hash_token
+from fhir_store import FhirStore, Gone, NotFound
+from pathways.registry_upload.service import RegistryUploads, UnknownRegistry
+from pathways.registry_upload.workflow import channel_for
+
+if TYPE_CHECKING:
+    from engine.server import Engine
+
+__all__ = ["build_registry_upload_router"]
+
+ROLES = frozenset({"registry-staff", "admin"})
+Month = Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")]
+
+
+class OverrideRequest(BaseModel):
+    """One field override with its reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(min_length=3, max_length=120, description="Block.FIELD")
+    value: Any = None
+    reason: str = Field(min_length=1, max_length=2000)
+    clear: bool = False
+
+
+class RegisterIdRequest(BaseModel):
+    """The REGISTER_ID staff found on the platform for a case whose first save went unanswered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    register_id: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class UploadRequest(BaseModel):
+    """Which cases to upload: ids, or every ready one (and accepted ones that changed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    case_ids: list[str] = Field(default_factory=list, max_length=1000)
+    ready: bool = False
+    force: bool = False
+
+
+async def _caller(request: Request) -> str:
+    """The token's name, if its role may work on registry uploads; 403 otherwise."""
+    engine: Engine = request.app.state.engine
+    header = request.headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    digest = hash_token(token.strip()) if scheme.lower() == "bearer" else ""
+    admin = engine.settings.admin_token
+    if admin is not None and digest == hash_token(admin.get_secret_value()):
+        return "admin"
+    async with engine.sessions() as session:
+        row = (
+            await session.execute(
+                select(ApiToken.name, ApiToken.role).where(ApiToken.token_sha256 == digest)
+            )
+        ).first()
+    if row is None or row.role not in ROLES:
+        raise HTTPException(403, "registry uploads need a token with the registry-staff role")
+    return str(row.name)
+
+
+Caller = Annotated[str, Depends(_caller)]
+
+
+def build_registry_upload_router(database: AsyncEngine) -> APIRouter:
+    """The workflow routes over the engine's database and its FHIR store."""
+    store = FhirStore(database)
+    router = APIRouter(prefix="/api/registry", tags=["registry"], lifespan=store.closing)
+
+    def uploads(request: Request, registry: str) -> RegistryUploads:
+        engine: Engine = request.app.state.engine
+        try:
+            RegistryUploads.check_registry(registry)
+        except UnknownRegistry as exc:
+            raise HTTPException(404, str(exc)) from None
+        return RegistryUploads(
+            database,
+            store,
+            now=engine.now,
+            data_dir=engine.settings.data_dir,
+            run_write=engine.runtime.writes.run,
+        )
+
+    async def guarded(work: Any) -> Any:
+        try:
+            return await work
+        except (LookupError, NotFound, Gone) as exc:  # NotACase, the record's CaseNotFound
+            raise HTTPException(404, str(exc) or "no such case") from None
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    @router.get("/{registry}/cases/{case_id}/state")
+    async def state(request: Request, registry: str, case_id: str, who: Caller) -> Any:
+        return await guarded(uploads(request, registry).state(case_id, registry))
+
+    @router.post("/{registry}/cases/{case_id}/overrides")
+    async def override(
+        request: Request, registry: str, case_id: str, body: OverrideRequest, who: Caller
+    ) -> Any:
+        view = await guarded(
+            uploads(request, registry).override(
+                case_id,
+                registry,
+                field=body.field,
+                value=body.value,
+                reason=body.reason,
+                who=who,
+                clear=body.clear,
+            )
+        )
+        return view.as_dict()
+
+    @router.post("/{registry}/cases/{case_id}/ready")
+    async def ready(request: Request, registry: str, case_id: str, who: Caller) -> Any:
+        view = await guarded(uploads(request, registry).mark_ready(case_id, registry, who=who))
+        return view.as_dict()
+
+    @router.post("/{registry}/cases/{case_id}/register-id")
+    async def register_id(
+        request: Request, registry: str, case_id: str, body: RegisterIdRequest, who: Caller
+    ) -> Any:
+        view = await guarded(
+            uploads(request, registry).enter_register_id(
+                case_id, registry, register_id=body.register_id, reason=body.reason, who=who
+            )
+        )
+        return view.as_dict()
+
+    @router.post("/{registry}/upload")
+    async def upload(request: Request, registry: str, body: UploadRequest, who: Caller) -> Any:
+        workflow = uploads(request, registry)
+        if not body.case_ids and not body.ready:
+            raise HTTPException(400, "give case_ids, or ready: true")
+        case_ids = list(body.case_ids)
+        if body.ready:
+            case_ids += [c for c in await workflow.ready_cases(registry) if c not in case_ids]
+        results = await guarded(workflow.upload(case_ids, registry, who=who, force=body.force))
+        engine: Engine = request.app.state.engine
+        engine.runtime.wake(channel_for(registry))
+        return {"results": [{"case_id": c, **r.as_dict()} for c, r in results]}
+
+    @router.get("/{registry}/log")
+    async def log(
+        request: Request,
+        registry: str,
+        who: Caller,
+        case: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> Any:
+        return {"attempts": await uploads(request, registry).log(registry, case, limit)}
+
+    @router.get("/{registry}/reconciliation")
+    async def reconciliation(request: Request, registry: str, month: Month, who: Caller) -> Any:
+        return await uploads(request, registry).reconciliation(registry, month)
+
+    return router
