@@ -1,0 +1,76 @@
+"""Device clocks: every sender's clock offset and drift from its message timestamps, the host's
+own offset by NTP, corrections of device times into true time, and alerts when a clock is off
+(the certification's "unified clock"). See docs/clocks.md.
+
+Entry points: `greenchannel.subscribers: device-clocks` (the monitor), `greenchannel.migrations:
+device_clocks` (its tables), `greenchannel.commands: clocks` and `greenchannel.routers: clocks`
+(`GET /api/clocks`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from devices.clock.config import ClockSettings, clock_settings
+from devices.clock.correction import (
+    CORRECTION_EXTENSION,
+    CorrectedTime,
+    correct_time,
+    record_correction,
+)
+from devices.clock.estimator import Bucket, Estimate, EstimatorSettings, add_sample, estimate
+from devices.clock.registry import AlertEvent, ClockRegistry, SourceClock, source_id_for
+from devices.clock.sntp import (
+    KissOfDeathError,
+    NtpError,
+    NtpResponseError,
+    NtpResult,
+    NtpTimeoutError,
+    query_ntp,
+)
+
+__all__ = [
+    "CORRECTION_EXTENSION",
+    "AlertEvent",
+    "Bucket",
+    "ClockRegistry",
+    "ClockSettings",
+    "CorrectedTime",
+    "Estimate",
+    "EstimatorSettings",
+    "KissOfDeathError",
+    "NtpError",
+    "NtpResponseError",
+    "NtpResult",
+    "NtpTimeoutError",
+    "SourceClock",
+    "add_sample",
+    "clock_settings",
+    "correct_time",
+    "estimate",
+    "migrate",
+    "query_ntp",
+    "record_correction",
+    "source_id_for",
+]
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Create or upgrade the clock tables (history in `clock_alembic_version`)."""
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade)
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
