@@ -22,9 +22,10 @@ MEDIA_TYPE = "x-application/hl7-v2+er7"
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _SEGMENT_ID = re.compile(r"[A-Z0-9]{3}")
-# MSH-7 (DTM) down to the second at least: YYYYMMDDHHMMSS[.S...][+/-ZZZZ].
+# MSH-7 (DTM) down to the second at least: YYYYMMDDHHMMSS[.S...][+/-ZZZZ], ASCII digits only.
 _MESSAGE_TIME = re.compile(
-    r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.\d{1,4})?(?:([+-])(\d{2})(\d{2}))?"
+    r"([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})(?:\.[0-9]{1,4})?"
+    r"(?:([+-])([0-9]{2})([0-9]{2}))?"
 )
 _PATH = re.compile(r"([A-Z0-9]{3})(?:\[(\d+)\])?(?:-(\d+)(?:\[(\d+)\])?(?:\.(\d+)(?:\.(\d+))?)?)?")
 # Segments whose field 1 is the field separator itself (the MSH oddity).
