@@ -22,6 +22,7 @@ from devices.clock.correction import (
     record_correction,
 )
 from devices.clock.estimator import Bucket, Estimate, EstimatorSettings, add_sample, estimate
+from devices.clock.reader import correct_element, load_registry
 from devices.clock.registry import AlertEvent, ClockRegistry, SourceClock, source_id_for
 from devices.clock.sntp import (
     KissOfDeathError,
@@ -49,8 +50,10 @@ __all__ = [
     "SourceClock",
     "add_sample",
     "clock_settings",
+    "correct_element",
     "correct_time",
     "estimate",
+    "load_registry",
     "migrate",
     "query_ntp",
     "record_correction",

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from devices.clock import CORRECTION_EXTENSION, ClockRegistry, ClockSettings, record_correction
+from devices.clock import (
+    CORRECTION_EXTENSION,
+    ClockRegistry,
+    ClockSettings,
+    correct_element,
+    record_correction,
+)
 
 START = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
@@ -94,3 +100,17 @@ def test_the_host_ntp_offset_moves_receipt_times_to_true_time() -> None:
     # ... is shown right on time, not 10 s ahead of the host.
     assert source is not None and source.estimate.offset_s is not None
     assert abs(source.estimate.offset_s) <= 1.0
+
+
+def test_an_observation_time_from_a_fast_device_is_corrected_in_place() -> None:
+    registry = ClockRegistry(ClockSettings(min_samples=3))
+    _send(registry, "monitor-oru:BSM/ED", [60.0] * 6)
+    observation = {"resourceType": "Observation", "effectiveDateTime": "2026-11-26T16:10:00+08:00"}
+
+    corrected = correct_element(registry, observation, "effectiveDateTime", "monitor-oru:BSM/ED")
+
+    assert corrected is not None and corrected.applied
+    assert observation["effectiveDateTime"] == "2026-11-26T16:09:00+08:00"
+    assert "_effectiveDateTime" in observation
+    # a date alone is no clock reading
+    assert correct_element(registry, {"d": "2026-11-26"}, "d", "monitor-oru:BSM/ED") is None
