@@ -36,10 +36,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the report; 0 when done."""
-    from sqlalchemy.engine import make_url
-
     from devices.clock.report import format_table
-    from engine.errors import ConfigError
+    from engine.database import require_existing_database
     from engine.settings import load_settings
 
     settings = load_settings(
@@ -48,14 +46,7 @@ def run(args: argparse.Namespace) -> int:
         database_url=args.database_url,
     )
     url = settings.resolved_database_url
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        if not Path(parsed.database).is_file():
-            raise ConfigError(
-                f"no database at {parsed.database}",
-                key="database_url",
-                hint="pass --data-dir (or --database-url) of the engine",
-            )
+    require_existing_database(url, hint="pass --data-dir (or --database-url) of the engine")
     report = asyncio.run(_report(url, settings.tz))
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devices.clock.config import ClockSettings, clock_settings
@@ -32,6 +31,7 @@ from devices.clock.sntp import (
     NtpTimeoutError,
     query_ntp,
 )
+from engine.database import migrate as migrate_tables
 
 __all__ = [
     "CORRECTION_EXTENSION",
@@ -65,15 +65,4 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 async def migrate(engine: AsyncEngine) -> None:
     """Create or upgrade the clock tables (history in `clock_alembic_version`)."""
-    async with engine.begin() as connection:
-        await connection.run_sync(_upgrade)
-
-
-def _upgrade(connection: Connection) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    await migrate_tables(engine, MIGRATIONS_DIR)

@@ -22,8 +22,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, tzinfo
 from typing import Any
 
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Connection, Engine
 
 from devices.clock.config import ClockSettings, clock_settings
 from devices.clock.registry import ClockRegistry, SourceClock, source_id_for
@@ -42,7 +41,7 @@ from engine.connectors import Inbound, Receipt
 from engine.database import create_sync_engine
 from engine.subscribers import SubscriberContext
 
-__all__ = ["ClockMonitor", "ClockMonitorFactory", "alert_message"]
+__all__ = ["ClockMonitor", "ClockMonitorFactory", "alert_message", "own_writes"]
 
 log = logging.getLogger(__name__)
 
@@ -216,16 +215,15 @@ class ClockMonitorFactory:
         settings = context.extra.get("settings")
         section = getattr(settings, "clocks", None)
         clocks = clock_settings(section)
-        run_write = context.run_write or _own_writes(context.database)
+        run_write = context.run_write or own_writes(create_sync_engine(context.database.url))
         return ClockMonitor(
             clocks, run_write=run_write, accept=context.accept, timezone=context.timezone
         )
 
 
-def _own_writes(database: AsyncEngine) -> RunWrite:
+def own_writes(engine: Engine) -> RunWrite:
     """Write transactions on a synchronous engine of our own, for an engine without a write
-    thread to lend (tests that build a SubscriberContext by hand)."""
-    engine = create_sync_engine(database.url)
+    thread to lend (tests, tools that build a SubscriberContext by hand)."""
 
     async def run_write(work: Callable[[Connection], Any]) -> Any:
         def transaction() -> Any:

@@ -4,18 +4,17 @@ sends nothing twice), and journal rows without a sender timestamp are read past.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from devices.clock import ClockSettings
 from devices.clock import migrate as migrate_clocks
-from devices.clock.monitor import ClockMonitor
+from devices.clock.monitor import ClockMonitor, own_writes
 from devices.clock.store import load_sources
 from engine.connectors import Inbound, Receipt
 from engine.database import create_database_engine, create_sync_engine, migrate
@@ -38,19 +37,8 @@ async def sync_engine(database_url: str) -> AsyncIterator[Engine]:
     engine.dispose()
 
 
-def _writer(engine: Engine) -> Callable[[Callable[[Connection], Any]], Any]:
-    async def run_write(work: Callable[[Connection], Any]) -> Any:
-        def transaction() -> Any:
-            with engine.begin() as connection:
-                return work(connection)
-
-        return await asyncio.to_thread(transaction)
-
-    return run_write
-
-
 def _monitor(engine: Engine) -> ClockMonitor:
-    run_write = _writer(engine)
+    run_write = own_writes(engine)
 
     async def accept(channel: str, inbound: Inbound) -> Receipt:
         receipts = await run_write(lambda c: journal_inbound(c, [(channel, inbound)]))
