@@ -102,13 +102,15 @@ class ClockMonitor:
         for source in load_sources(connection, ids):
             self.registry.put(source)
         for sample in samples:
-            self.registry.observe(
+            self.registry.fold(
                 source_id_for(sample.channel, sample.sender),
                 sample.sent_at,
                 sample.received_at,
                 channel=sample.channel,
                 sender=sample.sender,
             )
+        for source_id in ids:
+            self.registry.refresh(source_id)
         changed = [s for s in (self.registry.get(i) for i in sorted(ids)) if s is not None]
         save_sources(connection, changed)
         write_cursor(connection, last)

@@ -18,7 +18,7 @@ from typing import Literal
 
 from devices.clock.config import ClockSettings
 from devices.clock.correction import CorrectedTime, correct_time
-from devices.clock.estimator import Bucket, Estimate, add_sample, estimate, trim
+from devices.clock.estimator import QUANTUM_S, Bucket, Estimate, add_sample, trim_and_estimate
 
 __all__ = ["AlertEvent", "ClockRegistry", "SourceClock", "Status", "source_id_for"]
 
@@ -111,14 +111,22 @@ class ClockRegistry:
     ) -> AlertEvent | None:
         """Fold in one sample: `device_time` as the sender stamped it, `received_at` by the
         host's clock (both aware). Returns the alert the sample raises or resolves, if any."""
+        self.fold(source_id, device_time, received_at, channel=channel, sender=sender)
+        return self.refresh(source_id)
+
+    def fold(
+        self,
+        source_id: str,
+        device_time: datetime,
+        received_at: datetime,
+        *,
+        channel: str | None = None,
+        sender: str | None = None,
+    ) -> None:
+        """Add a sample without estimating yet: a batch of samples is folded in, then the
+        source is `refresh`ed once (the fit is the costly part)."""
         true_receipt = received_at + timedelta(seconds=self.host_offset_s)
-        settings = self.settings
         old = self._sources.get(source_id)
-        buckets = add_sample(
-            old.buckets if old else (), device_time, true_receipt, settings.estimator
-        )
-        buckets = trim(buckets, settings.estimator)
-        found = estimate(buckets, settings.estimator)
         if old is None:
             old = SourceClock(
                 source_id=source_id,
@@ -127,15 +135,26 @@ class ClockRegistry:
                 first_seen=true_receipt,
                 last_seen=true_receipt,
                 samples=0,
-                estimate=found,
+                estimate=Estimate(None, None, QUANTUM_S, 0, None),
                 status="unknown",
             )
-        samples = old.samples + 1
-        status, alerting = _classify(found, samples, old.alerting, settings)
-        new = replace(
+        buckets = add_sample(old.buckets, device_time, true_receipt, self.settings.estimator)
+        self._sources[source_id] = replace(
             old,
             last_seen=max(old.last_seen, true_receipt),
-            samples=samples,
+            samples=old.samples + 1,
+            buckets=tuple(buckets),
+        )
+
+    def refresh(self, source_id: str) -> AlertEvent | None:
+        """Estimate the source's clock from its samples; the alert this raises or resolves."""
+        old = self._sources.get(source_id)
+        if old is None:
+            return None
+        buckets, found = trim_and_estimate(old.buckets, self.settings.estimator)
+        status, alerting = _classify(found, old.samples, old.alerting, self.settings)
+        new = replace(
+            old,
             estimate=found,
             status=status,
             alerting=alerting,
