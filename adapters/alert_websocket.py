@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 
 PATH = "/api/alerts/websocket"
 QUEUE_MAX = 200
-MESSAGE_KIND = "pathway-alert"
+# What the alert channels send: the running clocks' (pathway-alerts) and the device clock
+# monitor's (device-clock-alerts); clients tell them apart by `kind`.
+MESSAGE_KINDS = frozenset({"pathway-alert", "clock-alert"})
 _OVERFLOW = ""  # put in a client's queue instead of its messages when it fell behind
 TRY_AGAIN_LATER = 1013
 
@@ -82,8 +84,8 @@ def listeners_for(database: AsyncEngine) -> AlertListeners:
 
 
 class AlertWebsocketConfig(BaseModel):
-    """Sends each alert of the `pathway-alerts` channel to every client connected at
-    `/api/alerts/websocket` on this engine node."""
+    """Sends each alert of the `pathway-alerts` (or `device-clock-alerts`) channel to every
+    client connected at `/api/alerts/websocket` on this engine node."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -177,9 +179,9 @@ def _alert_text(payload: bytes) -> str:
         message = json.loads(text)
     except ValueError:
         message = None
-    if not isinstance(message, dict) or message.get("kind") != MESSAGE_KIND:
+    if not isinstance(message, dict) or message.get("kind") not in MESSAGE_KINDS:
         raise RejectedDeliveryError(
-            "the message is not a pathway alert (JSON with kind 'pathway-alert'); "
-            "only the pathway-alerts channel sends to alert-websocket"
+            "the message is not an alert (JSON with kind 'pathway-alert' or 'clock-alert'); "
+            "only the pathway-alerts and device-clock-alerts channels send to alert-websocket"
         )
     return text

@@ -32,8 +32,10 @@ from adapters.hl7v2 import (
     decode,
     dedup_key,
     is_batch,
+    message_time,
     parse_ack,
     read_header,
+    sender_of,
     split_batch,
 )
 from engine.connectors import (
@@ -470,6 +472,9 @@ class MllpSource:
             charset=codec,
             correlation_id=(header.control_id or None) if header is not None else None,
             problem=problem,
+            # MSH-7 against the receipt time: the sender's clock offset (devices.clock).
+            sent_at=message_time(header, context.timezone),
+            sender=sender_of(header),
         )
         try:
             async with asyncio.timeout(config.accept_timeout_s):

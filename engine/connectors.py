@@ -52,6 +52,10 @@ class Inbound:
     charset: str | None = None  # the charset the adapter decoded with (MSH-18 or the default)
     correlation_id: str | None = None  # the sender's control id (MSH-10), for search and ACKs
     problem: InputError | None = None  # the adapter could not frame, decode or parse it
+    # The time the sender stamped on the message by its own clock (MSH-7, a device record's
+    # timestamp), aware; with `sender` it lets the clock monitor estimate the sender's offset.
+    sent_at: datetime | None = None
+    sender: str | None = None  # which system or device stamped it ("MSH-3/MSH-4"); no patient data
 
     def __repr__(self) -> str:
         # Never show the payload: it holds patient data.

@@ -32,6 +32,7 @@ __all__ = [
     "create_sync_engine",
     "insert_skipping_conflicts",
     "is_sqlite",
+    "require_existing_database",
     "migrate",
     "WriteThread",
 ]
@@ -286,16 +287,26 @@ def _begin_immediate(connection: Connection) -> None:
     connection.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the engine's tables to the newest Alembic revision."""
+async def migrate(engine: AsyncEngine, scripts: Path = MIGRATIONS) -> None:
+    """Bring the engine's tables (or a plugin's, whose Alembic `scripts` folder keeps its own
+    version table) to the newest Alembic revision."""
     from alembic import command
     from alembic.config import Config
 
     def upgrade(connection: Any) -> None:
         config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
+        config.set_main_option("script_location", str(scripts))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
     async with engine.begin() as connection:
         await connection.run_sync(upgrade)
+
+
+def require_existing_database(url: str, *, hint: str) -> None:
+    """Refuse a SQLite file that does not exist (SQLite would create it empty), for commands
+    that read an engine's database; `hint` says where the right one is."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).is_file():
+            raise ConfigError(f"no database at {parsed.database}", key="database_url", hint=hint)

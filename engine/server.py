@@ -178,6 +178,8 @@ class Engine:
             timezone=self.settings.tz,
             accept=self.accept,
             run_write=self.runtime.writes.run,
+            # Plugins read their own sections of the settings (e.g. `clocks`) from here.
+            extra={"settings": self.settings},
         )
 
     async def accept(self, channel: str, inbound: Inbound) -> Receipt:

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
         "0 parses and maps in the engine process.",
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    clocks: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Device clock monitoring (NTP server, offset thresholds, trusted senders); "
+        "checked by the clock monitor plugin, see docs/clocks.md.",
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -65,8 +65,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the report (and write the chart); 0 when done."""
-    from sqlalchemy.engine import make_url
-
+    from engine.database import require_existing_database
     from engine.settings import load_settings
     from pathways.indicator_definitions import load_catalogue
     from pathways.qc_output import as_csv, as_table
@@ -82,14 +81,9 @@ def run(args: argparse.Namespace) -> int:
     catalogue = load_catalogue(args.pathways_dir)
     settings = load_settings(args.config, data_dir=args.data_dir, database_url=args.database_url)
     url = settings.resolved_database_url
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        if not Path(parsed.database).is_file():
-            raise ConfigError(
-                f"no database at {parsed.database}",
-                key="database_url",
-                hint="pass --data-dir (or --database-url) of the engine that holds the cases",
-            )
+    require_existing_database(
+        url, hint="pass --data-dir (or --database-url) of the engine that holds the cases"
+    )
     reports = asyncio.run(
         _reports(url, catalogue, args.center, months, args.standard, args.indicator)
     )

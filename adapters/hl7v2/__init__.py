@@ -28,7 +28,9 @@ from adapters.hl7v2._wire import (
     dedup_key,
     error_code,
     escape,
+    message_time,
     read_header,
+    sender_of,
     unescape,
 )
 
@@ -56,10 +58,12 @@ __all__ = [
     "error_code",
     "is_batch",
     "escape",
+    "message_time",
     "parse",
     "parse_ack",
     "parse_for_mapping",
     "read_header",
+    "sender_of",
     "split_batch",
     "unescape",
 ]

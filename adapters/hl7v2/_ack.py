@@ -85,7 +85,7 @@ def build_ack(
     return "".join(f"{s}\r" for s in segments)
 
 
-_EMPTY_HEADER = MessageHeader(DEFAULT_DELIMITERS, *([""] * 13))
+_EMPTY_HEADER = MessageHeader(DEFAULT_DELIMITERS, *([""] * 14))
 
 
 def _error_location(location: str, d: Delimiters) -> str:

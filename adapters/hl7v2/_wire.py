@@ -7,6 +7,7 @@ import codecs
 import contextlib
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 
 from engine.errors import (
@@ -21,6 +22,11 @@ MEDIA_TYPE = "x-application/hl7-v2+er7"
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _SEGMENT_ID = re.compile(r"[A-Z0-9]{3}")
+# MSH-7 (DTM) down to the second at least: YYYYMMDDHHMMSS[.S...][+/-ZZZZ], ASCII digits only.
+_MESSAGE_TIME = re.compile(
+    r"([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})(?:\.[0-9]{1,4})?"
+    r"(?:([+-])([0-9]{2})([0-9]{2}))?"
+)
 _PATH = re.compile(r"([A-Z0-9]{3})(?:\[(\d+)\])?(?:-(\d+)(?:\[(\d+)\])?(?:\.(\d+)(?:\.(\d+))?)?)?")
 # Segments whose field 1 is the field separator itself (the MSH oddity).
 _HEADER_SEGMENTS = frozenset({"MSH", "BHS", "FHS"})
@@ -155,6 +161,7 @@ class MessageHeader:
     trigger_event: str  # MSH-9.2
     message_structure: str  # MSH-9.3
     control_id: str  # MSH-10
+    message_time: str  # MSH-7, first component (DTM)
     processing_id: str  # MSH-11
     version: str  # MSH-12
     accept_ack_type: str  # MSH-15
@@ -193,6 +200,44 @@ def dedup_key(header: MessageHeader | None) -> str | None:
         return None
     sender = header.sending_facility or header.sending_application
     return f"{sender}|{header.control_id}"
+
+
+def message_time(header: MessageHeader | None, zone: tzinfo) -> datetime | None:
+    """MSH-7 as an aware instant (`zone` when it carries no offset), for the clock monitor;
+    None when it is missing, coarser than a second or not a valid time. Never an error: the
+    sender's clock is looked at, not the message judged by it. Fractions are dropped, since
+    most senders stamp whole seconds and the offset is estimated to the second."""
+    if header is None:
+        return None
+    match = _MESSAGE_TIME.fullmatch(header.message_time)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, sign, off_h, off_m = match.groups()
+    tz = zone
+    if sign is not None:
+        if int(off_h) > 14 or int(off_m) > 59:
+            return None
+        delta = timedelta(hours=int(off_h), minutes=int(off_m))
+        tz = timezone(delta if sign == "+" else -delta)
+    try:
+        return datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=tz
+        )
+    except ValueError:  # month 13, 30 February, hour 24
+        return None
+
+
+def sender_of(header: MessageHeader | None) -> str | None:
+    """Who stamped the message: `MSH-3.1/MSH-4.1` (sending application and facility), the
+    name the clock monitor keeps each sender's clock offset under; None when both are empty."""
+    if header is None:
+        return None
+    component = header.delimiters.component
+    application = header.sending_application.split(component)[0].strip()
+    facility = header.sending_facility.split(component)[0].strip()
+    if not application and not facility:
+        return None
+    return f"{application}/{facility}"
 
 
 def ack_wanted(header: MessageHeader | None, accepted: bool) -> bool:
@@ -394,6 +439,7 @@ def _header_from(delimiters: Delimiters, fields: list[str]) -> MessageHeader:
         trigger_event=message_type[1],
         message_structure=message_type[2],
         control_id=fields[10],
+        message_time=fields[7].split(delimiters.component)[0].strip(),
         processing_id=fields[11],
         version=fields[12],
         accept_ack_type=fields[15],

@@ -70,6 +70,10 @@ class JournalMessage(Base):
     transformed_media_type: Mapped[str | None] = mapped_column(String(100))
     error: Mapped[str | None] = mapped_column(Text)
     content_pruned: Mapped[bool] = mapped_column(default=False)
+    # What the sender's own clock said (Inbound.sent_at) and who the sender is: the samples
+    # the device clock monitor estimates each sender's clock offset from.
+    sent_at: Mapped[datetime | None]
+    sender: Mapped[str | None] = mapped_column(String(200))
 
     deliveries: Mapped[list[DestinationDelivery]] = relationship(
         back_populates="message", lazy="raise", order_by="DestinationDelivery.id"

@@ -233,6 +233,8 @@ def _row_for(channel: str, inbound: Inbound) -> dict[str, Any]:
         "transformed_media_type": None,
         "error": f"{type(problem).__name__}: {problem}" if problem else None,
         "content_pruned": False,
+        "sent_at": inbound.sent_at,
+        "sender": inbound.sender[:200] if inbound.sender else None,
     }
 
 

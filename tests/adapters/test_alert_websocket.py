@@ -240,9 +240,23 @@ async def test_a_client_too_far_behind_is_told_to_reconnect_instead_of_missing_a
     assert listeners.broadcast("later") == 1
 
 
-async def test_the_destination_refuses_what_is_not_a_pathway_alert() -> None:
+async def test_the_destination_refuses_what_is_not_an_alert() -> None:
     destination = AlertWebsocketDestination(AlertListeners())
     outbound = Outbound(1, CHANNEL, "websocket", b'{"kind": "lab-result"}', "application/json", 1)
 
-    with pytest.raises(RejectedDeliveryError, match="not a pathway alert"):
+    with pytest.raises(RejectedDeliveryError, match="not an alert"):
         await destination.send(outbound)
+
+
+async def test_the_destination_sends_device_clock_alerts_too() -> None:
+    listeners = AlertListeners()
+    client: asyncio.Queue[str] = asyncio.Queue(10)
+    listeners.add(client)
+    destination = AlertWebsocketDestination(listeners)
+    payload = b'{"kind": "clock-alert", "event": "raised"}'
+    outbound = Outbound(1, "device-clock-alerts", "websocket", payload, "application/json", 1)
+
+    delivered = await destination.send(outbound)
+
+    assert delivered.detail == "sent to 1 websocket client(s)"
+    assert client.get_nowait() == payload.decode()

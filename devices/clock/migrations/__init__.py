@@ -1,0 +1,1 @@
+"""Alembic migrations of the device clock tables (history in `clock_alembic_version`)."""
