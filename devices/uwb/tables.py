@@ -1,0 +1,52 @@
+"""The UWB tables: registered tags (wristbands and staff badges) with their last fix and zone
+tracker state, and the wristband bindings to a patient's encounter. Created by the
+`greenchannel.migrations: uwb` entry point (`devices.uwb.schema.migrate`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from engine.database import Base as EngineBase
+
+__all__ = ["Binding", "Tag", "metadata"]
+
+
+class Base(EngineBase):
+    """Own metadata (aware datetimes like the engine's), so Alembic sees only these tables."""
+
+    __abstract__ = True
+
+
+class Tag(Base):
+    __tablename__ = "uwb_tag"
+
+    tag_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # wristband | badge
+    practitioner_id: Mapped[str | None] = mapped_column(String(64))  # a badge's wearer
+    label: Mapped[str | None] = mapped_column(String(200))
+    registered_at: Mapped[datetime]
+    last_heard_at: Mapped[datetime | None]  # any fix, even one dropped as unsure
+    state: Mapped[str | None] = mapped_column(Text)  # TagState JSON of the zone tracker
+
+
+class Binding(Base):
+    __tablename__ = "uwb_binding"
+    __table_args__ = (
+        Index("ix_uwb_binding_tag_open", "tag_id", "unbound_at"),
+        Index("ix_uwb_binding_encounter", "encounter_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    tag_id: Mapped[str] = mapped_column(ForeignKey("uwb_tag.tag_id"))
+    patient_id: Mapped[str] = mapped_column(String(64))
+    encounter_id: Mapped[str] = mapped_column(String(64))
+    bound_at: Mapped[datetime]
+    unbound_at: Mapped[datetime | None]
+    unbind_reason: Mapped[str | None] = mapped_column(String(32))  # manual | discharge
+    returned_at: Mapped[datetime | None]
+
+
+metadata = Base.metadata
