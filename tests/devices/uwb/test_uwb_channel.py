@@ -136,11 +136,13 @@ def test_a_sewio_websocket_feed_and_http_posts_do_the_same(server: Server) -> No
     received: list[dict[str, Any]] = []
     ready = threading.Event()
     stop = threading.Event()
+    go = threading.Event()  # the band is bound: push the feed
     ws_port, http_port = free_port(), free_port()
 
     async def rtls_studio(connection: ServerConnection) -> None:
         """Sewio RTLS Studio: waits for the subscribe envelope, then pushes the feed."""
         received.append(json.loads(await connection.recv()))
+        await asyncio.to_thread(go.wait, 60)
         for payload in walk(sewio, "T-42")[:15]:  # the gate half over the WebSocket
             await connection.send(payload.decode())
         await connection.send("garbage, not json")
@@ -168,6 +170,7 @@ def test_a_sewio_websocket_feed_and_http_posts_do_the_same(server: Server) -> No
         server.start()
         with server.http() as http:
             start(server, http)
+            go.set()
             wait_for(lambda: len(received) == 1)
             assert received[0] == {"method": "subscribe", "resource": "/feeds/"}
             # the triage half POSTed, as a Sewio integration pushing over HTTP would
@@ -188,5 +191,6 @@ def test_a_sewio_websocket_feed_and_http_posts_do_the_same(server: Server) -> No
             (refused,) = wait_for(lambda: errors(http, "uwb-http"))
             assert "$.body" in refused and "datastreams" in refused
     finally:
+        go.set()
         stop.set()
         studio.join(10)
