@@ -12,7 +12,6 @@ already has (`apply_events` is idempotent).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, cast
@@ -20,21 +19,19 @@ from typing import Any, cast
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from devices.uwb.encounter import apply_events
 from devices.uwb.errors import UnknownTag, UwbPayloadError
 from devices.uwb.fixes import Fix, parse_fixes, sewio_time
+from devices.uwb.history import WriteRunner, remember, write_events
 from devices.uwb.tables import Tag
 from devices.uwb.taps import Tap, badge_tap_observation, is_tap, parse_tap
 from devices.uwb.tracker import TagState, ZoneEvent, step
 from devices.uwb.wristbands import open_binding
-from devices.uwb.zones import Zone, ZoneMap
-from fhir_store import FhirStore, NotFound, VersionConflict
+from devices.uwb.zones import ZoneMap
+from fhir_store import FhirStore
 
 __all__ = ["Outcome", "UwbProcessor", "read_message"]
 
 _TAG = cast(Table, Tag.__table__)
-WriteRunner = Callable[[Callable[[Any], Any]], Awaitable[Any]]
-_CONFLICT_RETRIES = 5
 
 
 @dataclass(slots=True)
@@ -148,7 +145,10 @@ class UwbProcessor:
         if events and tag.kind == "wristband":
             binding = await open_binding(self._database, fix.tag_id)
             if binding is not None:
-                await self._record(binding.encounter_id, events)
+                await write_events(self._store, self._zones, self._tz, binding.encounter_id, events)
+                await remember(
+                    self._database, self._run_write, binding.encounter_id, fix.tag_id, events
+                )
                 outcome.events.extend(
                     f"{type(e).__name__.lower()} {e.zone} (Encounter/{binding.encounter_id})"
                     for e in events
@@ -167,34 +167,3 @@ class UwbProcessor:
             return
         async with self._database.begin() as connection:
             await connection.execute(statement)
-
-    async def _record(self, encounter_id: str, events: list[ZoneEvent]) -> None:
-        """The events into the Encounter: read, add, write back If-Match its version."""
-        located: list[tuple[ZoneEvent, Zone]] = [(e, self._zones.by_key(e.zone)) for e in events]
-        for _ in range(_CONFLICT_RETRIES):
-            try:
-                current = await self._store.read("Encounter", encounter_id)
-            except NotFound as exc:
-                raise UnknownEncounter(encounter_id) from exc
-            changed = apply_events(current, located, self._tz)
-            if changed == current:
-                return
-            try:
-                await self._store.update(
-                    "Encounter", encounter_id, changed, if_match=int(current["meta"]["versionId"])
-                )
-                return
-            except VersionConflict:
-                continue  # the HIS wrote in between: read its version and add again
-        raise VersionConflict(f"Encounter/{encounter_id} kept changing; retried")
-
-
-class UnknownEncounter(NotFound):
-    """The bound encounter is not in the store (yet): the HIS has not sent it."""
-
-    def __init__(self, encounter_id: str) -> None:
-        super().__init__(
-            f"the wristband is bound to Encounter/{encounter_id}, which the store does not have "
-            "(yet); retried until the HIS registration arrives",
-            retryable=True,
-        )

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from engine.database import Base as EngineBase
 
-__all__ = ["Binding", "Tag", "metadata"]
+__all__ = ["Binding", "Stay", "Tag", "metadata"]
 
 
 class Base(EngineBase):
@@ -47,6 +47,24 @@ class Binding(Base):
     unbound_at: Mapped[datetime | None]
     unbind_reason: Mapped[str | None] = mapped_column(String(32))  # manual | discharge
     returned_at: Mapped[datetime | None]
+
+
+class Stay(Base):
+    """A zone stay written into an Encounter's location history, kept here too so that it can
+    be written again when an HIS update replaces the Encounter's locations."""
+
+    __tablename__ = "uwb_stay"
+    __table_args__ = (
+        UniqueConstraint("encounter_id", "zone", "started_at", name="uq_uwb_stay"),
+        Index("ix_uwb_stay_encounter", "encounter_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    encounter_id: Mapped[str] = mapped_column(String(64))
+    tag_id: Mapped[str] = mapped_column(String(64))
+    zone: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
 
 
 metadata = Base.metadata

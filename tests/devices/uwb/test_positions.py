@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from devices.uwb import wristbands
 from devices.uwb.errors import UnknownTag
 from devices.uwb.positions import UwbProcessor
+from devices.uwb.subscriber import UwbSubscriber
 from devices.uwb.zones import ZONE_SYSTEM, ZoneMap
 from fhir_store import FhirStore, parse_search
 from pathways.definitions import load_pathways
@@ -98,6 +99,38 @@ async def test_a_bound_wristband_gives_the_door_and_cath_lab_nodes_over_the_his_
     assert {"2026-11-25T08:28:00+08:00", "2026-11-25T08:21:30+08:00"} <= {
         o["valueDateTime"] for o in door_candidates
     }  # the HIS time is there, outranked
+
+
+async def test_stays_an_his_update_replaced_are_written_again(
+    database: AsyncEngine, store: FhirStore, zones: ZoneMap
+) -> None:
+    """ADT A08 maps to a whole-Encounter PUT without the UWB stays: the UWB subscriber puts them
+    back, and the door stays the UWB gate time."""
+    await store.update("Patient", "p1", r.patient())
+    await store.update("Encounter", "v1", chest_pain_visit())
+    await wristbands.bind(database, "T-1", "p1", "v1", ARRIVED)
+    uwb = UwbSubscriber(database, name="uwb-encounters", zones=zones, timezone=CST)
+    pathways = PathwaySubscriber(database, name="pathways", timezone=CST,
+                                 pathways=load_pathways())  # fmt: skip
+    try:
+        await uwb.catch_up()
+        await pathways.start()
+        await walk(UwbProcessor(database, store, zones, CST), "T-1", [(0, GATE), (30, ED)])
+        before = (await store.read("Encounter", "v1"))["location"]
+        await store.update("Encounter", "v1", chest_pain_visit() | {"priority": {"text": "A08"}})
+        await uwb.catch_up()
+        await uwb.catch_up()  # its own write comes back as a change: nothing more to do
+        await pathways.catch_up()
+    finally:
+        await uwb.aclose()
+        await pathways.aclose()
+    after = await store.read("Encounter", "v1")
+    assert after["priority"] == {"text": "A08"}
+    assert after["location"] == before
+    category = f"{OBSERVATION_CATEGORY_SYSTEM}|time-node"
+    (door,) = [o for o in await search(store, "Observation", ("category", category))
+               if o["code"]["coding"][0]["code"] == "door" and o["status"] == "final"]  # fmt: skip
+    assert door["valueDateTime"] == "2026-11-25T08:21:30+08:00"
 
 
 async def test_replaying_the_same_messages_changes_nothing(

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devices.uwb import wristbands
-from devices.uwb.discharge import DischargeSubscriber
 from devices.uwb.errors import UnknownTag, WristbandError
 from devices.uwb.positions import UwbProcessor
+from devices.uwb.subscriber import UwbSubscriber
 from devices.uwb.zones import ZoneMap
 from fhir_store import FhirStore
 from tests.devices.uwb.conftest import CST, pozyx
@@ -82,7 +82,7 @@ async def test_binding_twice_unbinding_unbound_and_unknown_tags_are_refused(
 async def test_a_discharge_unbinds_the_encounters_wristband_at_the_discharge_time(
     database: AsyncEngine, store: FhirStore, zones: ZoneMap
 ) -> None:
-    subscriber = DischargeSubscriber(database, name="uwb-discharge")
+    subscriber = UwbSubscriber(database, name="uwb-encounters", zones=zones, timezone=CST)
     try:
         await subscriber.catch_up()  # starts at now
         await store.update("Encounter", "v1", r.ed_visit())

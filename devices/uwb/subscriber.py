@@ -1,40 +1,59 @@
-"""Unbind at discharge: a change-event subscriber (entry point `greenchannel.subscribers:
-uwb-discharge`) that follows the FHIR store's changes under its own cursor and, when an
-Encounter is `finished` (ADT A03 maps to it), unbinds the encounter's wristbands as of its
-`period.end` (or now). They then show on the board as waiting to be returned to the desk.
+"""The UWB side of Encounter changes: a change-event subscriber (entry point
+`greenchannel.subscribers: uwb-encounters`) that follows the FHIR store's changes under its own
+cursor. For each changed Encounter:
 
-Idempotent: a replayed or repeated discharge finds nothing left bound.
+- the zone stays UWB wrote into it and that an HIS update replaced (ADT maps to a whole-resource
+  PUT) are written again (`history.restore`), so the location history and the time nodes taken
+  from it survive the HIS's updates;
+- when it is `finished` (ADT A03 maps to it), its wristbands are unbound as of its `period.end`
+  (or now): they then show on the board as waiting to be returned to the desk.
+
+Idempotent: a replayed change finds the stays in place and nothing left bound; its own write of
+the stays comes back as a change that changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devices.uwb.history import restore
 from devices.uwb.wristbands import unbind_encounter
+from devices.uwb.zones import ZoneMap, load_zones
 from engine.subscribers import SubscriberContext
 from fhir_store import ChangeEvent, ChangeFeed, FhirStore, FhirStoreError
 
-__all__ = ["DischargeSubscriber", "DischargeSubscriberFactory"]
+__all__ = ["UwbSubscriber", "UwbSubscriberFactory"]
 
 log = logging.getLogger(__name__)
 
 
-class DischargeSubscriber:
+class UwbSubscriber:
     def __init__(
-        self, database: AsyncEngine, *, name: str, run_write: Any = None, poll_s: float = 1.0
+        self,
+        database: AsyncEngine,
+        *,
+        name: str,
+        zones: ZoneMap,
+        timezone: tzinfo,
+        run_write: Any = None,
+        poll_s: float = 1.0,
     ) -> None:
         self._database = database
         self._name = name
-        self._store = FhirStore(database, check_references=False, run_write=run_write)
+        self._zones = zones
+        self._tz = timezone
+        self._store = FhirStore(
+            database, check_references=False, run_write=run_write, timezone=timezone
+        )
         self._feed = ChangeFeed(database, poll_interval_s=poll_s, run_write=run_write)
 
     async def run(self) -> None:
-        """Follow the changes from the committed cursor (new subscribers start at now: past
-        discharges were unbound by hand before this existed)."""
+        """Follow the changes from the committed cursor (a new subscriber starts at now: there
+        is nothing of UWB in the changes before it existed)."""
         await self._feed.start(self._name, new="future")
         async for events in self._feed.follow(self._name):
             for event in events:
@@ -60,6 +79,8 @@ class DischargeSubscriber:
             encounter = await self._store.read("Encounter", event.resource_id)
         except FhirStoreError:
             return  # deleted since: nothing to unbind by
+        if await restore(self._store, self._database, self._zones, self._tz, event.resource_id):
+            log.info("uwb.stays_written_again", extra={"encounter": event.resource_id})
         if encounter.get("status") != "finished":
             return
         end = encounter.get("period", {}).get("end")
@@ -77,8 +98,14 @@ class DischargeSubscriber:
         await self._store.aclose()
 
 
-class DischargeSubscriberFactory:
-    """Entry point `greenchannel.subscribers: uwb-discharge`."""
+class UwbSubscriberFactory:
+    """Entry point `greenchannel.subscribers: uwb-encounters`."""
 
-    def build(self, context: SubscriberContext) -> DischargeSubscriber:
-        return DischargeSubscriber(context.database, name=context.name, run_write=context.run_write)
+    def build(self, context: SubscriberContext) -> UwbSubscriber:
+        return UwbSubscriber(
+            context.database,
+            name=context.name,
+            zones=load_zones(),
+            timezone=context.timezone,
+            run_write=context.run_write,
+        )
