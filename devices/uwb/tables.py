@@ -7,17 +7,18 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from engine.database import Base as EngineBase
+from engine.database import AwareDateTime
 
 __all__ = ["Binding", "Stay", "Tag", "metadata"]
 
 
-class Base(EngineBase):
-    """Own metadata (aware datetimes like the engine's), so Alembic sees only these tables."""
+class Base(DeclarativeBase):
+    """Own metadata, apart from the engine's, so each Alembic history sees only its tables;
+    instants are aware, as in the engine's tables."""
 
-    __abstract__ = True
+    type_annotation_map = {datetime: AwareDateTime()}
 
 
 class Tag(Base):
