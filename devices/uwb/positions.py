@@ -12,8 +12,8 @@ already has (`apply_events` is idempotent).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import tzinfo
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, cast
 
 from sqlalchemy import Table, select, update
@@ -78,6 +78,24 @@ def _sewio_button(document: Any) -> Tap | None:
             at = sewio_time(stream.get("at"), "$.body.datastreams[user_button].at")
             return Tap(str(badge), at)
     return None
+
+
+# How stale a tag's stored last fix may get before a steady fix (same zone, same candidate) is
+# written anyway: the board's "last heard" and the silence check are this exact.
+_HEARD_EVERY = timedelta(seconds=5)
+
+
+def _worth_writing(
+    before: TagState, after: TagState, stored_heard: datetime | None, heard: datetime
+) -> bool:
+    """Whether the fix changed what the tracker decides on (zone, candidate and its start, away
+    time), or the stored last fix is older than _HEARD_EVERY. A steady tag then costs one read
+    per fix instead of a read and a commit; a fix left unwritten and later redelivered gives the
+    same events again, which the Encounter already has."""
+    if stored_heard is None or heard - stored_heard >= _HEARD_EVERY:
+        return True
+    steady = ("last_fix", "last_in", "candidate_last")
+    return replace(before, **dict.fromkeys(steady)) != replace(after, **dict.fromkeys(steady))
 
 
 class UwbProcessor:
@@ -157,6 +175,8 @@ class UwbProcessor:
                 outcome.events.extend(f"{type(e).__name__.lower()} {e.zone} (unbound)"
                                       for e in events)  # fmt: skip
         heard = fix.at if tag.last_heard_at is None else max(tag.last_heard_at, fix.at)
+        if not _worth_writing(before, state, tag.last_heard_at, heard):
+            return
         statement = (
             update(_TAG)
             .where(_TAG.c.tag_id == fix.tag_id)
