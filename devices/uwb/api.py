@@ -43,7 +43,7 @@ class _Register(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["wristband", "badge"] = "wristband"
-    practitioner: str | None = _ID
+    practitioner: str | None = Field(None, min_length=1, max_length=64)
     label: str | None = Field(None, max_length=200)
 
 
