@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -26,8 +25,9 @@ import aiomqtt
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.jsoninput import parse_for_mapping
+from adapters.secrets import from_environment
 from engine.connectors import Accept, ConnectorContext, Inbound
-from engine.errors import ConfigError, InputError
+from engine.errors import InputError
 
 __all__ = ["MqttSource", "MqttSourceConfig", "MqttSourceFactory"]
 
@@ -86,15 +86,9 @@ class MqttSource:
     async def start(self) -> None:
         """Check what can be checked without the broker: the password variable exists.
         The broker being down is not a deploy error: `serve` keeps trying."""
-        name = self._config.password_env
-        if name is not None:
-            self._password = os.environ.get(name)
-            if self._password is None:
-                raise ConfigError(
-                    f"environment variable {name} is not set",
-                    key="source.password_env",
-                    hint="set it in the service's environment",
-                )
+        self._password = from_environment(
+            self._config.password_env, key="source.password_env", what="broker password"
+        )
 
     async def serve(self, accept: Accept) -> None:
         backoff = 0.5

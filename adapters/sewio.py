@@ -17,7 +17,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -26,8 +25,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from adapters.jsoninput import parse_for_mapping
+from adapters.secrets import from_environment
 from engine.connectors import Accept, ConnectorContext, Inbound
-from engine.errors import ConfigError, InputError
+from engine.errors import InputError
 
 __all__ = ["SewioSource", "SewioSourceConfig", "SewioSourceFactory"]
 
@@ -69,15 +69,9 @@ class SewioSource:
 
     async def start(self) -> None:
         """Check the API key variable; the server being down is not a deploy error."""
-        name = self._config.api_key_env
-        if name is not None:
-            self._key = os.environ.get(name)
-            if self._key is None:
-                raise ConfigError(
-                    f"environment variable {name} is not set",
-                    key="source.api_key_env",
-                    hint="set it to the RTLS Studio API key in the service's environment",
-                )
+        self._key = from_environment(
+            self._config.api_key_env, key="source.api_key_env", what="RTLS Studio API key"
+        )
 
     async def serve(self, accept: Accept) -> None:
         backoff = 0.5

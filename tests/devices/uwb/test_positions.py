@@ -45,6 +45,14 @@ async def walk(processor: UwbProcessor, tag: str, path: list[tuple[int, tuple[fl
             await processor.handle(message(tag, ARRIVED + timedelta(seconds=second), *place))
 
 
+async def bound_t1(database: AsyncEngine, store: FhirStore, zones: ZoneMap) -> UwbProcessor:
+    """Patient p1's chest pain visit v1 in the store, wristband T-1 bound to it."""
+    await store.update("Patient", "p1", r.patient())
+    await store.update("Encounter", "v1", chest_pain_visit())
+    await wristbands.bind(database, "T-1", "p1", "v1", ARRIVED)
+    return UwbProcessor(database, store, zones, CST)
+
+
 async def search(store: FhirStore, kind: str, *pairs: tuple[str, str]) -> list[dict[str, Any]]:
     page = await store.search(parse_search(kind, [*pairs, ("_count", "200")], strict=True))
     return [json.loads(content) for content in page.contents]
@@ -106,9 +114,7 @@ async def test_stays_an_his_update_replaced_are_written_again(
 ) -> None:
     """ADT A08 maps to a whole-Encounter PUT without the UWB stays: the UWB subscriber puts them
     back, and the door stays the UWB gate time."""
-    await store.update("Patient", "p1", r.patient())
-    await store.update("Encounter", "v1", chest_pain_visit())
-    await wristbands.bind(database, "T-1", "p1", "v1", ARRIVED)
+    await bound_t1(database, store, zones)
     uwb = UwbSubscriber(database, name="uwb-encounters", zones=zones, timezone=CST)
     pathways = PathwaySubscriber(database, name="pathways", timezone=CST,
                                  pathways=load_pathways())  # fmt: skip
@@ -136,10 +142,7 @@ async def test_stays_an_his_update_replaced_are_written_again(
 async def test_replaying_the_same_messages_changes_nothing(
     database: AsyncEngine, store: FhirStore, zones: ZoneMap
 ) -> None:
-    await store.update("Patient", "p1", r.patient())
-    await store.update("Encounter", "v1", chest_pain_visit())
-    await wristbands.bind(database, "T-1", "p1", "v1", ARRIVED)
-    processor = UwbProcessor(database, store, zones, CST)
+    processor = await bound_t1(database, store, zones)
     await walk(processor, "T-1", [(0, GATE), (30, ED)], message=sewio)
     first = await store.read("Encounter", "v1")
     await walk(processor, "T-1", [(0, GATE), (30, ED)], message=sewio)
@@ -151,10 +154,7 @@ async def test_replaying_the_same_messages_changes_nothing(
 async def test_unsure_fixes_are_dropped(
     database: AsyncEngine, store: FhirStore, zones: ZoneMap
 ) -> None:
-    await store.update("Patient", "p1", r.patient())
-    await store.update("Encounter", "v1", chest_pain_visit())
-    await wristbands.bind(database, "T-1", "p1", "v1", ARRIVED)
-    processor = UwbProcessor(database, store, zones, CST)
+    processor = await bound_t1(database, store, zones)
     for second in range(0, 40, 2):  # 40 s "in CT" with a 3 m uncertainty radius
         outcome = await processor.handle(sewio("T-1", ARRIVED + timedelta(seconds=second),
                                                 28, 5, clr=3.0))  # fmt: skip
