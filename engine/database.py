@@ -34,6 +34,7 @@ __all__ = [
     "is_sqlite",
     "require_existing_database",
     "migrate",
+    "upgrade_to_head",
     "WriteThread",
 ]
 
@@ -287,15 +288,21 @@ def _begin_immediate(connection: Connection) -> None:
     connection.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
-async def migrate(engine: AsyncEngine, scripts: Path = MIGRATIONS) -> None:
-    """Bring the engine's tables (or a plugin's, whose Alembic `scripts` folder keeps its own
-    version table) to the newest Alembic revision."""
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the engine's tables to the newest Alembic revision."""
+    await upgrade_to_head(engine, MIGRATIONS)
+
+
+async def upgrade_to_head(engine: AsyncEngine, script_location: Path) -> None:
+    """Run the Alembic history in `script_location` up to its head on `engine`, in one
+    transaction; its env.py finds the connection in `config.attributes["connection"]`. Plugins
+    with their own tables (a `greenchannel.migrations` entry point) use it too."""
     from alembic import command
     from alembic.config import Config
 
     def upgrade(connection: Any) -> None:
         config = Config()
-        config.set_main_option("script_location", str(scripts))
+        config.set_main_option("script_location", str(script_location))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

@@ -31,7 +31,7 @@ from devices.clock.sntp import (
     NtpTimeoutError,
     query_ntp,
 )
-from engine.database import migrate as migrate_tables
+from engine.database import upgrade_to_head
 
 __all__ = [
     "CORRECTION_EXTENSION",
@@ -65,4 +65,4 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 async def migrate(engine: AsyncEngine) -> None:
     """Create or upgrade the clock tables (history in `clock_alembic_version`)."""
-    await migrate_tables(engine, MIGRATIONS_DIR)
+    await upgrade_to_head(engine, MIGRATIONS_DIR)

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.database import upgrade_to_head
 
 __all__ = ["MIGRATIONS_DIR", "migrate"]
 
@@ -18,12 +17,4 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 async def migrate(engine: AsyncEngine) -> None:
     """Upgrade the registry workflow's tables in `engine`'s database to the newest revision."""
-    async with engine.begin() as connection:
-        await connection.run_sync(_upgrade)
-
-
-def _upgrade(connection: Connection) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    await upgrade_to_head(engine, MIGRATIONS_DIR)

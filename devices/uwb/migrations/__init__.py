@@ -1,0 +1,1 @@
+"""Alembic migrations of the UWB tables (`devices.uwb.schema.migrate`)."""

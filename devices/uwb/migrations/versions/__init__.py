@@ -1,0 +1,1 @@
+"""The UWB tables' revisions, u0001 onwards."""
