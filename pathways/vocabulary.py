@@ -20,6 +20,7 @@ __all__ = [
     "CASE_FACT_EXTENSION",
     "CASE_SEARCH_PARAMETER",
     "CENTERS",
+    "CENTER_LABELS",
     "CENTER_SYSTEM",
     "CENTER_TYPE_CODES",
     "CONFLICT_EXTENSION",
@@ -53,6 +54,11 @@ BASE: Final = "https://greenchannel.example.org/fhir"
 CENTER_SYSTEM: Final = f"{BASE}/CodeSystem/center"
 Center = Literal["chest_pain", "stroke", "trauma"]
 CENTERS: Final[tuple[Center, ...]] = ("chest_pain", "stroke", "trauma")
+CENTER_LABELS: Final[dict[Center, str]] = {
+    "chest_pain": "胸痛中心",
+    "stroke": "卒中中心",
+    "trauma": "创伤中心",
+}
 # The codes in CENTER_SYSTEM (FHIR codes use hyphens; config and Python use the keys above).
 CENTER_TYPE_CODES: Final[dict[Center, str]] = {
     "chest_pain": "chest-pain",
