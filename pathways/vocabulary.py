@@ -18,6 +18,7 @@ __all__ = [
     "CAPTURE_RULE_EXTENSION",
     "CASE_EXTENSION",
     "CASE_FACT_EXTENSION",
+    "CASE_LINK_EXTENSION",
     "CASE_SEARCH_PARAMETER",
     "CENTERS",
     "CENTER_LABELS",
@@ -81,6 +82,8 @@ ARRIVAL_MODES: Final[tuple[ArrivalMode, ...]] = ("ems", "transfer", "self", "in_
 # reperfusion strategy, exclusion flags such as give_up_treatment, ISS): on the EpisodeOfCare,
 # a complex extension with sub-extensions `name` (valueCode) and `value` (value[x]).
 CASE_FACT_EXTENSION: Final = f"{BASE}/StructureDefinition/case-fact"
+# On an Encounter.episodeOfCare reference the pathway engine added (mappings keep those).
+CASE_LINK_EXTENSION: Final = f"{BASE}/StructureDefinition/case-link"
 
 # On an Observation (time node, score, interval): valueReference to the EpisodeOfCare.
 CASE_EXTENSION: Final = f"{BASE}/StructureDefinition/case"

@@ -31,6 +31,11 @@ A08 = (
     .replace(b"EICU^1^^", b"EICU^2^^")
 )
 CASE_FACT = "https://greenchannel.example.org/fhir/StructureDefinition/case-fact"
+CASE_LINK = "https://greenchannel.example.org/fhir/StructureDefinition/case-link"
+ENGINE_LINK = {
+    "extension": [{"url": CASE_LINK, "valueCode": "pathway-engine"}],
+    "reference": "EpisodeOfCare/case-engine-opened",
+}
 UWB = "urn:greenchannel:uwb-zone"
 
 
@@ -85,10 +90,7 @@ def content(resource: dict[str, Any]) -> dict[str, Any]:
 async def add_other_writers(store: FhirStore, encounter_id: str, episode_id: str) -> None:
     """What the pathway engine and the UWB feed write on the visit and the HIS's case."""
     encounter = content(await store.read("Encounter", encounter_id))
-    encounter["episodeOfCare"] = [
-        *encounter.get("episodeOfCare", []),
-        {"reference": "EpisodeOfCare/case-engine-opened"},
-    ]
+    encounter["episodeOfCare"] = [*encounter.get("episodeOfCare", []), ENGINE_LINK]
     encounter["location"] = [*encounter["location"], uwb_stay("gate", "2026-11-25T08:11:40+08:00")]
     await store.update("Encounter", encounter_id, encounter)
     episode = content(await store.read("EpisodeOfCare", episode_id))
@@ -115,9 +117,9 @@ async def test_an_a08_keeps_what_other_writers_added_and_a_replay_changes_nothin
 
     assert isinstance(await destination.send(outbound(A08, 2)), Delivered)
     encounter = await store.read("Encounter", encounter_id)
-    assert [e["reference"] for e in encounter["episodeOfCare"]] == [
-        f"EpisodeOfCare/{episode_id}",  # the HIS's own (ZGC), from the A08
-        "EpisodeOfCare/case-engine-opened",  # kept
+    assert encounter["episodeOfCare"] == [
+        {"reference": f"EpisodeOfCare/{episode_id}"},  # the HIS's own (ZGC), from the A08
+        ENGINE_LINK,  # kept
     ]
     beds = [loc["location"].get("display") for loc in encounter["location"]]
     systems = [loc["location"].get("identifier", {}).get("system") for loc in encounter["location"]]
