@@ -8,6 +8,12 @@ channel's mapping output already passed `fhir_store.output_issues` (the `fhir-st
 check) in the processing worker, which the engine says in `ConnectorContext.checked_by`, the
 destination does not check it again on the engine's single write thread; otherwise (no mapping,
 `check_output: false`) it does, as `validate_structure` says.
+
+An entry whose mapping declared a merge mode (`merge: {keep: [...]}`, its rules in the entry's
+`request.extension`) is written as the mapping's resource plus the kept elements of the stored
+version, with `ifMatch` of the version read; when another writer commits that resource in
+between (412), the batch is rolled back and merged again from a fresh read, up to
+`_MERGE_ATTEMPTS` times.
 """
 
 from __future__ import annotations
@@ -18,10 +24,17 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.connectors import AttemptRecorder, ConnectorContext, Delivered, Outbound
-from engine.errors import DeliveryError, RejectedDeliveryError, RetryableDeliveryError
-from fhir_store import FhirStore, FhirStoreError, output_issues
+from engine.errors import ConfigError, DeliveryError, RejectedDeliveryError, RetryableDeliveryError
+from engine.mapping.merge import MERGE_KEEP_EXTENSION, keep_rules_of, merge_kept
+from fhir_store import FhirStore, FhirStoreError, NotFound, output_issues
 
 __all__ = ["FhirDestination", "FhirDestinationConfig", "FhirDestinationFactory"]
+
+_MERGE_ATTEMPTS = 5  # fresh reads of a merged resource before its 412 is the message's error
+
+
+class _MergeRaced(Exception):
+    """A merged entry's resource changed between the read and the write: merge again."""
 
 
 class FhirDestinationConfig(BaseModel):
@@ -86,25 +99,60 @@ class FhirDestination:
         """
         rejected: list[DeliveryError | None] = []
         bundles: list[dict[str, Any]] = []
+        merging: list[bool] = []
         for outbound in outbounds:
             try:
-                bundles.append(_bundle_of(outbound.payload))
+                bundle = _bundle_of(outbound.payload)
+                merging.append(_merges(bundle))
+                bundles.append(bundle)
                 rejected.append(None)
             except RejectedDeliveryError as error:
                 rejected.append(error)
         if not bundles:
             return [error for error in rejected if error is not None]
+        for attempt in range(1, _MERGE_ATTEMPTS + 1):
+            try:
+                return await self._apply(
+                    bundles, merging, rejected, recorder, last=attempt == _MERGE_ATTEMPTS
+                )
+            except _MergeRaced:
+                continue
+        raise AssertionError("unreachable: the last attempt records whatever happened")
+
+    async def _apply(
+        self,
+        bundles: list[dict[str, Any]],
+        merging: list[bool],
+        rejected: list[DeliveryError | None],
+        recorder: AttemptRecorder | None,
+        *,
+        last: bool,
+    ) -> list[Delivered | DeliveryError]:
+        written: dict[str, Any] = {}  # Type/id → the resource an earlier Bundle here writes
+        prepared = []
+        for bundle, merge in zip(bundles, merging, strict=True):
+            prepared.append(await self._merged(bundle, written) if merge else bundle)
+            for entry in prepared[-1].get("entry") or []:
+                request = entry.get("request") if isinstance(entry, dict) else None
+                if isinstance(request, dict) and request.get("method") == "PUT":
+                    written[str(request.get("url"))] = entry.get("resource")
         results: list[Delivered | DeliveryError] = []
 
         def record(connection: Any, applied: list[dict[str, Any] | FhirStoreError]) -> None:
-            answers = iter(applied)
-            results.extend(r if r is not None else _delivered(next(answers)) for r in rejected)
+            raced = any(
+                merge and isinstance(answer, FhirStoreError) and answer.status == 412
+                for merge, answer in zip(merging, applied, strict=True)
+            )
+            if raced and not last:
+                raise _MergeRaced  # rolls the whole transaction back; merged again from a read
+            answers = iter(zip(merging, applied, strict=True))
+            results.extend(r if r is not None else _delivered(*next(answers)) for r in rejected)
             if recorder is not None:
                 recorder.record(connection, results)
 
         try:
             await self._store.transaction_many(
-                bundles, return_resources=self._config.return_resources, then=record
+                prepared, return_resources=self._config.return_resources, then=record
             )
         except FhirStoreError as error:
             failure = _delivery_error(error)
@@ -112,6 +160,43 @@ class FhirDestination:
         if recorder is not None:
             recorder.committed = True
         return results
+
+    async def _merged(self, bundle: dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
+        """The Bundle with each merge entry's resource merged with the stored version, or with
+        the version an earlier Bundle of the same transaction writes (`written`): that one
+        carries the stored version's kept elements and its own ifMatch already."""
+        entries = []
+        for entry in bundle.get("entry") or []:
+            request = entry.get("request") if isinstance(entry, dict) else None
+            rules = keep_rules_of(request) if isinstance(request, dict) else ()
+            if not rules or not isinstance(request, dict):
+                entries.append(entry)
+                continue
+            plain = {k: v for k, v in request.items() if k != "extension"}
+            others = [e for e in request.get("extension") or [] if not _is_keep(e)]
+            if others:
+                plain["extension"] = others
+            url = str(request.get("url", ""))
+            resource_type, _, resource_id = url.partition("/")
+            earlier = written.get(url)
+            if isinstance(earlier, dict):
+                merged = merge_kept(earlier, entry.get("resource") or {}, rules)
+                entries.append({**entry, "resource": merged, "request": plain})
+                continue
+            try:
+                current = await self._store.read(resource_type, resource_id)
+            except NotFound:
+                entries.append({**entry, "request": plain})  # nothing stored to keep yet
+                continue
+            except FhirStoreError:
+                entries.append({**entry, "request": plain})  # deleted: written anew
+                continue
+            merged = merge_kept(current, entry.get("resource") or {}, rules)
+            version = current.get("meta", {}).get("versionId")
+            entries.append(
+                {**entry, "resource": merged, "request": {**plain, "ifMatch": f'W/"{version}"'}}
+            )
+        return {**bundle, "entry": entries}
 
     async def aclose(self) -> None:
         """Close the store's write connections; the database engine belongs to the engine."""
@@ -180,8 +265,39 @@ def _bundle_of(payload: bytes) -> dict[str, Any]:
     }
 
 
-def _delivered(result: dict[str, Any] | FhirStoreError) -> Delivered | DeliveryError:
+def _merges(bundle: dict[str, Any]) -> bool:
+    """Whether an entry of the Bundle declares a merge; RejectedDeliveryError naming the entry
+    when its keep rules are wrong (a mapping's were checked at load, a hand-made payload's not)."""
+    found = False
+    for index, entry in enumerate(bundle.get("entry") or []):
+        request = entry.get("request") if isinstance(entry, dict) else None
+        if not isinstance(request, dict):
+            continue
+        try:
+            rules = keep_rules_of(request)
+        except ConfigError as error:
+            raise RejectedDeliveryError(
+                f"Bundle.entry[{index}].request.extension ({MERGE_KEEP_EXTENSION}): {error.message}"
+            ) from error
+        if rules and request.get("method") != "PUT":
+            raise RejectedDeliveryError(
+                f"Bundle.entry[{index}]: a merge (keep rules) needs a PUT of Type/id"
+            )
+        found = found or bool(rules)
+    return found
+
+
+def _is_keep(extension: Any) -> bool:
+    return isinstance(extension, dict) and extension.get("url") == MERGE_KEEP_EXTENSION
+
+
+def _delivered(merge: bool, result: dict[str, Any] | FhirStoreError) -> Delivered | DeliveryError:
     if isinstance(result, FhirStoreError):
+        if merge and result.status == 412:  # still racing another writer: the queue retries
+            return RetryableDeliveryError(
+                f"another writer kept changing a merged resource ({result.message}); "
+                "merged again on the next attempt"
+            )
         return _delivery_error(result)
     entries = result.get("entry", [])
     failed = sum(1 for entry in entries if "outcome" in entry.get("response", {}))

@@ -8,6 +8,13 @@ sent: after a restart (state rebuilt from the open cases and from the keys alrea
 and across a storm of updates, an alert is raised once and resolved once. An alert is raised
 only while its clock runs (no end node yet); it is resolved when the end node arrives, when the
 case stops matching the rule, when the start node is withdrawn, or when the case closes.
+
+A deadline found long after it passed (a backlog replayed from the journal, an engine that was
+down, data that arrived hours late) is *late-discovered*: older than the pathway file's
+`alerts_late_after_min` when the scheduler first sees it reached. Its alert is still journalled
+(the record of a missed deadline; the indicator counts it from the time nodes anyway), but with
+`late_discovered: true` and severity `info` (the step's own in `severity_on_time`), and the
+channel's paging destinations skip it: nobody is paged at 3 a.m. for a door-to-needle of last week.
 """
 
 from __future__ import annotations
@@ -66,8 +73,10 @@ class AlertScheduler:
         journalled: JournalledKeys | None = None,
         channel: str = CHANNEL,
         now: Callable[[], datetime] | None = None,
+        late_after: Mapping[str, timedelta] | None = None,
     ) -> None:
         self._rules = rules  # by center
+        self._late_after = late_after or {}  # by center: older deadlines are late-discovered
         self._accept = accept
         self._open_timelines = open_timelines
         self._journalled = journalled
@@ -79,6 +88,7 @@ class AlertScheduler:
         self._dirty: set[str] = set()
         self._closing: dict[str, CaseTimeline | None] = {}
         self._sent: set[str] = set()  # dedup keys known to be journalled
+        self._late: set[str] = set()  # alerts raised late-discovered (their resolution is too)
         self._wake = asyncio.Event()
         self.started = asyncio.Event()  # set once the state is rebuilt
 
@@ -192,6 +202,16 @@ class AlertScheduler:
     ) -> None:
         message = self._base("raised", timeline, state.rule, step, now)
         message["deadline"] = self._instant(deadline)
+        late_after = self._late_after.get(timeline.center)
+        if late_after is not None and now - deadline > late_after:
+            message["late_discovered"] = True
+            message["missed_by_s"] = int((now - deadline).total_seconds() // 1)
+            message["step"] |= {"severity": "info", "severity_on_time": step.severity}
+            self._late.add(message["alert"])
+            log.warning(
+                "alert.late_discovered",
+                extra={"alert": message["alert"], "missed_by_s": message["missed_by_s"]},
+            )
         await self._send(alert_key(timeline.case_id, state.rule.id, step.name), "raised", message)
 
     async def _resolve(
@@ -222,6 +242,9 @@ class AlertScheduler:
                     "elapsed_s": int((ended_at - start).total_seconds() // 1),
                 }
         message["resolution"] = resolution
+        if key in self._late:  # nobody was paged for it: nobody is told it ended either
+            message["late_discovered"] = True
+            self._late.discard(key)
         await self._send(key, "resolved", message)
 
     async def _send_minimal_resolution(

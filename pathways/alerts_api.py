@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pathways.access import may_read
 from pathways.alert_journal import AlertStatus, list_alerts
 
 __all__ = ["build_alerts_router"]
@@ -20,7 +21,7 @@ FHIR_ID = r"^[A-Za-z0-9\-.]{1,64}$"
 
 def build_alerts_router(database: AsyncEngine) -> APIRouter:
     """The alert listing over the journal of `database`."""
-    router = APIRouter(tags=["pathways"])
+    router = APIRouter(tags=["pathways"], dependencies=[may_read])
 
     @router.get("/api/alerts")
     async def alerts(

@@ -9,6 +9,7 @@ makes the node `amended`. Errors are 4xx with a message naming what is wrong.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -18,11 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_store import FhirStore
+from pathways.access import may_enter, may_read
 from pathways.case_store import load_timeline
 from pathways.cases import Cases
 from pathways.clocks import ClockState, elapsed, evaluate
 from pathways.definitions import Pathways, load_pathways
-from pathways.indicator_definitions import load_catalogue as load_indicator_definitions
+from pathways.indicator_loader import indicator_definitions
 from pathways.nodes import Nodes, NodeView
 from pathways.records import Records
 from pathways.shapes import arrival_mode_of, case_center, case_facts
@@ -79,7 +81,8 @@ class FactEntry(_Request):
 def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> APIRouter:
     """The `/api/cases` router over the FHIR store on `database`."""
     definitions = pathways or load_pathways()
-    facts = load_indicator_definitions().facts  # facts.yaml: the one fact vocabulary
+    indicators = indicator_definitions()  # facts.yaml: the one fact vocabulary, as edited
+    indicators.current()  # a folder that does not load stops the start, as before
     store = FhirStore(database, timezone=definitions.catalogue.tz, check_references=False)
     cases = Cases(Nodes(Records(store, definitions.catalogue.tz), definitions, installed_hooks()))
 
@@ -97,7 +100,7 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
         prefix="/api/cases",
         tags=["pathways"],
         lifespan=store.closing,
-        dependencies=[Depends(ensure_published)],
+        dependencies=[may_read, Depends(ensure_published)],
     )
 
     async def case_or_404(case_id: str) -> dict[str, Any]:
@@ -106,7 +109,7 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
             raise HTTPException(404, f"no center case EpisodeOfCare/{case_id}")
         return case
 
-    @router.post("", status_code=201)
+    @router.post("", status_code=201, dependencies=[may_enter])
     async def activate(body: Activation, response: Response) -> dict[str, Any]:
         if await cases.records.read(body.patient) is None:
             raise HTTPException(422, f"patient: {body.patient} is not in the FHIR store")
@@ -161,7 +164,7 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
             "clocks": [_clock(state) for state in evaluate(rules, timeline, now)],
         }
 
-    @router.post("/{case_id}/nodes/{key}")
+    @router.post("/{case_id}/nodes/{key}", dependencies=[may_enter])
     async def enter(case_id: str, key: str, body: NodeEntry) -> dict[str, Any]:
         case = await case_or_404(case_id)
         center = case_center(case)
@@ -184,9 +187,10 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
         views = {v.key: v for v in await cases.nodes.view(case)}
         return _node(views[key])
 
-    @router.put("/{case_id}/facts/{name}")
+    @router.put("/{case_id}/facts/{name}", dependencies=[may_enter])
     async def set_fact(case_id: str, name: str, body: FactEntry) -> dict[str, Any]:
         case = await case_or_404(case_id)
+        facts = (await asyncio.to_thread(indicators.current)).facts
         spec = facts.get(name)
         if spec is None:
             raise HTTPException(

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_store import FhirStore, FhirStoreError
+from pathways.access import may_read
 from pathways.archive import CaseNotFound, build_archive
 
 __all__ = ["build_archive_router"]
@@ -19,7 +20,7 @@ __all__ = ["build_archive_router"]
 def build_archive_router(database: AsyncEngine) -> APIRouter:
     """The archive route over the FHIR store in `database` (which `serve` has migrated)."""
     store = FhirStore(database)  # reads only: it opens no write connections
-    router = APIRouter(tags=["cases"])
+    router = APIRouter(tags=["cases"], dependencies=[may_read])
 
     @router.get("/api/cases/{case_id}/archive")
     async def case_archive(case_id: str) -> JSONResponse:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pathways.capture import activations_in, captures_in, facts_in, patient_of
 from pathways.case_store import case_time_nodes
+from pathways.encounter_links import link_encounter
 from pathways.nodes import ENGINE, Nodes
 from pathways.resolve import CORRECTION
 from pathways.shapes import (
@@ -168,6 +169,7 @@ class Cases:
     async def _apply(self, case: dict[str, Any], resource: Mapping[str, Any]) -> None:
         pathway = self.pathways.by_center[self._center(case)]
         reference = f"{resource['resourceType']}/{resource['id']}"
+        await link_encounter(self.records, case, resource, pathway.lookback_h)
         mode = arrival_mode_of(case)
         case = await self._set_facts(case, facts_in(resource, pathway), reference)
         found = await captures_in(resource, pathway, self.timezone, self.records.read)

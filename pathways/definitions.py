@@ -122,6 +122,7 @@ class _PathwayFile(_Strict):
     description: StrictStr = ""
     tolerance_s: StrictInt = Field(default=300, ge=0)
     lookback_h: StrictInt = Field(default=24, ge=0)
+    alerts_late_after_min: StrictInt = Field(default=30, ge=0)
     closes_on: list[StrictStr] = Field(default_factory=list)
     activation: list[_ActivationFile] = Field(default_factory=list)
     facts: list[_FactFile] = Field(default_factory=list)
@@ -262,6 +263,7 @@ class Pathway:
     facts: tuple[FactRule, ...]
     nodes: Mapping[str, NodeDefinition]
     clocks: tuple[ClockRule, ...] = ()  # running clocks and their alerts (docs/alerts.md)
+    alerts_late_after_min: int = 30  # a deadline older than this when found: late-discovered
 
     def captures(self) -> list[Capture]:
         return [c for node in self.nodes.values() for c in node.captures]
@@ -431,6 +433,7 @@ class _Compiler:
             tolerance_s=parsed.tolerance_s,
             lookback_h=parsed.lookback_h,
             closes_on=frozenset(parsed.closes_on),
+            alerts_late_after_min=parsed.alerts_late_after_min,
             activations=activations,
             facts=facts,
             nodes=nodes,

@@ -11,7 +11,8 @@ population changed, the case was entered in error) is deleted. An indicator whos
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.mapping.functions import make_id
@@ -38,11 +39,12 @@ def interval_id(case_id: str, standard: str, indicator: str) -> str:
 class IntervalWriter:
     """The case hook that writes the interval Observations of the indicator definitions."""
 
-    def __init__(self, records: Records, definitions: Catalogue) -> None:
+    def __init__(self, records: Records, definitions: Callable[[], Catalogue]) -> None:
         self.records = records
+        # the definitions now (`IndicatorDefinitions.current`: an edited file counts at once)
         self.definitions = definitions
 
-    def wanted(self, timeline: CaseTimeline) -> dict[str, dict[str, Any]]:
+    def wanted(self, timeline: CaseTimeline, definitions: Catalogue) -> dict[str, dict[str, Any]]:
         """The interval Observations the case should have now, by id."""
         if timeline.status in NOT_COUNTED:
             return {}
@@ -50,7 +52,7 @@ class IntervalWriter:
             key: f"Observation/{node_id(timeline.case_id, key)}" for key in timeline.nodes
         }
         wanted: dict[str, dict[str, Any]] = {}
-        for standard in self.definitions.standards_for(timeline.center):
+        for standard in definitions.standards_for(timeline.center):
             results = evaluate_case(timeline, standard)
             for observation in interval_observations(timeline, results, references):
                 indicator = observation["code"]["coding"][0]["code"]
@@ -61,7 +63,7 @@ class IntervalWriter:
         return wanted
 
     async def __call__(self, timeline: CaseTimeline) -> None:
-        wanted = self.wanted(timeline)
+        wanted = self.wanted(timeline, await asyncio.to_thread(self.definitions))
         held = {
             o["id"]: o
             for o in await search_all(

@@ -4,27 +4,37 @@ Per indicator, one panel: monthly mean (bars) and median (line) in minutes with 
 month, the per-case limit (and a mean/median target) as horizontal lines, and the compliance
 rate on a second axis against its target. Rate indicators show the monthly rate against its
 target. matplotlib's object API on the Agg canvas (no pyplot state, safe in worker threads).
+
+Titles, axes and legends are in Chinese with the English beside them, set in Noto Sans CJK SC:
+the `noto-cjk-sans-otc` package ships Google's Noto Sans CJK collection (SIL OFL 1.1) from PyPI,
+so a chart renders the same on any machine, with no system font to install.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import threading
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from pathways.qc import QcReport
+from pathways.vocabulary import CENTER_LABELS, CENTERS
 
-__all__ = ["NothingToPlot", "render_plot"]
+__all__ = ["NothingToPlot", "build_figure", "render_plot"]
 
 _BAR = "#4C72B0"
 _MEDIAN = "#DD8452"
 _LIMIT = "#C44E52"
 _COMPLIANCE = "#55A868"
+_CJK_FACE = "Noto Sans CJK SC"  # simplified Chinese forms; the collection holds JP/KR/TC/HK too
+_FONT_LOCK = threading.Lock()
 
 
 class NothingToPlot(ValueError):
@@ -33,6 +43,14 @@ class NothingToPlot(ValueError):
 
 def render_plot(reports: Sequence[QcReport], indicators: Sequence[str] = ()) -> bytes:
     """A PNG with one panel per interval or rate indicator of the reports (or those named)."""
+    figure = build_figure(reports, indicators)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def build_figure(reports: Sequence[QcReport], indicators: Sequence[str] = ()) -> Figure:
+    """The chart `render_plot` draws, its texts set in the CJK face."""
     panels = [
         (report, item)
         for report in reports
@@ -49,9 +67,10 @@ def render_plot(reports: Sequence[QcReport], indicators: Sequence[str] = ()) -> 
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False)
     for (report, item), ax in zip(panels, axes.flat, strict=False):
-        title = f"{item['id']}: {item['name']}  [{report.standard.id}]"
+        name = f"{item['name_zh']} {item['name']}" if item.get("name_zh") else item["name"]
+        title = f"{item['id']}: {name}  [{report.standard.id}]"
         if not item["confirmed"]:
-            title += "  (threshold not confirmed)"
+            title += "  (阈值未确认 unconfirmed)"
         if item["kind"] == "interval":
             _interval_panel(ax, item, title)
         else:
@@ -59,16 +78,37 @@ def render_plot(reports: Sequence[QcReport], indicators: Sequence[str] = ()) -> 
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     first = reports[0]
+    center = first.standard.center
     figure.suptitle(
-        f"Quality indicators, {first.standard.center.replace('_', ' ')} center, "
-        f"{first.months[0]} to {first.months[-1]}",
-        fontsize=15,
-        fontweight="bold",
+        f"{_center_label(center)}质控指标  Quality indicators, {center.replace('_', ' ')} center, "
+        f"{first.months[0]} – {first.months[-1]}",
+        fontsize=16,  # not bold: the package ships the Regular weight only
     )
+    families = [_cjk_family(), "DejaVu Sans"]  # DejaVu for what the CJK face lacks
+    for text in figure.findobj(Text):
+        text.set_fontfamily(families)
     figure.tight_layout(rect=(0, 0, 1, 0.96))
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure
+
+
+def _center_label(center: str) -> str:
+    return next((CENTER_LABELS[c] for c in CENTERS if c == center), "")
+
+
+@lru_cache(maxsize=1)
+def _cjk_family() -> str:
+    """Register the shipped Noto Sans CJK collection with matplotlib once; its SC face's name."""
+    from matplotlib import font_manager
+    from noto_cjk_sans_otc import FONT_PATH
+
+    path = str(FONT_PATH)
+    with _FONT_LOCK:
+        known = font_manager.fontManager.ttflist
+        if not any(entry.fname == path for entry in known):
+            font_manager.fontManager.addfont(path)
+        names = [entry.name for entry in known if entry.fname == path]
+    # a matplotlib that reads only a collection's first face (JP) still has every hanzi
+    return _CJK_FACE if _CJK_FACE in names else names[0]
 
 
 def _month_labels(months: list[dict[str, Any]]) -> list[str]:
@@ -84,16 +124,18 @@ def _interval_panel(ax: Axes, item: dict[str, Any], title: str) -> None:
     x = list(range(len(months)))
     means = [_minutes(m["mean_seconds"]) for m in months]
     medians = [_minutes(m["median_seconds"]) for m in months]
-    ax.bar(x, means, color=_BAR, alpha=0.85, label="mean (min)", zorder=2)
-    ax.plot(x, medians, color=_MEDIAN, marker="o", linewidth=2, label="median (min)", zorder=3)
+    ax.bar(x, means, color=_BAR, alpha=0.85, label="均值 mean (min)", zorder=2)
+    ax.plot(x, medians, color=_MEDIAN, marker="o", linewidth=2, label="中位数 median (min)",
+            zorder=3)  # fmt: skip
     limit = item["per_case_limit"]
     if limit and "seconds" in limit:
-        _line(ax, limit["seconds"] / 60, _LIMIT, "--", f"per-case limit {limit['text']}")
-    for name in ("mean", "median"):
+        _line(ax, limit["seconds"] / 60, _LIMIT, "--", f"单例时限 per-case limit {limit['text']}")
+    for name, zh in (("mean", "均值"), ("median", "中位数")):
         target = item["targets"].get(name)
         if target and (not limit or target["seconds"] != limit.get("seconds")):
-            _line(ax, target["seconds"] / 60, _LIMIT, ":", f"{name} target {target['text']}")
-    ax.set_ylabel("minutes")
+            _line(ax, target["seconds"] / 60, _LIMIT, ":",
+                  f"{zh}目标 {name} target {target['text']}")  # fmt: skip
+    ax.set_ylabel("分钟 minutes")
     ax.set_xticks(x, _month_labels(months), fontsize=9)
     ax.set_title(title, fontsize=11)
     ax.grid(axis="y", alpha=0.3, zorder=0)
@@ -108,12 +150,14 @@ def _interval_panel(ax: Axes, item: dict[str, Any], title: str) -> None:
         compliance = [
             math.nan if m["compliance"] is None else m["compliance"] * 100 for m in months
         ]
-        twin.plot(x, compliance, color=_COMPLIANCE, marker="s", linewidth=2, label="compliance (%)")
+        twin.plot(x, compliance, color=_COMPLIANCE, marker="s", linewidth=2,
+                  label="达标率 compliance (%)")  # fmt: skip
         goal = item["targets"].get("compliance_rate_min")
         if goal is not None:
-            _line(twin, goal * 100, _COMPLIANCE, ":", f"compliance target ≥ {goal * 100:g} %")
+            _line(twin, goal * 100, _COMPLIANCE, ":",
+                  f"达标率目标 compliance target ≥ {goal * 100:g} %")  # fmt: skip
         twin.set_ylim(0, 110)
-        twin.set_ylabel("compliance (%)")
+        twin.set_ylabel("达标率 compliance (%)")
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     _legend_below(ax, handles, labels)
@@ -123,14 +167,14 @@ def _rate_panel(ax: Axes, item: dict[str, Any], title: str) -> None:
     months = item["months"]
     x = list(range(len(months)))
     rates = [math.nan if m["rate"] is None else m["rate"] * 100 for m in months]
-    ax.bar(x, rates, color=_BAR, alpha=0.85, label="rate (%)", zorder=2)
-    for name, label in (("rate_min", "target ≥"), ("rate_max", "target ≤")):
+    ax.bar(x, rates, color=_BAR, alpha=0.85, label="比例 rate (%)", zorder=2)
+    for name, label in (("rate_min", "目标 target ≥"), ("rate_max", "目标 target ≤")):
         goal = item["targets"].get(name)
         if goal is not None:
             _line(ax, goal * 100, _LIMIT, "--", f"{label} {goal * 100:g} %")
     ax.set_ylim(0, 110)
     _values_at_foot(ax, x, rates, "{:.0f}%")
-    ax.set_ylabel("rate (%)")
+    ax.set_ylabel("比例 rate (%)")
     ax.set_xticks(x, _month_labels(months), fontsize=9)
     ax.set_title(title, fontsize=11)
     ax.grid(axis="y", alpha=0.3, zorder=0)

@@ -19,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.errors import ConfigError
 from fhir_store import FhirStore
+from pathways.access import may_read
 from pathways.case_store import NotACase
-from pathways.indicator_definitions import Catalogue, load_catalogue
+from pathways.indicator_definitions import Catalogue
+from pathways.indicator_loader import indicator_definitions
 from pathways.months import months_between
 from pathways.qc import QcReport
 from pathways.qc_output import as_csv
@@ -56,11 +58,13 @@ def build_qc_router(database: AsyncEngine) -> APIRouter:
     """The QC API over the FHIR store in `database` (read only)."""
     store = FhirStore(database)
 
-    router = APIRouter(prefix="/api/qc", tags=["qc"], lifespan=store.closing)
+    router = APIRouter(
+        prefix="/api/qc", tags=["qc"], lifespan=store.closing, dependencies=[may_read]
+    )
 
     async def catalogue() -> Catalogue:
-        try:  # read per request: an edited definition counts at once
-            return await asyncio.to_thread(load_catalogue)
+        try:  # the loader the subscriber uses: an edited definition counts at once for both
+            return await asyncio.to_thread(indicator_definitions().current)
         except ConfigError as exc:
             raise HTTPException(500, f"indicator definitions: {exc}") from exc
 

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_store import FhirStore, FhirStoreError, NotFound, PayloadTooLarge
+from pathways.access import may_enter, may_read
 from pathways.scores import (
     ScoreInputError,
     UnknownScoreError,
@@ -64,11 +65,11 @@ def build_score_router(
     lifespan = None if store is not None else fhir.closing
     router = APIRouter(prefix="/api/scores", tags=["scores"], lifespan=lifespan)
 
-    @router.get("")
+    @router.get("", dependencies=[may_read])
     async def list_scores() -> JSONResponse:
         return JSONResponse([_description(name) for name in score_tables()])
 
-    @router.post("/{name}")
+    @router.post("/{name}", dependencies=[may_enter])
     async def store_score(name: str, request: Request) -> JSONResponse:
         try:
             table = score_table(name)

@@ -25,6 +25,7 @@ from pathways.vocabulary import (
     CASE_EXTENSION,
     CASE_FACT_EXTENSION,
     CASE_SEARCH_PARAMETER,
+    CENTER_LABELS,
     CENTER_SYSTEM,
     CENTER_TYPE_CODES,
     CENTERS,
@@ -450,10 +451,7 @@ def code_systems(pathways: Pathways) -> list[dict[str, Any]]:
     if CORRECTION not in catalogue.source_kinds:
         sources.append({"code": CORRECTION, "display": "人工更正"})
     sources += [{"code": k, "display": v} for k, v in _RESOLUTION_RULES.items()]
-    centers = [
-        {"code": CENTER_TYPE_CODES[c], "display": d}
-        for c, d in zip(CENTERS, ("胸痛中心", "卒中中心", "创伤中心"), strict=True)
-    ]
+    centers = [{"code": CENTER_TYPE_CODES[c], "display": CENTER_LABELS[c]} for c in CENTERS]
     flags = [
         {"code": "conflict", "display": "来源时间不一致，需复核"},
         {"code": "proxy", "display": "代理时间(如挂号时间代替到院时间)"},

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from datetime import tzinfo
+from datetime import timedelta, tzinfo
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.subscribers import SubscriberContext
-from fhir_store import ChangeEvent, ChangeFeed, FhirStore
+from fhir_store import ChangeEvent, ChangeFeed, FhirStore, VersionConflict
 from pathways.alert_journal import journalled_alert_keys
 from pathways.alerts import AcceptInto, AlertScheduler, JournalledKeys
 from pathways.case_store import OPEN_STATUSES, NotACase, load_case, load_open_timelines
 from pathways.cases import Cases
 from pathways.definitions import Pathways, load_pathways
-from pathways.indicator_definitions import Catalogue, load_catalogue
+from pathways.indicator_definitions import Catalogue
+from pathways.indicator_loader import IndicatorDefinitions, indicator_definitions
 from pathways.intervals import INTERVAL_PREFIX, IntervalWriter
 from pathways.nodes import CaseHook, Nodes
 from pathways.records import Records
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 # Entry point group of callables `async (CaseTimeline) -> None` run after a case's nodes are
 # resolved: indicators and running clocks plug in here.
 CASE_HOOKS = "greenchannel.case_hooks"
+_PUBLISH_ATTEMPTS = 3  # a concurrent publisher of the same content wins a race at most once
 _OWN_TYPES = frozenset({"EpisodeOfCare", "Provenance", "CodeSystem", "SearchParameter"})
 _NODE_PREFIX = "tn-"
 _CANDIDATE_PREFIX = "tnc-"
@@ -69,11 +71,24 @@ async def publish(store: FhirStore, pathways: Pathways) -> None:
     """PUT the CodeSystems and SearchParameters (unchanged content makes no new version);
     a new SearchParameter reindexes the Observations written before it."""
     for system in code_systems(pathways):
-        await store.update("CodeSystem", system["id"], system)
+        await _put_published(store, system)
     for parameter in search_parameters():
-        _, created = await store.update("SearchParameter", parameter["id"], parameter)
-        if created:
+        if await _put_published(store, parameter):
             await store.reindex(parameter["base"])
+
+
+async def _put_published(store: FhirStore, resource: dict[str, Any]) -> bool:
+    """PUT one published resource; True when it was created. The subscriber and the cases
+    router (on its first request) publish the same content at start: one that loses the write
+    race writes again and finds it unchanged (the winner reindexes)."""
+    for _ in range(_PUBLISH_ATTEMPTS - 1):
+        try:
+            _, created = await store.update(resource["resourceType"], resource["id"], resource)
+            return bool(created)
+        except VersionConflict:
+            continue
+    _, created = await store.update(resource["resourceType"], resource["id"], resource)
+    return bool(created)
 
 
 def installed_hooks() -> list[CaseHook]:
@@ -98,7 +113,7 @@ class PathwaySubscriber:
         poll_interval_s: float = 1.0,
         accept: AcceptInto | None = None,
         journalled: JournalledKeys | None = None,
-        indicators: Catalogue | None = None,
+        indicators: Catalogue | IndicatorDefinitions | None = None,
     ) -> None:
         self._name = name
         self._pathways = pathways
@@ -115,10 +130,17 @@ class PathwaySubscriber:
                 open_timelines=lambda: load_open_timelines(self._store),
                 journalled=journalled,
                 timezone=timezone,
+                late_after={
+                    center: timedelta(minutes=pathway.alerts_late_after_min)
+                    for center, pathway in pathways.by_center.items()
+                },
             )
         records = Records(self._store, timezone)
-        # the indicator definitions as they were at start (a changed file counts on restart)
-        intervals = IntervalWriter(records, indicators or load_catalogue())
+        # the one loader the QC API reads too: an edited definition counts for both at once
+        loader = indicators if indicators is not None else indicator_definitions()
+        intervals = IntervalWriter(
+            records, loader.current if isinstance(loader, IndicatorDefinitions) else lambda: loader
+        )
         own: list[CaseHook] = [self._clocks, intervals]
         self.cases = Cases(Nodes(records, pathways, [*own, *hooks]))
         self._kinds = pathways.resource_types()
@@ -225,5 +247,5 @@ class PathwaySubscriberFactory:
             hooks=installed_hooks(),
             accept=context.accept,
             journalled=journalled,
-            indicators=load_catalogue(self._folder),
+            indicators=indicator_definitions(self._folder),
         )

@@ -18,8 +18,10 @@ __all__ = [
     "CAPTURE_RULE_EXTENSION",
     "CASE_EXTENSION",
     "CASE_FACT_EXTENSION",
+    "CASE_LINK_EXTENSION",
     "CASE_SEARCH_PARAMETER",
     "CENTERS",
+    "CENTER_LABELS",
     "CENTER_SYSTEM",
     "CENTER_TYPE_CODES",
     "CONFLICT_EXTENSION",
@@ -53,6 +55,11 @@ BASE: Final = "https://greenchannel.example.org/fhir"
 CENTER_SYSTEM: Final = f"{BASE}/CodeSystem/center"
 Center = Literal["chest_pain", "stroke", "trauma"]
 CENTERS: Final[tuple[Center, ...]] = ("chest_pain", "stroke", "trauma")
+CENTER_LABELS: Final[dict[Center, str]] = {
+    "chest_pain": "胸痛中心",
+    "stroke": "卒中中心",
+    "trauma": "创伤中心",
+}
 # The codes in CENTER_SYSTEM (FHIR codes use hyphens; config and Python use the keys above).
 CENTER_TYPE_CODES: Final[dict[Center, str]] = {
     "chest_pain": "chest-pain",
@@ -75,6 +82,8 @@ ARRIVAL_MODES: Final[tuple[ArrivalMode, ...]] = ("ems", "transfer", "self", "in_
 # reperfusion strategy, exclusion flags such as give_up_treatment, ISS): on the EpisodeOfCare,
 # a complex extension with sub-extensions `name` (valueCode) and `value` (value[x]).
 CASE_FACT_EXTENSION: Final = f"{BASE}/StructureDefinition/case-fact"
+# On an Encounter.episodeOfCare reference the pathway engine added (mappings keep those).
+CASE_LINK_EXTENSION: Final = f"{BASE}/StructureDefinition/case-link"
 
 # On an Observation (time node, score, interval): valueReference to the EpisodeOfCare.
 CASE_EXTENSION: Final = f"{BASE}/StructureDefinition/case"

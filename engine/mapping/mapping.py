@@ -28,6 +28,7 @@ from engine.mapping.expression import (
 )
 from engine.mapping.functions import ValueProblem, to_text
 from engine.mapping.groups import GroupSpec, find_groups
+from engine.mapping.merge import MERGE_KEEP_EXTENSION, parse_keep
 from engine.mapping.tables import CodeTable, load_table
 from engine.mapping.templates import TemplateDef, load_template_file
 from engine.mapping.yamlfile import KeyPath, PositionMap, format_key, load_yaml
@@ -78,6 +79,7 @@ class _Resource:
     resource_type: str
     build: Evaluator
     each: bool
+    keep: tuple[str, ...] = ()  # merge mode: the stored resource's elements kept on a rewrite
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,6 +149,10 @@ class Mapping:
         under a taken id is the mapping's mistake, reported naming the rule."""
         entry = _entry(resource.resource_type, item)
         url = entry["request"]["url"]
+        if resource.keep and entry["request"]["method"] == "PUT":
+            entry["request"]["extension"] = [
+                {"url": MERGE_KEEP_EXTENSION, "valueString": rule} for rule in resource.keep
+            ]
         if entry["request"]["method"] == "PUT":
             if url in written:
                 if written[url] == item:
@@ -388,10 +394,32 @@ class _Compiler:
             rtype = body.get("resourceType")
             if not isinstance(rtype, str) or not re.fullmatch(r"[A-Z][A-Za-z]+", rtype):
                 raise self.error("needs a fixed `resourceType` such as Patient", path)
+            keep = self.keep_rules(body.get("merge"), path + ("merge",))
+            body = {key: value for key, value in body.items() if key != "merge"}
             build = self.template(body, path, names)
-            resources.append(_Resource(name, rtype, build, "each" in body))
+            resources.append(_Resource(name, rtype, build, "each" in body, keep))
             self.refs = self.refs | {name}
         return resources
+
+    def keep_rules(self, merge: Any, path: KeyPath) -> tuple[str, ...]:
+        """`merge: {keep: [element, "element.where(...)", ...]}`: the stored resource's
+        elements another writer owns, kept when this mapping rewrites the resource."""
+        if merge is None:
+            return ()
+        if not isinstance(merge, dict) or set(merge) != {"keep"}:
+            raise self.error("must be `{keep: [element, ...]}`", path)
+        rules = merge["keep"]
+        if not isinstance(rules, list) or not rules:
+            raise self.error("a list of one or more keep rules", path + ("keep",))
+        for index, rule in enumerate(rules):
+            where = path + ("keep", index)
+            if not isinstance(rule, str):
+                raise self.error("a keep rule is text: `episodeOfCare` or `x.where(...)`", where)
+            try:
+                parse_keep(rule)
+            except ConfigError as error:
+                raise self.error(error.message, where) from None
+        return tuple(rule.strip() for rule in rules)
 
     def check_name(self, name: str, path: KeyPath) -> None:
         if not _NAME.fullmatch(name) or name in _RESERVED_NAMES:

@@ -185,6 +185,36 @@ async def test_a_restart_does_not_raise_an_alert_again_and_resolves_it_once(site
     assert [a["status"] for a in listed["alerts"]] == ["resolved"]
 
 
+async def test_a_deadline_long_past_is_journalled_and_listed_but_pushed_to_nobody(
+    site: Site,
+) -> None:
+    """A case from a replayed backlog (door three days ago, no needle): the missed door-to-needle
+    steps are journalled and listed as late-discovered at severity info; the websocket, where
+    people are alerted, gets nothing; a case of now still reaches it."""
+    async with site.engine() as engine:
+        url = f"ws://127.0.0.1:{engine.http_port}/api/alerts/websocket"
+        async with websockets.connect(url, additional_headers=AUTH) as socket:
+            old_case = await site.chest_pain_case(_local_now(engine) - timedelta(days=3))
+
+            async def journalled() -> bool:
+                listed = await _alerts(engine, status="open", case=old_case)
+                return len(listed["alerts"]) >= 1
+
+            await wait_until(journalled, timeout_s=20)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(socket.recv(), 1.5)  # nobody paged
+            door = _local_now(engine) - timedelta(minutes=20) + timedelta(seconds=1)
+            new_case = await site.chest_pain_case(door)
+            pushed = await _next_alert(socket)
+            listed = await _alerts(engine, status="open", case=old_case)
+
+    late = [a["raised"] for a in listed["alerts"]]
+    assert late and all(r["late_discovered"] is True for r in late)
+    assert all(r["step"]["severity"] == "info" for r in late)
+    assert {r["step"]["severity_on_time"] for r in late} <= {"warning", "critical"}
+    assert pushed["case"]["id"] == new_case and "late_discovered" not in pushed
+
+
 async def test_the_websocket_and_the_listing_refuse_a_client_without_a_token(site: Site) -> None:
     async with site.engine() as engine:
         url = f"ws://127.0.0.1:{engine.http_port}/api/alerts/websocket"

@@ -219,7 +219,8 @@ class Scenario:
         self.indicator_gaps = indicator_gaps or {}
         self.duplicate_case = duplicate_case
         # clocks whose start reaches the engine a file before their end: replaying the case
-        # (long past its deadlines) must page for them, and resolve the page
+        # (long past its deadlines) journals their alerts, late-discovered (nobody is paged:
+        # docs/alerts.md), and resolves them
         self.pages = pages or set()
 
     def instant(self, text: str, replay: Replay) -> datetime:
@@ -575,6 +576,27 @@ def test_time_nodes_are_plain_fhir_observations(
     assert all(n["derivedFrom"] for n in nodes)
 
 
+def test_the_visits_of_the_case_point_to_it_after_the_discharge(
+    engine: Engine, replays: dict[str, Replay]
+) -> None:
+    """The 120 STEMI: the ambulance leg POSTed by the 120 feed and the ED visit of the ADT feed
+    (and the UWB stays' Encounter) point to the case (`Encounter?episode-of-care=`), after the
+    A03 rewrote the visit."""
+    replay = replays["stemi_120"]
+
+    def visits() -> list[dict[str, Any]] | None:
+        bundle = engine.client.get("/fhir/Encounter", params={
+            "episode-of-care": f"EpisodeOfCare/{replay.case_id}"}).json()  # fmt: skip
+        found = [e["resource"] for e in bundle.get("entry", [])]
+        classes = {e["class"]["code"] for e in found}
+        return found if {"EMER", "FLD"} <= classes else None
+
+    found = eventually(visits, "the ambulance leg and the ED visit", timeout=10)
+    emer = [e for e in found if e["class"]["code"] == "EMER"]
+    assert [e["status"] for e in emer] == ["finished"]  # the A03 was applied, the link kept
+    assert all(e["subject"]["reference"] == replay.patient for e in found)
+
+
 @pytest.mark.parametrize(
     ("name", "door"),
     [
@@ -751,6 +773,10 @@ def test_no_alert_stays_open_once_the_end_nodes_are_in(
     for alert in alerts:
         assert alert["resolved"]["resolution"]["reason"] in {"end_node", "case_closed"}, alert
     assert SCENARIOS[name].pages <= {a["rule"] for a in alerts}
+    if not SCENARIOS[name].now_relative:  # days-old instants: every deadline long past
+        assert all(a["raised"]["late_discovered"] is True for a in alerts)
+        pushed = {m["alert"] for m in engine.pushed}
+        assert not pushed & {a["alert"] for a in alerts}  # nobody paged
 
 
 def test_late_lytic_start_pages_door_to_needle_and_resolves_it(

@@ -100,7 +100,9 @@ def _door_due_in(seconds: float, minutes: int = 45) -> datetime:
 
 @contextlib.asynccontextmanager
 async def running(
-    journal: Journal, open_cases: Iterable[CaseTimeline] = ()
+    journal: Journal,
+    open_cases: Iterable[CaseTimeline] = (),
+    late_after: dict[str, timedelta] | None = None,
 ) -> AsyncIterator[AlertScheduler]:
     cases = list(open_cases)
 
@@ -113,6 +115,7 @@ async def running(
         open_timelines=open_timelines,
         journalled=journal.journalled,
         timezone=CST,
+        late_after=late_after,
     )
     task = asyncio.create_task(scheduler.run())
     try:
@@ -326,3 +329,33 @@ async def test_the_message_example_of_the_docs_has_the_fields_of_a_raised_alert(
     assert example.keys() == raised.keys()
     for part in ("case", "rule", "step"):
         assert example[part].keys() == raised[part].keys()
+
+
+async def test_a_deadline_long_past_when_found_is_journalled_late_and_pages_nobody() -> None:
+    """A backlog replayed from the journal: a door three days ago without a needle. Both steps
+    are recorded as missed (journalled), flagged late-discovered at severity info; a case whose
+    warning passed five minutes ago (within the 30 minutes) is paged as usual."""
+    journal = Journal()
+    old = replace(_case(_now() - timedelta(days=3)), case_id="old")
+    recent = replace(_case(_now() - timedelta(minutes=50)), case_id="recent")
+    async with running(journal, [old, recent], late_after={"stroke": timedelta(minutes=30)}):
+        await _until(lambda: len(journal.rows) == 3)
+    assert sorted(journal.keys()) == [
+        "alert/old/stroke.dnt/limit/raised",
+        "alert/old/stroke.dnt/warning/raised",
+        "alert/recent/stroke.dnt/warning/raised",
+    ]
+    for step, on_time in (("warning", "warning"), ("limit", "critical")):
+        late = journal.message(f"alert/old/stroke.dnt/{step}/raised")
+        assert late["late_discovered"] is True
+        assert late["step"]["severity"] == "info" and late["step"]["severity_on_time"] == on_time
+        assert late["missed_by_s"] >= 3 * 24 * 3600 - (45 if step == "warning" else 60) * 60 - 5
+    paged = journal.message("alert/recent/stroke.dnt/warning/raised")
+    assert "late_discovered" not in paged and paged["step"]["severity"] == "warning"
+
+
+async def test_without_a_threshold_every_reached_deadline_is_paged() -> None:
+    journal = Journal()
+    async with running(journal, [_case(_now() - timedelta(days=3))]):
+        await _until(lambda: len(journal.rows) == 2)
+    assert all("late_discovered" not in journal.message(k) for k in journal.keys())

@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from engine.testing import as_role
 from fhir_store import FhirStore, build_router
 from pathways.api import build_router as build_cases_router
 from pathways.definitions import Pathways
@@ -25,7 +26,7 @@ WHO = "王护士 (triage)"
 
 @contextlib.asynccontextmanager
 async def serve(store: FhirStore, pathways: Pathways) -> AsyncIterator[httpx.AsyncClient]:
-    app = FastAPI()
+    app = FastAPI(dependencies=[Depends(as_role("clinician"))])  # as the token gate sets it
     app.include_router(build_router(store.database, store=store))
     app.include_router(build_cases_router(store.database, pathways=pathways))
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as http:

@@ -7,6 +7,7 @@ import csv
 import io
 import random
 import statistics
+import warnings
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from pathways.indicator_definitions import Catalogue, load_catalogue
 from pathways.qc import qc_report
 from pathways.qc_output import as_csv, as_table
-from pathways.qc_plot import render_plot
+from pathways.qc_plot import build_figure, render_plot
 from pathways.timeline import CaseTimeline
 from tests.pathways.cases import CST, case, stemi_pci
 
@@ -179,3 +180,30 @@ def test_compliance_is_also_given_per_risk_stratum(catalogue: Catalogue) -> None
         "high": {"n": 1, "met": 1, "compliance": 1.0},
         "very_high": {"n": 2, "met": 1, "compliance": 0.5},
     }
+
+
+@pytest.mark.parametrize(
+    ("center", "standard", "heading"),
+    [("chest_pain", "cpc-recert", "胸痛中心质控指标"), ("stroke", "local", "卒中中心质控指标"),
+     ("trauma", "local", "创伤中心质控指标")],
+)  # fmt: skip
+def test_the_chart_is_in_chinese_and_every_glyph_is_drawn(
+    catalogue: Catalogue, center: str, standard: str, heading: str
+) -> None:
+    """Every indicator's Chinese name in its panel title; drawn to PNG with warnings as
+    errors, so a character the font lacks (matplotlib's "Glyph … missing") fails here."""
+    definitions = catalogue.standard(center, standard)
+    cases = [stemi_pci(str(n), 3000 + 600 * n) for n in range(3)] if center == "chest_pain" else []
+    report = qc_report(cases, definitions, ["2026-02", "2026-03"])
+    figure = build_figure([report])
+    texts = [t.get_text() for t in figure.findobj(lambda o: hasattr(o, "get_text"))]
+    assert any(t.startswith(heading) for t in texts), texts[:5]
+    plotted = [i for i in report.as_dict()["indicators"] if i["kind"] in ("interval", "rate")]
+    for item in plotted:
+        if item["name_zh"]:
+            assert any(item["name_zh"] in t for t in texts), item["id"]
+    assert any("达标率" in t or "比例" in t for t in texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = render_plot([report])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")

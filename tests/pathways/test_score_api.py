@@ -10,8 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from engine.testing import as_role
 from fhir_store import build_router, migrate
 from fhir_store.app import create_database
 from pathways.score_router import build_score_router
@@ -37,7 +38,7 @@ async def serve(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """Both routers as the engine mounts them, served by uvicorn on a free 127.0.0.1 port."""
     database = create_database(database_url)
     await migrate(database)
-    app = FastAPI()
+    app = FastAPI(dependencies=[Depends(as_role("clinician"))])  # as the token gate sets it
     app.include_router(build_router(database))
     app.include_router(build_score_router(database))
     try:

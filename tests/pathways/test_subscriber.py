@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from sqlalchemy import text
 from engine.connectors import Inbound, Receipt
 from engine.testing import wait_until
 from fhir_store import ChangeFeed, FhirStore, parse_search
+from pathways.indicator_loader import indicator_definitions
 from pathways.nodes import Nodes
 from pathways.records import Records
 from pathways.subscriber import PathwaySubscriber
@@ -23,6 +26,7 @@ from pathways.timeline import CaseTimeline
 from pathways.vocabulary import (
     ARRIVAL_MODE_EXTENSION,
     CASE_EXTENSION,
+    CASE_LINK_EXTENSION,
     OBSERVATION_CATEGORY_SYSTEM,
     TIME_NODE_SYSTEM,
 )
@@ -621,3 +625,78 @@ async def test_the_case_intervals_follow_its_nodes_and_facts(
     )
     await first.catch_up()
     assert await intervals(store, case["id"]) == {}
+
+
+async def test_the_visits_of_a_case_the_engine_opened_point_to_it(
+    store: FhirStore, subscriber: Build, database: Any
+) -> None:
+    """The ED visit of the walk-in STEMI and the ambulance leg link the case; a visit of last
+    month and another patient's visit do not; replayed events write nothing more."""
+    last_month = r.ed_visit("v0", start="2026-10-20T10:00:00+08:00") | {
+        "status": "finished",
+        "period": {"start": "2026-10-20T10:00:00+08:00", "end": "2026-10-20T16:00:00+08:00"},
+    }
+    other = r.ed_visit("v9", pid="p9")
+    await put(store, r.patient(), r.patient("p9"), last_month, other, r.ambulance_leg())
+    await stemi_walk_in(store)
+    await (await subscriber()).catch_up()
+    case = await the_case(store)
+    link = [
+        {
+            "extension": [{"url": CASE_LINK_EXTENSION, "valueCode": "pathway-engine"}],
+            "reference": f"EpisodeOfCare/{case['id']}",
+        }
+    ]
+    for visit in ("v1", "amb1"):
+        encounter = await store.read("Encounter", visit)
+        assert encounter["episodeOfCare"] == link, visit
+        (provenance,) = await search(store, "Provenance", target=f"Encounter/{visit}")
+        assert provenance["entity"] == [
+            {"role": "source", "what": {"reference": f"EpisodeOfCare/{case['id']}"}}
+        ]
+    for visit in ("v0", "v9"):
+        assert "episodeOfCare" not in await store.read("Encounter", visit), visit
+    found = await search(store, "Encounter", episode_of_care=f"EpisodeOfCare/{case['id']}")
+    assert sorted(e["id"] for e in found) == ["amb1", "v1"]  # plain FHIR search finds them
+    versions = (await store.read("Encounter", "v1"))["meta"]["versionId"]
+    await rewind(database)
+    await (await subscriber()).catch_up()
+    assert (await store.read("Encounter", "v1"))["meta"]["versionId"] == versions
+
+
+async def test_the_interval_writer_sees_an_edited_definition_without_a_restart(
+    store: FhirStore, database: Any, pathways: Any, tmp_path: Path
+) -> None:
+    """The QC office adds a standard version while the engine runs: the next change of the
+    case writes its intervals under the new version too (the loader the QC API reads too)."""
+    folder = _copy_of_the_pathways(tmp_path)
+    running = PathwaySubscriber(
+        database, name="pathways", timezone=CST, pathways=pathways,
+        indicators=indicator_definitions(folder),
+    )  # fmt: skip
+    await running.start()
+    try:
+        await stemi_walk_in(store)
+        await running.catch_up()
+        case = await the_case(store)
+        assert "cpc.trop_tat (standard cpc-recert)" in await intervals(store, case["id"])
+        _add_a_standard(folder)
+        await put(store, _stemi_condition())
+        await running.catch_up()
+        found = await intervals(store, case["id"])
+        assert "cpc.trop_tat (standard cpc-2027)" in found
+        assert "cpc.trop_tat (standard cpc-recert)" in found
+    finally:
+        await running.aclose()
+
+
+def _copy_of_the_pathways(tmp_path: Path) -> Path:
+    folder = tmp_path / "pathways"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "config" / "pathways", folder)
+    return folder
+
+
+def _add_a_standard(folder: Path) -> None:
+    text = (folder / "chest_pain" / "cpc-recert.yaml").read_text("utf-8")
+    new = text.replace("standard: cpc-recert", "standard: cpc-2027")
+    (folder / "chest_pain" / "cpc-2027.yaml").write_text(new, "utf-8")
