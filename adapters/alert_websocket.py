@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 PATH = "/api/alerts/websocket"
 QUEUE_MAX = 200
-MESSAGE_KIND = "pathway-alert"
+# The alerts it carries: the running clocks' (pathway-alerts) and STEMI ECGs' (ecg-alerts).
+MESSAGE_KINDS = frozenset({"pathway-alert", "ecg-alert"})
 _OVERFLOW = ""  # put in a client's queue instead of its messages when it fell behind
 TRY_AGAIN_LATER = 1013
 
@@ -177,9 +178,9 @@ def _alert_text(payload: bytes) -> str:
         message = json.loads(text)
     except ValueError:
         message = None
-    if not isinstance(message, dict) or message.get("kind") != MESSAGE_KIND:
+    if not isinstance(message, dict) or message.get("kind") not in MESSAGE_KINDS:
         raise RejectedDeliveryError(
-            "the message is not a pathway alert (JSON with kind 'pathway-alert'); "
-            "only the pathway-alerts channel sends to alert-websocket"
+            "the message is not an alert (JSON with kind 'pathway-alert' or 'ecg-alert'); "
+            "only the pathway-alerts and ecg-alerts channels send to alert-websocket"
         )
     return text
