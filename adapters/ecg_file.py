@@ -22,9 +22,6 @@ from typing import cast
 
 from adapters.hl7v2 import parse_for_mapping as parse_hl7
 from adapters.jsoninput import JsonDocument
-from devices.ecg import UnreadableEcgError, analyze
-from devices.ecg.document import recording_document
-from devices.ecg.from_bytes import read_ecg_bytes, sniff_format
 from engine.errors import ParseError
 from engine.mapping.document import Document
 
@@ -46,6 +43,12 @@ _ECG_SUBTYPES = frozenset({"", "XML", "DICOM", "DCM", "ZIP", "X-ZIP", "X-ECG", "
 
 def recording_for_mapping(raw: bytes, *, name: str = "ECG file") -> JsonDocument:
     """Read, analyse and describe one recording; EcgError for anything unusable."""
+    # Imported here: numpy, scipy, wfdb, pydicom and lxml take seconds to import, and every
+    # engine process loads every parser plugin, ECG channel or not.
+    from devices.ecg import analyze
+    from devices.ecg.document import recording_document
+    from devices.ecg.from_bytes import read_ecg_bytes, sniff_format
+
     file_format = sniff_format(raw)
     ecg = read_ecg_bytes(raw, name=name)
     reading = analyze(ecg)
@@ -108,7 +111,7 @@ def parse_ecg_oru(raw: bytes, charset: str) -> EcgMessageDocument:
         if (obx.get("OBX-5.4") or "").upper() != "BASE64":
             continue
         data = _base64(obx.get("OBX-5.5") or "", where)
-        if sniff_format(data) is None:
+        if _sniff(data) is None:
             continue
         # An unusable recording raises its EcgError located at this OBX (ERR-2 in the NAK).
         recording = recording_for_mapping(data, name=where)
@@ -122,7 +125,15 @@ def parse_ecg_oru(raw: bytes, charset: str) -> EcgMessageDocument:
     )
 
 
+def _sniff(data: bytes) -> str | None:
+    from devices.ecg.from_bytes import sniff_format
+
+    return sniff_format(data)
+
+
 def _base64(text: str, where: str) -> bytes:
+    from devices.ecg import UnreadableEcgError
+
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
