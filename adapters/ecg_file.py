@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import cast
 
@@ -32,6 +33,7 @@ __all__ = [
     "parse_ecg_file",
     "parse_ecg_oru",
     "recording_for_mapping",
+    "warm_up",
 ]
 
 ECG_MEDIA_TYPE = "application/x-ecg"
@@ -58,10 +60,34 @@ def recording_for_mapping(raw: bytes, *, name: str = "ECG file") -> JsonDocument
     return JsonDocument(as_json, media_type=ECG_MEDIA_TYPE)
 
 
-def parse_ecg_file(raw: bytes, charset: str) -> JsonDocument:
-    """The `greenchannel.parsers` entry point for a recording file (`charset` is unused: the
-    formats say their own encoding)."""
-    return recording_for_mapping(raw)
+def warm_up() -> None:
+    """Import the ECG analysis and load its criteria and model (seconds on a busy machine):
+    the engine calls this when a channel using these parsers is deployed."""
+    from devices.ecg.criteria import load_criteria
+    from devices.ecg.mi_model import load_model
+
+    load_criteria()
+    load_model()
+
+
+class _Parser:
+    """A parser function with the engine's optional `warm_up` beside it."""
+
+    def __init__(self, parse: Callable[[bytes, str], Document]) -> None:
+        self._parse = parse
+        self.warm_up = warm_up
+
+    def __call__(self, raw: bytes, charset: str) -> Document:
+        return self._parse(raw, charset)
+
+
+def _parse_ecg_file(raw: bytes, charset: str) -> Document:
+    return cast(Document, recording_for_mapping(raw))
+
+
+# The `greenchannel.parsers` entry point for a recording file (`charset` is unused: the formats
+# say their own encoding).
+parse_ecg_file = _Parser(_parse_ecg_file)
 
 
 class EcgMessageDocument:
@@ -95,7 +121,7 @@ class EcgMessageDocument:
         return [EcgMessageDocument(item, self._recording) for item in self._message.each(path)]
 
 
-def parse_ecg_oru(raw: bytes, charset: str) -> EcgMessageDocument:
+def _parse_ecg_oru(raw: bytes, charset: str) -> Document:
     """The `greenchannel.parsers` entry point for an ORU^R01 carrying a recording: the first
     ED OBX whose data is a recording we read is read and analysed. ParseError when no OBX
     carries one; the recording's EcgError (located at that OBX) when it is unusable."""
@@ -123,6 +149,10 @@ def parse_ecg_oru(raw: bytes, charset: str) -> EcgMessageDocument:
         ack_code="AR",
         hint="check the ECG system's HL7 export: the waveform file must be embedded",
     )
+
+
+# The `greenchannel.parsers` entry point for x-application/hl7-v2+er7+ecg.
+parse_ecg_oru = _Parser(_parse_ecg_oru)
 
 
 def _sniff(data: bytes) -> str | None:

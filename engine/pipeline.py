@@ -166,6 +166,8 @@ def compile_channel(
                 key=f"{key}.mapping",
             )
         mapping = load_mapping(path)
+        if mapping.input:
+            _warm_parser(plugins, mapping.input)
         checks = checks_of(transformer_spec)
 
         def apply(document: Document) -> bytes | None:
@@ -218,6 +220,14 @@ def compile_channel(
         default_charset=default_charset,
         default_tz=default_tz,
     )
+
+
+def _warm_parser(plugins: Plugins, media_type: str) -> None:
+    """A parser may have a `warm_up()` (slow imports, models to load): run it when a channel
+    using it compiles, at deploy and in each worker, not on the first message's time."""
+    warm = getattr(plugins.parser(media_type), "warm_up", None)
+    if callable(warm):
+        warm()
 
 
 def _failed_check(mapping: str, check: str, problems: list[str]) -> MappingError:

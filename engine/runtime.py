@@ -250,7 +250,25 @@ class Runtime:
                     )
                     for lane in range(compiled.lanes)
                 ]
+            if self._pool is not None:
+                group.create_task(self._warm_workers(deployed.ref), name=f"{name}:warm")
             log.info("channel.deployed", extra={"channel": name, "kept_source": keep_source})
+
+    async def _warm_workers(self, ref: ChannelRef) -> None:
+        """Compile a newly deployed channel in the worker processes (which warms its parsers),
+        so its first message does not wait for that; a failure here shows on that message."""
+        pool, loop = self._pool, asyncio.get_running_loop()
+        if pool is None:
+            return
+        jobs = [
+            loop.run_in_executor(pool, process_rows, ref, [])
+            for _ in range(self._processing_workers)
+        ]
+        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome
+            if isinstance(outcome, Exception):
+                log.warning("channel.warm_up_failed", extra={"error": type(outcome).__name__})
 
     async def shutdown(self) -> None:
         """Undeploy every channel gracefully (the engine is stopping)."""

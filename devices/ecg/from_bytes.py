@@ -9,9 +9,11 @@ straight to the hardened parser.
 
 from __future__ import annotations
 
+import lzma
 import re
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from datetime import tzinfo
 from io import BytesIO
@@ -138,7 +140,8 @@ def _read_wfdb_zip(data: bytes, folder: Path, name: str, tz: tzinfo) -> Ecg:
             (folder / base).write_bytes(content)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
         raise UnreadableEcgError(f"not a readable ZIP archive ({exc})", file=name) from None
-    except (RuntimeError, ValueError, OSError) as exc:  # encrypted, bad CRC, bad compression
+    except (RuntimeError, ValueError, OSError, zlib.error, lzma.LZMAError) as exc:
+        # encrypted, bad CRC, damaged deflate / bzip2 / LZMA data
         raise UnreadableEcgError(
             f"the ZIP cannot be unpacked ({type(exc).__name__})", file=name
         ) from None
