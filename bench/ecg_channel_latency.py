@@ -5,12 +5,16 @@ Starts `greenchannel serve` (SQLite, or PostgreSQL with --postgres) with the shi
 `ecg-upload`, `ecg-alerts` and `pathway-alerts` channels, listens at `/api/alerts/websocket`,
 then uploads the Philips HeartStart MRx acute inferior MI (../shared/data/ecg/sierra/
 129DYPRG.XML) to POST /ecg, each time under a new patient id (so each is a new report, alert and
-case). Arrival is the moment the upload is sent; the report and the case are polled every 10 ms
-over FHIR search. Prints median and max in ms per stage over the repeats (target: all within
-1000 ms), and the first upload after start on its own: it also pays for importing the ECG
-analysis (numpy, scipy, wfdb, lxml) in the server's processes.
+case). Arrival is the moment the upload is sent; the report and the case are polled over FHIR
+search every 25 ms; the alert counts from its arrival at the websocket client. Prints median
+and max in ms per stage over the repeats (target: all within 1000 ms), and the first upload
+after start on its own.
 
-Usage: python bench/ecg_channel_latency.py [--repeats N] [--postgres]
+The machine here is shared: the server's CPU seconds per upload (all its processes) are printed
+too (the bench's polling included), the floor the wall-clock figures would approach on an idle machine. --settle S waits S
+seconds after start, so the first upload finds the worker processes warm.
+
+Usage: python bench/ecg_channel_latency.py [--repeats N] [--settle S] [--postgres]
 """
 
 from __future__ import annotations
@@ -53,44 +57,57 @@ def _channels(upload_port: int) -> dict[str, str]:
     }
 
 
-async def _poll(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> float:
-    while True:
-        bundle = (await client.get(path, params=params)).json()
-        if bundle.get("entry"):
-            return time.perf_counter()
-        await asyncio.sleep(0.01)
+async def _found(client: httpx.AsyncClient, kind: str, params: dict[str, str]) -> bool:
+    bundle = (await client.get(f"/fhir/{kind}", params=params)).json()
+    return bool(bundle.get("entry"))
 
 
 async def _one(
     client: httpx.AsyncClient, upload_url: str, alerts: asyncio.Queue[tuple[float, Any]], n: int
 ) -> dict[str, float]:
     patient_id = f"BENCH{n:04d}"
-    content = ACUTE_MI.read_bytes().replace(
-        PATIENT_TAG, f"<patientid>{patient_id}</patientid>".encode()
-    )
+    tag = f"<patientid>{patient_id}</patientid>".encode()
+    content = ACUTE_MI.read_bytes().replace(PATIENT_TAG, tag)
     patient = f"Patient/{make_id('COUNTY-HOSP', patient_id)}"
-    sent = time.perf_counter()
-    report = asyncio.create_task(_poll(client, "/fhir/DiagnosticReport", {"subject": patient}))
-    case = asyncio.create_task(_poll(client, "/fhir/EpisodeOfCare", {"patient": patient}))
+    times: dict[str, float] = {}
+
+    async def poll() -> None:
+        # One poll every 25 ms for what is still missing: a tighter poll would load the server
+        # it measures (2 shared cores here); the figures are late by half a period on average.
+        while len(times) < 2:
+            now = time.time()
+            for stage, kind, search in (
+                ("report_stored", "DiagnosticReport", "subject"),
+                ("case_opened", "EpisodeOfCare", "patient"),
+            ):
+                if stage not in times and await _found(client, kind, {search: patient}):
+                    times[stage] = now
+            await asyncio.sleep(0.025)
+
+    sent = time.time()
+    polling = asyncio.create_task(poll())
     answer = await client.post(upload_url, content=content)
-    answered = time.perf_counter()
+    answered = time.time()
     if answer.status_code != 202:
         raise SystemExit(f"upload answered {answer.status_code}: {answer.text}")
+    async with asyncio.timeout(60):
+        await polling
     while True:
         received, alert = await alerts.get()
         if alert.get("patient", {}).get("reference") == patient:
             break
-    async with asyncio.timeout(30):
-        stored, opened = await asyncio.gather(report, case)
     return {
         "answered": answered - sent,
-        "report_stored": stored - sent,
+        "report_stored": times["report_stored"] - sent,
         "alert_received": received - sent,
-        "case_opened": opened - sent,
+        "case_opened": times["case_opened"] - sent,
     }
 
 
-async def measure(serve: Serve, upload_port: int, repeats: int) -> list[dict[str, float]]:
+async def measure(
+    serve: Serve, upload_port: int, repeats: int
+) -> tuple[list[dict[str, float]], float]:
+    """Each upload's stage times, and the server's CPU seconds over the uploads after the first."""
     headers = {"Authorization": f"Bearer {serve.token()}"}
     socket_url = f"ws://127.0.0.1:{serve.http_port}/api/alerts/websocket"
     upload_url = f"http://127.0.0.1:{upload_port}/ecg"
@@ -104,20 +121,22 @@ async def measure(serve: Serve, upload_port: int, repeats: int) -> list[dict[str
 
         async def listen() -> None:
             async for text in socket:
-                alerts.put_nowait((time.perf_counter(), json.loads(text)))
+                alerts.put_nowait((time.time(), json.loads(text)))
 
         listener = asyncio.create_task(listen())
         try:
-            results = []
-            for n in range(repeats + 1):
+            results = [await _one(client, upload_url, alerts, 0)]
+            await asyncio.sleep(1.0)
+            cpu_before = serve.cpu_seconds()
+            for n in range(1, repeats + 1):
                 results.append(await _one(client, upload_url, alerts, n))
                 await asyncio.sleep(0.3)  # one recording at a time, as an ambulance sends them
-            return results
+            return results, serve.cpu_seconds() - cpu_before
         finally:
             listener.cancel()
 
 
-def _print(results: list[dict[str, float]]) -> None:
+def _print(results: list[dict[str, float]], cpu_s: float) -> None:
     first, rest = results[0], results[1:]
     print(f"ECG channel latency, {len(rest)} uploads of the Philips acute MI (after one warm-up)")
     print(f"{'stage (from upload sent)':<28}{'median ms':>11}{'max ms':>9}{'first ms':>10}")
@@ -128,12 +147,14 @@ def _print(results: list[dict[str, float]]) -> None:
             f"{first[stage] * 1000:>10.0f}"
         )
     worst = max(max(r.values()) for r in rest) * 1000
+    print(f"server CPU per upload (all processes, warm): {cpu_s / len(rest) * 1000:.0f} ms")
     print(f"target: every stage within 1000 ms; worst after warm-up {worst:.0f} ms")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--settle", type=float, default=0.0)
     parser.add_argument("--postgres", action="store_true")
     args = parser.parse_args()
     url = postgres_database(PG_ADMIN) if args.postgres else None
@@ -141,7 +162,9 @@ def main() -> None:
     try:
         with Serve(_channels(upload_port), url) as serve:
             wait_for_port(upload_port)
-            _print(asyncio.run(measure(serve, upload_port, args.repeats)))
+            time.sleep(args.settle)
+            results, cpu_s = asyncio.run(measure(serve, upload_port, args.repeats))
+            _print(results, cpu_s)
     finally:
         if url is not None:
             drop_postgres_database(PG_ADMIN, url)
