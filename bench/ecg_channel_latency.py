@@ -10,9 +10,9 @@ search every 25 ms; the alert counts from its arrival at the websocket client. P
 and max in ms per stage over the repeats (target: all within 1000 ms), and the first upload
 after start on its own.
 
-The machine here is shared: the server's CPU seconds per upload (all its processes) are printed
-too (the bench's polling included), the floor the wall-clock figures would approach on an idle machine. --settle S waits S
-seconds after start, so the first upload finds the worker processes warm.
+The machine here is shared: the server's CPU seconds per upload (all its processes, the bench's
+polling included) are printed too, the floor the wall-clock figures would approach on an idle
+machine. --settle S waits S seconds after start, so the first upload finds the workers warm.
 
 Usage: python bench/ecg_channel_latency.py [--repeats N] [--settle S] [--postgres]
 """
