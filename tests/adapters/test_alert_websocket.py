@@ -240,9 +240,11 @@ async def test_a_client_too_far_behind_is_told_to_reconnect_instead_of_missing_a
     assert listeners.broadcast("later") == 1
 
 
-async def test_the_destination_refuses_what_is_not_a_pathway_alert() -> None:
+async def test_the_destination_refuses_what_is_not_an_alert() -> None:
     destination = AlertWebsocketDestination(AlertListeners())
     outbound = Outbound(1, CHANNEL, "websocket", b'{"kind": "lab-result"}', "application/json", 1)
 
-    with pytest.raises(RejectedDeliveryError, match="not a pathway alert"):
+    with pytest.raises(RejectedDeliveryError, match="not an alert"):
         await destination.send(outbound)
+    ecg = Outbound(2, "ecg-alerts", "websocket", b'{"kind": "ecg-alert"}', "application/json", 1)
+    assert "0 websocket client" in (await destination.send(ecg)).detail
