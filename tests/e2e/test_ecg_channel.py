@@ -55,8 +55,8 @@ def ecg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EcgServer]:
         text = (ROOT / "channels" / f"{name}.yaml").read_text(encoding="utf-8")
         (server.channels_dir / f"{name}.yaml").write_text(text, encoding="utf-8")
     (server.data_dir / "ecg" / "inbox").mkdir(parents=True)  # the drop folder ops create
-    server.start()
     try:
+        server.start()  # inside: a start that times out must not leave the process running
         running = EcgServer(server, upload_port, oru_port)
         with running.client:
             yield running
