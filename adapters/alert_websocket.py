@@ -38,9 +38,10 @@ log = logging.getLogger(__name__)
 
 PATH = "/api/alerts/websocket"
 QUEUE_MAX = 200
-# What the alert channels send: the running clocks' (pathway-alerts) and the device clock
-# monitor's (device-clock-alerts); clients tell them apart by `kind`.
-MESSAGE_KINDS = frozenset({"pathway-alert", "clock-alert"})
+# What the alert channels send: the running clocks' (pathway-alerts), STEMI ECGs'
+# (ecg-alerts) and the device clock monitor's (device-clock-alerts); clients tell them
+# apart by `kind`.
+MESSAGE_KINDS = frozenset({"pathway-alert", "ecg-alert", "clock-alert"})
 _OVERFLOW = ""  # put in a client's queue instead of its messages when it fell behind
 TRY_AGAIN_LATER = 1013
 
@@ -181,7 +182,8 @@ def _alert_text(payload: bytes) -> str:
         message = None
     if not isinstance(message, dict) or message.get("kind") not in MESSAGE_KINDS:
         raise RejectedDeliveryError(
-            "the message is not an alert (JSON with kind 'pathway-alert' or 'clock-alert'); "
-            "only the pathway-alerts and device-clock-alerts channels send to alert-websocket"
+            "the message is not an alert (JSON with kind 'pathway-alert', 'ecg-alert' or "
+            "'clock-alert'); only the pathway-alerts, ecg-alerts and device-clock-alerts "
+            "channels send to alert-websocket"
         )
     return text

@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from adapters._parse_check import parse_problem
 from engine.connectors import Accept, ConnectorContext, Delivered, Inbound, Outbound
 from engine.errors import (
     ConfigError,
@@ -99,6 +100,13 @@ class HttpSourceConfig(BaseModel):
         None,
         description="Journal every body with this media type (e.g. x-application/hl7-v2+er7) "
         "instead of the sender's Content-Type, for senders that label their messages wrongly.",
+    )
+    parse_check: bool = Field(
+        False,
+        description="Parse each body with the installed parser for its media type before "
+        "answering: a body the parser refuses (an unreadable or implausible ECG recording, "
+        "bad JSON) is journalled as an ERROR message and answered 422 with the parser's "
+        "reason and location. Off by default: it parses every message twice.",
     )
     read_timeout_s: float = Field(
         30.0, gt=0, description="Deadline for receiving a whole body; a slower sender gets 408."
@@ -279,9 +287,15 @@ class HttpSource:
             return Response(status_code=400)
 
         media_type, charset, status, problem = self._judge(request.headers, body, complete)
+        media_type = self._config.media_type or media_type
+        if problem is None and self._config.parse_check:
+            problem = await parse_problem(
+                body, media_type, charset or self._context.default_charset
+            )
+            status = 422 if problem is not None else status
         inbound = Inbound(
             raw=body,
-            media_type=self._config.media_type or media_type,
+            media_type=media_type,
             received_at=datetime.now(self._context.timezone),
             origin=origin,
             dedup_key=_key(request.headers.get("idempotency-key")),
@@ -294,7 +308,10 @@ class HttpSource:
         if problem is None:
             return JSONResponse(found, status_code=200 if receipt.duplicate else 202)
         detail = f"{problem.message}; the message was journalled with status ERROR"
-        return _problem(status, detail, close=not complete, extra={**found, "bytes": len(body)})
+        extra: dict[str, Any] = {**found, "bytes": len(body)}
+        if problem.location:
+            extra["location"] = problem.location
+        return _problem(status, detail, close=not complete, extra=extra)
 
     def _judge(
         self, headers: Headers, body: bytes, complete: bool

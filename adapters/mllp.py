@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters._parse_check import parse_problem
 from adapters.hl7v2 import (
     MEDIA_TYPE,
     MessageHeader,
@@ -284,6 +285,19 @@ class MllpSourceConfig(BaseModel):
         "naming the segment and field. Off by default: real senders deviate in ways the "
         "mappings tolerate.",
     )
+    media_type: str = Field(
+        default=MEDIA_TYPE,
+        description="Media type the messages are journalled with, which picks the parser: "
+        "x-application/hl7-v2+er7, or x-application/hl7-v2+er7+ecg for ORUs that carry an ECG "
+        "recording in an ED OBX (read and analysed by the ECG parser).",
+    )
+    parse_check: bool = Field(
+        default=False,
+        description="Parse each message with the parser of media_type before answering: a "
+        "message it refuses (no ECG in any OBX, an unreadable or implausible recording) is "
+        "journalled as an error and answered AR with ERR-2 naming where. Off by default: it "
+        "parses every message twice.",
+    )
     ack_mode: Literal["auto", "never"] = Field(
         default="auto",
         description="auto: answer after the journal commit, as MSH-15 asks (AL, NE, ER, SU); "
@@ -462,9 +476,11 @@ class MllpSource:
         header, problem, codec = _inspect(block, context.default_charset)
         if config.strict and problem is None and header is not None:
             problem = check_structure(block.content, header, codec)
+        if config.parse_check and problem is None:
+            problem = await parse_problem(block.content, config.media_type, codec)
         inbound = Inbound(
             raw=block.content,
-            media_type=MEDIA_TYPE,
+            media_type=config.media_type,
             received_at=datetime.now(tz=context.timezone),
             origin=origin,
             # A resend of a fixed message keeps its MSH-10: errors must not swallow it.

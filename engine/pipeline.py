@@ -39,6 +39,7 @@ __all__ = [
     "process",
     "process_rows",
     "warm_up",
+    "warm_up_parsers",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class CompiledChannel:
     mappings_dir: Path
     default_charset: str
     default_tz: timezone
+    # The media types its mappings read, whose parsers `warm_up` warms.
+    inputs: tuple[str, ...] = ()
 
     def ref(self, generation: int) -> ChannelRef:
         """How a worker process can compile this same channel."""
@@ -149,6 +152,7 @@ def compile_channel(
     """Load every mapping and compile every expression the channel names."""
     spec = channel.spec
     tz = _offset(spec.timezone, default_tz)
+    inputs: list[str] = []
 
     def checks_of(transformer_spec: Any) -> tuple[tuple[str, OutputCheck], ...]:
         if transformer_spec is None or not transformer_spec.check_output:
@@ -166,6 +170,8 @@ def compile_channel(
                 key=f"{key}.mapping",
             )
         mapping = load_mapping(path)
+        if mapping.input:
+            inputs.append(mapping.input)
         checks = checks_of(transformer_spec)
 
         def apply(document: Document) -> bytes | None:
@@ -217,7 +223,18 @@ def compile_channel(
         mappings_dir=mappings_dir,
         default_charset=default_charset,
         default_tz=default_tz,
+        inputs=tuple(dict.fromkeys(inputs)),
     )
+
+
+def warm_up_parsers(compiled: CompiledChannel) -> None:
+    """A parser may have a `warm_up()` (slow imports, models to load): the runtime runs it for
+    a deployed channel's mappings in a thread and in each worker process, so the first message
+    does not wait for it, and a deploy does not either."""
+    for media_type in compiled.inputs:
+        warm = getattr(compiled.plugins.parser(media_type), "warm_up", None)
+        if callable(warm):
+            warm()
 
 
 def _failed_check(mapping: str, check: str, problems: list[str]) -> MappingError:
@@ -334,6 +351,8 @@ def process_rows(ref: ChannelRef, rows: list[tuple[bytes, str, str | None]]) -> 
         for old in [k for k in _COMPILED if k[0] == ref.file]:
             del _COMPILED[old]
         _COMPILED[key] = compiled
+    if not rows:  # the runtime's warm-up job for a newly deployed channel
+        warm_up_parsers(compiled)
     return [process(compiled, raw, media_type, charset) for raw, media_type, charset in rows]
 
 

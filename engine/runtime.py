@@ -57,6 +57,7 @@ from engine.pipeline import (
     process,
     process_rows,
     warm_up,
+    warm_up_parsers,
 )
 from engine.stats import Stats
 
@@ -250,7 +251,25 @@ class Runtime:
                     )
                     for lane in range(compiled.lanes)
                 ]
+            group.create_task(self._warm_up(deployed), name=f"{name}:warm")
             log.info("channel.deployed", extra={"channel": name, "kept_source": keep_source})
+
+    async def _warm_up(self, deployed: _Deployed) -> None:
+        """Warm a newly deployed channel's parsers (`warm_up_parsers`) in this process and in
+        the worker processes, in the background, so neither the deploy nor the channel's first
+        message waits for slow imports; a failure here shows on that message instead."""
+        loop = asyncio.get_running_loop()
+        jobs: list[Awaitable[object]] = [asyncio.to_thread(warm_up_parsers, deployed.compiled)]
+        if self._pool is not None:
+            jobs += [
+                loop.run_in_executor(self._pool, process_rows, deployed.ref, [])
+                for _ in range(self._processing_workers)
+            ]
+        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome
+            if isinstance(outcome, Exception):
+                log.warning("channel.warm_up_failed", extra={"error": type(outcome).__name__})
 
     async def shutdown(self) -> None:
         """Undeploy every channel gracefully (the engine is stopping)."""

@@ -14,7 +14,7 @@ from devices.ecg.readers.sierra import read_sierra
 from devices.ecg.readers.wfdb_record import read_wfdb
 from devices.ecg.readers.xmlsafe import DEFAULT_TZ, MAX_XML_BYTES, parse_xml
 
-__all__ = ["DEFAULT_TZ", "read_ecg"]
+__all__ = ["DEFAULT_TZ", "read_ecg", "read_ecg_xml"]
 
 _WFDB_SUFFIXES = (".hea", ".dat")
 
@@ -37,6 +37,12 @@ def read_ecg(path: Path | str, *, tz: tzinfo = DEFAULT_TZ) -> Ecg:
         ) from None
     if len(data) >= 132 and data[128:132] == b"DICM":
         return read_dicom(path, tz=tz)
+    return read_ecg_xml(data, file=file, tz=tz)
+
+
+def read_ecg_xml(data: bytes, *, file: str, tz: tzinfo = DEFAULT_TZ) -> Ecg:
+    """Read a Sierra, aECG or MUSE XML document from its bytes (the hardened parser); `file`
+    names it in errors."""
     root = parse_xml(data, file=file)
     readers = {"restingecgdata": read_sierra, "AnnotatedECG": read_aecg, "RestingECG": read_muse}
     reader = readers.get(str(root.tag))

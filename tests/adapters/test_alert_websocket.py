@@ -276,6 +276,8 @@ async def test_the_destination_refuses_what_is_not_an_alert() -> None:
 
     with pytest.raises(RejectedDeliveryError, match="not an alert"):
         await destination.send(outbound)
+    ecg = Outbound(2, "ecg-alerts", "websocket", b'{"kind": "ecg-alert"}', "application/json", 1)
+    assert "0 websocket client" in (await destination.send(ecg)).detail
 
 
 async def test_the_destination_sends_device_clock_alerts_too() -> None:

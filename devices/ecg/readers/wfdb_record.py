@@ -47,7 +47,14 @@ def read_wfdb(record: Path, *, tz: tzinfo) -> Ecg:
         raise UnreadableEcgError(
             f"the signal file {Path(exc.filename or '').name or '(.dat)'} is missing", file=file
         ) from None
-    except (ValueError, IndexError, KeyError, TypeError, OSError, EOFError) as exc:
+    except ValueError as exc:
+        if "reshape" in str(exc) or "not loaded correctly" in str(exc):
+            # wfdb's words for a signal file that ends before the header's sample count
+            raise UnreadableEcgError(
+                "the signal file is shorter than the header says: truncated", file=file
+            ) from None
+        raise UnreadableEcgError(f"not a readable WFDB record ({_why(exc)})", file=file) from None
+    except (IndexError, KeyError, TypeError, OSError, EOFError) as exc:
         raise UnreadableEcgError(f"not a readable WFDB record ({_why(exc)})", file=file) from None
     data = signals.p_signal
     if data is None or header.sig_len is None:
