@@ -90,7 +90,8 @@ def parse_frame(data: bytes) -> Frame:
     terminator = data[terminator_at : terminator_at + 1]
     if terminator not in (ETX, ETB):
         raise FrameError(
-            "no ETX (0x03) or ETB (0x17) before the checksum", location=f"frame byte {terminator_at}"
+            "no ETX (0x03) or ETB (0x17) before the checksum",
+            location=f"frame byte {terminator_at}",
         )
     number_byte = data[1:2]
     if not number_byte.isdigit() or int(number_byte) > 7:

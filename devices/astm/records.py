@@ -169,7 +169,7 @@ def _is_hex(text: str) -> bool:
     return bool(text) and len(text) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
-# --- the analyser-results document ---------------------------------------------------------------
+# --- the analyser-results document ---------------------------------------------------------
 
 
 def results_document(message: AstmMessage, raw: bytes) -> dict[str, Any]:
@@ -211,7 +211,8 @@ def results_document(message: AstmMessage, raw: bytes) -> dict[str, Any]:
         elif kind == "R":
             if not order and not patient:
                 raise ParseError(
-                    "an R (result) record before any P or O record", location=f"R record {record.line}"
+                    "an R (result) record before any P or O record",
+                    location=f"R record {record.line}",
                 )
             code = record.get(3, 4) or record.get(3, 1)
             if not code:

@@ -129,7 +129,7 @@ def _v(element: etree._Element | None) -> str:
     return str(element.get("V") or "").strip()
 
 
-# --- the data manager's messages -------------------------------------------------------------------
+# --- the data manager's messages -------------------------------------------------------------
 
 
 def build_message(
@@ -141,7 +141,7 @@ def build_message(
     children, each written as `<name V="value"/>`."""
     header = (
         f"<HDR><HDR.message_type V={quoteattr(message_type)}/>"
-        f"<HDR.control_id V=\"{control_id}\"/><HDR.version_id V=\"POCT1\"/>"
+        f'<HDR.control_id V="{control_id}"/><HDR.version_id V="POCT1"/>'
         f"<HDR.creation_dttm V={quoteattr(now.isoformat(timespec='seconds'))}/></HDR>"
     )
     inner = ""
@@ -152,9 +152,7 @@ def build_message(
     return text.encode("utf-8")
 
 
-def build_ack(
-    control_id: int, now: datetime, acked_control_id: str, *, error: str = ""
-) -> bytes:
+def build_ack(control_id: int, now: datetime, acked_control_id: str, *, error: str = "") -> bytes:
     """ACK.R01 for the device's message `acked_control_id`: AA, or AE with ACK.note_txt."""
     return build_message(
         "ACK.R01",
@@ -169,7 +167,7 @@ def build_ack(
     )
 
 
-# --- the analyser-results document -------------------------------------------------------------------
+# --- the analyser-results document ---------------------------------------------------------
 
 
 def results_document(raw: bytes) -> dict[str, Any]:
@@ -203,7 +201,11 @@ def results_document(raw: bytes) -> dict[str, Any]:
         operator = _v(service.find("OPR/OPR.operator_id"))
         for index, obs in enumerate(service.iter("OBS"), start=1):
             patient = obs.getparent()
-            patient_id = _v(patient.find("PT.patient_id")) if patient is not None and patient.tag == "PT" else ""
+            patient_id = (
+                _v(patient.find("PT.patient_id"))
+                if patient is not None and patient.tag == "PT"
+                else ""
+            )
             code_element = obs.find("OBS.observation_id")
             value_element = obs.find("OBS.value")
             code = _v(code_element)
@@ -219,7 +221,9 @@ def results_document(raw: bytes) -> dict[str, Any]:
                     "specimen_id": "",
                     "specimen_type": "",
                     "test_code": code,
-                    "test_system": str(code_element.get("SN") or "") if code_element is not None else "",
+                    "test_system": str(code_element.get("SN") or "")
+                    if code_element is not None
+                    else "",
                     "test_name": code,
                     "value": _v(value_element),
                     "unit": str(value_element.get("U") or "") if value_element is not None else "",
@@ -232,10 +236,10 @@ def results_document(raw: bytes) -> dict[str, Any]:
                     "collected": observed,
                     "resulted": observed or created,
                     "device_id": identity.device_id,
-                    "qc": observation.message_type == "OBS.R02" or not patient_id or role not in ("", "OBS"),
-                    "comments": [
-                        _v(note) for note in obs.iterfind("NTE/NTE.text") if _v(note)
-                    ],
+                    "qc": observation.message_type == "OBS.R02"
+                    or not patient_id
+                    or role not in ("", "OBS"),
+                    "comments": [_v(note) for note in obs.iterfind("NTE/NTE.text") if _v(note)],
                 }
             )
     return {

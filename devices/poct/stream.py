@@ -109,7 +109,7 @@ class MessageSplitter:
             offset = prolog.end() if prolog else offset
         root = _ROOT.match(buffer, offset)
         if root is None:
-            following = buffer[offset + 1 : offset + 2]
+            following = bytes(buffer[offset + 1 : offset + 2])
             if following and following not in (b"?", b"!") and not _NAME_START.match(following):
                 # '<' followed by something that cannot start an element: not XML.
                 junk = bytes(buffer[: offset + 1])

@@ -5,15 +5,23 @@ POCT1-A2 conversation, over real TCP sockets, speaking the protocols as the stan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from devices.astm import ACK, ENQ, EOT, NAK, build_frames
+from engine.connectors import ConnectorContext, Inbound, Receipt
 
 __all__ = [
     "AstmAnalyser",
+    "Journal",
     "PoctDevice",
     "astm_results",
+    "connector_context",
     "poct_dst",
     "poct_eot",
     "poct_hello",
@@ -21,6 +29,39 @@ __all__ = [
 ]
 
 WAIT_S = 15  # E1381's sender timer for an answer; an upper bound, never a timing assert
+
+
+class Journal:
+    """Stands in for the engine's accept(): records inbounds and numbers them like journal rows
+    (the engine's own journal is exercised in test_device_channels.py)."""
+
+    def __init__(self) -> None:
+        self.inbounds: list[Inbound] = []
+        self.arrived = asyncio.Event()
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, inbound: Inbound) -> Receipt:
+        self.inbounds.append(inbound)
+        self.arrived.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        return Receipt(message_id=len(self.inbounds), duplicate=False)
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while len(self.inbounds) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+@contextlib.asynccontextmanager
+async def connector_context(folder: Path, channel: str) -> AsyncIterator[ConnectorContext]:
+    """What the engine hands a source factory (UTF-8, +08:00), with an unused database."""
+    database = create_async_engine(f"sqlite+aiosqlite:///{folder / 'unused.db'}")
+    try:
+        yield ConnectorContext(channel=channel, data_dir=folder, database=database)
+    finally:
+        await database.dispose()
 
 
 def astm_results(
@@ -38,7 +79,9 @@ def astm_results(
         f"O|1|{specimen}||^^^{results[0][0]}|S||{collected}||||||||WB^Whole blood",
     ]
     for index, (code, value, unit, flag) in enumerate(results, start=1):
-        records.append(f"R|{index}|^^^{code}|{value}|{unit}|0-26|{flag}||F||OP1||{completed}|PF-0042")
+        records.append(
+            f"R|{index}|^^^{code}|{value}|{unit}|0-26|{flag}||F||OP1||{completed}|PF-0042"
+        )
     records.append("C|1|I|复查 &F& 已确认|G")
     records.append("L|1|N")
     return ("\r".join(records) + "\r").encode("utf-8")
@@ -96,13 +139,13 @@ class AstmAnalyser:
         await self.raw(EOT)
 
 
-# --- POCT1-A2 ---------------------------------------------------------------------------------------
+# --- POCT1-A2 ----------------------------------------------------------------------------------
 
 
 def _header(message_type: str, control_id: int) -> str:
     return (
-        f"<HDR><HDR.message_type V=\"{message_type}\"/><HDR.control_id V=\"{control_id}\"/>"
-        f"<HDR.version_id V=\"POCT1\"/><HDR.creation_dttm V=\"2026-11-26T08:24:00+08:00\"/></HDR>"
+        f'<HDR><HDR.message_type V="{message_type}"/><HDR.control_id V="{control_id}"/>'
+        f'<HDR.version_id V="POCT1"/><HDR.creation_dttm V="2026-11-26T08:24:00+08:00"/></HDR>'
     )
 
 
@@ -147,7 +190,8 @@ def poct_observations(
 
 
 def poct_eot(control_id: int = 4) -> bytes:
-    return f'<EOT.R01>{_header("EOT.R01", control_id)}<EOT><EOT.topic_cd V="OBS"/></EOT></EOT.R01>'.encode()
+    body = '<EOT><EOT.topic_cd V="OBS"/></EOT>'
+    return f"<EOT.R01>{_header('EOT.R01', control_id)}{body}</EOT.R01>".encode()
 
 
 _ROOT_END = re.compile(rb"</(ACK|REQ|END|ESC)\.R01>")
@@ -195,7 +239,10 @@ class PoctDevice:
 
     async def conversation(self, *observations: bytes) -> list[bytes]:
         """HEL, DST, (REQ from the manager) OBS..., EOT, (END): every answer, in order."""
-        answers = [await self.exchange(poct_hello()), await self.exchange(poct_dst(waiting=len(observations)))]
+        answers = [
+            await self.exchange(poct_hello()),
+            await self.exchange(poct_dst(waiting=len(observations))),
+        ]
         if observations:
             answers.append(await self.receive())  # REQ.R01 ROBS
         for message in observations:

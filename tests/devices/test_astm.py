@@ -80,14 +80,25 @@ def test_any_bytes_give_a_frame_or_a_frame_error(data: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_characters="\r\n"), max_size=500), min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.characters(
+                min_codepoint=32, max_codepoint=0x2FFF, exclude_characters="\r\n"
+            ),
+            max_size=500,
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_frames_built_from_any_records_parse_back_to_the_message(records: list[str]) -> None:
     message = b"".join(r.encode("utf-8") + CR for r in records if r)
     frames = build_frames(message)
     assert b"".join(parse_frame(f).text for f in frames) == message
 
 
-# --- E1394 records -----------------------------------------------------------------------------------
+# --- E1394 records ---------------------------------------------------------------------------
 
 
 def test_a_troponin_message_becomes_one_result_with_its_times_and_patient() -> None:
