@@ -15,9 +15,9 @@ import asyncio
 import logging
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from adapters._device_listener import DeviceListener
+from adapters._tcp_listener import ListenerConfig, TcpListener
 from adapters.jsoninput import JsonDocument
 from devices.astm import (
     ACK,
@@ -44,14 +44,10 @@ _MAX_FRAME_BYTES = 1024
 _MAX_GARBAGE_BYTES = 64 * 1024
 
 
-class AstmSourceConfig(BaseModel):
+class AstmSourceConfig(ListenerConfig):
     """Receive ASTM E1381 frames carrying E1394 messages over TCP."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     kind: Literal["astm"] = Field(description="Receive ASTM E1381/E1394 from analysers (TCP).")
-    host: str = Field(default="0.0.0.0", description="Address to listen on; 0.0.0.0 for all.")
-    port: int = Field(ge=0, le=65535, description="TCP port to listen on (0: any free port).")
     frame_timeout_s: float = Field(
         default=30.0,
         gt=0,
@@ -70,28 +66,15 @@ class AstmSourceConfig(BaseModel):
         description="NAKs of one frame after which the transfer is abandoned (E1381 lets the "
         "sender try six times).",
     )
-    accept_timeout_s: float = Field(
-        default=60.0,
-        gt=0,
-        description="Time allowed for the journal to commit one message; past it the last frame "
-        "is NAKed and the analyser retransmits it.",
-    )
-    max_connections: int = Field(default=50, gt=0, description="Connections served at once.")
 
 
-class AstmSource(DeviceListener):
+class AstmSource(TcpListener):
     """One E1381 receiver per connection."""
 
     scheme = "astm"
 
     def __init__(self, config: AstmSourceConfig, context: ConnectorContext) -> None:
-        super().__init__(
-            context,
-            host=config.host,
-            port=config.port,
-            max_connections=config.max_connections,
-            accept_timeout_s=config.accept_timeout_s,
-        )
+        super().__init__(config, context)
         self._config = config
 
     async def converse(

@@ -21,9 +21,9 @@ import logging
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from adapters._device_listener import DeviceListener
+from adapters._tcp_listener import ListenerConfig, TcpListener
 from adapters.jsoninput import JsonDocument
 from devices.poct import (
     MEDIA_TYPE,
@@ -45,14 +45,10 @@ _CHUNK_BYTES = 64 * 1024
 _OBSERVATIONS = ("OBS.R01", "OBS.R02")
 
 
-class Poct1aSourceConfig(BaseModel):
+class Poct1aSourceConfig(ListenerConfig):
     """Receive POCT1-A2 device conversations (XML over TCP)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     kind: Literal["poct1a"] = Field(description="Receive CLSI POCT1-A2 XML from POC devices.")
-    host: str = Field(default="0.0.0.0", description="Address to listen on; 0.0.0.0 for all.")
-    port: int = Field(ge=0, le=65535, description="TCP port to listen on (0: any free port).")
     idle_timeout_s: float = Field(
         default=300.0,
         gt=0,
@@ -69,28 +65,15 @@ class Poct1aSourceConfig(BaseModel):
         default=True,
         description="After a DST.R01 reporting new observations, ask for them (REQ.R01 ROBS).",
     )
-    accept_timeout_s: float = Field(
-        default=60.0,
-        gt=0,
-        description="Time allowed for the journal to commit one message; past it the device "
-        "gets no ACK and resends.",
-    )
-    max_connections: int = Field(default=100, gt=0, description="Connections served at once.")
 
 
-class Poct1aSource(DeviceListener):
+class Poct1aSource(TcpListener):
     """One conversation per connection."""
 
     scheme = "poct1a"
 
     def __init__(self, config: Poct1aSourceConfig, context: ConnectorContext) -> None:
-        super().__init__(
-            context,
-            host=config.host,
-            port=config.port,
-            max_connections=config.max_connections,
-            accept_timeout_s=config.accept_timeout_s,
-        )
+        super().__init__(config, context)
         self._config = config
 
     async def converse(

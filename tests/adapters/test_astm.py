@@ -4,7 +4,6 @@ NAK and retransmission, lost ACKs, garbage, truncation and timeouts journalled a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from adapters.astm import AstmSource, AstmSourceConfig, AstmSourceFactory
 from devices.astm import ACK, ENQ, EOT, MEDIA_TYPE, NAK, build_frames
 from engine.connectors import ConnectorContext
 from engine.errors import FramingError, ParseError
-from tests.devices.analysers import AstmAnalyser, Journal, astm_results, connector_context
+from tests.devices.analysers import AstmAnalyser, Journal, astm_results, connector_context, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -26,20 +25,9 @@ async def context(tmp_path: Path) -> AsyncIterator[ConnectorContext]:
         yield context
 
 
-@contextlib.asynccontextmanager
-async def serving(
-    context: ConnectorContext, accept: Journal, **options: Any
-) -> AsyncIterator[AstmSource]:
+def astm(context: ConnectorContext, **options: Any) -> AstmSource:
     config = AstmSourceConfig(kind="astm", host="127.0.0.1", port=0, **options)
-    source = AstmSourceFactory().build(config, context)
-    await source.start()
-    async with asyncio.TaskGroup() as group:
-        task = group.create_task(source.serve(accept))
-        try:
-            yield source
-        finally:
-            task.cancel()
-            await source.aclose()
+    return AstmSourceFactory().build(config, context)
 
 
 async def test_a_message_is_journalled_once_and_every_frame_acked(
@@ -47,7 +35,7 @@ async def test_a_message_is_journalled_once_and_every_frame_acked(
 ) -> None:
     journal = Journal()
     message = astm_results()
-    async with serving(context, journal) as source, AstmAnalyser(source.port) as analyser:
+    async with serving(astm(context), journal) as source, AstmAnalyser(source.port) as analyser:
         await analyser.send_message(message)
         await journal.wait_for(1)
     (inbound,) = journal.inbounds
@@ -63,7 +51,7 @@ async def test_a_bad_checksum_is_naked_and_the_retransmitted_frame_taken(
 ) -> None:
     journal = Journal()
     message = astm_results()
-    async with serving(context, journal) as source, AstmAnalyser(source.port) as analyser:
+    async with serving(astm(context), journal) as source, AstmAnalyser(source.port) as analyser:
         await analyser.send_message(message, corrupt_frame=2)
         await journal.wait_for(1)
     assert analyser.answers[2:4] == [NAK, ACK]  # the third frame: refused, then taken
@@ -76,7 +64,7 @@ async def test_a_frame_resent_after_a_lost_ack_is_acked_and_taken_once(
     journal = Journal()
     message = astm_results()
     frames = build_frames(message)
-    async with serving(context, journal) as source, AstmAnalyser(source.port) as analyser:
+    async with serving(astm(context), journal) as source, AstmAnalyser(source.port) as analyser:
         await analyser.establish()
         assert await analyser.send_frame(frames[0]) == ACK
         assert await analyser.send_frame(frames[0]) == ACK  # "our ACK was lost": resent
@@ -90,7 +78,7 @@ async def test_a_frame_resent_after_a_lost_ack_is_acked_and_taken_once(
 async def test_a_wrong_frame_number_is_naked(context: ConnectorContext) -> None:
     journal = Journal()
     frames = build_frames(astm_results())
-    async with serving(context, journal) as source, AstmAnalyser(source.port) as analyser:
+    async with serving(astm(context), journal) as source, AstmAnalyser(source.port) as analyser:
         await analyser.establish()
         await analyser.raw(frames[1])  # frame 2 where 1 is expected
         assert await analyser.answer() == NAK
@@ -103,7 +91,7 @@ async def test_the_last_frame_is_acked_only_after_the_journal_commits(
     journal = Journal()
     journal.gate = asyncio.Event()
     frames = build_frames(astm_results())
-    async with serving(context, journal) as source, AstmAnalyser(source.port) as analyser:
+    async with serving(astm(context), journal) as source, AstmAnalyser(source.port) as analyser:
         await analyser.establish()
         for frame in frames[:-1]:
             assert await analyser.send_frame(frame) == ACK
@@ -120,7 +108,7 @@ async def test_garbage_on_the_line_is_journalled_as_an_error_and_the_link_still_
     context: ConnectorContext,
 ) -> None:
     journal = Journal()
-    async with serving(context, journal) as source, AstmAnalyser(source.port) as analyser:
+    async with serving(astm(context), journal) as source, AstmAnalyser(source.port) as analyser:
         await analyser.raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await analyser.send_message(astm_results())
         await journal.wait_for(2)
@@ -136,7 +124,7 @@ async def test_a_connection_lost_mid_message_journals_what_arrived_as_truncated(
 ) -> None:
     journal = Journal()
     frames = build_frames(astm_results())
-    async with serving(context, journal) as source:
+    async with serving(astm(context), journal) as source:
         async with AstmAnalyser(source.port) as analyser:
             await analyser.establish()
             for frame in frames[:3]:
@@ -154,7 +142,7 @@ async def test_a_silent_analyser_is_timed_out_and_its_partial_message_kept(
 ) -> None:
     journal = Journal()
     frames = build_frames(astm_results())
-    async with serving(context, journal, frame_timeout_s=0.3) as source:
+    async with serving(astm(context, frame_timeout_s=0.3), journal) as source:
         async with AstmAnalyser(source.port) as analyser:
             await analyser.establish()
             assert await analyser.send_frame(frames[0]) == ACK
@@ -169,7 +157,7 @@ async def test_an_unreadable_message_is_journalled_with_the_record_that_is_wrong
 ) -> None:
     journal = Journal()
     bad = b"H|\\^&\rR|1|^^^GLU|5.1|mmol/L\rL|1\r"  # a result outside any patient/order
-    async with serving(context, journal) as source, AstmAnalyser(source.port) as analyser:
+    async with serving(astm(context), journal) as source, AstmAnalyser(source.port) as analyser:
         await analyser.send_message(bad)
         await journal.wait_for(1)
     (inbound,) = journal.inbounds
@@ -182,7 +170,7 @@ async def test_a_frame_naked_six_times_abandons_the_transfer(context: ConnectorC
     journal = Journal()
     frames = build_frames(astm_results())
     broken = frames[1][:-4] + b"ZZ" + frames[1][-2:]
-    async with serving(context, journal) as source, AstmAnalyser(source.port) as analyser:
+    async with serving(astm(context), journal) as source, AstmAnalyser(source.port) as analyser:
         await analyser.raw(ENQ)
         assert await analyser.answer() == ACK
         assert await analyser.send_frame(frames[0]) == ACK

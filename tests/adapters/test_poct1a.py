@@ -4,8 +4,6 @@ unsafe XML, garbage and truncated messages journalled as errors and answered AE.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from tests.devices.analysers import (
     poct_dst,
     poct_hello,
     poct_observations,
+    serving,
 )
 from tests.devices.test_poct import XXE
 
@@ -35,20 +34,9 @@ async def context(tmp_path: Path) -> AsyncIterator[ConnectorContext]:
         yield context
 
 
-@contextlib.asynccontextmanager
-async def serving(
-    context: ConnectorContext, accept: Journal, **options: Any
-) -> AsyncIterator[Poct1aSource]:
+def poct1a(context: ConnectorContext, **options: Any) -> Poct1aSource:
     config = Poct1aSourceConfig(kind="poct1a", host="127.0.0.1", port=0, **options)
-    source = Poct1aSourceFactory().build(config, context)
-    await source.start()
-    async with asyncio.TaskGroup() as group:
-        task = group.create_task(source.serve(accept))
-        try:
-            yield source
-        finally:
-            task.cancel()
-            await source.aclose()
+    return Poct1aSourceFactory().build(config, context)
 
 
 def read(answer: bytes) -> PoctMessage:
@@ -66,7 +54,7 @@ async def test_a_conversation_is_answered_as_poct1_a2_describes(
 ) -> None:
     journal = Journal()
     observations = poct_observations(control_id=3)
-    async with serving(context, journal) as source, PoctDevice(source.port) as device:
+    async with serving(poct1a(context), journal) as source, PoctDevice(source.port) as device:
         answers = await device.conversation(observations)
     hello, status, request, obs, eot, end = (read(a) for a in answers)
     assert acked(answers[0]) == ("AA", "1") and acked(answers[1]) == ("AA", "2")
@@ -88,9 +76,9 @@ async def test_observations_resent_under_a_new_control_id_keep_their_dedup_key(
     context: ConnectorContext,
 ) -> None:
     journal = Journal()
-    async with serving(context, journal) as source, PoctDevice(source.port) as device:
+    async with serving(poct1a(context), journal) as source, PoctDevice(source.port) as device:
         await device.conversation(poct_observations(control_id=3))
-    async with serving(context, journal) as source, PoctDevice(source.port) as device:
+    async with serving(poct1a(context), journal) as source, PoctDevice(source.port) as device:
         await device.conversation(poct_observations(control_id=71))
     first, again = journal.inbounds
     assert first.dedup_key == again.dedup_key
@@ -100,7 +88,7 @@ async def test_xml_with_an_external_entity_is_refused_journalled_and_the_device_
     context: ConnectorContext,
 ) -> None:
     journal = Journal()
-    async with serving(context, journal) as source, PoctDevice(source.port) as device:
+    async with serving(poct1a(context), journal) as source, PoctDevice(source.port) as device:
         await device.exchange(poct_hello())
         answer = await device.exchange(XXE)
         code, _ = acked(answer)
@@ -117,7 +105,7 @@ async def test_garbage_on_the_socket_is_journalled_and_answered_ae(
     context: ConnectorContext,
 ) -> None:
     journal = Journal()
-    async with serving(context, journal) as source, PoctDevice(source.port) as device:
+    async with serving(poct1a(context), journal) as source, PoctDevice(source.port) as device:
         answer = await device.exchange(b"\x00\x05ENQ-from-an-astm-device\r\n")
         assert acked(await device.exchange(poct_hello())) == ("AA", "1")
     assert acked(answer)[0] == "AE"
@@ -131,10 +119,10 @@ async def test_a_message_cut_off_by_the_device_is_journalled_as_truncated(
 ) -> None:
     journal = Journal()
     observations = poct_observations()
-    async with serving(context, journal) as source:
+    async with serving(poct1a(context), journal) as source:
         async with PoctDevice(source.port) as device:
             await device.exchange(poct_hello())
-            await device.send(observations[:150])
+            await device.raw(observations[:150])
         await journal.wait_for(1)
     (inbound,) = journal.inbounds
     assert isinstance(inbound.problem, FramingError)
@@ -147,7 +135,7 @@ async def test_observations_without_a_test_code_are_journalled_and_answered_ae(
 ) -> None:
     journal = Journal()
     broken = poct_observations(control_id=9).replace(b' V="cTnI"', b' V=""')
-    async with serving(context, journal) as source, PoctDevice(source.port) as device:
+    async with serving(poct1a(context), journal) as source, PoctDevice(source.port) as device:
         await device.exchange(poct_hello())
         answer = await device.exchange(broken)
     code, control_id = acked(answer)

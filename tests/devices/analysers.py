@@ -10,9 +10,11 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self, TypeVar
 
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from adapters._tcp_listener import TcpListener
 from devices.astm import ACK, ENQ, EOT, NAK, build_frames
 from engine.connectors import ConnectorContext, Inbound, Receipt
 
@@ -26,6 +28,7 @@ __all__ = [
     "poct_eot",
     "poct_hello",
     "poct_observations",
+    "serving",
 ]
 
 WAIT_S = 15  # E1381's sender timer for an answer; an upper bound, never a timing assert
@@ -52,6 +55,22 @@ class Journal:
             while len(self.inbounds) < count:
                 self.arrived.clear()
                 await self.arrived.wait()
+
+
+SourceT = TypeVar("SourceT", bound=TcpListener)
+
+
+@contextlib.asynccontextmanager
+async def serving(source: SourceT, accept: Journal) -> AsyncIterator[SourceT]:
+    """Run a socket source on 127.0.0.1 until the block ends."""
+    await source.start()
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(source.serve(accept))
+        try:
+            yield source
+        finally:
+            task.cancel()
+            await source.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -88,15 +107,14 @@ def astm_results(
 
 
 @dataclass
-class AstmAnalyser:
-    """The sender side of E1381 on one TCP connection."""
+class _Connection:
+    """A device's TCP connection to a source on 127.0.0.1."""
 
     port: int
-    answers: list[bytes] = field(default_factory=list)  # ACK/NAK per frame, in order
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
 
-    async def __aenter__(self) -> AstmAnalyser:
+    async def __aenter__(self) -> Self:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         return self
 
@@ -109,6 +127,13 @@ class AstmAnalyser:
         assert self.writer is not None
         self.writer.write(data)
         await self.writer.drain()
+
+
+@dataclass
+class AstmAnalyser(_Connection):
+    """The sender side of E1381 on one TCP connection."""
+
+    answers: list[bytes] = field(default_factory=list)  # ACK/NAK per frame, in order
 
     async def answer(self) -> bytes:
         assert self.reader is not None
@@ -198,28 +223,11 @@ _ROOT_END = re.compile(rb"</(ACK|REQ|END|ESC)\.R01>")
 
 
 @dataclass
-class PoctDevice:
+class PoctDevice(_Connection):
     """The device side of a POCT1-A2 conversation on one TCP connection."""
 
-    port: int
     received: list[bytes] = field(default_factory=list)
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
     _buffer: bytes = b""
-
-    async def __aenter__(self) -> PoctDevice:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.writer is not None
-        self.writer.close()
-        await self.writer.wait_closed()
-
-    async def send(self, message: bytes) -> None:
-        assert self.writer is not None
-        self.writer.write(message)
-        await self.writer.drain()
 
     async def receive(self) -> bytes:
         """The data manager's next message (ACK.R01, REQ.R01, END.R01)."""
@@ -234,7 +242,7 @@ class PoctDevice:
         return message
 
     async def exchange(self, message: bytes) -> bytes:
-        await self.send(message)
+        await self.raw(message)
         return await self.receive()
 
     async def conversation(self, *observations: bytes) -> list[bytes]:

@@ -1,5 +1,6 @@
-"""The TCP listener the device sources share (POCT1-A, ASTM): bind, one task per connection,
-journal through `accept` with a deadline, close everything on shutdown."""
+"""The TCP listener the socket sources share (MLLP, POCT1-A, ASTM): bind (TLS if asked), one task
+per connection with a connection limit, journal through `accept` with a deadline, close every
+connection on shutdown. A source implements `converse` for one connection."""
 
 from __future__ import annotations
 
@@ -7,16 +8,49 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import traceback
 from abc import ABC, abstractmethod
 from datetime import datetime
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.connectors import Accept, ConnectorContext, Inbound, Receipt
 from engine.errors import ConfigError, InputError
 
-__all__ = ["DeviceListener", "close_writer", "peer_origin"]
+__all__ = ["ListenerConfig", "ListenerSettings", "TcpListener", "close_writer", "peer_origin"]
 
 log = logging.getLogger(__name__)
+
+
+class ListenerSettings(Protocol):
+    """What a listener needs from its source's config (every socket source's config has it)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def accept_timeout_s(self) -> float: ...
+
+
+class ListenerConfig(BaseModel):
+    """The fields every device source's config shares (the `kind` comes with each source)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(default="0.0.0.0", description="Address to listen on; 0.0.0.0 for all.")
+    port: int = Field(ge=0, le=65535, description="TCP port to listen on (0: any free port).")
+    max_connections: int = Field(default=50, gt=0, description="Connections served at once.")
+    accept_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Time allowed for the journal to commit one message; past it the device is "
+        "not acknowledged (POCT: no ACK.R01; ASTM: the last frame is NAKed) and resends.",
+    )
 
 
 def peer_origin(scheme: str, peer: object) -> str:
@@ -34,25 +68,17 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
             await writer.wait_closed()
 
 
-class DeviceListener(ABC):
+class TcpListener(ABC):
     """Listens on host:port; subclasses implement `converse` for one connection."""
 
     scheme = "tcp"
 
-    def __init__(
-        self,
-        context: ConnectorContext,
-        *,
-        host: str,
-        port: int,
-        max_connections: int,
-        accept_timeout_s: float,
-    ) -> None:
+    def __init__(self, settings: ListenerSettings, context: ConnectorContext) -> None:
         self._context = context
-        self._host = host
-        self._port = port
-        self._max_connections = max_connections
-        self._accept_timeout_s = accept_timeout_s
+        self._host = settings.host
+        self._port = settings.port
+        self._max_connections = settings.max_connections
+        self._accept_timeout_s = settings.accept_timeout_s
         self._server: asyncio.Server | None = None
         self._accept: Accept | None = None
         self._ready = asyncio.Event()
@@ -69,8 +95,11 @@ class DeviceListener(ABC):
         """Bind the listening socket; ConfigError naming host:port when that fails."""
         if self._server is not None:
             return
+        context = await self.ssl_context()
         try:
-            self._server = await asyncio.start_server(self._connection, self._host, self._port)
+            self._server = await asyncio.start_server(
+                self._connection, self._host, self._port, ssl=context
+            )
         except OSError as exc:
             raise ConfigError(
                 f"cannot listen on {self._host}:{self._port}: {exc.strerror or exc}",
@@ -78,6 +107,10 @@ class DeviceListener(ABC):
                 hint="choose a free port or stop the process holding it",
             ) from exc
         log.info(f"{self.scheme}.source.listening", extra={"port": self.port})
+
+    async def ssl_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context; None for plain TCP."""
+        return None
 
     async def serve(self, accept: Accept) -> None:
         """Serve connections until cancelled, journalling through `accept`."""
@@ -121,12 +154,14 @@ class DeviceListener(ABC):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        log.debug(f"{self.scheme}.connection.opened", extra={"origin": origin})
         try:
             await self.converse(reader, writer, origin)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # Only this connection ends; exception texts may quote payloads: type and stack only.
+            # The connection boundary: only this connection ends. Payloads never reach the log
+            # (exception texts from lower layers may quote them), so: type and stack only.
             log.error(
                 f"{self.scheme}.connection.failed",
                 extra={
@@ -138,6 +173,7 @@ class DeviceListener(ABC):
         finally:
             self._connections.discard(task)
             await close_writer(writer)
+            log.debug(f"{self.scheme}.connection.closed", extra={"origin": origin})
 
     @abstractmethod
     async def converse(
