@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 _MAX_FRAME_BYTES = 1024
 _MAX_GARBAGE_BYTES = 64 * 1024
+# Bytes a link in neutral state may carry without meaning anything: line ends, padding, and a
+# stray EOT/ACK/NAK from a sender finishing or retrying a transfer we already closed.
+_NEUTRAL_NOISE = b"\r\n\x00 " + EOT + ACK + NAK
 
 
 class AstmSourceConfig(ListenerConfig):
@@ -125,7 +128,7 @@ class _Link:
                 await self.send(ACK)
                 if not await self.transfer():
                     break
-            elif byte not in b"\r\n\x00 " or self.garbage:
+            elif byte not in _NEUTRAL_NOISE or self.garbage:
                 self.garbage += byte
                 if len(self.garbage) >= _MAX_GARBAGE_BYTES:
                     await self.flush_garbage("outside a transfer")
@@ -228,8 +231,8 @@ class _Link:
             try:
                 parsed = parse_message(message, charset)
                 document = results_document(parsed, message)
-                dedup_key = f"astm:{document['device']['id']}:{document['digest']}"
-                correlation = document["control_id"] or None
+                dedup_key = f"astm:{document['device'].get('id', '')}:{document['digest']}"
+                correlation = document.get("control_id")
             except InputError as exc:
                 problem = exc
         receipt = await self.source.journal(

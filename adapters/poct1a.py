@@ -171,7 +171,7 @@ class _Conversation:
         journalled = self.hello + raw
         try:
             document = results_document(journalled)
-            dedup_key = f"poct1a:{document['device']['id']}:{document['digest']}"
+            dedup_key = f"poct1a:{document['device'].get('id', '')}:{document['digest']}"
         except InputError as exc:
             problem = exc
         receipt = await self.source.journal(

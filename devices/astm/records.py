@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from devices.analyser_results import pruned
 from engine.errors import DecodeError, ParseError
 
 __all__ = [
@@ -246,13 +247,15 @@ def results_document(message: AstmMessage, raw: bytes) -> dict[str, Any]:
                 last["comments"].append(text)
         elif kind == "L":
             terminated = True
-    return {
-        "protocol": "ASTM E1394",
-        "message_type": "results",
-        "control_id": header.get(3),
-        "sent": sent,
-        "terminated": terminated,
-        "device": device,
-        "digest": hashlib.sha256(raw).hexdigest()[:32],
-        "results": [r for r in results if r["value"] != ""],
-    }
+    return pruned(
+        {
+            "protocol": "ASTM E1394",
+            "message_type": "results",
+            "control_id": header.get(3),
+            "sent": sent,
+            "terminated": terminated,
+            "device": device,
+            "digest": hashlib.sha256(raw).hexdigest()[:32],
+            "results": [r for r in results if r["value"] != ""],
+        }
+    )

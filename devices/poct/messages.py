@@ -17,6 +17,7 @@ from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
+from devices.analyser_results import pruned
 from devices.ecg.errors import EcgError, UnsafeXmlError
 from devices.ecg.readers.xmlsafe import parse_xml
 from devices.poct.stream import MessageSplitter
@@ -242,19 +243,21 @@ def results_document(raw: bytes) -> dict[str, Any]:
                     "comments": [_v(note) for note in obs.iterfind("NTE/NTE.text") if _v(note)],
                 }
             )
-    return {
-        "protocol": "POCT1-A2",
-        "message_type": observation.message_type,
-        "control_id": observation.control_id,
-        "sent": created,
-        "terminated": True,
-        "device": {
-            "id": identity.device_id,
-            "name": identity.model,
-            "model": identity.model,
-            "vendor": identity.vendor,
-            "serial": identity.serial,
-        },
-        "digest": observation.digest(),
-        "results": [r for r in results if r["value"] != ""],
-    }
+    return pruned(
+        {
+            "protocol": "POCT1-A2",
+            "message_type": observation.message_type,
+            "control_id": observation.control_id,
+            "sent": created,
+            "terminated": True,
+            "device": {
+                "id": identity.device_id,
+                "name": identity.model,
+                "model": identity.model,
+                "vendor": identity.vendor,
+                "serial": identity.serial,
+            },
+            "digest": observation.digest(),
+            "results": [r for r in results if r["value"] != ""],
+        }
+    )

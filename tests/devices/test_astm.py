@@ -154,3 +154,18 @@ def test_record_like_text_gives_results_or_an_input_error(text: str) -> None:
         results_document(parse_message(data), data)
     except InputError:
         pass
+
+
+def test_a_result_without_a_patient_id_is_not_written_as_a_patient_observation() -> None:
+    from pathlib import Path
+
+    from adapters.astm import parse_for_mapping
+    from engine.mapping import load_mapping
+
+    raw = astm_results(patient_id="")
+    (result,) = results_document(parse_message(raw, "utf-8"), raw)["results"]
+    assert "patient_id" not in result  # an empty P-3 is no id
+    mapping = load_mapping(Path(__file__).parents[2] / "mappings" / "devices" / "astm.yaml")
+    bundle = mapping.apply(parse_for_mapping(raw, "utf-8"))
+    assert isinstance(bundle, dict)
+    assert [e["resource"]["resourceType"] for e in bundle["entry"]] == ["Device"]

@@ -157,3 +157,17 @@ def test_the_ack_names_the_acknowledged_control_id() -> None:
     assert ack.value("ACK/ACK.ack_control_id") == "17"
     assert ack.value("ACK/ACK.type_cd") == "AE"
     assert ack.value("HDR/HDR.creation_dttm") == "2026-11-26T08:30:00+08:00"
+
+
+def test_observations_without_a_hello_map_without_a_device_to_point_at() -> None:
+    from pathlib import Path
+
+    from adapters.poct1a import parse_for_mapping
+    from engine.mapping import load_mapping
+
+    mapping = load_mapping(Path(__file__).parents[2] / "mappings" / "devices" / "poct.yaml")
+    bundle = mapping.apply(parse_for_mapping(poct_observations(), "utf-8"))
+    assert isinstance(bundle, dict)
+    (observation,) = [e["resource"] for e in bundle["entry"]]
+    assert observation["resourceType"] == "Observation"
+    assert "device" not in observation  # no Device was written, so none is referenced
