@@ -12,7 +12,6 @@ import contextlib
 import logging
 import socket
 import ssl
-import traceback
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters._parse_check import parse_problem
+from adapters._tcp_listener import TcpListener, close_writer
 from adapters.hl7v2 import (
     MEDIA_TYPE,
     MessageHeader,
@@ -40,7 +40,6 @@ from adapters.hl7v2 import (
     split_batch,
 )
 from engine.connectors import (
-    Accept,
     ConnectorContext,
     Delivered,
     Inbound,
@@ -305,123 +304,39 @@ class MllpSourceConfig(BaseModel):
     )
 
 
-class MllpSource:
+class MllpSource(TcpListener):
     """Listens for MLLP connections; one task per connection, messages in order on each."""
 
+    scheme = "mllp"
+
     def __init__(self, config: MllpSourceConfig, context: ConnectorContext) -> None:
+        super().__init__(config, context)
         self._config = config
-        self._context = context
-        self._server: asyncio.Server | None = None
-        self._accept: Accept | None = None
-        self._ready = asyncio.Event()  # set by serve(): accept() is known
-        self._connections: set[asyncio.Task[None]] = set()
 
-    @property
-    def port(self) -> int:
-        """The bound port (useful with port 0); only after start()."""
-        if self._server is None or not self._server.sockets:
-            raise RuntimeError("the source is not started")
-        return int(self._server.sockets[0].getsockname()[1])
+    async def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS when the channel asks for it (`source.tls`)."""
+        if self._config.tls is None:
+            return None
+        return await asyncio.to_thread(_server_ssl_context, self._config.tls)
 
-    async def start(self) -> None:
-        """Bind the listening socket; raises ConfigError naming host:port when that fails."""
-        if self._server is not None:
-            return
-        config = self._config
-        context = None
-        if config.tls is not None:
-            context = await asyncio.to_thread(_server_ssl_context, config.tls)
-        try:
-            self._server = await asyncio.start_server(
-                self._connection,
-                config.host,
-                config.port,
-                ssl=context,
-            )
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
-                key="source.port",
-                hint="choose a free port or stop the process holding it",
-            ) from exc
-        log.info("mllp.source.listening", extra={"port": self.port})
-
-    async def serve(self, accept: Accept) -> None:
-        """Serve connections until cancelled, handing every block to `accept`."""
-        await self.start()
-        assert self._server is not None
-        self._accept = accept
-        self._ready.set()
-        try:
-            await self._server.serve_forever()
-        finally:
-            await self._close_connections()
-
-    async def aclose(self) -> None:
-        """Stop listening and close every connection."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        await self._close_connections()
-        if server is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await server.wait_closed()
-
-    async def _close_connections(self) -> None:
-        tasks = list(self._connections)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One connection, from connect to close; nothing raised here reaches the listener."""
-        task = asyncio.current_task()
-        assert task is not None
-        origin = _origin(writer.get_extra_info("peername"))
-        if len(self._connections) >= self._config.max_connections:
-            log.warning("mllp.connection.refused", extra={"origin": origin})
-            await _close(writer)
-            return
-        self._connections.add(task)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        log.debug("mllp.connection.opened", extra={"origin": origin})
-        try:
-            frames = FrameReader(
-                reader,
-                max_bytes=self._config.max_message_bytes,
-                idle_timeout_s=self._config.idle_timeout_s,
-                read_timeout_s=self._config.read_timeout_s,
-            )
-            while True:
-                try:
-                    block = await frames.read_frame()
-                except TimeoutError:
-                    log.info("mllp.connection.idle", extra={"origin": origin})
-                    break
-                if block is None or not await self._answer(block, origin, writer):
-                    break
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # The connection boundary: only this connection ends. Payloads never reach the log
-            # (exception texts from lower layers may quote them), so: type and stack only.
-            log.error(
-                "mllp.connection.failed",
-                extra={
-                    "origin": origin,
-                    "error": type(exc).__name__,
-                    "stack": "".join(traceback.format_tb(exc.__traceback__)),
-                },
-            )
-        finally:
-            self._connections.discard(task)
-            await _close(writer)
-            log.debug("mllp.connection.closed", extra={"origin": origin})
+    async def converse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, origin: str
+    ) -> None:
+        """Read blocks and answer each until the peer closes or stays idle."""
+        frames = FrameReader(
+            reader,
+            max_bytes=self._config.max_message_bytes,
+            idle_timeout_s=self._config.idle_timeout_s,
+            read_timeout_s=self._config.read_timeout_s,
+        )
+        while True:
+            try:
+                block = await frames.read_frame()
+            except TimeoutError:
+                log.info("mllp.connection.idle", extra={"origin": origin})
+                return
+            if block is None or not await self._answer(block, origin, writer):
+                return
 
     async def _answer(self, block: Frame, origin: str, writer: asyncio.StreamWriter) -> bool:
         """Journal one block through accept(), then ACK it; False closes the connection."""
@@ -550,20 +465,6 @@ def _inspect(
         with contextlib.suppress(InputError):
             header = read_header(block.content, default_charset, strict=False)
     return header, problem, codec
-
-
-def _origin(peer: object) -> str:
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host, port = peer[0], peer[1]
-        return f"mllp://[{host}]:{port}" if ":" in str(host) else f"mllp://{host}:{port}"
-    return "mllp://unknown"
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError, TimeoutError):
-        async with asyncio.timeout(5):
-            await writer.wait_closed()
 
 
 def _server_ssl_context(tls: TlsServerConfig) -> ssl.SSLContext:
@@ -739,7 +640,7 @@ class MllpDestination:
         writer = self._writer
         self._reader = self._writer = self._frames = None
         if writer is not None:
-            await _close(writer)
+            await close_writer(writer)
 
 
 def _client_ssl_context(tls: TlsClientConfig) -> ssl.SSLContext:

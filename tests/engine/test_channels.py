@@ -109,3 +109,19 @@ def test_every_error_of_a_file_is_listed(tmp_path: Path) -> None:
     with pytest.raises(ChannelFileErrors) as caught:
         load_channel(path, PLUGINS)
     assert len(caught.value.errors) == 2
+
+
+def test_no_two_shipped_channels_listen_on_the_same_port() -> None:
+    # Two listeners on one port: `serve` deploys one and the other channel fails at start, so
+    # a site loses a whole interface (ECG upload and POCT once shared 2590).
+    import yaml
+
+    listeners: dict[tuple[str, int], str] = {}
+    for path in sorted((Path(__file__).parents[2] / "channels").glob("*.yaml")):
+        source = yaml.safe_load(path.read_text(encoding="utf-8"))["source"]
+        if source.get("kind") == "mqtt" or "port" not in source:
+            continue  # an MQTT source connects out to the broker's port; it listens on none
+        key = (str(source.get("host", "0.0.0.0")), int(source["port"]))
+        assert key not in listeners, f"{path.name} and {listeners[key]} both listen on {key}"
+        listeners[key] = path.name
+    assert len(listeners) >= 10

@@ -59,7 +59,7 @@ def test_every_shared_message_converts_into_valid_fhir() -> None:
     refused = []
     for case in load_cases(IZ.read_text(encoding="utf-8")):
         document = parse_for_mapping(case.message, "utf-8")
-        # the mappings for this parser's input (an ECG mapping reads `$.` paths of another)
+        # the engine offers a message only to the mappings of its input type (choose_mapping)
         hl7 = [m for m in mappings if m.input in (None, document.media_type)]
         (mapping,) = [m for m in hl7 if m.matches(document)]
         try:
