@@ -60,13 +60,23 @@ def _path(path: str) -> _Path:
 class _Message:
     """The split message shared by a document and its sub-documents; fields split on demand."""
 
-    __slots__ = ("by_id", "codec", "delimiters", "ids", "segments", "_fields")
+    __slots__ = (
+        "by_id", "codec", "delimiters", "ids", "segments", "_fields",
+        "component", "repetition", "subcomponent", "escape", "trailing",
+    )  # fmt: skip
 
     def __init__(self, text: str, delimiters: Delimiters, codec: str) -> None:
         if "\n" in text:
             text = text.replace("\r\n", "\r").replace("\n", "\r")
         self.delimiters = delimiters
         self.codec = codec
+        # The delimiters as plain attributes: every path read uses them, and the properties of
+        # `Delimiters` cost a call each.
+        self.component = delimiters.component
+        self.repetition = delimiters.repetition
+        self.subcomponent = delimiters.subcomponent
+        self.escape = delimiters.escape
+        self.trailing = self.component + self.subcomponent
         self.segments = [s for s in text.split("\r") if s and not s.isspace()]
         self.ids: list[str] = []
         self.by_id: dict[str, list[int]] = {}
@@ -109,11 +119,15 @@ class Hl7Document:
     value (`PID-5` when it has components) returns it in ER7 form, as sent."""
 
     media_type = MEDIA_TYPE
-    __slots__ = ("_message", "_scope")
+    __slots__ = ("_message", "_scope", "_read")
 
     def __init__(self, message: _Message, scope: _Scope | None = None) -> None:
         self._message = message
         self._scope = scope
+        # path -> first value: a mapping reads the same fields again and again (the
+        # Organization's MSH-4 for its id and its reference, PV1-3 for each Location part),
+        # and a document never changes.
+        self._read: dict[str, str | None] = {}
 
     @classmethod
     def from_text(cls, text: str, delimiters: Delimiters, codec: str = "utf-8") -> Hl7Document:
@@ -144,7 +158,41 @@ class Hl7Document:
 
     def get(self, path: str) -> str | None:
         """The first non-empty value at `path`, or None when absent or empty."""
-        return next(self._values(_path(path)), None)
+        read = self._read
+        if path in read:
+            return read[path]
+        value = read[path] = self._first(_path(path))
+        return value
+
+    def _first(self, path: _Path) -> str | None:
+        """`next(self._values(path), None)` without its generators: the same walk (segments
+        in scope, repetitions, the first non-empty leaf), written out for the hot path."""
+        field = path.field
+        if field is None or path.repetition is not None:
+            return next(self._values(path), None)
+        message = self._message
+        scope = self._scope
+        for index in self._segments(path):
+            fields = message.fields(index)
+            if field >= len(fields):
+                continue
+            value = fields[field]
+            if not value:
+                continue
+            if field <= 2 and message.ids[index] in _HEADER_SEGMENTS:
+                return value  # MSH-1 and MSH-2 hold delimiters: never split them
+            if message.repetition not in value:
+                repetitions = [value]
+            elif scope is not None and scope.segment == index and scope.field == field:
+                assert scope.repetition is not None
+                repetitions = [value.split(message.repetition)[scope.repetition]]
+            else:
+                repetitions = value.split(message.repetition)
+            for repetition in repetitions:
+                leaf = self._leaf(repetition, path)
+                if leaf:
+                    return leaf
+        return None
 
     def all(self, path: str) -> list[str]:
         """Every non-empty value at `path`, across repetitions and repeated segments, in order."""
@@ -212,22 +260,24 @@ class Hl7Document:
                     yield value
 
     def _leaf(self, repetition: str, path: _Path) -> str:
-        d = self._message.delimiters
+        m = self._message
         value = repetition
         if path.component is not None:
-            components = value.split(d.component)
+            components = value.split(m.component)
             if path.component > len(components):
                 return ""
             value = components[path.component - 1]
             if path.subcomponent is not None:
-                subcomponents = value.split(d.subcomponent)
+                subcomponents = value.split(m.subcomponent)
                 if path.subcomponent > len(subcomponents):
                     return ""
                 value = subcomponents[path.subcomponent - 1]
-        value = value.rstrip(d.component + d.subcomponent)
-        if d.component in value or d.subcomponent in value:
+        value = value.rstrip(m.trailing)
+        if m.component in value or m.subcomponent in value:
             return value  # composite: ER7 form, as sent
-        return unescape(value, d, self._message.codec)
+        if m.escape not in value:
+            return value
+        return unescape(value, m.delimiters, m.codec)
 
 
 def parse(raw: bytes, default_charset: str = "utf-8") -> Hl7Document:

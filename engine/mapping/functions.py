@@ -11,9 +11,9 @@ import base64
 import hashlib
 import re
 from collections.abc import Callable
+from datetime import UTC, timedelta, tzinfo
 from datetime import date as _date
 from datetime import datetime as _datetime
-from datetime import timedelta, tzinfo
 from typing import Any
 
 __all__ = [
@@ -307,6 +307,17 @@ def _is_number(value: Any) -> bool:
         return False
 
 
+def _is_datetime(value: Any) -> bool:
+    """Whether `datetime()` would read the value (`20091015` yes; `20091051`, `unknown`, null no):
+    lets a mapping keep a sender's impossible date as text where FHIR has a slot for that."""
+    if is_empty(value) or isinstance(value, bool | list | dict):
+        return False
+    try:
+        return format_datetime(value, UTC) is not None
+    except ValueProblem:
+        return False
+
+
 def _is_id(value: Any) -> bool:
     """Whether the text can be a FHIR `id` (1-64 of A-Z a-z 0-9 - .): a sender's message or
     order number often can, but not always."""
@@ -366,6 +377,7 @@ VALUE_FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
     "at": (2, 2, _at),
     "number": (1, 1, _number),
     "is_number": (1, 1, _is_number),
+    "is_datetime": (1, 1, _is_datetime),
     "is_id": (1, 1, _is_id),
     "string": (1, 1, _string),
     "base64": (1, 1, _base64),

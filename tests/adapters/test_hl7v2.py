@@ -521,3 +521,27 @@ def test_msh_18_only_names_table_0211_charsets(declared: str) -> None:
     with pytest.raises(UnknownTableValueError):
         decode(raw, read_header(raw), "utf-8")
     assert parse_ack(build_ack(read_header(raw), "AA", control_id="1", now=NOW).encode())
+
+
+# Field content with repetitions, components, subcomponents, escapes and empty parts.
+_PIECE = st.sampled_from(["", "a", "b", "^", "~", "&", "\\F\\", "\\T\\", "x^y", "p~q", "r&s"])
+_FIELD = st.lists(_PIECE, max_size=5).map("".join)
+_READ = st.sampled_from(
+    ["PID-3", "PID-3.1", "PID-3.2", "PID-3.1.2", "PID-5", "PID-5.3", "MSH-4", "MSH-4.2",
+     "PID-3[2]", "PID-3[2].2", "PID[2]-3.1", "PID-7", "MSH-1", "MSH-2", "ZZZ-1"]
+)  # fmt: skip
+
+
+@given(st.lists(st.lists(_FIELD, min_size=1, max_size=8), min_size=1, max_size=3), _FIELD, _READ)
+def test_get_is_the_first_value_of_all_also_inside_each(
+    pids: list[list[str]], facility: str, path: str
+) -> None:
+    """`get` reads on its own fast path (and remembers what it read): it must still answer
+    what `all` (the general walk) lists first, in the whole message and in each repetition."""
+    segments = [f"MSH|^~\\&|A|{facility}|C|D|2024||ADT^A01|1|P|2.5.1"]
+    segments += ["PID|" + "|".join(fields) for fields in pids]
+    doc = parse("\r".join(segments).encode())
+    documents = [doc, *doc.each("PID"), *doc.each("PID-3")]
+    for document in documents:
+        for _ in range(2):  # the second read comes from what the first remembered
+            assert document.get(path) == next(iter(document.all(path)), None)

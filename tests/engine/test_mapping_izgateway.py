@@ -151,3 +151,19 @@ def test_arbitrary_content_gives_valid_fhir_or_an_error_naming_the_field(
         return
     assert fhir_r4b(first) == []
     assert mapping.apply(document) == first  # ids are deterministic
+
+
+def test_the_dose_given_on_no_date_keeps_its_text_and_the_other_doses_map() -> None:
+    """Line 997: the third dose's RXA-3 is 20091051 (no 51st day). The history maps; that dose
+    keeps the text as sent in occurrenceString, the others have their dateTime."""
+    case = next(c for c in load_cases(CASES.read_text(encoding="utf-8")) if c.line == 997)
+    document = parse_for_mapping(case.message, "utf-8")
+    (mapping,) = [m for m in MAPPINGS if m.matches(document)]
+    bundle = mapping.apply(document)
+    assert fhir_r4b(bundle) == []
+    doses = [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Immunization"
+    ]
+    assert [d.get("occurrenceString") for d in doses] == [None, None, "20091051132511", None]
+    dated = [d.get("occurrenceDateTime", "")[:10] for d in doses]
+    assert dated[:3] == ["2009-04-15", "2009-07-31", ""] and dated[3].startswith("20")
