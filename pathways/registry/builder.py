@@ -345,6 +345,8 @@ def encode_value(
     if not raw:
         return None
     transform = spec.spec.transform
+    if transform is not None and transform.present:
+        raw = [True]
     if transform is not None and transform.age_at is not None:
         at = timeline.nodes.get(transform.age_at) or timeline.activation
         raw = [age for v in raw if (age := _age(v, at, mapping)) is not None]
