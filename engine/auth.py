@@ -1,7 +1,12 @@
 """API tokens: the single authentication gate every HTTP endpoint passes.
 
 Tokens are random secrets shown once; only their SHA-256 is stored. On first start with no
-token, `ensure_admin_token` writes one to `DATA_DIR/admin.token` (mode 0600).
+token, `ensure_admin_token` writes one to `DATA_DIR/admin.token` (mode 0600); `issue_token`
+makes one for another role.
+
+The app-wide dependency (engine.server) answers 401 without a valid token and leaves the token's
+role in `request.state.role`; a route that only some roles may use adds `require_role(...)`,
+which answers 403 naming the roles allowed.
 """
 
 from __future__ import annotations
@@ -10,16 +15,27 @@ import hashlib
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
+from fastapi import HTTPException
 from sqlalchemy import String, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
+from starlette.requests import HTTPConnection
 
 from engine.database import Base
 
-__all__ = ["ApiToken", "TokenGate", "ensure_admin_token", "hash_token"]
+__all__ = [
+    "ROLES",
+    "ApiToken",
+    "TokenGate",
+    "ensure_admin_token",
+    "hash_token",
+    "issue_token",
+    "require_role",
+]
 
 RELOAD_AFTER_S = 5.0
 ROLES = ("admin", "interface-analyst", "clinician", "registry-staff", "device")
@@ -61,6 +77,41 @@ async def ensure_admin_token(database: AsyncEngine, data_dir: Path, now: datetim
             handle.write(token + "\n")
         os.chmod(path, 0o600)
     return path
+
+
+async def issue_token(database: AsyncEngine, name: str, role: str, now: datetime) -> str:
+    """A new token named `name` for `role`; the secret is returned once and never stored."""
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    token = secrets.token_urlsafe(32)
+    sessions = async_sessionmaker(database, expire_on_commit=False)
+    async with sessions() as session, session.begin():
+        session.add(ApiToken(name=name, role=role, token_sha256=hash_token(token), created_at=now))
+    return token
+
+
+def require_role(*roles: str) -> Callable[[HTTPConnection], Awaitable[None]]:
+    """A route dependency: 403 unless the request's token (checked by the app-wide gate, which
+    sets `state.role`) has one of `roles`; 401 when no gate ran (no role at all)."""
+    unknown = set(roles) - set(ROLES)
+    if unknown or not roles:
+        raise ValueError(f"unknown roles {sorted(unknown)}; roles are {', '.join(ROLES)}")
+    allowed = ", ".join(roles)
+
+    async def check(connection: HTTPConnection) -> None:
+        role = getattr(connection.state, "role", None)
+        if role is None:
+            raise HTTPException(
+                401,
+                "a valid API token is required: send 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if role not in roles:
+            raise HTTPException(
+                403, f"this needs a token with the role {allowed}; this token's role is {role}"
+            )
+
+    return check
 
 
 class TokenGate:

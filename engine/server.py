@@ -84,14 +84,18 @@ class Engine:
         return datetime.now(tz=self.settings.tz)
 
     async def authorize(self, authorization: str | None) -> bool:
+        return await self.role_for(authorization) is not None
+
+    async def role_for(self, authorization: str | None) -> str | None:
+        """The role of the request's token (the settings' admin token is an admin's)."""
         admin = self.settings.admin_token
         if admin is not None and authorization:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() == "bearer" and hash_token(token.strip()) == hash_token(
                 admin.get_secret_value()
             ):
-                return True
-        return await self.gate.authorize(authorization)
+                return "admin"
+        return await self.gate.role_for(authorization)
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -242,7 +246,9 @@ class Engine:
     def http_app(self) -> FastAPI:
         # An HTTPConnection, not a Request: websocket endpoints need the token too.
         async def require_token(request: HTTPConnection) -> None:
-            if not await self.authorize(request.headers.get("authorization")):
+            role = await self.role_for(request.headers.get("authorization"))
+            request.state.role = role  # what `engine.auth.require_role` checks
+            if role is None:
                 raise HTTPException(
                     401,
                     "a valid API token is required: send 'Authorization: Bearer <token>' "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict
+from starlette.requests import HTTPConnection
 
 from engine.connectors import (
     Accept,
@@ -30,6 +31,7 @@ from engine.server import Engine
 from engine.settings import Settings
 
 __all__ = [
+    "as_role",
     "FunctionDestination",
     "FunctionDestinationFactory",
     "KeyValueDocument",
@@ -221,3 +223,13 @@ async def running_engine(
     finally:
         engine.stop()
         await task
+
+
+def as_role(role: str) -> Callable[[HTTPConnection], Awaitable[None]]:
+    """An app-wide dependency for a test app that mounts routers without the engine: every
+    request carries `role`, as the engine's token gate sets it (`engine.auth.require_role`)."""
+
+    async def assume(connection: HTTPConnection) -> None:
+        connection.state.role = role
+
+    return assume

@@ -8,17 +8,24 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openpyxl import load_workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
+from adapters.registry.files import Sheet, write_csv, write_xlsx
+from engine.errors import ConfigError
 from fhir_store import FhirStore
 from pathways.registry import (
     NotATemplate,
     RegistryMapping,
     checked_records,
     export_file,
+    load_registry_mapping,
     registry_mapping,
 )
 from tests.pathways.archive_cases import stroke_with_lysis, write
@@ -282,3 +289,103 @@ async def test_a_registry_without_a_template_or_format_is_refused(store: FhirSto
         await export(store, "cpc", "csv", month="2026-10")
     with pytest.raises(NotATemplate, match="imported as csv, xlsx, not json"):
         await export(store, "wso", "json", month="2026-10")
+
+
+def _template(
+    tmp_path: Path, fields: str, template: str = "template: {name: t, title: 测试}\n"
+) -> Path:
+    path = tmp_path / "tpl-1.yaml"
+    path.write_text(
+        "registry: tpl\nmapping_version: '1'\nspec: test\nspec_version: '1'\ncenter: stroke\n"
+        f"{template}blocks:\n  T: {{label: 表}}\nfields:\n{fields}",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _error(path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_registry_mapping(path)
+    return caught.value
+
+
+def test_two_columns_with_one_header_are_refused_with_file_line_key(tmp_path: Path) -> None:
+    path = _template(
+        tmp_path,
+        "  - {target: T.a, label: 既往史, type: string}\n"
+        "  - {target: T.b, label: 既往史, type: string}\n",
+    )
+    error = _error(path)
+    assert (error.file, error.line, error.key) == (str(path), 11, "fields[1].label")
+    assert "the header '既往史' is also T.a's" in str(error)
+    fixed = _template(
+        tmp_path,
+        "  - {target: T.a, label: 既往史, type: string, header: 既往史:高血压}\n"
+        "  - {target: T.b, label: 既往史, type: string, header: 既往史:糖尿病}\n",
+    )
+    assert [c.header for c in load_registry_mapping(fixed).columns] == [
+        "既往史:高血压",
+        "既往史:糖尿病",
+    ]
+
+
+def test_a_list_column_and_an_unknown_format_are_refused(tmp_path: Path) -> None:
+    path = _template(
+        tmp_path,
+        "  - {target: T.a, label: 甲, type: string}\n"
+        "  - target: T.ecgs\n    label: 心电图\n    type: list\n    each: Observation\n"
+        "    items: [{target: TIME, label: 时间, type: datetime}]\n",
+    )
+    error = _error(path)
+    assert (error.line, error.key) == (13, "fields[1].type")
+    assert "holds one value: not a list" in str(error)
+    path = _template(
+        tmp_path,
+        "  - {target: T.a, label: 甲, type: string}\n",
+        template="template:\n  name: t\n  title: 测试\n  formats: [csv, pdf]\n",
+    )
+    error = _error(path)
+    assert (error.line, error.key) == (9, "template.formats[1]")
+    header_by_key = _template(
+        tmp_path,
+        "  - {target: T.case_id, label: 编号, type: string}\n",
+        template="template: {name: t, title: 测试, header: key}\n",
+    )
+    assert [c.header for c in load_registry_mapping(header_by_key).columns] == ["case_id"]
+
+
+TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
+NAIVE_MIN = datetime(1900, 1, 1)  # noqa: DTZ001 - a template cell's local time
+NAIVE_MAX = datetime(2100, 1, 1)  # noqa: DTZ001
+CELLS = st.one_of(
+    st.none(),
+    TEXT,
+    st.integers(-(10**9), 10**9),
+    # template cells hold naive Beijing local times (the writer refuses an offset)
+    st.datetimes(min_value=NAIVE_MIN, max_value=NAIVE_MAX).map(lambda d: d.replace(microsecond=0)),
+)
+
+
+# a row starts with its case id (every template's first column), then any cells
+ROWS = st.lists(
+    st.tuples(st.from_regex(r"[a-z0-9-]{1,12}", fullmatch=True), CELLS, CELLS), max_size=4
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ROWS.map(lambda rows: [list(row) for row in rows]))
+def test_any_cells_come_back_from_csv_and_xlsx(rows: list[list[Any]]) -> None:
+    sheet = Sheet(title="表", headers=["甲", "乙", "丙"], rows=rows)
+    back = read_csv(write_csv(sheet))
+    assert back[0] == ["甲", "乙", "丙"]
+    expected = [[as_csv_text(cell) for cell in row] for row in rows]
+    assert back[1:] == expected
+    cells = read_xlsx(write_xlsx(sheet), "表")[1:]
+    assert len(cells) == len(rows)
+    for got, given_row in zip(cells, rows, strict=True):
+        for value, cell in zip(got, given_row, strict=True):
+            if isinstance(cell, str):
+                clean = ILLEGAL_CHARACTERS_RE.sub("", cell)
+                assert value == (clean or None)  # an empty text is an empty cell
+            else:
+                assert value == cell
