@@ -389,3 +389,49 @@ def test_any_cells_come_back_from_csv_and_xlsx(rows: list[list[Any]]) -> None:
                 assert value == (clean or None)  # an empty text is an empty cell
             else:
                 assert value == cell
+
+
+def minute(instant: datetime) -> datetime:
+    """A 单病种 cell: local time to the minute (the platform's forms take minutes)."""
+    return local(instant).replace(second=0)
+
+
+STK_ROW: dict[str, Any] = {
+    "cm_0_2_2_1": "否",  # the onset is known
+    "cm_0_2_2_2": minute(STROKE_NODES["symptom_onset"]),
+    "cm_0_2_3_1": "否",
+    "cm_0_2_3_2": minute(STROKE_NODES["door"]),
+    "cm_0_2_4_1": datetime(2026, 10, 8, 9, 40),  # noqa: DTZ001 - the ward visit's start, local
+    "cm_0_2_4_2": minute(STROKE_NODES["discharge"]),
+    "cm_0_3_3": "救护车",
+    "stk_0_4_4": "是",
+    "stk_1_1_1_2": None,
+    "stk_1_2_1_2_1": minute(STROKE_NODES["nihss_first"]),
+    "stk_1_2_1_3_1": 14,
+    "stk_1_3_2": "CT",
+    "stk_1_3_3_1": None,
+    "stk_1_4_1_2": None,
+    "stk_1_4_2_2_1": None,
+    "stk_2_4_1_1_1": minute(STROKE_NODES["lytic_start"]),
+    "stk_2_4_2_1_1": None,
+    "stk_2_4_3": "阿替普酶",
+    "stk_2_4_5_1": int((STROKE_NODES["lytic_start"] - STROKE_NODES["door"]).total_seconds() // 60),
+    "stk_15_1_1_1": minute(STROKE_NODES["groin_puncture"]),
+    "stk_15_7_1": "2b",
+    "stk_6_2_1_1": minute(STROKE_NODES["dysphagia_screen"]),
+    "stk_12_4_2": 2,
+}
+
+
+async def test_a_stroke_case_as_the_single_disease_stk_file(store: FhirStore) -> None:
+    await write(store, complete_stroke())
+    mapping = registry_mapping("singledisease-stk")
+    assert keys(mapping) == list(STK_ROW)
+    exported = await export(store, "singledisease-stk", "xlsx", case_id="st-wso-1")
+    assert exported.exported == ("st-wso-1",), exported.skipped
+    header, row = read_xlsx(exported.content, "STK")
+    assert header == list(STK_ROW)  # the field codes are the headers
+    assert dict(zip(STK_ROW, row, strict=True)) == STK_ROW
+    exported = await export(store, "singledisease-stk", "csv", case_id="st-wso-1")
+    _, text_row = read_csv(exported.content)
+    assert text_row[1] == STROKE_NODES["symptom_onset"].strftime("%Y-%m-%d %H:%M")
