@@ -61,7 +61,8 @@ async def build_record(
 
     `overrides`: staff values by `Block.FIELD` (None removes the field), applied over what the
     FHIR data give; `params`: values from settings (`hospital_id`). CaseNotFound when the case
-    does not exist or is another center's; UnknownRegistryField for an override of a field the mapping lacks."""
+    does not exist or is another center's; UnknownRegistryField for an override of a field the
+    mapping lacks."""
     mapping = mapping or registry_mapping(registry)
     _check_overrides(mapping, overrides or {})
     records = await gather_records(store, case_id, mapping.zone)

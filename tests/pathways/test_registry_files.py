@@ -29,6 +29,7 @@ from pathways.registry import (
     registry_mapping,
 )
 from tests.pathways.archive_cases import stroke_with_lysis, write
+from tests.pathways.registry_cases import complete_stemi
 from tests.pathways.registry_file_cases import (
     STROKE_NODES,
     TRAUMA_LEFT,
@@ -435,3 +436,40 @@ async def test_a_stroke_case_as_the_single_disease_stk_file(store: FhirStore) ->
     exported = await export(store, "singledisease-stk", "csv", case_id="st-wso-1")
     _, text_row = read_csv(exported.content)
     assert text_row[1] == STROKE_NODES["symptom_onset"].strftime("%Y-%m-%d %H:%M")
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+# tests/pathways/registry_cases.py complete_stemi(): its nodes and visits, to the minute.
+STEMI_ROW: dict[str, Any] = {
+    "cm_0_2_2_1": "否",
+    "cm_0_2_2_2": _at("2024-03-05 07:40"),
+    "cm_0_2_3_1": "否",
+    "cm_0_2_3_2": _at("2024-03-05 08:51"),  # door 08:51:12
+    "cm_0_2_4_1": _at("2024-03-05 10:10"),  # the ward visit
+    "cm_0_2_4_2": _at("2024-03-12 10:00"),
+    "cm_0_3_3": "救护车",
+    "stemi_0_4_5": "是",
+    "stemi_1_1_2_1": _at("2024-03-05 08:24"),  # ecg_diagnosis 08:24:45
+    "stemi_1_2_4_1": None,
+    "stemi_1_3_1_2_1": None,
+    "stemi_3_1_5_1": None,
+    "stemi_3_1_6_1": None,
+    "stemi_3_1_7_1": None,  # primary PCI: no lysis
+    "stemi_3_2_2_2_1": _at("2024-03-05 09:31"),
+    "stemi_3_2_2_4_1": None,
+    "stemi_3_3_3_1": None,
+}
+
+
+async def test_a_stemi_case_as_the_single_disease_stemi_file(store: FhirStore) -> None:
+    await write(store, complete_stemi())
+    mapping = registry_mapping("singledisease-stemi")
+    assert keys(mapping) == list(STEMI_ROW)
+    exported = await export(store, "singledisease-stemi", "xlsx", month="2024-03")
+    assert exported.exported == ("cp-reg-1",), exported.skipped
+    header, row = read_xlsx(exported.content, "STEMI")
+    assert header == list(STEMI_ROW)
+    assert dict(zip(STEMI_ROW, row, strict=True)) == STEMI_ROW
