@@ -4,6 +4,8 @@ FHIR store (the settings' database URL), for registry staff.
 - `registry check --center chest_pain [--case ID | --month 2026-10]`: per case "ready" or its
   problems, each with the FHIR data that would fill it; exit 1 when a case has errors;
 - `registry export --registry cpc --case ID`: the record JSON the platform would receive;
+  `registry export --registry wso --month 2026-10 --format xlsx --out FILE`: a file-template
+  registry's CSV or XLSX (one row per case) with its validation report.
 - `registry upload --registry cpc [--case ID | --ready]` and `registry sign`: see
   `pathways.registry_upload.command`.
 
@@ -33,11 +35,16 @@ from fhir_store import FhirStore, FhirStoreError
 from pathways.archive_command import _check_sqlite_file
 from pathways.registry import (
     CaseNotFound,
+    ExportedFile,
+    NotATemplate,
     RegistryMapping,
     UnknownRegistryField,
     build_record,
     check_cases,
+    checked_records,
     completeness_report,
+    export_file,
+    problem_lines,
     registry_mapping,
     validate_record,
 )
@@ -58,10 +65,16 @@ EXPORT_EXAMPLE = """\
 examples:
   greenchannel registry export --registry cpc --case cp-20261003-0007
   greenchannel registry export --registry cpc --case cp-20261003-0007 --detail
+  greenchannel registry export --registry wso --month 2026-10 --format xlsx --out wso-2026-10.xlsx
+  greenchannel registry export --registry trauma-regional --case tr-0042 --format csv --out -
 
-Prints the record JSON (the body the platform receives). --detail adds the mapping and spec
-versions, each field's FHIR source and the validation problems. Exit codes: 0 printed; 1 no such
-case; 3 the database or the mapping file cannot be read."""
+JSON (the default) prints the record the platform receives; --detail adds the mapping and spec
+versions, each field's FHIR source and the validation problems. csv and xlsx write the registry's
+file template (registries without an API: wso, trauma-regional), one row per case, and print the
+validation report: an incomplete case is left out with its reasons, or exported with its row
+flagged (--incomplete flag). CSV is UTF-8 with a BOM, so Excel shows the Chinese headers.
+Exit codes: 0 printed or written, every case complete; 1 no such case, or a case incomplete
+(skipped or flagged); 3 the database or the mapping file cannot be read."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -103,13 +116,35 @@ def register_export(actions: Any) -> None:
         epilog=EXPORT_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument("--registry", required=True, help="the registry mapping (cpc)")
-    export.add_argument("--case", required=True, metavar="ID", help="the case's EpisodeOfCare id")
+    export.add_argument("--registry", required=True, help="the registry mapping (cpc, wso ...)")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--case", metavar="ID", help="the case's EpisodeOfCare id")
+    which.add_argument("--month", metavar="YYYY-MM", help="csv/xlsx: the cases of a month, by door")
     _common(export)
     export.add_argument(
         "--detail", action="store_true", help="add versions, FHIR sources and problems"
     )
+    _file_options(export)
     export.set_defaults(handler=run_export)
+
+
+def _file_options(export: argparse.ArgumentParser) -> None:
+    export.add_argument(
+        "--format",
+        choices=("json", "csv", "xlsx"),
+        default="json",
+        help="json: one record; csv or xlsx: the registry's file template (default: json)",
+    )
+    export.add_argument(
+        "--out", metavar="FILE", help="csv/xlsx: where to write (- for stdout; default: the "
+        "template's file name in this directory)",
+    )  # fmt: skip
+    export.add_argument(
+        "--incomplete",
+        choices=("skip", "flag"),
+        default="skip",
+        help="csv/xlsx: leave incomplete cases out (default) or export them flagged",
+    )
 
 
 # The subcommands of `greenchannel registry`, in help order. Append yours here.
@@ -196,7 +231,15 @@ def _headline(report: dict[str, Any]) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Print one record; 0 when printed (problems go with --detail), 1 for an unknown case."""
+    """Print one record; 0 when printed (problems go with --detail), 1 for an unknown case.
+    With --format csv or xlsx, write the template file (run_file_export)."""
+    if args.format != "json":
+        return run_file_export(args)
+    if args.case is None:
+        raise GreenchannelError(
+            "a JSON export is one case's record: give --case ID",
+            hint="for a month's cases use --format csv or xlsx (file-template registries)",
+        )
     mapping = _mapping(args.registry)
 
     async def run() -> dict[str, Any]:
@@ -224,8 +267,61 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_file_export(args: argparse.Namespace) -> int:
+    """Write the template file of one case or a month's cases and print the validation report;
+    1 when a case was left out or flagged (or no case was exported)."""
+    if args.month is not None and not _MONTH.match(args.month):
+        raise GreenchannelError(f"--month {args.month!r} is not YYYY-MM", hint="e.g. 2026-10")
+    mapping = _mapping(args.registry)
+
+    async def run() -> ExportedFile:
+        async with open_store(args) as store:
+            try:
+                checked = await checked_records(
+                    store, mapping, mapping.center, case_id=args.case, month=args.month,
+                    params=_params(args),
+                )  # fmt: skip
+            except CaseNotFound as exc:
+                raise GreenchannelError(
+                    str(exc), hint="check the id (the EpisodeOfCare id of the case)"
+                ) from exc
+        try:
+            return export_file(
+                mapping, checked, args.format, incomplete=args.incomplete,
+                suffix=args.month or args.case,
+            )  # fmt: skip
+        except NotATemplate as exc:
+            raise GreenchannelError(exc.message, hint=exc.hint) from exc
+
+    exported = asyncio.run(run())
+    target = args.out or exported.filename
+    report = sys.stderr if target == "-" else sys.stdout
+    if target == "-":
+        sys.stdout.buffer.write(exported.content)
+        sys.stdout.buffer.flush()
+    else:
+        with open(target, "wb") as handle:
+            handle.write(exported.content)
+    print(_export_summary(exported, target), file=report)
+    for case_id, problems in [*exported.skipped.items(), *exported.flagged.items()]:
+        state = "skipped" if case_id in exported.skipped else "flagged"
+        print(f"{case_id}: {state}, {len(problems)} problems", file=report)
+        for line in problem_lines(problems):
+            print(f"  {line}", file=report)
+    incomplete = exported.skipped or exported.flagged or not exported.exported
+    return 1 if incomplete else 0
+
+
+def _export_summary(exported: ExportedFile, target: str) -> str:
+    where = "stdout" if target == "-" else target
+    return (
+        f"{exported.registry} {exported.mapping_version}: {len(exported.exported)} cases "
+        f"written to {where} ({len(exported.skipped)} skipped, {len(exported.flagged)} flagged)"
+    )
+
+
 def _default_registry(center: str) -> str:
-    defaults = {"chest_pain": "cpc"}
+    defaults = {"chest_pain": "cpc", "stroke": "wso", "trauma": "trauma-regional"}
     if center not in defaults:
         raise ConfigError(
             f"no registry mapping for {center} cases yet",

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from fhir_store import FhirStore
-from pathways._archive_records import CaseRecords, gather_records
+from pathways._archive_records import CaseNotFound, CaseRecords, gather_records
 from pathways.case_store import StoredCase, load_case
 from pathways.indicator_definitions import load_catalogue
 from pathways.indicators import evaluate_indicator
@@ -61,11 +61,18 @@ async def build_record(
 
     `overrides`: staff values by `Block.FIELD` (None removes the field), applied over what the
     FHIR data give; `params`: values from settings (`hospital_id`). CaseNotFound when the case
-    does not exist; UnknownRegistryField for an override of a field the mapping lacks."""
+    does not exist or is another center's; UnknownRegistryField for an override of a field the
+    mapping lacks."""
     mapping = mapping or registry_mapping(registry)
     _check_overrides(mapping, overrides or {})
     records = await gather_records(store, case_id, mapping.zone)
     stored = await load_case(store, case_id)
+    if stored.timeline.center != mapping.center:
+        raise CaseNotFound(
+            case_id,
+            f"it is a {stored.timeline.center} case, and the {mapping.registry} registry takes "
+            f"{mapping.center} cases",
+        )
     return record_from_resources(mapping, records, stored, overrides=overrides, params=params)
 
 
@@ -345,6 +352,8 @@ def encode_value(
     if not raw:
         return None
     transform = spec.spec.transform
+    if transform is not None and transform.present:
+        raw = [True]
     if transform is not None and transform.age_at is not None:
         at = timeline.nodes.get(transform.age_at) or timeline.activation
         raw = [age for v in raw if (age := _age(v, at, mapping)) is not None]

@@ -30,10 +30,13 @@ from pathways.registry.mapping_file import (
     MappingFileSpec,
     SourceSpec,
     SubBlockSpec,
+    TemplateSpec,
 )
 from pathways.registry.prefilter import requirement_of
+from pathways.vocabulary import Center
 
 __all__ = [
+    "Column",
     "RegistryField",
     "RegistryMapping",
     "load_registry_mapping",
@@ -86,6 +89,14 @@ class RegistryField:
 
 
 @dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a file template: the field it shows and its header text."""
+
+    field: RegistryField
+    header: str
+
+
+@dataclass(frozen=True, slots=True)
 class RegistryMapping:
     """A compiled registry mapping file."""
 
@@ -93,7 +104,7 @@ class RegistryMapping:
     mapping_version: str
     spec: str
     spec_version: str
-    center: str
+    center: Center
     file: str
     zone: tzinfo
     datetime_pattern: str  # strftime
@@ -104,6 +115,8 @@ class RegistryMapping:
     interval_checks: tuple[IntervalCheckSpec, ...] = ()
     sub_blocks: tuple[SubBlockSpec, ...] = ()
     by_key: Mapping[str, RegistryField] = field(default_factory=dict)
+    template: TemplateSpec | None = None  # a file-template registry (no API)
+    columns: tuple[Column, ...] = ()  # the template's columns, in the file's order
 
     def field(self, key: str) -> RegistryField | None:
         """The field `Block.FIELD` (or `Block.LIST.FIELD`), None when the file has none."""
@@ -224,6 +237,7 @@ class _Compiler:
                     ("sub_blocks", sub_index),
                     f"{sub.selector} or block {sub.block} is not in this file",
                 )
+        columns = self.columns(fields)
         return RegistryMapping(
             registry=spec.registry,
             mapping_version=spec.mapping_version,
@@ -240,7 +254,36 @@ class _Compiler:
             interval_checks=tuple(spec.interval_checks),
             sub_blocks=tuple(spec.sub_blocks),
             by_key=dict(self.by_key),
+            template=spec.template,
+            columns=columns,
         )
+
+    def columns(self, fields: list[RegistryField]) -> tuple[Column, ...]:
+        """A file template's columns: one per field, a single value each, headers unique."""
+        template = self.spec.template
+        if template is None:
+            return ()
+        columns: list[Column] = []
+        seen: dict[str, str] = {}
+        for index, compiled in enumerate(fields):
+            path: tuple[str | int, ...] = ("fields", index)
+            if compiled.spec.type in ("list", "strings"):
+                raise self.error(
+                    (*path, "type"), "a file template's column holds one value: not a list"
+                )
+            if template.header == "key":
+                header = compiled.name
+            else:
+                header = compiled.spec.header or compiled.label
+            if header in seen:
+                raise self.error(
+                    (*path, "header" if compiled.spec.header else "label"),
+                    f"the header '{header}' is also {seen[header]}'s: give the column its own "
+                    "`header` (the template's exact text)",
+                )
+            seen[header] = compiled.key
+            columns.append(Column(compiled, header))
+        return tuple(columns)
 
     def zone(self) -> tzinfo:
         match = _OFFSET.match(self.spec.timezone)

@@ -17,6 +17,7 @@ __all__ = [
     "MappingFileSpec",
     "SourceSpec",
     "SubBlockSpec",
+    "TemplateSpec",
     "TransformSpec",
 ]
 
@@ -100,6 +101,12 @@ class TransformSpec(_Strict):
         None, description="An instant becomes whole calendar days until this time node."
     )
     round: int | None = Field(None, ge=0, le=6, description="Round a number to these places.")
+    present: bool = Field(
+        False,
+        description="The value is `true` when the source gives anything (a time node that was "
+        "captured becomes a yes through the code table); nothing otherwise, so `default` says "
+        "what an absence means.",
+    )
 
 
 class FieldSpec(_Strict):
@@ -155,6 +162,11 @@ class FieldSpec(_Strict):
         description="For staff: what FHIR data (or entry) fills the field, when the "
         "source alone does not say it.",
     )
+    header: str | None = Field(
+        None,
+        description="File templates: the column's header text when it is not the label "
+        "(the official template's exact text).",
+    )
     note: str = Field("", description="Why the field is mapped this way (spec traps, [U]).")
 
     @model_validator(mode="after")
@@ -197,6 +209,23 @@ class SubBlockSpec(_Strict):
     prefixes: dict[str, str] = Field(description="Selector code → field-name prefix (`STEMI_`).")
 
 
+class TemplateSpec(_Strict):
+    """A registry without an API: the file staff import by hand (registries.md B.4). Its
+    columns are the fields, in file order, one row per case."""
+
+    name: str = Field(description="The file name's stem (`wso-indicators`): month or case added.")
+    title: str = Field(description="The template's name as the registry calls it.")
+    formats: list[Literal["csv", "xlsx"]] = Field(
+        default=["csv", "xlsx"], description="The formats the registry imports."
+    )
+    sheet: str = Field("Sheet1", max_length=31, description="XLSX: the worksheet's name.")
+    header: Literal["label", "key"] = Field(
+        "label",
+        description="The header row's text: each column's `header` or label (中文), or its key "
+        "(the field name, `case_id`).",
+    )
+
+
 class MappingFileSpec(_Strict):
     """A registry mapping file: header, blocks, fields, cross-field rules."""
 
@@ -219,3 +248,7 @@ class MappingFileSpec(_Strict):
     )
     interval_checks: list[IntervalCheckSpec] = Field(default_factory=list)
     sub_blocks: list[SubBlockSpec] = Field(default_factory=list)
+    template: TemplateSpec | None = Field(
+        None,
+        description="A file-template registry (no API): the fields are its columns, in order.",
+    )

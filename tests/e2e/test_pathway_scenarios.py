@@ -20,6 +20,8 @@ reason (`node_gaps`, `indicator_gaps`, `duplicate_case`), so it shows the day it
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import threading
@@ -28,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from openpyxl import load_workbook
 from websockets.sync.client import connect
 
 from tests.conftest import _postgres_database
@@ -861,3 +864,68 @@ def test_the_cpc_record_of_the_replayed_stemi_carries_its_times(
     assert pci["DTWOB_TIME"] == str(int(d2w.total_seconds() // 60))
     assert pci["ACTIVATE_CONDUIT_TIME"] == local("cath_lab_activated")
     assert pci["END_OPERATION_TIME"] == local("procedure_end")
+
+
+def test_the_replayed_stroke_and_trauma_export_as_their_registry_files(
+    engine: Engine, replays: dict[str, Replay]
+) -> None:
+    """The stroke (WSO template, CSV) and the trauma (regional file, XLSX) built from what the
+    channels wrote: each time column is the node in Beijing local time without offset."""
+    stroke, replay = SCENARIOS["stroke"], replays["stroke"]
+    nodes = stroke.nodes(replay)
+    answer = engine.client.get(
+        "/api/registry/wso/export",
+        params={"case": replay.case_id, "format": "csv", "incomplete": "flag"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.content.startswith(b"\xef\xbb\xbf")
+    header, row = list(csv.reader(io.StringIO(answer.content.decode("utf-8-sig"))))
+    cells = dict(zip(header, row, strict=True))
+
+    def text(key: str) -> str:
+        return nodes[key][0].astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
+
+    assert cells["患者编号"] == replay.case_id
+    assert (cells["来源地"], cells["交通方式"], cells["卒中类型"]) == (
+        "home/scene",
+        "private",
+        "AIS",
+    )
+    assert cells["发病时间"] == text("symptom_onset") and cells["到达医院时间"] == text("door")
+    assert cells["首次脑影像时间"] == text("ct_start")
+    assert cells["溶栓开始时间"] == text("lytic_start")
+    assert (cells["静脉溶栓"], cells["机械取栓"], cells["mTICI"]) == ("YES", "YES", "2B")
+    assert cells["穿刺时间"] == text("groin_puncture")
+    assert cells["再通时间"] == text("recanalization")
+    assert cells["吞咽评估"] == "YES"
+
+    trauma, replay = SCENARIOS["trauma"], replays["trauma"]
+    nodes = trauma.nodes(replay)
+    answer = engine.client.get(
+        "/api/registry/trauma-regional/export",
+        params={"case": replay.case_id, "format": "xlsx", "incomplete": "flag"},
+    )
+    assert answer.status_code == 200, answer.text
+    book = load_workbook(io.BytesIO(answer.content))
+    header, values = (list(r) for r in book["创伤数据"].iter_rows(values_only=True))
+    cells = dict(zip(header, values, strict=True))
+
+    def local(key: str) -> datetime:
+        return nodes[key][0].astimezone(CST).replace(tzinfo=None)
+
+    assert cells["登记编号"] == replay.case_id and cells["来院方式"] == "1"
+    for label, key in (
+        ("受伤时间", "injury"),
+        ("呼救时间", "call_for_help"),
+        ("到达现场时间", "ems_arrive_scene"),
+        ("到达本院大门时间", "door"),
+        ("执行输血时间", "transfusion_started"),
+        ("CT开始时间", "ct_start"),
+        ("手术开始时间", "surgery_start"),
+        ("入ICU时间", "icu_admission"),
+    ):
+        assert cells[label] == local(key), label
+    assert cells["到达急诊至全身CT完成(分钟)"] == int(
+        (nodes["wbct_done"][0] - nodes["ed_arrival"][0]).total_seconds() // 60
+    )
+    assert (cells["紧急输血"], cells["急诊手术"], cells["入ICU"]) == ("1", "1", "1")

@@ -88,9 +88,12 @@ def test_export_of_an_unknown_case_or_registry_fails_with_one_line(cli: Cli) -> 
     result = cli("registry", "export", "--registry", "cpc", "--case", "nope")
     assert (result.returncode, result.stdout) == (1, "")
     assert "no center case EpisodeOfCare/nope" in result.stderr
-    result = cli("registry", "export", "--registry", "wso", "--case", "cp-reg-1")
+    result = cli("registry", "export", "--registry", "nope", "--case", "cp-reg-1")
     assert result.returncode == 3
-    assert "no registry mapping 'wso'" in result.stderr
+    assert "no registry mapping 'nope'" in result.stderr
+    result = cli("registry", "export", "--registry", "wso", "--case", "cp-reg-1")
+    assert result.returncode == 1
+    assert "it is a chest_pain case, and the wso registry takes stroke cases" in result.stderr
     result = cli("registry", "check", "--center", "chest_pain", "--month", "2024-13")
     assert result.returncode == 1 and "not YYYY-MM" in result.stderr
 
@@ -125,10 +128,11 @@ def test_the_registry_api_on_a_running_engine(database_url: str, tmp_path: Path)
             assert checked["ready"] == 0 and checked["registry"] == "cpc"
             for path, status in (
                 ("/api/registry/cpc/cases/nope/record", 404),
-                ("/api/registry/wso/cases/cp-reg-1/record", 404),
+                ("/api/registry/wso/cases/cp-reg-1/record", 404),  # a chest pain case
+                ("/api/registry/nope/cases/cp-reg-1/record", 404),
                 ("/api/registry/check?center=chest_pain&month=2024-13", 422),
                 ("/api/registry/check?center=chest_pain", 400),
-                ("/api/registry/check?center=stroke&month=2024-03", 404),
+                ("/api/registry/check?center=nope&month=2024-03", 404),
             ):
                 assert http.get(path).status_code == status, path
             anonymous = http.get(

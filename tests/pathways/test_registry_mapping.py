@@ -241,12 +241,16 @@ def test_the_loader_never_crashes(tmp_path: Path, document: object, text: str) -
 
 def test_the_docs_example_is_a_valid_mapping_file(tmp_path: Path) -> None:
     text = (ROOT / "docs" / "registry.md").read_text(encoding="utf-8")
-    (example,) = [b.split("```")[0] for b in text.split("```yaml\n")[1:] if "registry:" in b]
+    template, api = [b.split("```")[0] for b in text.split("```yaml\n")[1:] if "registry:" in b]
     (tmp_path / "tables").symlink_to(ROOT / "mappings" / "registry" / "tables")
     path = tmp_path / "example.yaml"
-    path.write_text(example, encoding="utf-8")
+    path.write_text(api, encoding="utf-8")
     mapping = load_registry_mapping(path)
     assert [f.key for f in mapping.fields][0] == "FirstAIDInfo.CW_COMING_WAY_CODE"
+    path = tmp_path / "template.yaml"
+    path.write_text(template, encoding="utf-8")
+    headers = [column.header for column in load_registry_mapping(path).columns]
+    assert headers == ["患者编号", "交通方式", "急救车提前通知(YES/NO)"]
 
 
 def test_mappings_lint_checks_registry_files_with_their_own_loader(
