@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from engine.database import upgrade_to_head
 
 __all__ = ["MIGRATIONS_DIR", "migrate"]
 
@@ -20,4 +21,12 @@ async def migrate(engine: AsyncEngine) -> None:
     Safe to call at every start: an up-to-date database is left as it is. The store's history is
     kept in `fhir_alembic_version`, apart from the engine's own.
     """
-    await upgrade_to_head(engine, MIGRATIONS_DIR)
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade)
+
+
+def _upgrade(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

@@ -1,6 +1,6 @@
 """A registry's file template filled with cases (registries.md B.4): each case's record, built
 and validated by the registry's mapping file, becomes one row of the template's columns, written
-as CSV or XLSX by adapters/registry/files.py.
+as CSV or XLSX by pathways/registry/files.py.
 
 An incomplete case (validation errors) is skipped with its reasons, or, with `incomplete="flag"`,
 exported with its row marked and every problem in the report; either way the caller gets the
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
-from adapters.registry.files import (
+from engine.errors import GreenchannelError
+from pathways.registry.files import (
     FORMATS,
     Cell,
     FileFormat,
@@ -23,7 +24,6 @@ from adapters.registry.files import (
     write_csv,
     write_xlsx,
 )
-from engine.errors import GreenchannelError
 from pathways.registry.mapping import RegistryMapping
 from pathways.registry.record import RegistryProblem, RegistryRecord
 from pathways.registry.validate import parse_local

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from openpyxl import load_workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
-from adapters.registry.files import Sheet, write_csv, write_xlsx
 from engine.errors import ConfigError
 from fhir_store import FhirStore
 from pathways.registry import (
@@ -28,6 +27,7 @@ from pathways.registry import (
     load_registry_mapping,
     registry_mapping,
 )
+from pathways.registry.files import Sheet, write_csv, write_xlsx
 from tests.pathways.archive_cases import stroke_with_lysis, write
 from tests.pathways.registry_cases import complete_stemi
 from tests.pathways.registry_file_cases import (
