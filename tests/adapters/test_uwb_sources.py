@@ -1,15 +1,21 @@
 """The UWB sources' deploy-time checks: a secret's environment variable that is not set stops
-the deploy with the key to fix (the broker or RTLS server being down does not: they retry)."""
+the deploy with the key to fix (the broker or RTLS server being down does not: they retry);
+and the gateway's clock sample each journals: its message's newest fix time."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
-from adapters.mqtt import MqttSourceFactory
+from adapters.mqtt import MqttSource, MqttSourceFactory
 from adapters.sewio import SewioSourceFactory
-from engine.connectors import ConnectorContext
+from engine.connectors import Accept, ConnectorContext, Inbound, Receipt
 from engine.errors import ConfigError
 from engine.testing import wait_until
 
@@ -38,18 +44,9 @@ async def test_a_missing_secret_variable_is_a_config_error(
         await sewio.start()
 
 
-async def test_the_mqtt_source_connects_to_the_real_mosquitto(tmp_path: Path) -> None:
-    import asyncio
-
-    from engine.connectors import Inbound, Receipt
-
-    async def accept(inbound: Inbound) -> Receipt:
-        return Receipt(1, False)
-
-    source = MqttSourceFactory().build(
-        {"kind": "mqtt", "topics": ["greenchannel-test/none"], "clean_session": True},
-        context(tmp_path),
-    )
+@contextlib.asynccontextmanager
+async def serving(source: MqttSource, accept: Accept) -> AsyncIterator[None]:
+    """The source serving `accept`, connected to the real Mosquitto, until the block ends."""
     await source.start()
     task = asyncio.create_task(source.serve(accept))
     try:
@@ -58,10 +55,23 @@ async def test_the_mqtt_source_connects_to_the_real_mosquitto(tmp_path: Path) ->
             return source.connected.is_set()
 
         await wait_until(connected, timeout_s=20)
+        yield
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await source.aclose()
+
+
+async def test_the_mqtt_source_connects_to_the_real_mosquitto(tmp_path: Path) -> None:
+    async def accept(inbound: Inbound) -> Receipt:
+        return Receipt(1, False)
+
+    source = MqttSourceFactory().build(
+        {"kind": "mqtt", "topics": ["greenchannel-test/none"], "clean_session": True},
+        context(tmp_path),
+    )
+    async with serving(source, accept):
+        assert source.connected.is_set()
 
 
 POZYX = (
@@ -78,13 +88,6 @@ async def test_the_mqtt_source_journals_the_newest_fix_time_as_the_gateways_cloc
 ) -> None:
     """Through the real Mosquitto: the Pozyx message's newest fix time is `sent_at` (the
     sample of the gateway's clock) when the channel says where the clock is, else none."""
-    import asyncio
-    from datetime import UTC, datetime
-
-    import aiomqtt
-
-    from engine.connectors import Inbound, Receipt
-
     received: list[Inbound] = []
 
     async def accept(inbound: Inbound) -> Receipt:
@@ -96,14 +99,7 @@ async def test_the_mqtt_source_journals_the_newest_fix_time_as_the_gateways_cloc
         {"kind": "mqtt", "topics": [topic], "clean_session": True, "clock": clock},
         context(tmp_path),
     )
-    await source.start()
-    task = asyncio.create_task(source.serve(accept))
-    try:
-
-        async def connected() -> bool:
-            return source.connected.is_set()
-
-        await wait_until(connected, timeout_s=20)
+    async with serving(source, accept):
         async with aiomqtt.Client("127.0.0.1", 1883) as client:
             await client.publish(topic, POZYX, qos=1)
             await client.publish(topic, b"not json", qos=1)
@@ -112,10 +108,6 @@ async def test_the_mqtt_source_journals_the_newest_fix_time_as_the_gateways_cloc
             return len(received) == 2
 
         await wait_until(both, timeout_s=20)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await source.aclose()
     fixes, garbage = received
     expected = datetime.fromtimestamp(1764126001.750, tz=UTC) if clock == "uwb-fixes" else None
     assert fixes.sent_at == expected
@@ -123,8 +115,6 @@ async def test_the_mqtt_source_journals_the_newest_fix_time_as_the_gateways_cloc
 
 
 def test_a_sewio_feed_message_is_stamped_with_its_position_time(tmp_path: Path) -> None:
-    from datetime import UTC, datetime
-
     sewio = SewioSourceFactory().build(
         {"kind": "sewio", "url": "ws://127.0.0.1:9"}, context(tmp_path)
     )

@@ -7,7 +7,6 @@ trusted sender 5 minutes fast and a sender 1 s fast (within tolerance) are store
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from engine.mapping.functions import make_id
+from tests.e2e.conftest import poll
 from tests.net import mllp_exchange as send
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,17 +66,6 @@ def _oru(app: str, number: int, now: datetime, *, stemi: bool) -> tuple[bytes, d
     return "\r".join(out).encode("utf-8"), recorded
 
 
-def _poll(read: Any, ready: Any, what: str, timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    value = None
-    while time.monotonic() < deadline:
-        value = read()
-        if ready(value):
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not as expected after {timeout_s} s: {value}")
-
-
 def _search(client: httpx.Client, kind: str, **params: str) -> list[dict[str, Any]]:
     bundle = client.get(f"/fhir/{kind}", params={**params, "_count": "100"}).json()
     return [e["resource"] for e in bundle.get("entry", [])]
@@ -117,7 +106,7 @@ def test_a_fast_ecg_clock_is_corrected_into_the_record_and_the_pathway(
                 message, _ = _oru(app, n, datetime.now(CST), stemi=False)
                 assert b"MSA|AA" in send(port, message)
         for app in SKEWS:
-            _poll(
+            poll(
                 lambda: client.get("/api/clocks").json()["sources"],
                 lambda sources, app=app: any(
                     s["source"] == f"ecg-oru:{app}/COUNTY-HOSP" and s["status"] != "unknown"
@@ -132,7 +121,7 @@ def test_a_fast_ecg_clock_is_corrected_into_the_record_and_the_pathway(
 
         for app in SKEWS:
             patient = f"Patient/{make_id('COUNTY-HOSP', f'P{app}0009')}"
-            (report,) = _poll(
+            (report,) = poll(
                 lambda patient=patient: _search(client, "DiagnosticReport", subject=patient),
                 bool,
                 f"{app}'s ECG report",
@@ -159,13 +148,13 @@ def test_a_fast_ecg_clock_is_corrected_into_the_record_and_the_pathway(
             )
 
             # The pathway reads what the store holds: the case and its nodes in true time.
-            (case,) = _poll(
+            (case,) = poll(
                 lambda patient=patient: _search(client, "EpisodeOfCare", patient=patient),
                 bool,
                 f"{app}'s chest pain case",
             )
             assert datetime.fromisoformat(case["period"]["start"]) == true_time
-            nodes = _poll(
+            nodes = poll(
                 lambda case=case: _search(
                     client, "Observation", case=f"EpisodeOfCare/{case['id']}",
                     category=CATEGORY, status="final,amended",
