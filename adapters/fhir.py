@@ -14,6 +14,11 @@ An entry whose mapping declared a merge mode (`merge: {keep: [...]}`, its rules 
 version, with `ifMatch` of the version read; when another writer commits that resource in
 between (412), the batch is rolled back and merged again from a fresh read, up to
 `_MERGE_ATTEMPTS` times.
+
+Before anything else, each Bundle goes through the channel's output adjusters
+(`ConnectorContext.adjusters`, e.g. the device clock corrections of `devices.clock`), which may
+change it from what the journal knows of its inbound message; the journalled payload itself
+is never changed, so a retry or a reprocess adjusts afresh.
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.connectors import AttemptRecorder, ConnectorContext, Delivered, Outbound
+from engine.connectors import (
+    AttemptRecorder,
+    ConnectorContext,
+    Delivered,
+    Outbound,
+    OutputAdjuster,
+)
 from engine.errors import ConfigError, DeliveryError, RejectedDeliveryError, RetryableDeliveryError
 from engine.mapping.merge import MERGE_KEEP_EXTENSION, keep_rules_of, merge_kept
 from fhir_store import FhirStore, FhirStoreError, NotFound, output_issues
@@ -77,9 +88,15 @@ class FhirDestination:
 
     records_attempts: ClassVar[bool] = True
 
-    def __init__(self, store: FhirStore, config: FhirDestinationConfig) -> None:
+    def __init__(
+        self,
+        store: FhirStore,
+        config: FhirDestinationConfig,
+        adjusters: tuple[OutputAdjuster, ...] = (),
+    ) -> None:
         self._store = store
         self._config = config
+        self._adjusters = adjusters
 
     async def send(self, outbound: Outbound) -> Delivered:
         """Apply one message; raise RejectedDeliveryError or RetryableDeliveryError."""
@@ -103,6 +120,8 @@ class FhirDestination:
         for outbound in outbounds:
             try:
                 bundle = _bundle_of(outbound.payload)
+                for adjuster in self._adjusters:
+                    await adjuster.adjust(bundle, outbound)
                 merging.append(_merges(bundle))
                 bundles.append(bundle)
                 rejected.append(None)
@@ -223,7 +242,7 @@ class FhirDestinationFactory:
             timezone=context.timezone,
             run_write=context.run_write,
         )
-        return FhirDestination(store, checked)
+        return FhirDestination(store, checked, context.adjusters)
 
 
 def _bundle_of(payload: bytes) -> dict[str, Any]:

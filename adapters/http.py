@@ -15,7 +15,8 @@ import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, tzinfo
+from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -33,6 +34,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters._parse_check import parse_problem
+from adapters.hl7v2 import message_time, read_header, sender_of
 from engine.connectors import Accept, ConnectorContext, Delivered, Inbound, Outbound
 from engine.errors import (
     ConfigError,
@@ -302,7 +304,10 @@ class HttpSource:
             charset=charset,
             correlation_id=_short(request.headers.get("x-correlation-id"), MAX_KEY_CHARS) or None,
             problem=problem,
-        )
+            # The sender's clock against the receipt time (devices.clock): see `_stamp`.
+            **_stamp(body, media_type, charset or self._context.default_charset, request.headers,
+                     self._context.timezone),
+        )  # fmt: skip
         receipt = await accept(inbound)
         found = {"message_id": receipt.message_id, "duplicate": receipt.duplicate}
         if problem is None:
@@ -725,3 +730,28 @@ def _describe_issue(issue: dict[str, Any]) -> str:
     where = issue.get("expression") or issue.get("location")
     at = f" at {text(where[0])}" if isinstance(where, list) and where else ""
     return f"{text(issue.get('severity'))}/{text(issue.get('code'))}{at}"
+
+
+def _stamp(
+    body: bytes, media_type: str, charset: str, headers: Headers, zone: tzinfo
+) -> dict[str, Any]:
+    """`sent_at` and `sender` of a POSTed message, for the clock monitor: an HL7 v2 body's
+    MSH-7 and MSH-3/MSH-4 (as over MLLP); any other body's HTTP `Date` header (RFC 9110: the
+    time the sender made the request, by its own clock, whole seconds), the channel being the
+    source. A device's *content* time (an ECG's acquisition) is no sample: a recording may be
+    uploaded minutes or days after it was made, which would read as a clock far behind.
+    Nothing usable gives nothing, never an error."""
+    if media_type.split(";")[0].strip().lower().startswith("x-application/hl7-v2"):
+        try:
+            header = read_header(body, charset, strict=False)
+        except InputError:
+            return {}
+        return {"sent_at": message_time(header, zone), "sender": sender_of(header)}
+    date = headers.get("date")
+    if not date:
+        return {}
+    try:
+        sent_at = parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return {}
+    return {"sent_at": sent_at} if sent_at.tzinfo is not None else {}

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.jsoninput import parse_for_mapping
 from adapters.secrets import from_environment
+from devices.uwb.fixes import newest_fix_time
 from engine.connectors import Accept, ConnectorContext, Inbound
 from engine.errors import InputError
 
@@ -68,6 +69,11 @@ class MqttSourceConfig(BaseModel):
         "password itself: secrets stay out of channel files).",
     )
     tls: bool = Field(False, description="Connect with TLS (the system's CA certificates).")
+    clock: Literal["none", "uwb-fixes"] = Field(
+        "none",
+        description="Where the sender's own time is, for its clock offset (docs/clocks.md): "
+        "`uwb-fixes` takes a Pozyx/Sewio position message's newest fix time.",
+    )
     media_type: str = Field(
         "application/json", description="Media type journalled with every payload."
     )
@@ -156,6 +162,10 @@ class MqttSource:
             # a gateway resending the same update (QoS 1 redelivery) is applied once
             dedup_key=f"mqtt:{digest}",
             problem=problem,
+            # The newest fix by the gateway's clock against the receipt: its clock's offset.
+            sent_at=newest_fix_time(raw)
+            if problem is None and self._config.clock == "uwb-fixes"
+            else None,
         )
 
     async def aclose(self) -> None:

@@ -26,6 +26,7 @@ from websockets.exceptions import WebSocketException
 
 from adapters.jsoninput import parse_for_mapping
 from adapters.secrets import from_environment
+from devices.uwb.fixes import newest_fix_time
 from engine.connectors import Accept, ConnectorContext, Inbound
 from engine.errors import InputError
 
@@ -116,6 +117,8 @@ class SewioSource:
             origin=self._config.url[:200],
             dedup_key=f"sewio:{hashlib.sha256(raw).hexdigest()[:40]}",
             problem=problem,
+            # The newest fix by the gateway's clock against the receipt: its clock's offset.
+            sent_at=newest_fix_time(raw) if problem is None else None,
         )
 
     async def aclose(self) -> None:

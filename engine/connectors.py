@@ -31,6 +31,8 @@ __all__ = [
     "DestinationFactory",
     "Inbound",
     "Outbound",
+    "OutputAdjuster",
+    "OutputAdjusterFactory",
     "Parser",
     "Receipt",
     "Source",
@@ -109,6 +111,11 @@ class Outbound:
     payload: bytes
     media_type: str
     attempt: int  # 1 for the first try
+    # What the journal knows of the inbound message this payload was made from (its
+    # `Inbound.received_at`, `.sent_at`, `.sender`), for output adjusters.
+    received_at: datetime | None = None
+    sent_at: datetime | None = None
+    sender: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -173,7 +180,30 @@ class ConnectorContext:
     # payload it is given has already passed in the processing worker, so it need not repeat
     # them; empty when its payloads are unchecked (no mapping, or `check_output: false`).
     checked_by: tuple[Callable[[Any], list[str]], ...] = ()
+    # For a destination: the output adjusters (`greenchannel.output_adjusters`) that apply to
+    # this channel, in name order; a destination that parses its payloads before writing them
+    # (the FHIR store) hands each parsed payload to every one of them first.
+    adjusters: tuple[OutputAdjuster, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class OutputAdjuster(Protocol):
+    """Changes a mapped output just before a destination writes it, from what is known of the
+    inbound message it was made from (who sent it, when, when it arrived) and of the world at
+    delivery time, e.g. device clock corrections. The engine knows no more of it than this."""
+
+    async def adjust(self, document: Any, outbound: Outbound) -> None:
+        """Change `document` (the payload as the destination parsed it, e.g. a JSON object) in
+        place; leave alone what is not for this adjuster. Must not raise for a document it does
+        not understand: a destination's own checks judge the payload."""
+        ...
+
+
+class OutputAdjusterFactory(Protocol):
+    """Registered under `greenchannel.output_adjusters`: the adjuster for one channel's
+    destinations, or None when it has nothing to do on that channel (then it costs nothing)."""
+
+    def build(self, context: ConnectorContext) -> OutputAdjuster | None: ...
 
 
 class SourceFactory(Protocol):

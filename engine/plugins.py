@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from engine.connectors import DestinationFactory, Parser, SourceFactory
+from engine.connectors import DestinationFactory, OutputAdjusterFactory, Parser, SourceFactory
 from engine.errors import ConfigError
 from engine.subscribers import SubscriberFactory
 
@@ -28,6 +28,7 @@ COMMANDS = "greenchannel.commands"
 SUBSCRIBERS = "greenchannel.subscribers"
 OUTPUT_CHECKS = "greenchannel.output_checks"
 MAPPING_KINDS = "greenchannel.mapping_kinds"
+OUTPUT_ADJUSTERS = "greenchannel.output_adjusters"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Plugins:
     # A folder of the mappings folder holding another kind of mapping file (not message
     # mappings) -> the function that loads one such file, raising ConfigError (for `lint`).
     mapping_kinds: dict[str, Callable[[Path], Any]] = field(default_factory=dict)
+    # Change a mapped output in the engine's process just before a destination writes it.
+    output_adjusters: dict[str, OutputAdjusterFactory] = field(default_factory=dict)
 
     def source(self, kind: str, *, where: str = "source.kind") -> SourceFactory:
         try:
@@ -89,4 +92,5 @@ def load_plugins() -> Plugins:
         subscribers=group(SUBSCRIBERS, instantiate=True),
         output_checks=group(OUTPUT_CHECKS),
         mapping_kinds=group(MAPPING_KINDS),
+        output_adjusters=group(OUTPUT_ADJUSTERS, instantiate=True),
     )

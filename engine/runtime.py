@@ -35,6 +35,7 @@ from engine.connectors import (
     Destination,
     Inbound,
     Outbound,
+    OutputAdjuster,
     Receipt,
     Source,
 )
@@ -112,8 +113,12 @@ class Runtime:
         processing_workers: int = 0,
         journal_batch_max: int = 500,
         journal_queue_max: int = 10_000,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self._database = database
+        # Handed to every connector (and output adjuster) factory: plugins read their own
+        # sections of the settings from `extra["settings"]`.
+        self._extra = dict(extra or {})
         self._sessions = async_sessionmaker(database, expire_on_commit=False)
         self._data_dir = data_dir
         self._stats = stats
@@ -206,6 +211,7 @@ class Runtime:
             context = self._context(compiled)
             destinations = {}
             try:
+                context = dataclasses.replace(context, adjusters=_adjusters(compiled, context))
                 for spec, planned in zip(
                     compiled.channel.spec.destinations, compiled.destinations, strict=True
                 ):
@@ -302,6 +308,7 @@ class Runtime:
             timezone=compiled.tz,
             authorize=self._authorize,
             run_write=self.writes.run,
+            extra=self._extra,
         )
 
     def _start(
@@ -555,6 +562,9 @@ class Runtime:
                 payload=d.payload or b"",
                 media_type=d.media_type or "application/octet-stream",
                 attempt=d.attempts + 1,
+                received_at=d.received_at,
+                sent_at=d.sent_at,
+                sender=d.sender,
             )
             for d in ready
         ]
@@ -744,6 +754,14 @@ def _connector_crash(channel: str, destination: str, exc: Exception) -> Retryabl
         f"internal error ({type(exc).__name__}) in the {destination!r} connector; "
         "report it with the engine log"
     )
+
+
+def _adjusters(compiled: CompiledChannel, context: ConnectorContext) -> tuple[OutputAdjuster, ...]:
+    """The output adjusters that have something to do on this channel, in name order."""
+    built = (
+        factory.build(context) for _, factory in sorted(compiled.plugins.output_adjusters.items())
+    )
+    return tuple(adjuster for adjuster in built if adjuster is not None)
 
 
 def _due_in(delivery: QueuedDelivery, now: datetime) -> float:

@@ -74,6 +74,7 @@ class Engine:
             processing_workers=settings.processing_workers,
             journal_batch_max=settings.journal.batch_max,
             journal_queue_max=settings.journal.queue_max,
+            extra={"settings": settings},
         )
         self.http_port: int | None = None
         self.admin_token_file: Any = None

@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import fnmatch
+import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from devices.clock.estimator import EstimatorSettings
 from engine.errors import ConfigError
 
-__all__ = ["ClockSettings", "clock_settings"]
+__all__ = ["ClockSettings", "DeviceTimes", "clock_settings"]
+
+
+class DeviceTimes(BaseModel):
+    """Which elements of which resources hold times stamped by the sender's clock, on which
+    channels: those are corrected when the sender's clock is off (docs/clocks.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: list[str] = Field(
+        min_length=1,
+        description="Channel names, or shell patterns of them (`ecg-*`).",
+    )
+    elements: dict[str, list[str]] = Field(
+        min_length=1,
+        description="Resource type -> element paths, dotted; a path through a list walks "
+        "every item (`location.period.start`). Each must hold a dateTime or instant.",
+    )
+
+    def matches(self, channel: str) -> bool:
+        return any(fnmatch.fnmatchcase(channel, pattern) for pattern in self.channels)
 
 
 class ClockSettings(BaseModel):
@@ -49,9 +71,36 @@ class ClockSettings(BaseModel):
         description="Sources never corrected (a channel name, or channel:sender): a GPS- or "
         "NTP-disciplined device whose timestamps are the reference.",
     )
+    device_times: list[DeviceTimes] = Field(
+        default_factory=list,
+        description="Where the device times are, per channel: only these are corrected.",
+    )
     alert_channel: str = Field(
         "device-clock-alerts", description="The outbound channel the clock alerts go into."
     )
+
+    @field_validator("trusted", "device_times", mode="before")
+    @classmethod
+    def _from_json(cls, value: Any) -> Any:
+        # From an environment variable (GREENCHANNEL_CLOCKS__TRUSTED='["uwb"]') the list
+        # arrives as its JSON text.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def device_elements(self, channel: str) -> dict[str, tuple[str, ...]]:
+        """Resource type -> the element paths holding device times on `channel` (all the rules
+        that name it, together); empty: nothing to correct there."""
+        found: dict[str, tuple[str, ...]] = {}
+        for rule in self.device_times:
+            if rule.matches(channel):
+                for resource_type, paths in rule.elements.items():
+                    known = found.get(resource_type, ())
+                    found[resource_type] = known + tuple(p for p in paths if p not in known)
+        return found
 
     @property
     def recover_s(self) -> float:

@@ -3,7 +3,9 @@
 Policy: a time is corrected only when the source is not trusted, its offset is known (enough
 samples) and the offset is beyond the tolerance by more than its uncertainty: a clock a second
 or two off is left alone (HL7 carries whole seconds), and a guess is never applied. The offset
-used is the estimate extrapolated with the drift to the device time.
+used is the estimate extrapolated with the drift to the device time; a device time further
+from the estimate than the estimator's window (a recording from last year sent today) is left
+alone too, since the clock may have been set in between.
 
 The correction is recorded where the time is: an extension on the corrected element itself
 (`_effectiveDateTime.extension`, FHIR's way of annotating a primitive), holding the time as the
@@ -47,6 +49,7 @@ def correct_time(
     *,
     trusted: bool,
     tolerance_s: float,
+    horizon_s: float | None = None,
 ) -> CorrectedTime:
     """Apply the policy (module text) to one device time."""
 
@@ -57,6 +60,17 @@ def correct_time(
         return unchanged("trusted source: its clock is the reference")
     if found is None or found.offset_s is None:
         return unchanged("offset not known yet (too few messages from this source)")
+    if (
+        horizon_s is not None
+        and found.at is not None
+        and abs((device_time - found.at).total_seconds()) > horizon_s + abs(found.offset_s)
+    ):
+        # A recording made long before (or after) the samples the estimate rests on: the
+        # clock may have been set since, so today's offset says nothing about that time.
+        return unchanged(
+            f"device time is more than {horizon_s / 3600:g} h from the estimate "
+            f"({found.at.isoformat(timespec='seconds')}): the offset then is not known"
+        )
     # The drift carries the estimate to the time in question (device time less the offset
     # is near enough the true time for a drift of a few ppm).
     extrapolated = found.offset_at(device_time - timedelta(seconds=found.offset_s))

@@ -175,6 +175,7 @@ class ClockRegistry:
             None if source is None or source.status == "unknown" else source.estimate,
             trusted=self.settings.is_trusted(source_id),
             tolerance_s=self.settings.tolerance_s,
+            horizon_s=self.settings.estimator.window_s,
         )
 
 

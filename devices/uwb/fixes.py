@@ -28,7 +28,7 @@ from typing import Any
 
 from devices.uwb.errors import UwbPayloadError
 
-__all__ = ["Fix", "parse_fixes", "parse_pozyx", "parse_sewio", "sewio_time"]
+__all__ = ["Fix", "newest_fix_time", "parse_fixes", "parse_pozyx", "parse_sewio", "sewio_time"]
 
 _MAX_BYTES = 1024 * 1024
 
@@ -57,6 +57,18 @@ def parse_fixes(raw: bytes) -> list[Fix]:
         "neither a Pozyx position array nor a Sewio feed message (no `tagId`, no `body`)",
         location="$",
     )
+
+
+def newest_fix_time(raw: bytes) -> datetime | None:
+    """The newest fix time of a gateway message, by the gateway's clock: the message's send
+    time as near as the message tells it, the sample of the gateway's clock (devices.clock)
+    the UWB sources journal as `Inbound.sent_at`. None for a message that is no position
+    message (its error is the mapping's to report, not this look's)."""
+    try:
+        fixes = parse_fixes(raw)
+    except UwbPayloadError:
+        return None
+    return max((fix.at for fix in fixes), default=None)
 
 
 def parse_pozyx(document: Any) -> list[Fix]:

@@ -181,6 +181,9 @@ async def reprocess(session: AsyncSession, message_id: int, now: datetime) -> in
                 "charset": original.charset,
                 "dedup_key": None,
                 "correlation_id": original.correlation_id,
+                # Who sent it, still (output adjusters correct by sender), but not `sent_at`:
+                # a copy is no new sample of the sender's clock.
+                "sender": original.sender,
                 "reprocess_of": message_id,
                 "size_bytes": original.size_bytes,
                 "transformed_media_type": None,

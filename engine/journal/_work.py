@@ -46,6 +46,8 @@ class QueuedDelivery:
     payload: bytes | None
     media_type: str | None
     received_at: datetime  # of the message, for delivery latency
+    sent_at: datetime | None = None  # the sender's own timestamp on the message
+    sender: str | None = None  # who stamped it
 
 
 def received_batch(
@@ -94,6 +96,8 @@ _QUEUED = (
             DestinationDelivery.payload_media_type, JournalMessage.transformed_media_type
         ),
         JournalMessage.received_at,
+        JournalMessage.sent_at,
+        JournalMessage.sender,
     )
     .join(JournalMessage, JournalMessage.id == DestinationDelivery.message_id)
     .outerjoin(

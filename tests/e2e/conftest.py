@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +25,19 @@ BIN = Path(sys.executable).parent
 def his_adt_channel(mllp_port: int) -> str:
     text = (ROOT / "channels" / "his-adt.yaml").read_text(encoding="utf-8")
     return text.replace("port: 2575", f"port: {mllp_port}\n  host: 127.0.0.1")
+
+
+def poll(read: Any, ready: Any, what: str, timeout_s: float = 30) -> Any:
+    """`read()` again every 0.2 s until `ready(value)`; its last value, or an AssertionError
+    saying what was still not as expected."""
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        value = read()
+        if ready(value):
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not as expected after {timeout_s} s: {value}")
 
 
 class Server:

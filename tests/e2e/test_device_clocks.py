@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.devices.clock.sntp_server import sntp_server_thread
+from tests.e2e.conftest import poll
 from tests.net import mllp_exchange as send
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,17 +40,6 @@ def _skewed(raw: bytes, control_id: str, now: datetime) -> bytes:
     msh[9] = control_id.encode()  # MSH-10
     segments[0] = b"|".join(msh)
     return b"\r".join(segments)
-
-
-def _poll(read: Any, ready: Any, what: str) -> Any:
-    deadline = time.monotonic() + 30
-    value = None
-    while time.monotonic() < deadline:
-        value = read()
-        if ready(value):
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not as expected after 30 s: {value}")
 
 
 def _source(report: dict[str, Any]) -> dict[str, Any] | None:
@@ -79,7 +68,7 @@ def test_a_sender_5_minutes_fast_shows_300_s_off_and_raises_a_clock_alert(
         (server.channels_dir / "device-clock-alerts.yaml").write_text(channel, encoding="utf-8")
         server.start()
         with server.http() as client:
-            _poll(lambda: client.get("/api/clocks").json(), lambda r: r["hosts"], "host NTP")
+            poll(lambda: client.get("/api/clocks").json(), lambda r: r["hosts"], "host NTP")
         with connect(
             f"ws://127.0.0.1:{server.http_port}/api/alerts/websocket",
             additional_headers={"Authorization": f"Bearer {server.token()}"},
@@ -97,7 +86,7 @@ def test_a_sender_5_minutes_fast_shows_300_s_off_and_raises_a_clock_alert(
         assert re.search(r"is 29[789] s ahead of true time", alert["detail"])
 
         with server.http() as client:
-            report = _poll(
+            report = poll(
                 lambda: client.get("/api/clocks").json(),
                 lambda r: (s := _source(r)) is not None and s["samples"] == 4,
                 "GET /api/clocks",
