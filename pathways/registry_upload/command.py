@@ -67,7 +67,7 @@ def add_upload(commands: Any) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--case", action="append", dest="cases", metavar="ID")
     which.add_argument(
-        "--ready", action="store_true", help="every validated case, and accepted ones that changed"
+        "--ready", action="store_true", help="every case staff marked ready (validated)"
     )
     parser.add_argument("--force", action="store_true", help="re-send unchanged accepted records")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (0: none)")
@@ -104,7 +104,7 @@ async def _upload(settings: Any, args: argparse.Namespace) -> int:
     try:
         cases = list(args.cases or []) or await uploads.ready_cases(args.registry)
         if not cases:
-            print("nothing to upload: no validated case, no accepted case that changed")
+            print("nothing to upload: no case is marked ready (validated)")
             return 0
         results = await uploads.upload(cases, args.registry, who=args.by, force=args.force)
         waiting: dict[str, str] = {}

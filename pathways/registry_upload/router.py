@@ -5,7 +5,8 @@ each route also requires the `registry-staff` (or `admin`) role, whose token nam
 as who entered an override or queued an upload.
 
 - `GET  /api/registry/cpc/cases/{id}/state` — state, REGISTER_ID, problems, overrides (and their
-  history), and whether the record changed since the platform accepted it
+  history), and whether the record changed since the platform accepted it (an accepted case
+  that changed goes back to draft: `changed_since_upload`, `changed_fields`)
 - `POST /api/registry/cpc/cases/{id}/overrides` `{"field": "FirstAIDInfo.ATTACK_TIME",
   "value": "2026-10-02T08:10:00", "reason": "…"}` (`"clear": true` withdraws it)
 - `POST /api/registry/cpc/cases/{id}/ready` — validate now: validated or invalid
@@ -61,7 +62,7 @@ class RegisterIdRequest(BaseModel):
 
 
 class UploadRequest(BaseModel):
-    """Which cases to upload: ids, or every ready one (and accepted ones that changed)."""
+    """Which cases to upload: ids, or every one staff marked ready (`validated`)."""
 
     model_config = ConfigDict(extra="forbid")
 

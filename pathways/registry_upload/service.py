@@ -3,7 +3,8 @@ state, mark it ready, override a field, queue uploads, read the upload log, reco
 
 Every action that needs the record rebuilds it from the FHIR store now (`pathways.registry`),
 with the overrides in force applied, so an override is never lost to a rebuild and a change of
-the source data after acceptance shows as a different payload hash (an update to send).
+the source data after acceptance shows as a different payload hash: the case goes back to draft
+for staff review (issue 7), and the upload staff then ask for is an update.
 """
 
 from __future__ import annotations
@@ -129,8 +130,10 @@ class RegistryUploads:
 
     async def state(self, case_id: str, registry: str) -> dict[str, Any]:
         """The case's upload state, its overrides, and whether the record changed since the
-        platform accepted it (rebuilt now)."""
+        platform accepted it (rebuilt now: an accepted case that changed is sent back to draft
+        here, as the sweeper would)."""
         built = await self.build(case_id, registry)
+        await self._send_back_if_changed(case_id, registry, built)
         found = await self._read(lambda c: workflow.load_state(c, case_id, registry))
         history = await self._read(lambda c: workflow.override_history(c, case_id, registry))
         overrides = await self._read(lambda c: workflow.current_overrides(c, case_id, registry))
@@ -231,33 +234,42 @@ class RegistryUploads:
         return results
 
     async def ready_cases(self, registry: str) -> list[str]:
-        """What `--ready` uploads: validated cases, and accepted ones whose record changed."""
+        """What `--ready` uploads: the cases staff marked ready (`validated`), re-readied ones
+        included; never an accepted case whose data changed (it is a draft until staff look)."""
         validated = await self._read(
             lambda c: workflow.list_states(c, registry, states=("validated",))
         )
-        return [view.case_id for view in validated] + await self.changed_cases(registry)
+        return [view.case_id for view in validated]
 
-    async def changed_cases(self, registry: str) -> list[str]:
-        """Accepted cases whose record, rebuilt now, differs from what the platform accepted
-        (the source data changed): each needs an update. A case that cannot be rebuilt any more
-        (deleted from the store) is left out, with a warning."""
-        accepted = await self._read(
-            lambda c: workflow.list_states(c, registry, states=("accepted",))
+    async def _send_back_if_changed(
+        self, case_id: str, registry: str, built: BuiltRecord
+    ) -> StateView | None:
+        now = self._now()
+        return await self._write(
+            lambda c: workflow.record_source_change(c, case_id, registry, built, now=now)
         )
-        changed = []
-        for view in accepted:
+
+    async def send_back_changed(self, registry: str) -> list[StateView]:
+        """Send every accepted case whose record, rebuilt now, differs from what the platform
+        accepted back to draft (and refresh the ones already sent back); nothing is uploaded.
+        A case that cannot be rebuilt any more (deleted from the store) is left out, with a
+        warning. Returns the states that moved."""
+        candidates = await self._read(
+            lambda c: workflow.list_states(c, registry, states=("accepted", "draft"))
+        )
+        moved = []
+        for view in candidates:
+            if view.state == "draft" and not view.changed_since_upload:
+                continue
             try:
                 built = await self.build(view.case_id, registry)
             except LookupError:
                 log.warning("registry.case_gone", extra={"case_id": view.case_id})
                 continue
-            if built.hash != view.accepted_hash:
-                changed.append(view.case_id)
-        return changed
-
-    async def requeue_changed(self, registry: str, *, who: str) -> list[tuple[str, QueueResult]]:
-        """Queue an update of every accepted case whose source data changed."""
-        return await self.upload(await self.changed_cases(registry), registry, who=who)
+            state = await self._send_back_if_changed(view.case_id, registry, built)
+            if state is not None:
+                moved.append(state)
+        return moved
 
     async def states(self, registry: str, case_ids: Sequence[str]) -> list[StateView]:
         return await self._read(lambda c: workflow.list_states(c, registry, case_ids=case_ids))

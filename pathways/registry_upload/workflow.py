@@ -6,8 +6,12 @@ validated | accepted (changed) | rejected | dead_letter | invalid ─upload─> 
                                                                   local validation, never sent)
 queued ─connector─> sending ─> accepted(REGISTER_ID) | rejected(reasons) | retry_wait ─> sending
                                                                           └─> dead_letter
-accepted ─source data changed (rebuilt payload hash differs)─> queued, as an update with its id
+accepted ─source data changed (rebuilt payload hash differs)─> draft (source_changed, REGISTER_ID
+         and accepted hash kept) ─ready─> validated ─upload─> queued, as an update with its id
 ```
+
+A change of the source data never sends anything by itself: the case goes back to draft with
+the fields that changed, and registry staff review it and mark it ready again (issue 7).
 
 Every function takes a synchronous SQLAlchemy `Connection` inside the caller's transaction and
 never commits, so a state change and the journal message that carries the upload commit
@@ -28,14 +32,17 @@ from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from engine.connectors import Inbound
-from engine.journal import journal_inbound
+from engine.journal import ContentKind, MessageContent, journal_inbound
 from pathways.registry_upload.tables import CaseState, FieldOverride, UploadAttempt
 
 __all__ = [
+    "DETECTED_BY",
     "IN_FLIGHT",
+    "SOURCE_CHANGED",
     "STATES",
     "Attempt",
     "BuiltRecord",
+    "changed_fields",
     "Problem",
     "QueueResult",
     "StateView",
@@ -52,6 +59,7 @@ __all__ = [
     "queue_upload",
     "record_attempt",
     "record_check",
+    "record_source_change",
     "upload_log",
 ]
 
@@ -69,6 +77,11 @@ STATES = (
 # An upload is on its way: another one for the same case would race it (and, for a first save,
 # could create the case twice on the platform).
 IN_FLIGHT = frozenset({"queued", "sending", "retry_wait"})
+# The problem kind of a case sent back to draft because its source data changed after the
+# platform accepted it; its problems name the fields that changed.
+SOURCE_CHANGED = "source_changed"
+# Who the state and the log say moved such a case: nobody did, the data changed.
+DETECTED_BY = "automatic: source data changed"
 MEDIA_TYPE = "application/json"
 
 
@@ -140,6 +153,11 @@ class StateView:
     def in_flight(self) -> bool:
         return self.state in IN_FLIGHT
 
+    @property
+    def changed_since_upload(self) -> bool:
+        """Sent back to draft: the source data changed after the platform accepted the record."""
+        return self.problem_kind == SOURCE_CHANGED
+
     def as_dict(self) -> dict[str, Any]:
         def when(value: datetime | None) -> str | None:
             return value.isoformat() if value is not None else None
@@ -155,6 +173,12 @@ class StateView:
             "mapping_version": self.mapping_version,
             "problems": self.problems,
             "problem_kind": self.problem_kind,
+            "changed_since_upload": self.changed_since_upload,
+            "changed_fields": [
+                f"{p['block']}.{p['field']}"
+                for p in self.problems
+                if self.changed_since_upload and p.get("field")
+            ],
             "message_id": self.message_id,
             "uploads": self.uploads,
             "attempts": self.attempts,
@@ -281,12 +305,157 @@ def record_check(
     if built.problems:
         values["state"] = "invalid"
     elif (
-        current is not None and current.state == "accepted" and built.hash == current.accepted_hash
+        current is not None
+        and (current.state == "accepted" or current.changed_since_upload)
+        and built.hash == current.accepted_hash
     ):
         values["state"] = "accepted"  # nothing changed since the platform accepted it
     else:
         values["state"] = "validated"
     return _save(connection, case_id, registry, values)
+
+
+def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (block, field) pairs whose value differs between two records, in the record's order
+    (a field present in one only counts as changed; a block that is not a mapping is compared
+    whole, with "" as its field)."""
+    changed: list[tuple[str, str]] = []
+    for block in dict.fromkeys([*before, *after]):
+        old, new = before.get(block), after.get(block)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            for name in dict.fromkeys([*old, *new]):
+                if old.get(name) != new.get(name):
+                    changed.append((block, name))
+        elif old != new:
+            changed.append((block, ""))
+    return changed
+
+
+def _accepted_record(connection: Connection, view: StateView) -> dict[str, Any] | None:
+    """The record the platform accepted, from the journal message that carried it; None when
+    retention pruned it or the message carried another record (its hash differs)."""
+    if view.message_id is None:
+        return None
+    raw = connection.execute(
+        select(MessageContent.data).where(
+            MessageContent.message_id == view.message_id, MessageContent.kind == ContentKind.RAW
+        )
+    ).scalar_one_or_none()
+    if raw is None:
+        return None
+    envelope = json.loads(raw)
+    if envelope.get("payload_hash") != view.accepted_hash:
+        return None
+    record = envelope.get("record")
+    return record if isinstance(record, dict) else None
+
+
+def record_source_change(
+    connection: Connection,
+    case_id: str,
+    registry: str,
+    built: BuiltRecord,
+    *,
+    now: datetime,
+    who: str = DETECTED_BY,
+) -> StateView | None:
+    """An accepted case whose record, rebuilt now, differs from what the platform accepted goes
+    back to `draft` for staff review, keeping its REGISTER_ID and accepted hash, with the fields
+    that changed as its problems (kind `source_changed`) and a `changed` row in the upload log.
+    Nothing is sent: staff mark it ready, and its next upload is an update.
+
+    A case already sent back is refreshed when its record changed again, and returns to
+    `accepted` when the change was undone. Other states are left alone: an upload on its way
+    decides by its outcome (an accepted one is compared at the next look), and a rejected,
+    dead-lettered, invalid or validated case is already waiting for staff. Returns the new
+    state, or None when nothing moved."""
+    current = load_state(connection, case_id, registry)
+    if current is None or current.accepted_hash is None:
+        return None
+    if not (current.state == "accepted" or current.changed_since_upload):
+        return None
+    if built.hash == current.accepted_hash:
+        if current.state == "accepted":
+            return None
+        state = _save(
+            connection,
+            case_id,
+            registry,
+            {
+                "state": "accepted",
+                "payload_hash": built.hash,
+                "problems": None,
+                "problem_kind": None,
+                "updated_at": now,
+                "updated_by": who,
+            },
+        )
+        detail = "the source data are as the platform accepted them again"
+        _log(
+            connection,
+            case_id=case_id,
+            registry=registry,
+            built=built,
+            outcome="unchanged",
+            detail=detail,
+            who=who,
+            now=now,
+            register_id=current.register_id,
+        )
+        return state
+    if current.changed_since_upload and current.payload_hash == built.hash:
+        return None  # already sent back for this very record
+    accepted = _accepted_record(connection, current)
+    if accepted is not None:
+        problems = [
+            Problem(
+                block=block,
+                field=name or None,
+                message=f"{block}.{name or '*'} changed since the platform accepted it",
+            )
+            for block, name in changed_fields(accepted, built.payload)
+        ]
+    else:
+        problems = [
+            Problem(
+                block="",
+                message="the source data changed since the platform accepted the record "
+                "(which fields is unknown: the accepted record's journal content was pruned)",
+            )
+        ]
+    state = _save(
+        connection,
+        case_id,
+        registry,
+        {
+            "state": "draft",
+            "payload_hash": built.hash,
+            "spec_version": built.spec_version,
+            "mapping_version": built.mapping_version,
+            "case_month": built.case_month,
+            "problems": _problems_json(problems),
+            "problem_kind": SOURCE_CHANGED,
+            "updated_at": now,
+            "updated_by": who,
+        },
+    )
+    fields = ", ".join(f"{p.block}.{p.field}" for p in problems if p.field) or "unknown fields"
+    detail = (
+        f"source data changed since upload ({fields}); back to draft: review and mark it ready "
+        f"to send an update with REGISTER_ID {current.register_id}"
+    )
+    _log(
+        connection,
+        case_id=case_id,
+        registry=registry,
+        built=built,
+        outcome="changed",
+        detail=detail,
+        who=who,
+        now=now,
+        register_id=current.register_id,
+    )
+    return state
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,8 +702,10 @@ def _log(
     detail: str,
     who: str,
     now: datetime,
+    register_id: str | None = None,
 ) -> None:
-    """A local refusal in the upload log: nothing was sent (attempt 0, no request id)."""
+    """A local event in the upload log (a refusal, a change of the source data): nothing was
+    sent (attempt 0, no request id)."""
     connection.execute(
         insert(_LOG).values(
             case_id=case_id,
@@ -550,7 +721,7 @@ def _log(
             response_body=None,
             outcome=outcome,
             detail=detail,
-            register_id=None,
+            register_id=register_id,
             triggered_by=who,
             started_at=now,
             finished_at=now,

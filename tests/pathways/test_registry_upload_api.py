@@ -5,8 +5,10 @@ token, the shipped `registry-cpc` channel and the local platform on a real port,
 
 The case misses fields the platform requires: local validation stops it (nothing is sent);
 staff enter the missing values as overrides with reasons; it is accepted with a REGISTER_ID;
-the patient's name is corrected at the HIS (source data change): the rebuilt record differs,
-and the CLI re-uploads it as an update with the same id, overrides still applied."""
+the patient's name is corrected at the HIS (source data change): the rebuilt record differs, the
+case goes back to draft with the changed field (nothing is sent, `--ready` skips it), staff mark
+it ready again and the CLI uploads it as an update with the same id, overrides still applied;
+a later change found by the sweeper goes the same way (issue 7's staff workflow)."""
 
 from __future__ import annotations
 
@@ -169,7 +171,7 @@ async def _cli_upload(site: Site, *args: str) -> tuple[int, str]:
     return process.returncode, output.decode("utf-8")
 
 
-async def test_a_case_is_stopped_locally_completed_by_overrides_accepted_and_updated(
+async def test_a_case_is_stopped_locally_completed_by_overrides_accepted_and_reviewed_again(
     tmp_path: Path, database_url: str
 ) -> None:
     case = stemi_by_120_with_primary_pci()
@@ -219,23 +221,34 @@ async def test_a_case_is_stopped_locally_completed_by_overrides_accepted_and_upd
 
             await wait_until(accepted, timeout_s=60, every_s=0.2)
             first = await _state(staff, case.case_id)
-            # The HIS corrects the patient's name: the rebuilt record differs.
+            # The HIS corrects the patient's name: reading the state sends the case back to
+            # draft for review, and `--ready` does not send it.
             patient = await site.store.read("Patient", case.patient_id)
             patient["name"] = [{"family": "王", "given": ["建华"], "text": "王建华"}]
             await site.store.update("Patient", case.patient_id, patient)
             changed = await _state(staff, case.case_id)
+            skipped_code, skipped = await _cli_upload(site, "--ready", "--timeout", "5")
+            # Staff review it and mark it ready again: the update carries the REGISTER_ID.
+            reready = (await staff.post(f"/cases/{case.case_id}/ready")).json()
             code, output = await _cli_upload(site, "--ready", "--timeout", "60")
             updated = await _state(staff, case.case_id)
-            # A discharge-summary correction later: the sweeper finds the change by itself.
+            # A discharge-summary correction later: the sweeper finds the change by itself and
+            # sends the case back to draft, uploading nothing.
             patient = await site.store.read("Patient", case.patient_id)
             patient["name"] = [{"family": "王", "given": ["建民"], "text": "王建民"}]
             await site.store.update("Patient", case.patient_id, patient)
             sweeper = ChangedRecordSweeper(site.engine.subscriber_context("registry-upload"))
             try:
                 swept = await sweeper.sweep()
-                swept_again = await sweeper.sweep()  # in flight: not queued twice
+                swept_again = await sweeper.sweep()  # already a draft for this record
             finally:
                 await sweeper.aclose()
+            names_before_review = [
+                r["RegisterInfo"]["NAME"] for r in site.platform.records.values()
+            ]
+            swept_state = await _state(staff, case.case_id)
+            await staff.post(f"/cases/{case.case_id}/ready")
+            requeued = (await staff.post("/upload", json={"ready": True})).json()
             site.engine.runtime.wake(CHANNEL)
             await wait_until(accepted, timeout_s=60, every_s=0.2)
             log = (await staff.get("/log", params={"case": case.case_id})).json()["attempts"]
@@ -255,12 +268,26 @@ async def test_a_case_is_stopped_locally_completed_by_overrides_accepted_and_upd
     assert [r["outcome"] for r in queued["results"]] == ["queued"]
     assert first["register_id"] and first["updated_by"] == "登记员李"
     assert changed["current"]["changed_since_accepted"] is True
+    assert (changed["state"], changed["register_id"]) == ("draft", first["register_id"])
+    assert changed["accepted_hash"] == first["accepted_hash"]
+    assert changed["changed_since_upload"] is True
+    assert changed["changed_fields"] == ["RegisterInfo.NAME"]
+    assert skipped_code == 0 and "nothing to upload" in skipped, skipped
+    assert reready["state"] == "validated" and reready["changed_since_upload"] is False
     assert code == 0, output
     assert f"{case.case_id}: queued (update" in output
     assert f"{case.case_id}: accepted REGISTER_ID {first['register_id']}" in output
     assert (updated["state"], updated["register_id"]) == ("accepted", first["register_id"])
-    assert [(c, r.outcome, r.update) for c, r in swept] == [(case.case_id, "queued", True)]
-    assert [r.outcome for _, r in swept_again] in ([], ["busy"])
+    assert updated["changed_since_upload"] is False
+    assert [(c, v.state, v.register_id) for c, v in swept] == [
+        (case.case_id, "draft", first["register_id"])
+    ]
+    assert swept_again == []
+    # Nothing was queued or sent before the review.
+    assert names_before_review == ["王建华"]
+    assert (swept_state["state"], swept_state["changed_fields"]) == ("draft", ["RegisterInfo.NAME"])
+    assert swept_state["uploads"] == updated["uploads"]
+    assert [(r["outcome"], r["update"]) for r in requeued["results"]] == [("queued", True)]
     # One record on the platform, updated in place, with the staff's values still in it.
     (stored,) = site.platform.records.values()
     assert stored["RegisterInfo"]["NAME"] == "王建民"
@@ -270,13 +297,18 @@ async def test_a_case_is_stopped_locally_completed_by_overrides_accepted_and_upd
     assert stored["OutComeInfo"]["TREATMENT_RESULT_CODE"] == "2"
     assert len(updated["override_history"]) == len(MISSING)
     assert updated["overrides"] == MISSING
-    # The log: the local refusal, the first save and the update, newest first.
+    # The log: the local refusal, the first save, each change of the source data (no request
+    # sent) and the update staff asked for after it, newest first.
     assert [(a["outcome"], a["attempt"], a["triggered_by"]) for a in log] == [
-        ("accepted", 1, AUTOMATIC),
+        ("accepted", 1, "登记员李"),
+        ("changed", 0, AUTOMATIC),
         ("accepted", 1, "登记员李 (cli)"),
+        ("changed", 0, AUTOMATIC),
         ("accepted", 1, "登记员李"),
         ("invalid", 0, "登记员李"),
     ]
+    assert "RegisterInfo.NAME" in log[1]["detail"] and first["register_id"] in log[1]["detail"]
+    assert log[1]["register_id"] == first["register_id"] and log[1]["http_status"] is None
     assert log[0]["spec_version"] and log[0]["mapping_version"]
     # (The pathway engine may open more cases from the same resources: they count as eligible
     # and not uploaded.)

@@ -1,6 +1,7 @@
 """The upload state machine and its tables on SQLite and PostgreSQL: migrations, overrides kept
 as an append-only history, queueing in the same transaction as the journal message, outcomes
-moving the state, and updates recognised by the payload hash."""
+moving the state, updates recognised by the payload hash, and a change of the source data
+after acceptance sending the case back to draft for staff review (issue 7)."""
 
 from __future__ import annotations
 
@@ -164,6 +165,121 @@ async def test_an_upload_is_journalled_with_its_state_and_an_update_needs_a_chan
     assert (envelope["payload_hash"], envelope["triggered_by"]) == (record(104).hash, "li")
     assert "REGISTER_ID" not in envelope["record"]["RegisterInfo"]  # added when it is sent
     assert [row["outcome"] for row in log] == ["accepted", "accepted"]
+
+
+def rejected(message_id: int, payload_hash: str) -> Attempt:
+    return Attempt(
+        case_id="c1",
+        registry="cpc",
+        message_id=message_id,
+        attempt=1,
+        outcome="rejected",
+        triggered_by="li",
+        started_at=NOW,
+        finished_at=NOW + timedelta(seconds=1),
+        payload_hash=payload_hash,
+        problems=(Problem(block="急救信息", message="急救信息:心率超出范围;", field="HEART_RATE"),),
+        problem_kind="validation",
+    )
+
+
+async def _accepted_case(database: AsyncEngine) -> int:
+    queued = await run(database, workflow.queue_upload, "c1", "cpc", record(), who="li", now=NOW)
+    message_id: int = queued.state.message_id
+    await run(database, workflow.record_attempt, accepted(message_id, "R-1", record().hash))
+    return message_id
+
+
+async def test_a_source_change_after_acceptance_sends_the_case_back_to_draft_for_review(
+    database: AsyncEngine,
+) -> None:
+    await _accepted_case(database)
+    same = await run(database, workflow.record_source_change, "c1", "cpc", record(), now=NOW)
+    draft = await run(database, workflow.record_source_change, "c1", "cpc", record(104), now=NOW)
+    again = await run(database, workflow.record_source_change, "c1", "cpc", record(104), now=NOW)
+    journal_before_review = await _count(database, "journal_message")
+    ready = await run(database, workflow.record_check, "c1", "cpc", record(104), who="li", now=NOW)
+    update = await run(database, workflow.queue_upload, "c1", "cpc", record(104), who="li", now=NOW)
+    log = await run(database, workflow.upload_log, "cpc", case_id="c1")
+
+    assert same is None  # the record is as the platform accepted it
+    assert (draft.state, draft.register_id, draft.accepted_hash) == ("draft", "R-1", record().hash)
+    assert draft.as_dict()["changed_since_upload"] is True
+    assert draft.as_dict()["changed_fields"] == ["FirstAIDInfo.HEART_RATE"]
+    assert (draft.problem_kind, draft.updated_by) == (workflow.SOURCE_CHANGED, workflow.DETECTED_BY)
+    assert again is None  # already a draft for this record: not logged twice
+    assert journal_before_review == 1  # nothing was queued by the change
+    assert (ready.state, ready.as_dict()["changed_since_upload"]) == ("validated", False)
+    assert (update.outcome, update.update, update.state.register_id) == ("queued", True, "R-1")
+    assert [(row["outcome"], row["register_id"]) for row in log] == [
+        ("changed", "R-1"),
+        ("accepted", "R-1"),
+    ]
+    assert "FirstAIDInfo.HEART_RATE" in log[0]["detail"] and log[0]["request_id"] is None
+
+
+async def test_a_change_undone_before_review_returns_the_case_to_accepted(
+    database: AsyncEngine,
+) -> None:
+    await _accepted_case(database)
+    await run(database, workflow.record_source_change, "c1", "cpc", record(104), now=NOW)
+    moved = await run(database, workflow.record_source_change, "c1", "cpc", record(120), now=NOW)
+    back = await run(database, workflow.record_source_change, "c1", "cpc", record(), now=NOW)
+    log = await run(database, workflow.upload_log, "cpc", case_id="c1")
+
+    assert (moved.state, moved.payload_hash) == ("draft", record(120).hash)
+    assert (back.state, back.register_id, back.problems) == ("accepted", "R-1", [])
+    assert [row["outcome"] for row in log] == ["unchanged", "changed", "changed", "accepted"]
+
+
+async def test_a_source_change_leaves_uploads_on_their_way_and_rejected_cases_alone(
+    database: AsyncEngine,
+) -> None:
+    message_id = await _accepted_case(database)
+    # An update on its way: its outcome decides, the change is looked at once it is accepted.
+    update = await run(database, workflow.queue_upload, "c1", "cpc", record(104), who="li", now=NOW)
+    in_flight = await run(
+        database, workflow.record_source_change, "c1", "cpc", record(120), now=NOW
+    )
+    await run(
+        database,
+        workflow.record_attempt,
+        accepted(update.state.message_id, "R-1", record(104).hash),
+    )
+    after_flight = await run(
+        database, workflow.record_source_change, "c1", "cpc", record(120), now=NOW
+    )
+    # A rejected upload already waits for staff, with the platform's reasons.
+    await run(database, workflow.record_check, "c1", "cpc", record(120), who="li", now=NOW)
+    third = await run(database, workflow.queue_upload, "c1", "cpc", record(120), who="li", now=NOW)
+    await run(database, workflow.record_attempt, rejected(third.state.message_id, record(120).hash))
+    on_rejected = await run(
+        database, workflow.record_source_change, "c1", "cpc", record(130), now=NOW
+    )
+    state = await run(database, workflow.load_state, "c1", "cpc")
+
+    assert message_id != update.state.message_id
+    assert in_flight is None
+    assert (after_flight.state, after_flight.accepted_hash) == ("draft", record(104).hash)
+    assert after_flight.as_dict()["changed_fields"] == ["FirstAIDInfo.HEART_RATE"]
+    assert on_rejected is None
+    assert (state.state, state.problems[0]["message"]) == ("rejected", "急救信息:心率超出范围;")
+
+
+async def _count(database: AsyncEngine, table: str) -> int:
+    async with database.connect() as connection:
+        return int(await connection.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
+
+
+def test_changed_fields_names_each_field_that_differs() -> None:
+    before = {"RegisterInfo": {"NAME": "张三", "AGE": 58}, "ECG": [1, 2]}
+    after = {"RegisterInfo": {"NAME": "张三", "AGE": 59, "SEX": "1"}, "ECG": [1]}
+    assert workflow.changed_fields(before, after) == [
+        ("RegisterInfo", "AGE"),
+        ("RegisterInfo", "SEX"),
+        ("ECG", ""),
+    ]
+    assert workflow.changed_fields(before, before) == []
 
 
 async def test_the_payload_hash_ignores_key_order_but_not_values() -> None:
