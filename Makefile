@@ -3,6 +3,9 @@
 VENV ?= .venv
 PYTHON ?= python3
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+# Test workers (pytest-xdist): two keep CI within 20 minutes on 2 cores; TEST_WORKERS=0 runs
+# everything in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint bench
 
@@ -24,7 +27,7 @@ lint: $(VENV)/.installed
 # and in CI); set PG_URL= to skip them.
 test: $(VENV)/.installed lint
 	GREENCHANNEL_TEST_POSTGRES_URL=$$( [ -n "$(PG_URL)" ] && $(VENV)/bin/python -c "import psycopg,sys; psycopg.connect('$(PG_URL)'.replace('+psycopg',''), connect_timeout=3).close()" 2>/dev/null && echo "$(PG_URL)" ) \
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS)
 
 # Figures, not asserts: MLLP journal+ACK vs python-hl7's bare server, end to end, FHIR store
 # (bulk writes, the Synthea load, small transactions, a search mix).
