@@ -16,6 +16,9 @@ as who entered an override or queued an upload.
   re-sends an unchanged accepted record)
 - `GET  /api/registry/cpc/log?case=ID` — the upload log, newest first
 - `GET  /api/registry/cpc/reconciliation?month=YYYY-MM` — eligible vs uploaded vs accepted, stuck
+- `POST /api/registry/cpc/sign` `{"time": "20240612093045", "request_id": "…", "secret": "…"}` —
+  the request signature, as `greenchannel registry sign` prints it (the secret is the caller's:
+  the configured one is never used here, so a token cannot make signatures it could not make)
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.auth import ApiToken, hash_token
 from fhir_store import FhirStore, Gone, NotFound
+from pathways.registry_upload.platform import sign
 from pathways.registry_upload.service import RegistryUploads, UnknownRegistry
 from pathways.registry_upload.workflow import channel_for
 
@@ -69,6 +73,16 @@ class UploadRequest(BaseModel):
     case_ids: list[str] = Field(default_factory=list, max_length=1000)
     ready: bool = False
     force: bool = False
+
+
+class SignRequest(BaseModel):
+    """What `registry sign` takes: the signed time, the request id and the secret key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    time: str = Field(pattern=r"^\d{14}$", description="yyyyMMddHHmmss, Beijing time")
+    request_id: str = Field(min_length=1, max_length=128)
+    secret: str = Field(min_length=1, max_length=512)
 
 
 async def _caller(request: Request) -> str:
@@ -180,6 +194,11 @@ def build_registry_upload_router(database: AsyncEngine) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> Any:
         return {"attempts": await uploads(request, registry).log(registry, case, limit)}
+
+    @router.post("/{registry}/sign")
+    async def sign_request(request: Request, registry: str, body: SignRequest, who: Caller) -> Any:
+        uploads(request, registry)  # 404 for a registry without a signed upload
+        return {"sign": sign(body.secret, body.time, body.request_id)}
 
     @router.get("/{registry}/reconciliation")
     async def reconciliation(request: Request, registry: str, month: Month, who: Caller) -> Any:

@@ -32,12 +32,14 @@ from fhir_store.app import create_database
 from pathways.registry_upload import workflow
 from pathways.registry_upload.subscriber import AUTOMATIC, ChangedRecordSweeper
 from tests.adapters.registry_platform import APP_ID, HOSPITAL_ID, SECRET, write_credentials
+from tests.adapters.test_registry_cpc import VECTOR_REQUEST_ID, VECTOR_SIGN, VECTOR_TIME
 from tests.pathways.archive_cases import stemi_by_120_with_primary_pci, write
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
 CHANNEL = "registry-cpc"
+VECTOR_SECRET = "greenchannel-demo-secret-0001"  # registries.md A.1 "Signing test vector"
 ADMIN = "test-admin-token-registry-api"
 STAFF = "registry-staff-secret-token"
 CLINICIAN = "clinician-secret-token"
@@ -179,6 +181,14 @@ async def test_a_case_is_stopped_locally_completed_by_overrides_accepted_and_rev
         await write(site.store, case)
         async with site.client() as staff, site.client(CLINICIAN) as clinician:
             forbidden = await clinician.get(f"/cases/{case.case_id}/state")
+            # `registry sign` over HTTP, against registries.md A.1's signing test vector.
+            vector = {"time": VECTOR_TIME, "request_id": VECTOR_REQUEST_ID, "secret": VECTOR_SECRET}
+            signed = await staff.post("/sign", json=vector)
+            assert signed.status_code == 200, signed.text
+            assert signed.json() == {"sign": VECTOR_SIGN}
+            assert (await clinician.post("/sign", json=vector)).status_code == 403
+            bad_time = await staff.post("/sign", json={**vector, "time": "2024-06-12 09:30"})
+            assert bad_time.status_code == 422 and "time" in bad_time.text
             draft = await _state(staff, case.case_id)
             stopped = (await staff.post("/upload", json={"case_ids": [case.case_id]})).json()
             # Staff fill what the chart has and the HIS did not send.
