@@ -4,7 +4,8 @@
 
 Registered under `greenchannel.destinations` and `greenchannel.routers` as `alert-websocket`;
 the two meet in `listeners_for(database)`, the sockets of this process. The endpoint sits behind
-the engine's token gate (`Authorization: Bearer <token>` on the upgrade request). A client that
+the engine's token gate (`Authorization: Bearer <token>` on the upgrade request) and takes only
+the roles of the people alerted, `ALERT_ROLES` (403 for another role). A client that
 falls `QUEUE_MAX` messages behind is closed (code 1013) rather than silently missing alerts: it
 reconnects and lists the open alerts with `GET /api/alerts`.
 """
@@ -17,15 +18,17 @@ import json
 import logging
 from typing import Any, ClassVar, Literal
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters._per_database import PerDatabase
+from engine.auth import require_role
 from engine.connectors import ConnectorContext, Delivered, Outbound
 from engine.errors import RejectedDeliveryError
 
 __all__ = [
+    "ALERT_ROLES",
     "AlertListeners",
     "AlertWebsocketConfig",
     "AlertWebsocketDestination",
@@ -37,6 +40,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PATH = "/api/alerts/websocket"
+# The screens of the people an alert calls to act (ED board, cath lab, stroke team) and admins;
+# registry staff read alerts afterwards with `GET /api/alerts`, devices and analysts get none.
+ALERT_ROLES = ("clinician", "admin")
 QUEUE_MAX = 200
 # What the alert channels send: the running clocks' (pathway-alerts), STEMI ECGs'
 # (ecg-alerts) and the device clock monitor's (device-clock-alerts); clients tell them
@@ -127,7 +133,7 @@ def build_alert_websocket_router(database: AsyncEngine) -> APIRouter:
     listeners = listeners_for(database)
     router = APIRouter(tags=["pathways"])
 
-    @router.websocket(PATH)
+    @router.websocket(PATH, dependencies=[Depends(require_role(*ALERT_ROLES))])
     async def alert_socket(socket: WebSocket) -> None:
         await socket.accept()
         queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_MAX)

@@ -2,7 +2,8 @@
 
 Tokens are random secrets shown once; only their SHA-256 is stored. On first start with no
 token, `ensure_admin_token` writes one to `DATA_DIR/admin.token` (mode 0600); `issue_token`
-makes one for another role.
+makes one for another role (`greenchannel token issue|list|revoke`, engine.token_command), and
+`revoke_token` removes one: every gate forgets it within `RELOAD_AFTER_S`.
 
 The app-wide dependency (engine.server) answers 401 without a valid token and leaves the token's
 role in `request.state.role`; a route that only some roles may use adds `require_role(...)`,
@@ -20,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from fastapi import HTTPException
-from sqlalchemy import String, func, select
+from sqlalchemy import String, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 from starlette.requests import HTTPConnection
@@ -30,11 +31,14 @@ from engine.database import Base
 __all__ = [
     "ROLES",
     "ApiToken",
+    "TokenError",
     "TokenGate",
     "ensure_admin_token",
     "hash_token",
     "issue_token",
+    "list_tokens",
     "require_role",
+    "revoke_token",
 ]
 
 RELOAD_AFTER_S = 5.0
@@ -79,15 +83,48 @@ async def ensure_admin_token(database: AsyncEngine, data_dir: Path, now: datetim
     return path
 
 
+class TokenError(ValueError):
+    """A token command that cannot be done: an unknown role, a name in use, no such name."""
+
+
 async def issue_token(database: AsyncEngine, name: str, role: str, now: datetime) -> str:
     """A new token named `name` for `role`; the secret is returned once and never stored."""
     if role not in ROLES:
-        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+        raise TokenError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    if not name.strip() or len(name) > 100:
+        raise TokenError("a token's name is 1 to 100 characters (who or what uses it)")
     token = secrets.token_urlsafe(32)
     sessions = async_sessionmaker(database, expire_on_commit=False)
     async with sessions() as session, session.begin():
+        taken = await session.scalar(select(ApiToken.id).where(ApiToken.name == name))
+        if taken is not None:
+            raise TokenError(
+                f"a token named {name!r} exists already: revoke it first "
+                f"(greenchannel token revoke {name}) or choose another name"
+            )
         session.add(ApiToken(name=name, role=role, token_sha256=hash_token(token), created_at=now))
     return token
+
+
+async def list_tokens(database: AsyncEngine) -> list[tuple[str, str, datetime]]:
+    """Every stored token as (name, role, created_at), oldest first; never a secret."""
+    sessions = async_sessionmaker(database, expire_on_commit=False)
+    async with sessions() as session:
+        rows = await session.execute(
+            select(ApiToken.name, ApiToken.role, ApiToken.created_at).order_by(ApiToken.id)
+        )
+        return [(name, role, created) for name, role, created in rows]
+
+
+async def revoke_token(database: AsyncEngine, name: str) -> str:
+    """Remove the token named `name`; returns its role. TokenError when there is none."""
+    sessions = async_sessionmaker(database, expire_on_commit=False)
+    async with sessions() as session, session.begin():
+        role = await session.scalar(select(ApiToken.role).where(ApiToken.name == name))
+        if role is None:
+            raise TokenError(f"no token named {name!r} (greenchannel token list shows them)")
+        await session.execute(delete(ApiToken).where(ApiToken.name == name))
+    return role
 
 
 def require_role(*roles: str) -> Callable[[HTTPConnection], Awaitable[None]]:
@@ -137,12 +174,11 @@ class TokenGate:
             return None
         # Looking up a SHA-256 of the token leaks nothing useful through timing.
         digest = hash_token(token.strip())
-        role = self._known.get(digest)
-        if role is None and time.monotonic() - self._loaded_at > RELOAD_AFTER_S:
-            # A token created by another node (PostgreSQL deployments) since we last looked.
+        if time.monotonic() - self._loaded_at > RELOAD_AFTER_S:
+            # Tokens issued or revoked since we last looked (by `greenchannel token` or another
+            # node): a revoked token stops working within RELOAD_AFTER_S.
             await self.load()
-            role = self._known.get(digest)
-        return role
+        return self._known.get(digest)
 
     async def authorize(self, authorization: str | None) -> bool:
         return await self.role_for(authorization) is not None

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import aliased
 
 from engine.journal import ContentKind, JournalMessage, MessageContent
-from pathways.alerts import CHANNEL
+from pathways.alerts import CHANNEL, LATE_SUFFIX
 
 __all__ = ["AlertStatus", "journalled_alert_keys", "list_alerts"]
 
@@ -30,8 +30,11 @@ _CHUNK = 200  # case ids per query: keeps the OR list well inside every database
 async def journalled_alert_keys(
     database: AsyncEngine, case_ids: Collection[str], *, channel: str = CHANNEL
 ) -> set[str]:
-    """The alert dedup keys of these cases that the channel's journal already holds."""
+    """The alert dedup keys of these cases that the channel's journal already holds, plus
+    `alert/<case>/<rule>/<step>/late` for each alert raised late-discovered (so a restarted
+    scheduler flags its resolution too and it reaches no pager)."""
     found: set[str] = set()
+    raised: dict[int, str] = {}
     ids = sorted(set(case_ids))
     async with database.connect() as connection:
         for start in range(0, len(ids), _CHUNK):
@@ -40,11 +43,23 @@ async def journalled_alert_keys(
                 for case_id in ids[start : start + _CHUNK]
             ]
             rows = await connection.execute(
-                select(JournalMessage.dedup_key).where(
+                select(JournalMessage.id, JournalMessage.dedup_key).where(
                     JournalMessage.channel == channel, or_(*prefixes)
                 )
             )
-            found.update(key for (key,) in rows if key)
+            for message_id, key in rows:
+                if key:
+                    found.add(key)
+                    if key.endswith("/raised"):
+                        raised[int(message_id)] = key
+        unresolved = [
+            id_ for id_, key in raised.items() if key[: -len("raised")] + "resolved" not in found
+        ]
+        for start in range(0, len(unresolved), _CHUNK):
+            contents = await _contents(connection, unresolved[start : start + _CHUNK])
+            for message_id, message in contents.items():
+                if isinstance(message, dict) and message.get("late_discovered") is True:
+                    found.add(raised[message_id][: -len("raised")] + LATE_SUFFIX)
     return found
 
 

@@ -15,6 +15,7 @@ down, data that arrived hours late) is *late-discovered*: older than the pathway
 (the record of a missed deadline; the indicator counts it from the time nodes anyway), but with
 `late_discovered: true` and severity `info` (the step's own in `severity_on_time`), and the
 channel's paging destinations skip it: nobody is paged at 3 a.m. for a door-to-needle of last week.
+Its resolution is flagged the same way, also after a restart (the raise in the journal says so).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "CHANNEL",
     "AcceptInto",
     "JournalledKeys",
+    "LATE_SUFFIX",
     "MEDIA_TYPE",
     "AlertScheduler",
     "Resolution",
@@ -47,11 +49,13 @@ log = logging.getLogger(__name__)
 CHANNEL = "pathway-alerts"
 MEDIA_TYPE = "application/json"
 MESSAGE_KIND = "pathway-alert"
+LATE_SUFFIX = "late"  # alert/<key>/late: what `JournalledKeys` says of a late-discovered raise
 
 Resolution = Literal["end_node", "not_applicable", "start_removed", "case_closed"]
 AcceptInto = Callable[[str, Inbound], Awaitable[Receipt]]
 OpenTimelines = Callable[[], Awaitable[Iterable[CaseTimeline]]]
-# Given case ids, the alert dedup keys of those cases already in the journal.
+# Given case ids, the alert dedup keys of those cases already in the journal, and
+# `alert/<key>/late` (LATE_SUFFIX) for each open alert that was raised late-discovered.
 JournalledKeys = Callable[[Collection[str]], Awaitable[set[str]]]
 
 
@@ -129,7 +133,11 @@ class AlertScheduler:
     async def _rebuild(self) -> None:
         timelines = list(await self._open_timelines())
         if self._journalled is not None and timelines:
-            self._sent |= await self._journalled([t.case_id for t in timelines])
+            keys = await self._journalled([t.case_id for t in timelines])
+            late = {k for k in keys if k.endswith(f"/{LATE_SUFFIX}")}
+            self._sent |= keys - late
+            # the journal, not this process's memory, says which open alerts were late
+            self._late |= {k.removeprefix("alert/").removesuffix(f"/{LATE_SUFFIX}") for k in late}
         for timeline in timelines:
             # An update that came while the store was read is newer than what was read.
             if timeline.case_id not in self._timelines and timeline.case_id not in self._closing:

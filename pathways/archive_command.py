@@ -1,5 +1,8 @@
 """`greenchannel case show ID [--json]`: print the patient archive of one center case, read
-straight from the FHIR store in the engine's database (the settings' database URL)."""
+straight from the FHIR store in the engine's database (the settings' database URL).
+`greenchannel case reindex --center X`: write every case's interval Observations again from the
+indicator definitions now (after an edit made while no engine ran; a running engine does it by
+itself when it sees the edit)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from engine.settings import load_settings
 from fhir_store import FhirStore, FhirStoreError
 from pathways.archive import CaseNotFound, build_archive
 from pathways.archive_text import render_archive
+from pathways.vocabulary import CENTER_TYPE_CODES, Center
 
 __all__ = ["register"]
 
@@ -46,7 +50,53 @@ def register(parser: argparse.ArgumentParser) -> None:
     show.add_argument("case_id", metavar="ID", help="the case's EpisodeOfCare id")
     show.add_argument("--json", action="store_true", help="print the archive as JSON")
     show.set_defaults(handler=run_show)
+    reindex = actions.add_parser(
+        "reindex",
+        help="write the cases' interval Observations again from the indicator definitions",
+        description="Re-derive the interval Observations (one per case, standard and "
+        "indicator) of every case of a center from the indicator definitions as they are now "
+        "(config/pathways/<center>/*.yaml). A running engine does this by itself within "
+        "seconds of an edit; run this after an edit made while it was stopped. Only what "
+        "changed is written.",
+        epilog="example:\n  greenchannel case reindex --center chest_pain",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    reindex.add_argument("--center", required=True, choices=list(CENTER_TYPE_CODES))
+    reindex.set_defaults(handler=run_reindex)
     parser.set_defaults(handler=lambda args: _usage(parser))
+
+
+def run_reindex(args: argparse.Namespace) -> int:
+    """Re-derive the intervals of every case of one center; prints how many cases."""
+    settings = load_settings(args.config, data_dir=args.data_dir)
+    url = settings.resolved_database_url
+    _check_sqlite_file(url)
+    cases = asyncio.run(_reindex(url, args.center, settings.tz))
+    print(f"{cases} {args.center} case(s): interval Observations written again where they changed")
+    return 0
+
+
+async def _reindex(url: str, center: Center, zone: Any) -> int:
+    from pathways.indicator_loader import indicator_definitions
+    from pathways.intervals import IntervalWriter, rederive_intervals
+    from pathways.records import Records
+
+    database = create_database_engine(url, pool_size=2)
+    store = FhirStore(database, timezone=zone, check_references=False)
+    try:
+        await store.search_parameters()  # the `case` search the pathway engine published
+        writer = IntervalWriter(Records(store, zone), indicator_definitions().current)
+        return await rederive_intervals(store, writer, center)
+    except (FhirStoreError, SQLAlchemyError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise ConfigError(
+            f"cannot read the FHIR store: {reason}",
+            key="database_url",
+            hint="check --data-dir or GREENCHANNEL_DATABASE_URL",
+        ) from exc
+    finally:
+        await store.aclose()
+        await database.dispose()
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -7,28 +7,39 @@ standard and indicator, `derivedFrom` the two time-node Observations. Only what 
 written (no new version otherwise); an interval that no longer concerns the case (its
 population changed, the case was entered in error) is deleted. An indicator whose node went is
 `not_computable` and says so, without a value.
+
+An edit of the indicator definitions re-derives every case's intervals at once
+(`rederive_intervals`: the subscriber when its loader sees the edit, `greenchannel case reindex`
+by hand), not only at each case's next change.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from engine.mapping.functions import make_id
-from pathways.case_store import NOT_COUNTED, search_all
+from pathways.case_store import NOT_COUNTED, search_all, stored_cases
 from pathways.indicator_definitions import Catalogue
 from pathways.indicators import evaluate_case, interval_observations
 from pathways.nodes import ENGINE
 from pathways.records import Records
-from pathways.shapes import Note, node_id
+from pathways.shapes import Note, case_center, node_id
 from pathways.timeline import CaseTimeline
-from pathways.vocabulary import INTERVAL_CATEGORY, OBSERVATION_CATEGORY_SYSTEM
+from pathways.vocabulary import (
+    CENTER_SYSTEM,
+    CENTER_TYPE_CODES,
+    INTERVAL_CATEGORY,
+    OBSERVATION_CATEGORY_SYSTEM,
+    Center,
+)
 
-__all__ = ["INTERVAL_PREFIX", "IntervalWriter", "interval_id"]
+__all__ = ["INTERVAL_PREFIX", "IntervalWriter", "interval_id", "rederive_intervals"]
 
 INTERVAL_PREFIX = "iv-"
 _CATEGORY = f"{OBSERVATION_CATEGORY_SYSTEM}|{INTERVAL_CATEGORY}"
+_CASES_PER_READ = 50  # cases whose nodes are read at a time by a re-derivation
 
 
 def interval_id(case_id: str, standard: str, indicator: str) -> str:
@@ -91,3 +102,22 @@ class IntervalWriter:
 
 def _content(resource: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if k != "meta"}
+
+
+async def rederive_intervals(
+    store: Any,
+    writer: Callable[[CaseTimeline], Awaitable[None]],
+    center: Center | None = None,
+) -> int:
+    """Write again the interval Observations of every case (of `center`) from the definitions
+    now: after an indicator definition edit, without waiting for each case's next change.
+    Cancelled and erroneous cases lose theirs. Returns how many cases were looked at."""
+    params = [("type", f"{CENTER_SYSTEM}|{CENTER_TYPE_CODES[center]}")] if center else []
+    episodes = await search_all(store, "EpisodeOfCare", params)
+    mine = [
+        e for e in episodes if (found := case_center(e)) is not None and center in (None, found)
+    ]
+    for start in range(0, len(mine), _CASES_PER_READ):
+        for case in await stored_cases(store, mine[start : start + _CASES_PER_READ]):
+            await writer(case.timeline)
+    return len(mine)

@@ -33,11 +33,12 @@ from pathways.cases import Cases
 from pathways.definitions import Pathways, load_pathways
 from pathways.indicator_definitions import Catalogue
 from pathways.indicator_loader import IndicatorDefinitions, indicator_definitions
-from pathways.intervals import INTERVAL_PREFIX, IntervalWriter
+from pathways.intervals import INTERVAL_PREFIX, IntervalWriter, rederive_intervals
 from pathways.nodes import CaseHook, Nodes
 from pathways.records import Records
 from pathways.shapes import code_systems, search_parameters
 from pathways.timeline import CaseTimeline
+from pathways.vocabulary import Center
 
 __all__ = ["CASE_HOOKS", "PathwaySubscriber", "PathwaySubscriberFactory", "publish"]
 
@@ -51,6 +52,7 @@ _OWN_TYPES = frozenset({"EpisodeOfCare", "Provenance", "CodeSystem", "SearchPara
 _NODE_PREFIX = "tn-"
 _CANDIDATE_PREFIX = "tnc-"
 _CLOCKS_RESTART_S = 5.0
+DEFINITIONS_POLL_S = 5.0  # how often the indicator definition files are looked at
 
 
 def is_own(event: ChangeEvent) -> bool:
@@ -114,6 +116,7 @@ class PathwaySubscriber:
         accept: AcceptInto | None = None,
         journalled: JournalledKeys | None = None,
         indicators: Catalogue | IndicatorDefinitions | None = None,
+        definitions_poll_s: float = DEFINITIONS_POLL_S,
     ) -> None:
         self._name = name
         self._pathways = pathways
@@ -141,6 +144,11 @@ class PathwaySubscriber:
         intervals = IntervalWriter(
             records, loader.current if isinstance(loader, IndicatorDefinitions) else lambda: loader
         )
+        self._intervals = intervals
+        self._definitions = loader if isinstance(loader, IndicatorDefinitions) else None
+        self._definitions_poll_s = definitions_poll_s
+        # one writer at a time: events and a re-derivation touch the same interval Observations
+        self._writing = asyncio.Lock()
         own: list[CaseHook] = [self._clocks, intervals]
         self.cases = Cases(Nodes(records, pathways, [*own, *hooks]))
         self._kinds = pathways.resource_types()
@@ -156,10 +164,42 @@ class PathwaySubscriber:
         async with asyncio.TaskGroup() as group:
             if self.scheduler is not None:
                 group.create_task(self._run_clocks(self.scheduler), name="alert-scheduler")
+            if self._definitions is not None:
+                group.create_task(
+                    self._watch_definitions(self._definitions), name="indicator-definitions"
+                )
             async for events in self._feed.follow(self._name):
-                for event in events:
-                    await self.handle(event)
+                async with self._writing:
+                    for event in events:
+                        await self.handle(event)
                 await self._feed.commit(self._name, events[-1].sequence)
+
+    async def _watch_definitions(self, loader: IndicatorDefinitions) -> None:
+        """Re-derive every case's intervals when the indicator definitions are edited (the QC
+        office saves a file): the stored intervals then say what the QC charts say."""
+        seen = await asyncio.to_thread(loader.current)
+        while True:
+            await asyncio.sleep(self._definitions_poll_s)
+            try:
+                now = await asyncio.to_thread(loader.current)
+                if now is seen:
+                    continue  # unchanged, or an edit that did not load (the last good stays)
+                seen = now
+                cases = await self.rederive_intervals()
+                log.info("pathways.intervals_rederived", extra={"cases": cases})
+            except Exception:
+                # the store away: the next edit, a case's next change or `case reindex` catch up
+                log.error("pathways.intervals_rederive_failed", exc_info=True)
+
+    async def rederive_intervals(self, center: Center | None = None) -> int:
+        """Every case's interval Observations from the definitions now; returns the cases.
+        Case by case, so events keep being handled in between."""
+
+        async def write(timeline: CaseTimeline) -> None:
+            async with self._writing:
+                await self._intervals(timeline)
+
+        return await rederive_intervals(self._store, write, center)
 
     async def _run_clocks(self, scheduler: AlertScheduler) -> None:
         """The scheduler, restarted after a failure (the alert channel not deployed, the

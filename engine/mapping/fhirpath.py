@@ -131,13 +131,16 @@ def compile_check(expression: str, *, where: str = "") -> FhirPathCheck:
     return FhirPathCheck(text, evaluate, left)
 
 
-def compile_path(expression: str, *, where: str = "") -> Callable[[Any], list[Any]]:
+def compile_path(expression: str, *, where: str = "") -> Callable[..., list[Any]]:
     """Compile a FHIRPath expression to evaluate on a resource (a copy: fhirpathpy annotates
     what it reads); ConfigError (naming `where`) when it is not valid FHIRPath."""
     evaluate = _compile(expression.strip(), where)
 
-    def run(resource: Any) -> list[Any]:
-        return list(evaluate(_fresh(resource)))
+    def run(resource: Any, variables: dict[str, Any] | None = None) -> list[Any]:
+        """`variables` are the expression's `%name`s (merge mode's `%new`)."""
+        if not variables:
+            return list(evaluate(_fresh(resource)))
+        return list(evaluate(_fresh(resource), {k: _fresh(v) for k, v in variables.items()}))
 
     return run
 

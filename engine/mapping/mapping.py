@@ -28,7 +28,7 @@ from engine.mapping.expression import (
 )
 from engine.mapping.functions import ValueProblem, to_text
 from engine.mapping.groups import GroupSpec, find_groups
-from engine.mapping.merge import MERGE_KEEP_EXTENSION, parse_keep
+from engine.mapping.merge import HISTORY, HOLD, MERGE_KEEP_EXTENSION, parse_keep
 from engine.mapping.tables import CodeTable, load_table
 from engine.mapping.templates import TemplateDef, load_template_file
 from engine.mapping.yamlfile import KeyPath, PositionMap, format_key, load_yaml
@@ -43,6 +43,8 @@ _DIRECTIVES = {"when", "each", "as", "let", "template", "from"}
 _PLACEHOLDER = "ZZZ-1"  # the field unused templates are checked against
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _RESERVED_NAMES = {"and", "or", "not", "in", "true", "false", "null"}
+# merge mode: each kind of rule and the prefix its text travels with (engine.mapping.merge)
+_MERGE_PREFIX = {"keep": "", "hold": HOLD, "history": HISTORY}
 _BARE_PATH = re.compile(
     r"[A-Z][A-Z0-9]{2}(?:\[\d+\])?(?:-\d+(?:\[\d+\])?(?:\.\d+){0,2})?"
     r"|[$@](?:\.[^\s.\[\]()'\",=!<>?]+|\[(?:-?\d+|'(?:[^'\\]|\\.)*')\])*"
@@ -402,24 +404,34 @@ class _Compiler:
         return resources
 
     def keep_rules(self, merge: Any, path: KeyPath) -> tuple[str, ...]:
-        """`merge: {keep: [element, "element.where(...)", ...]}`: the stored resource's
-        elements another writer owns, kept when this mapping rewrites the resource."""
+        """`merge: {keep: [element, "element.where(...)", ...], hold: [...], history: [...]}`:
+        the stored resource's elements another writer owns, kept when this mapping rewrites the
+        resource (hold: even over the mapping's value while the condition holds; history: the
+        stored stays with the message's folded in)."""
         if merge is None:
             return ()
-        if not isinstance(merge, dict) or set(merge) != {"keep"}:
-            raise self.error("must be `{keep: [element, ...]}`", path)
-        rules = merge["keep"]
-        if not isinstance(rules, list) or not rules:
-            raise self.error("a list of one or more keep rules", path + ("keep",))
-        for index, rule in enumerate(rules):
-            where = path + ("keep", index)
-            if not isinstance(rule, str):
-                raise self.error("a keep rule is text: `episodeOfCare` or `x.where(...)`", where)
-            try:
-                parse_keep(rule)
-            except ConfigError as error:
-                raise self.error(error.message, where) from None
-        return tuple(rule.strip() for rule in rules)
+        if not isinstance(merge, dict) or not merge or set(merge) - set(_MERGE_PREFIX):
+            raise self.error("must be `{keep: [...], hold: [...], history: [...]}`", path)
+        found: list[str] = []
+        for kind, prefix in _MERGE_PREFIX.items():
+            if kind not in merge:
+                continue
+            rules = merge[kind]
+            if not isinstance(rules, list) or not rules:
+                raise self.error(f"a list of one or more {kind} rules", path + (kind,))
+            for index, rule in enumerate(rules):
+                where = path + (kind, index)
+                if not isinstance(rule, str):
+                    raise self.error(
+                        f"a {kind} rule is text: `episodeOfCare` or `x.where(...)`", where
+                    )
+                text = prefix + rule.strip()
+                try:
+                    parse_keep(text)
+                except ConfigError as error:
+                    raise self.error(error.message, where) from None
+                found.append(text)
+        return tuple(found)
 
     def check_name(self, name: str, path: KeyPath) -> None:
         if not _NAME.fullmatch(name) or name in _RESERVED_NAMES:

@@ -2,13 +2,18 @@
 
     mapping: ../hl7v2/adt.yaml        # relative to the test file
     parser: x-application/hl7-v2+er7  # a `greenchannel.parsers` entry point
-    input_file: samples/a01.hl7       # or `input: |` with the message inline
+    input_file: samples/a01.hl7       # or `input: |` with the message inline, or
+                                      # `input_files: [a01.hl7, a02.hl7, ...]` (a sequence)
     timezone: "+08:00"                # optional
     expect:
       - {path: "entry[0].resource.gender", equals: male}
       - {path: "entry[1].resource.period.start", exists: true}
       - {path: entry, count: 3}
       - fhirpath: "Bundle.entry.resource.ofType(Patient).gender = 'male'"
+
+A sequence maps each message in turn and writes it over what the earlier ones wrote, as the
+FHIR destination does in merge mode (a resource with `merge:` rules keeps what they select of
+its earlier version); the checks run on the last message's Bundle so merged.
 
 `run_mapping_test` returns the failures, each naming the file, line and check: a `path` is keys
 and `[n]` indices into the output; a `fhirpath` holds when its result is non-empty and has no
@@ -37,6 +42,7 @@ from engine.mapping.catalog import choose_mapping
 from engine.mapping.document import Document
 from engine.mapping.fhirpath import compile_check, rooted_at_bundle
 from engine.mapping.mapping import Mapping, load_mapping, parse_timezone
+from engine.mapping.merge import keep_rules_of, merge_kept
 from engine.mapping.yamlfile import load_yaml
 from engine.plugins import OUTPUT_CHECKS
 
@@ -54,8 +60,8 @@ __all__ = [
 # Takes a mapping's output; returns problems as "element: reason" (empty: fine).
 OutputCheck = Callable[[Any], list[str]]
 
-_TEST_KEYS = {"mapping", "parser", "input", "input_file", "charset", "timezone", "expect",
-              "description", "filtered"}  # fmt: skip
+_TEST_KEYS = {"mapping", "parser", "input", "input_file", "input_files", "charset", "timezone",
+              "expect", "description", "filtered"}  # fmt: skip
 _CHECKS = ("equals", "exists", "count", "fhirpath")
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _MISSING = object()
@@ -223,18 +229,53 @@ def _run(
             "no parser for this media type", file=file, line=positions.get(("parser",)),
             key="parser",
         ) from None  # fmt: skip
-    if "input_file" in data:
-        raw = (path.parent / str(data["input_file"])).read_bytes()
+    if "input_files" in data:
+        names = data["input_files"]
+        if not isinstance(names, list) or not names:
+            line = positions.get(("input_files",))
+            raise ConfigError(
+                "a list of message files, in the order they arrive",
+                file=file,
+                line=line,
+                key="input_files",
+            )
+        raws = [(path.parent / str(name)).read_bytes() for name in names]
+    elif "input_file" in data:
+        raws = [(path.parent / str(data["input_file"])).read_bytes()]
     else:
-        raw = str(need("input")).encode("utf-8")
+        raws = [str(need("input")).encode("utf-8")]
     zone = None
     if "timezone" in data:
         try:
             zone = parse_timezone(str(data["timezone"]))
         except ValueError:
             raise ConfigError("unknown time zone", file=file, key="timezone") from None
-    document = parser(raw, str(data.get("charset", "utf-8")))
-    return mapping.apply(document, timezone=zone)
+    written: dict[str, Any] = {}
+    output: Any = None
+    for raw in raws:
+        document = parser(raw, str(data.get("charset", "utf-8")))
+        output = mapping.apply(document, timezone=zone)
+        if len(raws) > 1 and output is not None:
+            output = _write_over(output, written)
+    return output
+
+
+def _write_over(bundle: dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
+    """The Bundle with each PUT resource merged over its earlier version in `written` (by its
+    keep rules, as the FHIR destination merges with the stored one), and `written` updated."""
+    entries = []
+    for entry in bundle.get("entry") or []:
+        request = entry.get("request") or {}
+        url = str(request.get("url", ""))
+        resource = entry.get("resource")
+        if request.get("method") == "PUT" and isinstance(resource, dict):
+            earlier = written.get(url)
+            if earlier is not None:
+                resource = merge_kept(earlier, resource, keep_rules_of(request))
+            written[url] = resource
+            entry = {**entry, "resource": resource}
+        entries.append(entry)
+    return {**bundle, "entry": entries}
 
 
 def _check(output: Any, check: Any) -> str | None:

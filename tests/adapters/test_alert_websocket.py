@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from adapters.alert_websocket import QUEUE_MAX, AlertListeners, AlertWebsocketDestination
 from engine import journal
+from engine.auth import issue_token
 from engine.connectors import Outbound
 from engine.errors import RejectedDeliveryError
 from engine.server import Engine
@@ -215,6 +216,40 @@ async def test_a_deadline_long_past_is_journalled_and_listed_but_pushed_to_nobod
     assert pushed["case"]["id"] == new_case and "late_discovered" not in pushed
 
 
+async def test_a_late_alert_resolved_after_a_restart_stays_late_and_pages_nobody(
+    site: Site,
+) -> None:
+    """A late-discovered alert raised before a restart and resolved after it: the restarted
+    scheduler (no memory of the raise) still flags the resolution, so the websocket stays
+    silent while the journal and the listing hold it."""
+    async with site.engine() as engine:
+        case_id = await site.chest_pain_case(_local_now(engine) - timedelta(days=3))
+
+        async def journalled() -> bool:
+            listed = await _alerts(engine, status="open", case=case_id)
+            return len(listed["alerts"]) >= 1
+
+        await wait_until(journalled, timeout_s=20)
+    async with site.engine() as engine:
+        url = f"ws://127.0.0.1:{engine.http_port}/api/alerts/websocket"
+        async with websockets.connect(url, additional_headers=AUTH) as socket:
+            await site.node(case_id, "lytic_start", _local_now(engine))
+
+            async def resolved() -> bool:
+                listed = await _alerts(engine, status="open", case=case_id)
+                return listed["alerts"] == []
+
+            await wait_until(resolved, timeout_s=20)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(socket.recv(), 1.5)  # nobody paged for the end either
+            everything = await _alerts(engine, status="all", case=case_id)
+
+    assert everything["alerts"]
+    for alert in everything["alerts"]:
+        assert alert["resolved"]["resolution"]["reason"] == "end_node"
+        assert alert["resolved"]["late_discovered"] is True, alert["alert"]
+
+
 async def test_the_websocket_and_the_listing_refuse_a_client_without_a_token(site: Site) -> None:
     async with site.engine() as engine:
         url = f"ws://127.0.0.1:{engine.http_port}/api/alerts/websocket"
@@ -227,6 +262,35 @@ async def test_the_websocket_and_the_listing_refuse_a_client_without_a_token(sit
 
     assert response.status_code == 401
     assert bad_status.status_code == 422
+
+
+async def test_the_websocket_takes_clinicians_and_admins_and_refuses_other_roles(
+    site: Site,
+) -> None:
+    """A registry clerk's or a device's token is valid everywhere it may be, but the alert
+    websocket (where people are paged) answers 403 to it; a clinician's token connects."""
+    async with site.engine() as engine:
+        now = datetime.now(engine.settings.tz)
+        tokens = {
+            role: await issue_token(engine.database, f"ws-{role}", role, now)
+            for role in ("clinician", "registry-staff", "device", "interface-analyst")
+        }
+        url = f"ws://127.0.0.1:{engine.http_port}/api/alerts/websocket"
+        refused = {}
+        for role in ("registry-staff", "device", "interface-analyst"):
+            headers = {"Authorization": f"Bearer {tokens[role]}"}
+            with pytest.raises(websockets.InvalidStatus) as caught:
+                async with websockets.connect(url, additional_headers=headers):
+                    pass
+            refused[role] = caught.value.response.status_code
+        headers = {"Authorization": f"Bearer {tokens['clinician']}"}
+        async with websockets.connect(url, additional_headers=headers) as socket:
+            door = _local_now(engine) - timedelta(minutes=20) + timedelta(seconds=1)
+            case_id = await site.chest_pain_case(door)
+            raised = await _next_alert(socket)
+
+    assert refused == {"registry-staff": 403, "device": 403, "interface-analyst": 403}
+    assert (raised["event"], raised["case"]["id"]) == ("raised", case_id)
 
 
 async def test_closing_the_case_resolves_its_open_alert(site: Site) -> None:

@@ -188,3 +188,115 @@ async def test_two_messages_of_one_batch_merge_in_order(store: FhirStore) -> Non
     assert "EpisodeOfCare/case-engine-opened" in json.dumps(encounter["episodeOfCare"])
     systems = [loc["location"].get("identifier", {}).get("system") for loc in encounter["location"]]
     assert systems.count(UWB) == 1
+
+
+def _event(raw: bytes, event: str, control_id: str) -> bytes:
+    header = f"ADT^{event}^ADT_A01|{control_id}".encode()
+    return raw.replace(b"ADT^A04^ADT_A01|ADT-A04-CP-01", header).replace(
+        b"EVN|A04", f"EVN|{event}".encode()
+    )
+
+
+# the discharge: PV1-45 (the field after PV1-44, the admit time) is when the patient left
+A03 = _event(A04, "A03", "ADT-A03-CP-01").replace(
+    b"20261125081200+0800\rZGC", b"20261125081200+0800|20261125163000+0800\rZGC"
+)
+# a demographic fix sent after the discharge: the whole visit again, the case as registered
+A08_LATE = _event(A04, "A08", "ADT-A08-CP-02").replace(
+    b"20261125081200+0800\rZGC", b"20261125081200+0800|20261125163000+0800\rZGC"
+)
+
+
+async def test_a_late_a08_leaves_a_case_the_engine_finished_finished(store: FhirStore) -> None:
+    """The pathway engine finishes the case on the A03's discharge node (docs/pathways.md);
+    an A08 sent afterwards restates an open visit (status active, no end) and must not open the
+    case again nor drop its end. The facts stay too, and a replay changes nothing."""
+    destination = FhirDestination(store, config())
+    episode_id = ids(A04)["EpisodeOfCare"]
+    assert isinstance(await destination.send(outbound(A04, 1)), Delivered)
+    assert isinstance(await destination.send(outbound(A03, 2)), Delivered)
+    # the engine's own finishing write: the discharge node's instant as the end
+    episode = content(await store.read("EpisodeOfCare", episode_id))
+    episode["status"] = "finished"
+    episode["period"] = {**episode["period"], "end": "2026-11-25T16:30:00+08:00"}
+    await store.update("EpisodeOfCare", episode_id, episode)
+    finished = content(await store.read("EpisodeOfCare", episode_id))
+
+    assert isinstance(await destination.send(outbound(A08_LATE, 3)), Delivered)
+    after = content(await store.read("EpisodeOfCare", episode_id))
+    assert isinstance(await destination.send(outbound(A08_LATE, 4)), Delivered)
+    replayed = content(await store.read("EpisodeOfCare", episode_id))
+
+    assert after["status"] == "finished"
+    assert after["period"] == {
+        "start": "2026-11-25T08:10:00+08:00",
+        "end": "2026-11-25T16:30:00+08:00",
+    }
+    assert after == finished and replayed == after
+
+
+async def test_an_a08_still_cancels_or_updates_an_open_case(store: FhirStore) -> None:
+    """The hold covers only a finished case: an open case takes the A08's status, and a
+    cancel (ZGC-4 C) of a finished one applies."""
+    destination = FhirDestination(store, config())
+    episode_id = ids(A04)["EpisodeOfCare"]
+    assert isinstance(await destination.send(outbound(A04, 1)), Delivered)
+    a08 = _event(A04, "A08", "ADT-A08-CP-03")  # before the discharge
+    assert isinstance(await destination.send(outbound(a08, 2)), Delivered)
+    still_open = await store.read("EpisodeOfCare", episode_id)
+    assert isinstance(await destination.send(outbound(A03, 3)), Delivered)
+    cancel = a08.replace(b"|20261125081000+0800|A|1", b"|20261125081000+0800|C|1")
+    assert isinstance(await destination.send(outbound(cancel, 4)), Delivered)
+    cancelled = await store.read("EpisodeOfCare", episode_id)
+
+    assert (still_open["status"], still_open["period"].get("end")) == ("active", None)
+    assert cancelled["status"] == "cancelled"
+
+
+SAMPLES = ROOT / "mappings" / "tests" / "samples"
+STAYS = [
+    SAMPLES / "adt-seq-a01-ccu.hl7",  # admitted to the CCU at 09:25
+    SAMPLES / "adt-a02-transfer.hl7",  # to the cardiology ward at 10:55
+    SAMPLES / "adt-seq-a02-to-rehab.hl7",  # to cardiac rehabilitation on the 28th at 09:00
+    SAMPLES / "adt-seq-a03-from-rehab.hl7",  # discharged on 2 December at 14:30
+]
+
+
+def stays(encounter: dict[str, Any]) -> list[tuple[str | None, str, str | None, str | None]]:
+    return [
+        (
+            stay["location"].get("display"),
+            stay["status"],
+            stay.get("period", {}).get("start"),
+            stay.get("period", {}).get("end"),
+        )
+        for stay in encounter["location"]
+    ]
+
+
+async def test_successive_transfers_keep_the_his_location_history(store: FhirStore) -> None:
+    """A01, A02, A02, A03 through the destination: every ward the patient was in stays on the
+    visit, each closed when the next began, the UWB stays kept beside them; the HIS resending
+    every message (and an old transfer out of order) changes nothing."""
+    destination = FhirDestination(store, config())
+    raws = [path.read_bytes() for path in STAYS]
+    encounter_id = ids(raws[0])["Encounter"]
+    for number, raw in enumerate(raws[:2], start=1):
+        assert isinstance(await destination.send(outbound(raw, number)), Delivered)
+    visit = content(await store.read("Encounter", encounter_id))
+    visit["location"] = [*visit["location"], uwb_stay("cathlab", "2026-11-25T10:20:00+08:00")]
+    await store.update("Encounter", encounter_id, visit)  # the UWB feed's stay
+    for number, raw in enumerate(raws[2:], start=3):
+        assert isinstance(await destination.send(outbound(raw, number)), Delivered)
+    encounter = content(await store.read("Encounter", encounter_id))
+    for number, raw in enumerate([raws[1], *raws], start=10):  # resent, the old A02 first
+        assert isinstance(await destination.send(outbound(raw, number)), Delivered)
+    replayed = content(await store.read("Encounter", encounter_id))
+
+    assert stays(encounter) == [
+        ("心内科监护室", "completed", "2026-11-25T09:25:00+08:00", "2026-11-25T10:55:00+08:00"),
+        ("心血管内科病区", "completed", "2026-11-25T10:55:00+08:00", "2026-11-28T09:00:00+08:00"),
+        ("心脏康复病区", "completed", "2026-11-28T09:00:00+08:00", "2026-12-02T14:30:00+08:00"),
+        (None, "completed", "2026-11-25T10:20:00+08:00", None),  # the UWB stay, kept
+    ]
+    assert replayed == encounter

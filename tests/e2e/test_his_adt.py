@@ -69,12 +69,19 @@ def test_admit_transfer_discharge_and_merge_leave_the_visit_and_the_link(
         history = client.get(f"/fhir/Encounter/{encounter['id']}/_history").json()
         versions = [entry["resource"] for entry in history["entry"]]
         assert len(versions) == 3  # admitted, transferred, discharged
-        transferred = next(v for v in versions if len(v.get("location", [])) == 2)
+        transferred = next(v for v in versions if v["status"] == "in-progress" and
+                           len(v.get("location", [])) == 2)  # fmt: skip
         assert [loc["status"] for loc in transferred["location"]] == ["completed", "active"]
         assert [loc["location"]["display"] for loc in transferred["location"]] == [
             "心内科监护室",  # decoded from the GB 18030 admission's ward, same Location id
             "心血管内科病区",
         ]
+        # the discharge (whose PV1 names only the last ward) keeps the whole ward history
+        assert [(loc["location"]["display"], loc["status"]) for loc in encounter["location"]] == [
+            ("心内科监护室", "completed"),
+            ("心血管内科病区", "completed"),
+        ]
+        assert encounter["location"][1]["period"]["end"] == end
         # the diagnosis the admission sent is searchable by the patient
         patient = wait_for(
             client, "Patient", {"identifier": f"urn:oid:2.16.156.10011.1.3|{national_id}"},

@@ -55,7 +55,7 @@ def test_the_keep_rules_ride_in_the_entry_request(tmp_path: Path) -> None:
         ('      keep: ["location.where(status = )"]', "merge.keep[0]", "not a valid FHIRPath"),
         ('      keep: ["Location x"]', "merge.keep[0]", "must be an element name"),
         ("      keep: []", "merge.keep", "one or more keep rules"),
-        ("      own: [location]", "merge", "{keep: [element, ...]}"),
+        ("      own: [location]", "merge", "{keep: [...], hold: [...], history: [...]}"),
         ("      keep: [3]", "merge.keep[0]", "a keep rule is text"),
     ],
 )
@@ -118,3 +118,47 @@ def test_merging_is_idempotent_and_keeps_every_selected_item(
     for item in current:
         if item["reference"].startswith("EpisodeOfCare/case-"):
             assert item in kept
+
+
+HISTORY = parse_keep("history location by location.reference")
+
+
+def stay(place: str, status: str, start: str | None = None, end: str | None = None) -> Any:
+    period = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+    item: dict[str, Any] = {"location": {"reference": f"Location/{place}"}, "status": status}
+    return item | ({"period": period} if period else {})
+
+
+def test_history_folds_a_message_into_the_stays_without_losing_any() -> None:
+    stored = {"location": [stay("ccu", "completed", "T0", "T1"), stay("card", "active", "T1")]}
+    back = {"location": [stay("card", "completed", end="T2"), stay("ccu", "active", "T2")]}
+    bed_fix = {"location": [stay("card-2", "active")]}  # an A08 correcting the bed, no time
+    cancel = {"location": [stay("ccu", "active")]}  # A12: back where they were, no time
+    reopen = {"location": [stay("card", "active")]}  # A13 after an A03 closed the last stay
+
+    returned = merge_kept(stored, back, [HISTORY])["location"]
+    corrected = merge_kept(stored, bed_fix, [HISTORY])["location"]
+    cancelled = merge_kept(stored, cancel, [HISTORY])["location"]
+    discharged = {"location": [stay("ccu", "completed", "T0", "T1"),
+                               stay("card", "completed", "T1", "T3")]}  # fmt: skip
+    reopened = merge_kept(discharged, reopen, [HISTORY])["location"]
+
+    assert returned == [  # the CCU twice: the patient came back, a stay of its own
+        stay("ccu", "completed", "T0", "T1"),
+        stay("card", "completed", "T1", "T2"),
+        stay("ccu", "active", "T2"),
+    ]
+    assert merge_kept({"location": returned}, back, [HISTORY])["location"] == returned
+    assert corrected == [stay("ccu", "completed", "T0", "T1"), stay("card-2", "active")]
+    assert cancelled == [stay("ccu", "active", "T0")]
+    assert reopened == [stay("ccu", "completed", "T0", "T1"), stay("card", "active", "T1")]
+
+
+def test_a_history_without_a_key_and_a_hold_on_the_new_resource_are_checked() -> None:
+    with pytest.raises(ConfigError, match="what identifies a stay"):
+        parse_keep("history location")
+    hold = parse_keep("hold status.where($this = 'finished' and %new.status = 'active')")
+    finished = {"status": "finished"}
+    assert merge_kept(finished, {"status": "active"}, [hold]) == finished
+    assert merge_kept(finished, {"status": "cancelled"}, [hold]) == {"status": "cancelled"}
+    assert merge_kept({"status": "active"}, {"status": "finished"}, [hold]) == finished

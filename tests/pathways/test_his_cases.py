@@ -185,3 +185,58 @@ def _at(clock: str) -> Any:
     from datetime import datetime
 
     return datetime.fromisoformat(f"2026-11-25T{clock}+08:00")
+
+
+def _event(event: str, control_id: str) -> bytes:
+    return REGISTRATION.replace(
+        b"ADT^A04^ADT_A01|ADT-A04-CP-01", f"ADT^{event}^ADT_A01|{control_id}".encode()
+    ).replace(b"EVN|A04", f"EVN|{event}".encode())
+
+
+# the discharge at 16:30: PV1-45, the field after the admit time (PV1-44)
+DISCHARGED_AT = b"20261125081200+0800|20261125163000+0800\rZGC"
+
+
+async def deliver(destination: Any, raw: bytes, message_id: int) -> None:
+    """The message as the channel's FHIR destination writes it: merge mode, If-Match."""
+    from engine.connectors import Delivered, Outbound
+
+    bundle = load_mapping(HL7V2 / "adt.yaml").apply(parse_for_mapping(raw, "utf-8"))
+    payload = json.dumps(bundle, ensure_ascii=False).encode()
+    outbound = Outbound(message_id, "his-adt", "fhir", payload, "application/fhir+json", 1)
+    assert isinstance(await destination.send(outbound), Delivered)
+
+
+async def test_a_late_a08_does_not_open_a_case_the_engine_finished_and_an_a13_does(
+    store: FhirStore, subscriber: Build
+) -> None:
+    """The engine finishes the case on the A03's discharge (closes_on); an A08 after it keeps
+    the case finished with its end at every moment (merge `hold`), and an A13 cancelling the
+    discharge opens it again through the engine (the discharge node goes)."""
+    from adapters.fhir import FhirDestination, FhirDestinationConfig
+
+    destination = FhirDestination(store, FhirDestinationConfig.model_validate({"kind": "fhir"}))
+    pathways = await subscriber()
+    await deliver(destination, REGISTRATION, 1)
+    await pathways.catch_up()
+    a03 = _event("A03", "ADT-A03-CP-01").replace(b"20261125081200+0800\rZGC", DISCHARGED_AT)
+    await deliver(destination, a03, 2)
+    await pathways.catch_up()
+    (case,) = (await chest_pain_cases(store)).values()
+    finished = case["status"], case["period"].get("end")
+
+    # a late A08: the whole visit again (PV1-45 too), the case as registered (active, no end)
+    await deliver(destination, _update().replace(b"20261125081200+0800\rZGC", DISCHARGED_AT), 3)
+    as_written = (await chest_pain_cases(store))[case["id"]]
+    await pathways.catch_up()
+    after_a08 = (await chest_pain_cases(store))[case["id"]]
+    a13 = _event("A13", "ADT-A13-CP-01").replace(b"20261125081200+0800\rZGC", DISCHARGED_AT)
+    await deliver(destination, a13, 4)
+    await pathways.catch_up()
+    after_a13 = (await chest_pain_cases(store))[case["id"]]
+
+    assert finished == ("finished", "2026-11-25T16:30:00+08:00")
+    assert (as_written["status"], as_written["period"].get("end")) == finished
+    assert (after_a08["status"], after_a08["period"].get("end")) == finished
+    assert await nodes(store, case["id"]) != {}  # the case's timeline is still there
+    assert (after_a13["status"], after_a13["period"].get("end")) == ("active", None)

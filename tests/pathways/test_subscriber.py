@@ -5,8 +5,12 @@ with plain FHIR searches."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -700,3 +704,68 @@ def _add_a_standard(folder: Path) -> None:
     text = (folder / "chest_pain" / "cpc-recert.yaml").read_text("utf-8")
     new = text.replace("standard: cpc-recert", "standard: cpc-2027")
     (folder / "chest_pain" / "cpc-2027.yaml").write_text(new, "utf-8")
+
+
+async def test_an_edited_definition_rewrites_the_intervals_without_a_change_of_the_case(
+    store: FhirStore, database: Any, pathways: Any, tmp_path: Path
+) -> None:
+    """The QC office adds a standard version while the engine runs and nothing happens to the
+    case afterwards: the running subscriber sees the edit and writes the case's intervals under
+    the new version within seconds."""
+    folder = _copy_of_the_pathways(tmp_path)
+    running = PathwaySubscriber(
+        database, name="pathways", timezone=CST, pathways=pathways,
+        indicators=indicator_definitions(folder), definitions_poll_s=0.2,
+    )  # fmt: skip
+    await stemi_walk_in(store)
+    task = asyncio.create_task(running.run())
+    try:
+
+        async def written(standard: str) -> bool:
+            case = await search(store, "EpisodeOfCare")
+            return bool(case) and f"cpc.trop_tat (standard {standard})" in await intervals(
+                store, case[0]["id"]
+            )
+
+        await wait_until(lambda: written("cpc-recert"), timeout_s=30)
+        _add_a_standard(folder)
+        await wait_until(lambda: written("cpc-2027"), timeout_s=30)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await running.aclose()
+    case = await the_case(store)
+    found = await intervals(store, case["id"])
+    assert found["cpc.trop_tat (standard cpc-2027)"]["valueQuantity"]["value"] == 1500
+    assert found["cpc.trop_tat (standard cpc-recert)"]["meta"]["versionId"] == "1"  # unchanged
+
+
+async def test_case_reindex_rewrites_the_intervals_after_an_edit_made_while_stopped(
+    store: FhirStore, subscriber: Build, database_url: str, tmp_path: Path
+) -> None:
+    """`greenchannel case reindex --center chest_pain`, a real subprocess in a folder whose
+    config/pathways the QC office edited while no engine ran."""
+    await stemi_walk_in(store)
+    await (await subscriber()).catch_up()
+    case = await the_case(store)
+    before = await intervals(store, case["id"])
+    site = tmp_path / "site"
+    _add_a_standard(_copy_of_the_pathways(site / "config"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENCHANNEL_")}
+    env["GREENCHANNEL_DATABASE_URL"] = database_url
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).parent / "greenchannel"), "case", "reindex",
+         "--center", "chest_pain"],
+        capture_output=True, text=True, env=env, timeout=180, cwd=site,
+    )  # fmt: skip
+    after = await intervals(store, case["id"])
+
+    assert run.returncode == 0, run.stderr
+    assert "1 chest_pain case(s)" in run.stdout
+    assert "cpc.trop_tat (standard cpc-2027)" not in before
+    assert after["cpc.trop_tat (standard cpc-2027)"]["valueQuantity"]["value"] == 1500
+    assert {k: o["meta"]["versionId"] for k, o in after.items() if k in before} == {
+        k: o["meta"]["versionId"] for k, o in before.items()
+    }  # only what changed was written
