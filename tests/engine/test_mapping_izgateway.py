@@ -17,6 +17,7 @@ from engine.mapping import load_mapping
 from engine.mapping.casefile import load_cases
 from engine.mapping.catalog import mapping_files
 from engine.mapping.testing import run_case_file
+from engine.plugins import load_plugins
 from tests.engine.test_mapping_validity import fhir_r4b
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,10 @@ PARSERS: dict[str, Any] = {"x-application/hl7-v2+er7": parse_for_mapping}
 # the HL7 v2 mappings: the engine offers a message only to the mappings of its input type
 MAPPINGS = [
     m
-    for m in (load_mapping(file) for file in mapping_files(ROOT / "mappings"))
+    for m in (
+        load_mapping(file)
+        for file in mapping_files(ROOT / "mappings", load_plugins().mapping_kinds)
+    )
     if m.input in (None, "x-application/hl7-v2+er7")
 ]
 

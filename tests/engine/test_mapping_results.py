@@ -16,6 +16,7 @@ from adapters.hl7v2 import parse_for_mapping
 from engine.errors import GreenchannelError, MappingError
 from engine.mapping import Mapping, load_mapping
 from engine.mapping.catalog import choose_mapping, mapping_files
+from engine.plugins import load_plugins
 from fhir_store._validation import structure_issues
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +67,10 @@ def _hl7_time(value: str) -> str:
 def _hl7_mappings() -> list[Mapping]:
     """The HL7 v2 mappings: the tests below parse every input as HL7 v2, and the engine offers a
     message only to the mappings of its input type."""
-    every = (load_mapping(file) for file in mapping_files(ROOT / "mappings"))
+    every = (
+        load_mapping(file)
+        for file in mapping_files(ROOT / "mappings", load_plugins().mapping_kinds)
+    )
     return [m for m in every if m.input in (None, "x-application/hl7-v2+er7")]
 
 

@@ -20,6 +20,7 @@ from engine.mapping import load_mapping
 from engine.mapping.casefile import load_cases
 from engine.mapping.catalog import mapping_files
 from engine.mapping.testing import run_mapping_test
+from engine.plugins import load_plugins
 from fhir_store._validation import structure_issues
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,10 @@ def test_every_analyst_test_output_is_valid_fhir(path: Path) -> None:
 
 
 def test_every_shared_message_converts_into_valid_fhir() -> None:
-    mappings = [load_mapping(file) for file in mapping_files(ROOT / "mappings")]
+    mappings = [
+        load_mapping(file)
+        for file in mapping_files(ROOT / "mappings", load_plugins().mapping_kinds)
+    ]
     refused = []
     for case in load_cases(IZ.read_text(encoding="utf-8")):
         document = parse_for_mapping(case.message, "utf-8")
