@@ -494,9 +494,16 @@ class Cases:
         await self._update_status(case, {node})
 
     async def open_cases(self, patient: str) -> list[dict[str, Any]]:
-        return await self.records.search(
+        memo = self.records.memo
+        found = memo.open_cases(patient) if memo is not None else None
+        if found is not None:
+            return found
+        found = await self.records.search(
             "EpisodeOfCare", [("patient", patient), ("status", "active")]
         )
+        if memo is not None:
+            memo.keep_open_cases(patient, found)
+        return found
 
     async def list_cases(self, center: Center | None, status: str | None) -> list[dict[str, Any]]:
         pairs: list[tuple[str, str]] = [("_sort", "-date")]

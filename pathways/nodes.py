@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 CaseHook = Callable[[CaseTimeline], Awaitable[None]]
 _CATEGORY = f"{OBSERVATION_CATEGORY_SYSTEM}|{TIME_NODE_CATEGORY}"
 ENGINE = "greenchannel pathways"
+_PREFETCH_CHUNK = 100  # source references per search of a batch's fed cases
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +118,40 @@ class Nodes:
 
     async def cases_fed_by(self, reference: str) -> set[str]:
         """`EpisodeOfCare/<id>` of every case with a live candidate from `reference`."""
-        found = await self.records.search(
-            "Observation", [("derived-from", reference), ("category", _CATEGORY)]
-        )
-        return {_case_of(o) for o in found if o.get("status") == "preliminary"}
+        memo = self.records.memo
+        known = memo.fed_by(reference) if memo is not None else None
+        if known is not None:
+            return known
+        return (await self._fed_by([reference]))[reference]
+
+    async def prefetch_fed_by(self, references: Sequence[str]) -> None:
+        """Within a batch (`Records.batch`): the cases fed by each of `references`, in one
+        search rather than one per change."""
+        if self.records.memo is not None and references:
+            await self._fed_by(references)
+
+    async def _fed_by(self, references: Sequence[str]) -> dict[str, set[str]]:
+        wanted = list(dict.fromkeys(references))
+        fed: dict[str, set[str]] = {reference: set() for reference in wanted}
+        for chunk in range(0, len(wanted), _PREFETCH_CHUNK):
+            found = await self.records.search(
+                "Observation",
+                [
+                    ("derived-from", ",".join(wanted[chunk : chunk + _PREFETCH_CHUNK])),
+                    ("category", _CATEGORY),
+                ],
+            )
+            for observation in found:
+                if observation.get("status") != "preliminary":
+                    continue
+                for link in observation.get("derivedFrom") or []:
+                    source = link.get("reference") if isinstance(link, Mapping) else None
+                    if source in fed:
+                        fed[source].add(_case_of(observation))
+        if self.records.memo is not None:
+            for reference, cases in fed.items():
+                self.records.memo.keep_fed_by(reference, cases)
+        return fed
 
     async def retract_source(self, reference: str) -> dict[str, set[str]]:
         """Retract every live candidate derived from `reference` (deleted, entered in error,

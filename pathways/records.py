@@ -7,11 +7,13 @@ read again): an event processed twice writes nothing the second time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import tzinfo
 from typing import Any
 
 from fhir_store import FhirStore, Gone, NotFound, VersionConflict
+from pathways.batch_memo import BatchMemo
 from pathways.case_store import search_all
 from pathways.shapes import Note, provenance
 
@@ -26,6 +28,18 @@ class Records:
     def __init__(self, store: FhirStore, timezone: tzinfo) -> None:
         self.store = store
         self.timezone = timezone
+        # searches remembered within one batch of change events (`batch`), else None
+        self.memo: BatchMemo | None = None
+
+    @contextmanager
+    def batch(self) -> Iterator[BatchMemo]:
+        """Remember the open cases and fed cases searched for until the block ends (one
+        batch of change events); the writes here forget what they change."""
+        self.memo = BatchMemo()
+        try:
+            yield self.memo
+        finally:
+            self.memo = None
 
     async def read(self, reference: str) -> dict[str, Any] | None:
         """The current version of `Type/id` (or `Type/id/_history/n`), None when missing or
@@ -47,6 +61,8 @@ class Records:
         """Store `resource` (by its id) with a Provenance, unless the content is unchanged;
         returns the stored resource either way."""
         kind, identifier = resource["resourceType"], resource["id"]
+        if self.memo is not None:
+            self.memo.written(resource)
         for _ in range(_ATTEMPTS):
             current = await self.read(f"{kind}/{identifier}")
             if current is not None and _content(current) == _content(resource):
@@ -80,6 +96,8 @@ class Records:
 
     async def delete(self, reference: str) -> None:
         kind, _, identifier = reference.partition("/")
+        if self.memo is not None:
+            self.memo.forget()
         await self.store.delete(kind, identifier)
 
 

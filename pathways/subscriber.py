@@ -157,8 +157,7 @@ class PathwaySubscriber:
             if self.scheduler is not None:
                 group.create_task(self._run_clocks(self.scheduler), name="alert-scheduler")
             async for events in self._feed.follow(self._name):
-                for event in events:
-                    await self.handle(event)
+                await self.handle_batch(events)
                 await self._feed.commit(self._name, events[-1].sequence)
 
     async def _run_clocks(self, scheduler: AlertScheduler) -> None:
@@ -186,12 +185,26 @@ class PathwaySubscriber:
         after = await self._feed.start(self._name)
         handled = 0
         while events := await self._feed.read(after):
-            for event in events:
-                await self.handle(event)
+            await self.handle_batch(events)
             after = events[-1].sequence
             await self._feed.commit(self._name, after)
             handled += len(events)
         return handled
+
+    async def handle_batch(self, events: Sequence[ChangeEvent]) -> None:
+        """Handle one batch of events in order, remembering the searches they share (the
+        cases fed by each changed resource, read in one search up front; a patient's open
+        cases) until a write here changes them (`pathways.batch_memo`)."""
+        with self.cases.records.batch():
+            await self.cases.nodes.prefetch_fed_by(
+                [
+                    f"{e.resource_type}/{e.resource_id}"
+                    for e in events
+                    if e.action != "delete" and e.resource_type in self._kinds and not is_own(e)
+                ]
+            )
+            for event in events:
+                await self.handle(event)
 
     async def handle(self, event: ChangeEvent) -> None:
         if is_candidate(event) and event.action != "delete":
@@ -201,6 +214,8 @@ class PathwaySubscriber:
             await self.cases.candidate_changed(f"Observation/{event.resource_id}")
             return
         if event.resource_type == "EpisodeOfCare":
+            if self.cases.records.memo is not None:  # perhaps another writer's: search again
+                self.cases.records.memo.forget()
             await self.case_changed(event.resource_id)
             return
         if is_own(event):
