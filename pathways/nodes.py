@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 CaseHook = Callable[[CaseTimeline], Awaitable[None]]
 _CATEGORY = f"{OBSERVATION_CATEGORY_SYSTEM}|{TIME_NODE_CATEGORY}"
 ENGINE = "greenchannel pathways"
-_PREFETCH_CHUNK = 100  # source references per search of a batch's fed cases
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,21 +132,16 @@ class Nodes:
     async def _fed_by(self, references: Sequence[str]) -> dict[str, set[str]]:
         wanted = list(dict.fromkeys(references))
         fed: dict[str, set[str]] = {reference: set() for reference in wanted}
-        for chunk in range(0, len(wanted), _PREFETCH_CHUNK):
-            found = await self.records.search(
-                "Observation",
-                [
-                    ("derived-from", ",".join(wanted[chunk : chunk + _PREFETCH_CHUNK])),
-                    ("category", _CATEGORY),
-                ],
-            )
-            for observation in found:
-                if observation.get("status") != "preliminary":
-                    continue
-                for link in observation.get("derivedFrom") or []:
-                    source = link.get("reference") if isinstance(link, Mapping) else None
-                    if source in fed:
-                        fed[source].add(_case_of(observation))
+        found = await self.records.search_any(
+            "Observation", "derived-from", wanted, [("category", _CATEGORY)]
+        )
+        for observation in found:
+            if observation.get("status") != "preliminary":
+                continue
+            for link in observation.get("derivedFrom") or []:
+                source = link.get("reference") if isinstance(link, Mapping) else None
+                if source in fed:
+                    fed[source].add(_case_of(observation))
         if self.records.memo is not None:
             for reference, cases in fed.items():
                 self.records.memo.keep_fed_by(reference, cases)

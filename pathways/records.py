@@ -7,7 +7,7 @@ read again): an event processed twice writes nothing the second time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import tzinfo
 from typing import Any
@@ -20,6 +20,7 @@ from pathways.shapes import Note, provenance
 __all__ = ["Records"]
 
 _ATTEMPTS = 3
+_CHUNK = 100  # values ORed in one search (`search_any`)
 
 
 class Records:
@@ -56,6 +57,20 @@ class Records:
     async def search(self, kind: str, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """Every current resource of `kind` matching the search, all pages."""
         return await search_all(self.store, kind, pairs)
+
+    async def search_any(
+        self,
+        kind: str,
+        parameter: str,
+        values: Sequence[str],
+        more: Sequence[tuple[str, str]] = (),
+    ) -> list[dict[str, Any]]:
+        """Every `kind` whose `parameter` is one of `values` (ORed), a search per chunk."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(values), _CHUNK):
+            chunk = ",".join(values[start : start + _CHUNK])
+            found += await self.search(kind, [(parameter, chunk), *more])
+        return found
 
     async def write(self, resource: dict[str, Any], note: Note) -> dict[str, Any]:
         """Store `resource` (by its id) with a Provenance, unless the content is unchanged;

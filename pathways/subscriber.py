@@ -192,11 +192,11 @@ class PathwaySubscriber:
         return handled
 
     async def handle_batch(self, events: Sequence[ChangeEvent]) -> None:
-        """Handle one batch of events in order, remembering the searches they share (the
-        cases fed by each changed resource, read in one search up front; a patient's open
-        cases) until a write here changes them (`pathways.batch_memo`)."""
+        """Handle one batch of events in order, with what they read (the changed resources,
+        the cases they fed, their patients' open cases) read in a few searches up front and
+        remembered until a write here changes it (`pathways.batch_memo`)."""
         with self.cases.records.batch():
-            await self.cases.nodes.prefetch_fed_by(
+            await self.cases.prefetch(
                 [
                     f"{e.resource_type}/{e.resource_id}"
                     for e in events
