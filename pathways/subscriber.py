@@ -118,7 +118,11 @@ class PathwaySubscriber:
         self._name = name
         self._pathways = pathways
         self._store = FhirStore(
-            database, timezone=timezone, run_write=run_write, check_references=False
+            database,
+            timezone=timezone,
+            run_write=run_write,
+            check_references=False,
+            own_readers=True,  # one thread hop per search: most of what it does is read
         )
         self._feed = ChangeFeed(database, poll_interval_s=poll_interval_s, run_write=run_write)
         # The running clocks, when there is a channel to raise alerts into (`accept`).
