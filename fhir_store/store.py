@@ -43,7 +43,7 @@ from fhir_store._requests import Entry, parse_condition, parse_identifier
 from fhir_store._resources import check_id, check_resource, check_type
 from fhir_store._search import SearchPage, SearchQuery, run_search
 from fhir_store._storage import fetch_current, search_rows
-from fhir_store._writer import create_write_engine
+from fhir_store._writer import create_read_engine, create_write_engine
 from fhir_store.errors import (
     FhirStoreError,
     Gone,
@@ -92,6 +92,10 @@ class FhirStore:
     A host that already serialises writes to the database (greenchannel's engine on SQLite)
     passes `run_write`, which runs one write transaction on a synchronous `Connection` and
     returns its result; the store then uses that instead of connections of its own.
+    With `own_readers`, reads and searches run in one worker thread each on read connections
+    of the store's own (one thread hop instead of one per statement through aiosqlite): for
+    a caller that reads much and closes the store (the pathway subscriber); without it, reads
+    use the caller's engine and a store that only reads needs no closing.
     """
 
     def __init__(
@@ -103,11 +107,14 @@ class FhirStore:
         run_write: WriteRunner | None = None,
         max_bundle_entries: int = DEFAULT_MAX_BUNDLE_ENTRIES,
         check_references: bool = True,
+        own_readers: bool = False,
     ) -> None:
         self._database = database
         self._run_write = run_write
         self._writer: Engine | None = None
         self._mirrors = True  # whether the database has a synchronous twin, as far as known
+        self._reader: Engine | None = None
+        self._read_mirrors = own_readers  # whether to open read connections of its own
         self._sqlite = database.dialect.name == "sqlite"
         self._settings = _Settings(
             validate_structure=validate_structure,
@@ -428,10 +435,14 @@ class FhirStore:
             )
 
     async def aclose(self) -> None:
-        """Close the store's own write connections; the `database` engine is the caller's."""
+        """Close the store's own read and write connections; the `database` engine is the
+        caller's."""
         writer, self._writer = self._writer, None
         if writer is not None:
             await asyncio.to_thread(writer.dispose)
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await asyncio.to_thread(reader.dispose)
 
     @asynccontextmanager
     async def closing(self, app: Any = None) -> AsyncIterator[None]:
@@ -491,9 +502,27 @@ class FhirStore:
     async def _read(
         self, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
+        """Run `work(connection, *args)` on a read connection: in one worker thread on a
+        synchronous engine (one hop for all its statements), or on the caller's engine (a hop
+        per statement) when the database has no synchronous twin."""
+        reader = self._read_engine()
         with _database_errors():
+            if reader is not None:
+                engine = reader
+
+                def run() -> T:
+                    with engine.connect() as connection:
+                        return work(connection, *args, **kwargs)
+
+                return await asyncio.to_thread(run)
             async with self._database.connect() as connection:
                 return await connection.run_sync(work, *args, **kwargs)
+
+    def _read_engine(self) -> Engine | None:
+        if self._reader is None and self._read_mirrors:
+            self._reader = create_read_engine(self._database)
+            self._read_mirrors = self._reader is not None
+        return self._reader
 
     def _write_engine(self) -> Engine | None:
         if self._writer is None and self._mirrors:

@@ -117,10 +117,35 @@ class Nodes:
 
     async def cases_fed_by(self, reference: str) -> set[str]:
         """`EpisodeOfCare/<id>` of every case with a live candidate from `reference`."""
-        found = await self.records.search(
-            "Observation", [("derived-from", reference), ("category", _CATEGORY)]
+        memo = self.records.memo
+        known = memo.fed_by(reference) if memo is not None else None
+        if known is not None:
+            return known
+        return (await self._fed_by([reference]))[reference]
+
+    async def prefetch_fed_by(self, references: Sequence[str]) -> None:
+        """Within a batch (`Records.batch`): the cases fed by each of `references`, in one
+        search rather than one per change."""
+        if self.records.memo is not None and references:
+            await self._fed_by(references)
+
+    async def _fed_by(self, references: Sequence[str]) -> dict[str, set[str]]:
+        wanted = list(dict.fromkeys(references))
+        fed: dict[str, set[str]] = {reference: set() for reference in wanted}
+        found = await self.records.search_any(
+            "Observation", "derived-from", wanted, [("category", _CATEGORY)]
         )
-        return {_case_of(o) for o in found if o.get("status") == "preliminary"}
+        for observation in found:
+            if observation.get("status") != "preliminary":
+                continue
+            for link in observation.get("derivedFrom") or []:
+                source = link.get("reference") if isinstance(link, Mapping) else None
+                if source in fed:
+                    fed[source].add(_case_of(observation))
+        if self.records.memo is not None:
+            for reference, cases in fed.items():
+                self.records.memo.keep_fed_by(reference, cases)
+        return fed
 
     async def retract_source(self, reference: str) -> dict[str, set[str]]:
         """Retract every live candidate derived from `reference` (deleted, entered in error,

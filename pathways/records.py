@@ -7,17 +7,20 @@ read again): an event processed twice writes nothing the second time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import tzinfo
 from typing import Any
 
 from fhir_store import FhirStore, Gone, NotFound, VersionConflict
+from pathways.batch_memo import BatchMemo
 from pathways.case_store import search_all
 from pathways.shapes import Note, provenance
 
 __all__ = ["Records"]
 
 _ATTEMPTS = 3
+_CHUNK = 100  # values ORed in one search (`search_any`)
 
 
 class Records:
@@ -26,6 +29,18 @@ class Records:
     def __init__(self, store: FhirStore, timezone: tzinfo) -> None:
         self.store = store
         self.timezone = timezone
+        # searches remembered within one batch of change events (`batch`), else None
+        self.memo: BatchMemo | None = None
+
+    @contextmanager
+    def batch(self) -> Iterator[BatchMemo]:
+        """Remember the open cases and fed cases searched for until the block ends (one
+        batch of change events); the writes here forget what they change."""
+        self.memo = BatchMemo()
+        try:
+            yield self.memo
+        finally:
+            self.memo = None
 
     async def read(self, reference: str) -> dict[str, Any] | None:
         """The current version of `Type/id` (or `Type/id/_history/n`), None when missing or
@@ -43,10 +58,26 @@ class Records:
         """Every current resource of `kind` matching the search, all pages."""
         return await search_all(self.store, kind, pairs)
 
+    async def search_any(
+        self,
+        kind: str,
+        parameter: str,
+        values: Sequence[str],
+        more: Sequence[tuple[str, str]] = (),
+    ) -> list[dict[str, Any]]:
+        """Every `kind` whose `parameter` is one of `values` (ORed), a search per chunk."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(values), _CHUNK):
+            chunk = ",".join(values[start : start + _CHUNK])
+            found += await self.search(kind, [(parameter, chunk), *more])
+        return found
+
     async def write(self, resource: dict[str, Any], note: Note) -> dict[str, Any]:
         """Store `resource` (by its id) with a Provenance, unless the content is unchanged;
         returns the stored resource either way."""
         kind, identifier = resource["resourceType"], resource["id"]
+        if self.memo is not None:
+            self.memo.written(resource)
         for _ in range(_ATTEMPTS):
             current = await self.read(f"{kind}/{identifier}")
             if current is not None and _content(current) == _content(resource):
@@ -80,6 +111,8 @@ class Records:
 
     async def delete(self, reference: str) -> None:
         kind, _, identifier = reference.partition("/")
+        if self.memo is not None:
+            self.memo.forget()
         await self.store.delete(kind, identifier)
 
 

@@ -121,7 +121,11 @@ class PathwaySubscriber:
         self._name = name
         self._pathways = pathways
         self._store = FhirStore(
-            database, timezone=timezone, run_write=run_write, check_references=False
+            database,
+            timezone=timezone,
+            run_write=run_write,
+            check_references=False,
+            own_readers=True,  # one thread hop per search: most of what it does is read
         )
         self._feed = ChangeFeed(database, poll_interval_s=poll_interval_s, run_write=run_write)
         # The running clocks, when there is a channel to raise alerts into (`accept`).
@@ -170,8 +174,7 @@ class PathwaySubscriber:
                 )
             async for events in self._feed.follow(self._name):
                 async with self._writing:
-                    for event in events:
-                        await self.handle(event)
+                    await self.handle_batch(events)
                 await self._feed.commit(self._name, events[-1].sequence)
 
     async def _watch_definitions(self, loader: IndicatorDefinitions) -> None:
@@ -226,12 +229,26 @@ class PathwaySubscriber:
         after = await self._feed.start(self._name)
         handled = 0
         while events := await self._feed.read(after):
-            for event in events:
-                await self.handle(event)
+            await self.handle_batch(events)
             after = events[-1].sequence
             await self._feed.commit(self._name, after)
             handled += len(events)
         return handled
+
+    async def handle_batch(self, events: Sequence[ChangeEvent]) -> None:
+        """Handle one batch of events in order, with what they read (the changed resources,
+        the cases they fed, their patients' open cases) read in a few searches up front and
+        remembered until a write here changes it (`pathways.batch_memo`)."""
+        with self.cases.records.batch():
+            await self.cases.prefetch(
+                [
+                    f"{e.resource_type}/{e.resource_id}"
+                    for e in events
+                    if e.action != "delete" and e.resource_type in self._kinds and not is_own(e)
+                ]
+            )
+            for event in events:
+                await self.handle(event)
 
     async def handle(self, event: ChangeEvent) -> None:
         if is_candidate(event) and event.action != "delete":
@@ -241,6 +258,8 @@ class PathwaySubscriber:
             await self.cases.candidate_changed(f"Observation/{event.resource_id}")
             return
         if event.resource_type == "EpisodeOfCare":
+            if self.cases.records.memo is not None:  # perhaps another writer's: search again
+                self.cases.records.memo.forget()
             await self.case_changed(event.resource_id)
             return
         if is_own(event):
