@@ -62,7 +62,8 @@ class FileSourceConfig(BaseModel):
 
     kind: Literal["file"] = Field(description="Selects the file source.")
     directory: Path = Field(
-        description="Directory to poll; a relative path is under the engine's data_dir."
+        description="Directory to poll; a relative path is under the engine's data_dir (and is "
+        "created there when missing); an absolute one must exist."
     )
     pattern: str = Field(
         "*",
@@ -207,6 +208,10 @@ class FileSource:
 
     def _prepare(self) -> None:
         directory = self._directory
+        if not directory.is_dir() and not self._config.directory.is_absolute():
+            # Under the engine's own data dir (a shipped drop folder on a fresh install): ours
+            # to make. A missing absolute path is a share or a typo, which creating would hide.
+            directory.mkdir(parents=True, exist_ok=True)
         if not directory.is_dir():
             raise ConfigError(
                 f"directory {directory} does not exist",

@@ -262,11 +262,25 @@ async def test_unreadable_file_is_skipped_and_retried_next_poll(
 
 
 @pytest.mark.anyio
-async def test_missing_directory_is_a_config_error_at_start(context: ConnectorContext) -> None:
-    config = {"kind": "file", "directory": "nowhere", "media_type": HL7_MEDIA_TYPE}
+async def test_a_missing_directory_elsewhere_is_a_config_error_at_start(
+    context: ConnectorContext, tmp_path: Path
+) -> None:
+    # outside the data dir it is a share or another program's folder: a typo must not be created
+    nowhere = tmp_path.parent / f"{tmp_path.name}-nowhere" / "inbox"
+    config = {"kind": "file", "directory": str(nowhere), "media_type": HL7_MEDIA_TYPE}
     source = FileSourceFactory().build(config, context)
     with pytest.raises(ConfigError, match="does not exist"):
         await source.start()
+    assert not nowhere.exists()
+
+
+@pytest.mark.anyio
+async def test_a_missing_directory_under_the_data_dir_is_created(context: ConnectorContext) -> None:
+    # the engine owns its data dir: a fresh `serve` deploys the shipped drop-folder channels
+    config = {"kind": "file", "directory": "ecg/inbox", "media_type": HL7_MEDIA_TYPE}
+    source = FileSourceFactory().build(config, context)
+    await source.start()
+    assert (context.data_dir / "ecg" / "inbox" / "error").is_dir()
 
 
 @pytest.mark.anyio

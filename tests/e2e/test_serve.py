@@ -255,3 +255,21 @@ def test_cli_errors_are_one_clear_line_and_a_nonzero_exit(server_factory, tmp_pa
     server.stop()
     down = server.cli("stats")
     assert down.returncode == 3 and "cannot reach the engine" in down.stderr
+
+
+def test_a_fresh_data_dir_deploys_every_shipped_channel(server_factory, tmp_path: Path) -> None:
+    # What `make run` does on a new install: every shipped channel must deploy (an ECG drop
+    # folder missing from a new data dir once stopped the whole engine at start).
+    server = server_factory(tmp_path, None)
+    shipped = sorted(p.stem for p in (ROOT / "channels").glob("*.yaml"))
+    for name in shipped:
+        text = (ROOT / "channels" / f"{name}.yaml").read_text(encoding="utf-8")
+        if "kind: mqtt" in text:  # a client of the broker on 1883, not a listener
+            (server.channels_dir / f"{name}.yaml").write_text(text, encoding="utf-8")
+        elif name != "his-adt":
+            server.add_channel(name)  # its listener, if any, on a free port
+    server.start()
+    with server.http() as client:
+        listed = client.get("/api/channels").json()
+    assert listed["problems"] == []
+    assert {c["name"]: c["deployed"] for c in listed["channels"]} == {n: True for n in shipped}
