@@ -175,10 +175,20 @@ class TokenGate:
         # Looking up a SHA-256 of the token leaks nothing useful through timing.
         digest = hash_token(token.strip())
         if time.monotonic() - self._loaded_at > RELOAD_AFTER_S:
-            # Tokens issued or revoked since we last looked (by `greenchannel token` or another
-            # node): a revoked token stops working within RELOAD_AFTER_S.
+            # Tokens revoked since we last looked (by `greenchannel token` or another node): a
+            # revoked token stops working within RELOAD_AFTER_S.
             await self.load()
-        return self._known.get(digest)
+        role = self._known.get(digest)
+        if role is None:
+            # A token issued since the last load works at once: one indexed lookup of this
+            # digest, not a reload of every token, so unknown tokens cost no more than a request.
+            async with self._sessions() as session:
+                role = await session.scalar(
+                    select(ApiToken.role).where(ApiToken.token_sha256 == digest)
+                )
+            if role is not None:
+                self._known[digest] = role
+        return role
 
     async def authorize(self, authorization: str | None) -> bool:
         return await self.role_for(authorization) is not None

@@ -8,12 +8,13 @@ import asyncio
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
-from engine.auth import RELOAD_AFTER_S
+from engine.auth import RELOAD_AFTER_S, TokenGate, issue_token
 from engine.testing import running_engine, settings_for_tests, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -79,3 +80,16 @@ async def test_issue_list_revoke_against_a_running_engine(
     assert revoked.returncode == 0 and "revoked" in revoked.stdout
     assert unknown.returncode == 1 and "no token named 'ed-1'" in unknown.stderr
     assert "ed-1" not in after.stdout
+
+
+async def test_a_token_issued_on_a_running_engine_works_at_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    # An admin issues a token for the ED board and hands it over: no waiting for a reload.
+    settings = settings_for_tests(tmp_path, database_url, channels={}, admin_token=ADMIN)
+    async with running_engine(settings) as engine:
+        gate = TokenGate(engine.database)
+        await gate.load()
+        secret = await issue_token(engine.database, "ed-board", "clinician", datetime.now(UTC))
+        assert await gate.role_for(f"Bearer {secret}") == "clinician"
+        assert await gate.role_for("Bearer not-a-token") is None
