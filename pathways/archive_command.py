@@ -10,12 +10,11 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.database import create_database_engine
+from engine.database import create_database_engine, require_existing_database
 from engine.errors import ConfigError, GreenchannelError
 from engine.settings import load_settings
 from fhir_store import FhirStore, FhirStoreError
@@ -136,14 +135,10 @@ async def _archive(url: str, case_id: str, zone: Any) -> dict[str, Any]:
 
 def _check_sqlite_file(url: str) -> None:
     """Refuse a SQLite file that does not exist, which SQLite would create empty."""
-    prefix = "sqlite+aiosqlite:///"
-    if url.startswith(prefix) and not Path(url.removeprefix(prefix)).is_file():
-        raise ConfigError(
-            f"no database at {url.removeprefix(prefix)}",
-            key="database_url",
-            hint="pass the --data-dir that `greenchannel serve` uses, or set "
-            "GREENCHANNEL_DATABASE_URL",
-        )
+    require_existing_database(
+        url,
+        hint="pass the --data-dir that `greenchannel serve` uses, or set GREENCHANNEL_DATABASE_URL",
+    )
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
