@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
-from pathways.capture import activations_in, captures_in, facts_in, patient_of
+from pathways.capture import Captured, activations_in, captures_in, facts_in, patient_of
 from pathways.case_store import case_time_nodes
 from pathways.encounter_links import link_encounter
 from pathways.nodes import ENGINE, Nodes
@@ -210,6 +210,7 @@ class Cases:
         mode = arrival_mode_of(case)
         case = await self._set_facts(case, facts_in(resource, pathway), reference)
         found = await captures_in(resource, pathway, self.timezone, self.records.read)
+        found = await self._of_this_episode(case, resource, found)
         touched = await self.nodes.capture(case, resource, found)
         if arrival_mode_of(case) != mode:
             touched |= set(pathway.nodes)  # door variants (R1) depend on the arrival mode
@@ -274,6 +275,23 @@ class Cases:
             if f"EpisodeOfCare/{case['id']}" in episodes or _within_period(instant, case):
                 return case
         return None
+
+    async def _of_this_episode(
+        self, case: Mapping[str, Any], resource: Mapping[str, Any], found: list[Captured]
+    ) -> list[Captured]:
+        """What a finished case takes of `found`: times after its end belong to a later
+        episode of the patient, unless the resource is of the case's own encounter or already
+        feeds the case (a corrected discharge, a late discharge diagnosis of its visit)."""
+        end = _period_end(case) if case.get("status") == "finished" else None
+        if end is None or all(item.instant <= end for item in found):
+            return found
+        reference = f"{resource['resourceType']}/{resource['id']}"
+        ours = f"EpisodeOfCare/{case['id']}"
+        if ours in await self._episodes_of_encounter(resource):
+            return found
+        if ours in await self.nodes.cases_fed_by(reference):
+            return found
+        return [item for item in found if item.instant <= end]
 
     async def _episodes_of_encounter(self, resource: Mapping[str, Any]) -> set[str]:
         """`EpisodeOfCare/id` references of the resource's encounter (or of the resource itself
@@ -354,7 +372,8 @@ class Cases:
         current = await self.records.read(reference)
         if current is not None:  # the arrival mode may have changed: every node again (R1)
             await self.nodes.resolve(current, self.pathways.by_center[center].nodes)
-            await self._update_status(current, set(self.pathways.by_center[center].closes_on))
+            if current.get("status") != "finished":  # a case the other system closed stays so
+                await self._update_status(current, set(self.pathways.by_center[center].closes_on))
 
     async def _written_here(self, case: Mapping[str, Any]) -> bool:
         version = (case.get("meta") or {}).get("versionId")
@@ -559,6 +578,11 @@ class Cases:
 def _start_of(case: Mapping[str, Any]) -> str | None:
     start = (case.get("period") or {}).get("start")
     return start if isinstance(start, str) and "T" in start else None
+
+
+def _period_end(case: Mapping[str, Any]) -> datetime | None:
+    end = (case.get("period") or {}).get("end")
+    return datetime.fromisoformat(end) if isinstance(end, str) and "T" in end else None
 
 
 def _within_period(instant: datetime, case: Mapping[str, Any]) -> bool:

@@ -19,7 +19,7 @@ from engine.mapping import load_mapping
 from fhir_store import FhirStore, parse_search
 from pathways.shapes import arrival_mode_of, case_facts
 from pathways.subscriber import PathwaySubscriber
-from pathways.vocabulary import OBSERVATION_CATEGORY_SYSTEM, TIME_NODE_SYSTEM
+from pathways.vocabulary import CENTER_SYSTEM, OBSERVATION_CATEGORY_SYSTEM, TIME_NODE_SYSTEM
 from tests.pathways.conftest import CST
 
 pytestmark = pytest.mark.anyio
@@ -240,3 +240,30 @@ async def test_a_late_a08_does_not_open_a_case_the_engine_finished_and_an_a13_do
     assert (after_a08["status"], after_a08["period"].get("end")) == finished
     assert await nodes(store, case["id"]) != {}  # the case's timeline is still there
     assert (after_a13["status"], after_a13["period"].get("end")) == ("active", None)
+
+
+async def test_a_finished_case_another_system_wrote_keeps_its_period_and_takes_no_later_data(
+    store: FhirStore, subscriber: Build
+) -> None:
+    """An earlier episode imported from the old system (finished in 2022, no discharge node of
+    ours): adopting it neither reopens it nor captures this visit's times into it."""
+    pathways = await subscriber()
+    await arrive(store, pathways, "adt.yaml", REGISTRATION)
+    (current,) = (await chest_pain_cases(store)).values()
+    old = {
+        "resourceType": "EpisodeOfCare",
+        "id": "cp-2022",
+        "status": "finished",
+        "type": [{"coding": [{"system": CENTER_SYSTEM, "code": "chest-pain"}]}],
+        "patient": current["patient"],
+        "period": {"start": "2022-01-10T20:00:00+08:00", "end": "2022-01-15T09:00:00+08:00"},
+    }
+    await store.update("EpisodeOfCare", "cp-2022", old)
+    await pathways.catch_up()
+    await arrive(store, pathways, "oru_ecg.yaml", _ecg())
+
+    cases = await chest_pain_cases(store)
+    assert cases["cp-2022"]["status"] == "finished"
+    assert cases["cp-2022"]["period"] == old["period"]
+    assert await nodes(store, "cp-2022") == {}
+    assert set(await nodes(store, current["id"])) == {"door", "first_ecg", "ecg_diagnosis"}
