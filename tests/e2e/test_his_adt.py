@@ -58,8 +58,12 @@ def test_admit_transfer_discharge_and_merge_leave_the_visit_and_the_link(
     retired = segment("adt-a40-merge.hl7", "MRG")[1].split("^")[0]
     with server.http() as client:
         # the discharge finished the visit: status, end time (PV1-45) and disposition
+        # ... and the chest pain pathway (the admission's I21.0 opens a case) linked it to its case
         encounter = wait_for(
-            client, "Encounter", {"identifier": visit}, lambda e: e["status"] == "finished"
+            client,
+            "Encounter",
+            {"identifier": visit},
+            lambda e: e["status"] == "finished" and "episodeOfCare" in e,
         )
         end = encounter["period"]["end"]
         assert end.replace("-", "").replace("T", "").replace(":", "")[:12] == discharged[:12]
@@ -68,7 +72,16 @@ def test_admit_transfer_discharge_and_merge_leave_the_visit_and_the_link(
         # the transfer is in the visit's history: the version it wrote has both wards
         history = client.get(f"/fhir/Encounter/{encounter['id']}/_history").json()
         versions = [entry["resource"] for entry in history["entry"]]
-        assert len(versions) == 3  # admitted, transferred, discharged
+        # admitted, transferred, discharged, and (whenever the pathway got to it) linked to the
+        # case: the HIS's versions kept the link, the pathway's version changed nothing else
+        his_content = [
+            {k: v for k, v in version.items() if k not in ("meta", "episodeOfCare")}
+            for version in reversed(versions)
+        ]
+        assert len(versions) == 4
+        assert sum(a == b for a, b in zip(his_content, his_content[1:])) == 1
+        linked = [i for i, version in enumerate(reversed(versions)) if "episodeOfCare" in version]
+        assert linked == list(range(linked[0], 4))
         transferred = next(v for v in versions if v["status"] == "in-progress" and
                            len(v.get("location", [])) == 2)  # fmt: skip
         assert [loc["status"] for loc in transferred["location"]] == ["completed", "active"]

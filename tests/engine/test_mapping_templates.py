@@ -187,7 +187,8 @@ def test_the_adt_mapping_uses_templates_now() -> None:
 def _patient_and_encounter(bundle: Any) -> list[Any]:
     """The Patient and Encounter entries, without what the full ADT mapping deliberately added:
     references to the Practitioner, Location, Organization (MSH-4) and EpisodeOfCare it now
-    writes, and the Chinese id type's name."""
+    writes, the Chinese id type's name, and the merge rules (request extensions) that keep what
+    other feeds added to the Encounter."""
     kept = []
     for entry in bundle["entry"]:
         resource = dict(entry["resource"])
@@ -197,7 +198,8 @@ def _patient_and_encounter(bundle: Any) -> list[Any]:
             resource.pop(key, None)
         for identifier in resource.get("identifier", []):
             identifier.get("type", {}).pop("text", None)
-        kept.append({**entry, "resource": resource})
+        request = {k: v for k, v in entry.get("request", {}).items() if k != "extension"}
+        kept.append({**entry, "resource": resource, "request": request})
     return kept
 
 
