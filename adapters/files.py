@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from adapters._parse_check import parse_problem
 from adapters.hl7v2 import MEDIA_TYPE as HL7_MEDIA_TYPE
 from adapters.hl7v2 import check_message, split_batch
 from engine.connectors import Accept, ConnectorContext, Delivered, Inbound, Outbound
@@ -119,6 +120,14 @@ class FileSourceConfig(BaseModel):
         "error_directory. Off by default: real senders deviate in ways the mappings tolerate.",
     )
 
+    parse_check: bool = Field(
+        False,
+        description="Read each message with the parser installed for media_type before it is "
+        "journalled, as the HTTP and MLLP sources' parse_check does: a file the parser refuses "
+        "(an unreadable or implausible ECG, say) is journalled as an ERROR naming the problem "
+        "and goes to error_directory, so the folder shows at once which files need a look.",
+    )
+
     @field_validator("strict")
     @classmethod
     def _strict_needs_hl7(cls, strict: bool, info: ValidationInfo) -> bool:
@@ -195,6 +204,8 @@ class FileSource:
             inbounds = self._frame(found)
             if self._config.strict:  # hl7apy parses the whole message: off the event loop
                 inbounds = await asyncio.to_thread(self._check_structure, inbounds)
+            if self._config.parse_check:
+                inbounds = [await self._parse_checked(inbound) for inbound in inbounds]
             for inbound in inbounds:
                 await accept(inbound)
             failed = any(inbound.problem is not None for inbound in inbounds)
@@ -309,6 +320,14 @@ class FileSource:
             problem = inbound.problem or check_message(inbound.raw, charset)
             checked.append(replace(inbound, problem=problem))
         return checked
+
+    async def _parse_checked(self, inbound: Inbound) -> Inbound:
+        """The inbound with what the media type's parser finds wrong with it (in a thread)."""
+        if inbound.problem is not None:
+            return inbound
+        charset = inbound.charset or self._context.default_charset
+        problem = await parse_problem(inbound.raw, inbound.media_type, charset)
+        return inbound if problem is None else replace(inbound, problem=problem)
 
     def _finish(self, name: str, failed: bool) -> None:
         source = self._directory / name

@@ -443,3 +443,22 @@ def test_strict_on_a_file_source_that_is_not_hl7_is_a_config_error_naming_the_li
         load_channel_text(text, load_plugins(), file="channels/json-drop.yaml")
     assert "channels/json-drop.yaml:6 source.strict" in str(caught.value)
     assert "strict checks HL7 v2 structure" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_parse_check_sends_a_file_its_parser_refuses_to_error_naming_the_problem(
+    context: ConnectorContext, inbox: Path
+) -> None:
+    drop(inbox, "a.json", b'{"resourceType": "Patient"}')
+    drop(inbox, "b.json", b'{"resourceType": "Patient", "id": ')  # cut short
+    journal = Journal()
+    source = await started(context, media_type="application/json", parse_check=True)
+
+    assert await source.poll_once(journal.accept) == 2
+
+    good, cut = journal.inbounds
+    assert good.problem is None and cut.problem is not None
+    assert cut.raw == b'{"resourceType": "Patient", "id": '  # kept whole, for reprocessing
+    assert "line 1, column 35" in str(cut.problem)  # where the JSON stops
+    assert files_in(inbox / "processed") == ["a.json"]
+    assert files_in(inbox / "error") == ["b.json"]

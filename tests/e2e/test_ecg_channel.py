@@ -177,3 +177,20 @@ def test_a_dropped_file_is_read_from_the_folder(ecg: EcgServer) -> None:
     patient = patient_of(normal)
     (report,) = wait_for(lambda: ecg.search("DiagnosticReport", subject=patient), "dropped file")
     assert report["status"] == "preliminary" and "not met" in report["conclusion"]
+
+
+def test_a_broken_dropped_file_goes_to_error_and_is_journalled_as_such(ecg: EcgServer) -> None:
+    inbox = ecg.server.data_dir / "ecg" / "inbox"
+    broken = ACUTE_MI.read_bytes()[:40_000]  # cut in the middle of the waveform
+    (inbox / ".cut.xml").write_bytes(broken)
+    (inbox / ".cut.xml").rename(inbox / "cut.xml")
+    moved = wait_for(lambda: (inbox / "error" / "cut.xml").exists() or None, "error folder")
+    assert moved and not (inbox / "processed" / "cut.xml").exists()
+    (message,) = wait_for(
+        lambda: ecg.client.get(
+            "/api/messages", params={"channel": "ecg-files", "status": "error"}
+        ).json()["messages"],
+        "journalled error",
+    )
+    assert "not well-formed XML" in message["error"]
+    assert message["size_bytes"] == len(broken)  # kept whole, for reprocessing
