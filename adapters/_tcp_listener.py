@@ -190,8 +190,12 @@ class TcpListener(ABC):
         dedup_key: str | None = None,
         correlation_id: str | None = None,
         problem: InputError | None = None,
+        sent_at: datetime | None = None,
+        sender: str | None = None,
     ) -> Receipt | None:
-        """Journal one input; None when the journal did not commit within the deadline."""
+        """Journal one input; None when the journal did not commit within the deadline.
+        `sent_at` is the device's own stamp on the message and `sender` the device, for the
+        clock monitor (devices.clock)."""
         inbound = Inbound(
             raw=raw,
             media_type=media_type,
@@ -201,6 +205,8 @@ class TcpListener(ABC):
             charset=self._context.default_charset,
             correlation_id=correlation_id,
             problem=problem,
+            sent_at=sent_at,
+            sender=sender,
         )
         try:
             async with asyncio.timeout(self._accept_timeout_s):

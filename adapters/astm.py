@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, Field
 
 from adapters._tcp_listener import ListenerConfig, TcpListener
+from adapters.hl7v2 import stamp_time
 from adapters.jsoninput import JsonDocument
 from devices.astm import (
     ACK,
@@ -226,13 +227,18 @@ class _Link:
 
     async def journal_message(self, message: bytes, problem: InputError | None) -> bool:
         charset = self.source._context.default_charset
-        dedup_key = correlation = None
+        dedup_key = correlation = sender = None
+        sent_at = None
         if problem is None:
             try:
                 parsed = parse_message(message, charset)
                 document = results_document(parsed, message)
-                dedup_key = f"astm:{document['device'].get('id', '')}:{document['digest']}"
+                device = document["device"].get("id", "")
+                dedup_key = f"astm:{device}:{document['digest']}"
                 correlation = document.get("control_id")
+                # H-14, the analyser's clock when it sent the message (devices.clock)
+                sent_at = stamp_time(document.get("sent", ""), self.source._context.timezone)
+                sender = device or None
             except InputError as exc:
                 problem = exc
         receipt = await self.source.journal(
@@ -242,6 +248,8 @@ class _Link:
             dedup_key=dedup_key,
             correlation_id=correlation,
             problem=problem,
+            sent_at=sent_at,
+            sender=sender,
         )
         return receipt is not None
 

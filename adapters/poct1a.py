@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
@@ -167,11 +167,16 @@ class _Conversation:
 
     async def observations(self, raw: bytes, message: PoctMessage) -> bool:
         problem: InputError | None = None
-        dedup_key = None
+        dedup_key = sender = None
+        sent_at = None
         journalled = self.hello + raw
         try:
             document = results_document(journalled)
-            dedup_key = f"poct1a:{document['device'].get('id', '')}:{document['digest']}"
+            device = document["device"].get("id", "")
+            dedup_key = f"poct1a:{device}:{document['digest']}"
+            # HDR.creation_dttm, the device's clock when it made the message (devices.clock)
+            sent_at = iso_instant(document.get("sent", ""), self.source._context.timezone)
+            sender = device or None
         except InputError as exc:
             problem = exc
         receipt = await self.source.journal(
@@ -181,6 +186,8 @@ class _Conversation:
             dedup_key=dedup_key,
             correlation_id=message.control_id,
             problem=problem,
+            sent_at=sent_at,
+            sender=sender,
         )
         if receipt is None:
             return False  # no ACK: the device resends; the digest keeps it from applying twice
@@ -206,6 +213,18 @@ class _Conversation:
         self.writer.write(content)
         async with asyncio.timeout(30):
             await self.writer.drain()
+
+
+def iso_instant(text: str, zone: tzinfo) -> datetime | None:
+    """A POCT1-A timestamp (ISO 8601, `zone` when it has no offset) to the second, or None when
+    it is not one: the device's clock is looked at, the message is not judged by it."""
+    try:
+        instant = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=zone)
+    return instant.replace(microsecond=0)
 
 
 class Poct1aSourceFactory:

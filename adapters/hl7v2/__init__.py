@@ -31,6 +31,7 @@ from adapters.hl7v2._wire import (
     message_time,
     read_header,
     sender_of,
+    stamp_time,
     unescape,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "parse_for_mapping",
     "read_header",
     "sender_of",
+    "stamp_time",
     "split_batch",
     "unescape",
 ]

@@ -209,7 +209,13 @@ def message_time(header: MessageHeader | None, zone: tzinfo) -> datetime | None:
     most senders stamp whole seconds and the offset is estimated to the second."""
     if header is None:
         return None
-    match = _MESSAGE_TIME.fullmatch(header.message_time)
+    return stamp_time(header.message_time, zone)
+
+
+def stamp_time(text: str, zone: tzinfo) -> datetime | None:
+    """An HL7 DTM-shaped stamp (YYYYMMDDHHMMSS[.S][+/-ZZZZ]; also ASTM's H-14) as an aware
+    instant to the second, `zone` when it has no offset; None when it is not one."""
+    match = _MESSAGE_TIME.fullmatch(text)
     if match is None:
         return None
     year, month, day, hour, minute, second, sign, off_h, off_m = match.groups()

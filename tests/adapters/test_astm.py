@@ -44,6 +44,11 @@ async def test_a_message_is_journalled_once_and_every_frame_acked(
     assert inbound.dedup_key is not None and inbound.dedup_key.startswith("astm:PF-0042:")
     assert inbound.origin.startswith("astm://127.0.0.1:")
     assert analyser.answers == [ACK] * len(build_frames(message))
+    # H-14 by the analyser's clock, in the channel's zone, for the clock monitor
+    assert (
+        inbound.sent_at is not None and inbound.sent_at.isoformat() == "2026-11-26T08:24:00+08:00"
+    )
+    assert inbound.sender == "PF-0042"
 
 
 async def test_a_bad_checksum_is_naked_and_the_retransmitted_frame_taken(

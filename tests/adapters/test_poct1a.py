@@ -70,6 +70,11 @@ async def test_a_conversation_is_answered_as_poct1_a2_describes(
     assert inbound.media_type == MEDIA_TYPE and inbound.problem is None
     assert inbound.correlation_id == "3"
     assert inbound.dedup_key is not None and inbound.dedup_key.startswith("poct1a:ISTAT-0815:")
+    # HDR.creation_dttm by the device's clock, for the clock monitor
+    assert (
+        inbound.sent_at is not None and inbound.sent_at.isoformat() == "2026-11-26T08:24:00+08:00"
+    )
+    assert inbound.sender == "ISTAT-0815"
 
 
 async def test_observations_resent_under_a_new_control_id_keep_their_dedup_key(
