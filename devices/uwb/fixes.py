@@ -28,7 +28,15 @@ from typing import Any
 
 from devices.uwb.errors import UwbPayloadError
 
-__all__ = ["Fix", "newest_fix_time", "parse_fixes", "parse_pozyx", "parse_sewio", "sewio_time"]
+__all__ = [
+    "Fix",
+    "epoch_time",
+    "newest_fix_time",
+    "parse_fixes",
+    "parse_pozyx",
+    "parse_sewio",
+    "sewio_time",
+]
 
 _MAX_BYTES = 1024 * 1024
 
@@ -81,7 +89,7 @@ def _pozyx_update(update: Any, where: str) -> Fix:
     if not isinstance(update, dict):
         raise UwbPayloadError("a position update must be a JSON object", location=where)
     tag_id = _text(update.get("tagId"), f"{where}.tagId")
-    at = _epoch(update.get("timestamp"), f"{where}.timestamp")
+    at = epoch_time(update.get("timestamp"), f"{where}.timestamp")
     data = update.get("data") or {}
     if not isinstance(data, dict):
         raise UwbPayloadError("must be a JSON object", location=f"{where}.data")
@@ -177,7 +185,8 @@ def _stripped(value: Any) -> Any:
     return value.strip().removesuffix("%") if isinstance(value, str) else value
 
 
-def _epoch(value: Any, where: str) -> datetime:
+def epoch_time(value: Any, where: str) -> datetime:
+    """Epoch seconds (2000 to 2100) as an aware UTC instant; UwbPayloadError naming `where`."""
     seconds = _number(value, where)
     if not 946_684_800 <= seconds <= 4_102_444_800:  # 2000 .. 2100: ms or garbage otherwise
         raise UwbPayloadError("not epoch seconds between 2000 and 2100", location=where)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
 from devices.uwb.encounter import instant
 from devices.uwb.errors import UwbPayloadError
+from devices.uwb.fixes import epoch_time
 
 __all__ = [
     "DEVICE_EVENT_SYSTEM",
@@ -63,7 +64,7 @@ def parse_tap(document: dict[str, Any]) -> Tap:
 
 def _time(value: Any) -> datetime:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=UTC)
+        return epoch_time(value, "$.timestamp")
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from devices.uwb.errors import UwbPayloadError
@@ -153,6 +153,8 @@ JSON = st.recursive(
 
 @settings(max_examples=500, deadline=None)
 @given(JSON)
+@example({"timestamp": 253402300800.0, "badgeId": "0"})  # a tap in the year 10000
+@example({"timestamp": 1e300, "badgeId": "0"})
 def test_any_json_is_fixes_or_a_payload_error(document: object) -> None:
     try:
         items = read_message(raw(document))
