@@ -18,17 +18,14 @@ retry or a reprocess corrects afresh with the estimate of that moment.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devices.clock.config import ClockSettings, clock_settings
-from devices.clock.reader import correct_element
-from devices.clock.registry import ClockRegistry, SourceClock, source_id_for
-from devices.clock.store import load_sources
+from devices.clock.reader import SavedClocks, correct_element
+from devices.clock.registry import source_id_for
 from engine.connectors import ConnectorContext, Outbound
 
 __all__ = ["ClockAdjuster", "ClockAdjusterFactory", "device_time_slots"]
@@ -62,11 +59,9 @@ class ClockAdjuster:
         settings: ClockSettings,
         elements: dict[str, tuple[str, ...]],
     ) -> None:
-        self._database = database
-        self._settings = settings
         self._elements = elements
-        self.registry = ClockRegistry(settings)
-        self._read_at: dict[str, float] = {}  # source id -> monotonic time of the last read
+        self.clocks = SavedClocks(database, settings)
+        self.registry = self.clocks.registry
 
     async def adjust(self, document: Any, outbound: Outbound) -> None:
         if not isinstance(document, dict):
@@ -87,7 +82,7 @@ class ClockAdjuster:
         ]
         if not slots:
             return
-        await self._refresh(source_id)
+        await self.clocks.refresh(source_id)
         applied = 0
         for parent, key in slots:
             corrected = correct_element(self.registry, parent, key, source_id)
@@ -102,25 +97,6 @@ class ClockAdjuster:
                     "elements": applied,
                 },
             )
-
-    async def _refresh(self, source_id: str) -> None:
-        """The source's clock as the monitor last saved it, read again after `poll_s`."""
-        now = time.monotonic()
-        if now - self._read_at.get(source_id, -1e9) < self._settings.poll_s:
-            return
-        try:
-            async with self._database.connect() as connection:
-                found: list[SourceClock] = await connection.run_sync(
-                    lambda c: load_sources(c, {source_id})
-                )
-        except SQLAlchemyError as exc:
-            # The last estimate read stays in use (none: nothing is corrected); the database
-            # trouble shows in the FHIR store's write just after if it lasts.
-            log.warning("clocks.read_failed", extra={"source": source_id, "error": str(exc)})
-            return
-        self._read_at[source_id] = now
-        for source in found:
-            self.registry.put(source)
 
 
 class ClockAdjusterFactory:

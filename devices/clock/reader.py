@@ -3,17 +3,22 @@ channel's connector, a pathway step, a registry exporter. Load once, correct man
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devices.clock.config import ClockSettings
 from devices.clock.correction import CorrectedTime, record_correction
-from devices.clock.registry import ClockRegistry
+from devices.clock.registry import ClockRegistry, SourceClock
 from devices.clock.store import load_hosts, load_sources
 
-__all__ = ["correct_element", "load_registry"]
+__all__ = ["SavedClocks", "correct_element", "load_registry"]
+
+log = logging.getLogger(__name__)
 
 
 async def load_registry(database: AsyncEngine, settings: ClockSettings) -> ClockRegistry:
@@ -46,3 +51,38 @@ def correct_element(
     corrected = registry.correct(source_id, device_time)
     record_correction(resource, element, corrected)
     return corrected
+
+
+class SavedClocks:
+    """The clocks the monitor saves, read per source at most every `poll_s`, for a connector
+    that corrects many device times as they arrive (the output adjuster, the UWB zones)."""
+
+    def __init__(self, database: AsyncEngine, settings: ClockSettings) -> None:
+        self._database = database
+        self._settings = settings
+        self.registry = ClockRegistry(settings)
+        self._read_at: dict[str, float] = {}  # source id -> monotonic time of the last read
+
+    async def refresh(self, source_id: str) -> None:
+        """The source's clock as the monitor last saved it, read again after `poll_s`."""
+        now = time.monotonic()
+        if now - self._read_at.get(source_id, -1e9) < self._settings.poll_s:
+            return
+        try:
+            async with self._database.connect() as connection:
+                found: list[SourceClock] = await connection.run_sync(
+                    lambda c: load_sources(c, {source_id})
+                )
+        except SQLAlchemyError as exc:
+            # The last estimate read stays in use (none: nothing is corrected); the database
+            # trouble shows in the write that follows if it lasts.
+            log.warning("clocks.read_failed", extra={"source": source_id, "error": str(exc)})
+            return
+        self._read_at[source_id] = now
+        for source in found:
+            self.registry.put(source)
+
+    async def correct(self, source_id: str, device_time: datetime) -> CorrectedTime:
+        """`device_time` in true time by the source's saved clock and the correction policy."""
+        await self.refresh(source_id)
+        return self.registry.correct(source_id, device_time)

@@ -15,6 +15,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from devices.clock.config import clock_settings
+from devices.clock.reader import SavedClocks
+from devices.clock.registry import source_id_for
 from devices.uwb.errors import UnknownTag, UwbPayloadError
 from devices.uwb.positions import UwbProcessor
 from devices.uwb.zones import load_zones
@@ -74,7 +77,15 @@ class UwbZonesDestinationFactory:
             run_write=context.run_write,
             check_references=False,
         )
+        # the gateway's clock, as the monitor estimates it from the fixes' own times
+        clocks = clock_settings(getattr(context.extra.get("settings"), "clocks", None))
         processor = UwbProcessor(
-            context.database, store, zones, context.timezone, run_write=context.run_write
+            context.database,
+            store,
+            zones,
+            context.timezone,
+            run_write=context.run_write,
+            clocks=SavedClocks(context.database, clocks),
+            clock_source=source_id_for(context.channel, None),
         )
         return UwbZonesDestination(processor, store)

@@ -10,7 +10,7 @@ replaces `location`). Both are idempotent: writing what is there already changes
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import tzinfo
 from typing import Any, cast
 
@@ -18,6 +18,7 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devices.clock.correction import CorrectedTime
 from devices.uwb.encounter import apply_events
 from devices.uwb.tables import Stay
 from devices.uwb.tracker import Entered, Left, ZoneEvent
@@ -44,9 +45,15 @@ class UnknownEncounter(NotFound):
 
 
 async def write_events(
-    store: FhirStore, zones: ZoneMap, zone: tzinfo, encounter_id: str, events: list[ZoneEvent]
+    store: FhirStore,
+    zones: ZoneMap,
+    zone: tzinfo,
+    encounter_id: str,
+    events: list[ZoneEvent],
+    corrections: Mapping[ZoneEvent, CorrectedTime] | None = None,
 ) -> bool:
-    """The events into the Encounter; whether it changed. UnknownEncounter if it is missing."""
+    """The events into the Encounter; whether it changed. UnknownEncounter if it is missing.
+    `corrections`: the events whose times were corrected into true time (`apply_events`)."""
     known = {z.key for z in zones.zones}
     located: list[tuple[ZoneEvent, Zone]] = [
         (event, zones.by_key(event.zone)) for event in events if event.zone in known
@@ -56,7 +63,7 @@ async def write_events(
             current = await store.read("Encounter", encounter_id)
         except NotFound as exc:
             raise UnknownEncounter(encounter_id) from exc
-        changed = apply_events(current, located, zone)
+        changed = apply_events(current, located, zone, corrections)
         if changed == current:
             return False
         try:

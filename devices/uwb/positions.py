@@ -19,6 +19,8 @@ from typing import Any, cast
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devices.clock.correction import CorrectedTime
+from devices.clock.reader import SavedClocks
 from devices.uwb.errors import UnknownTag, UwbPayloadError
 from devices.uwb.fixes import Fix, parse_fixes, sewio_time
 from devices.uwb.history import WriteRunner, remember, write_events
@@ -108,12 +110,19 @@ class UwbProcessor:
         zones: ZoneMap,
         timezone: tzinfo,
         run_write: WriteRunner | None = None,
+        clocks: SavedClocks | None = None,
+        clock_source: str = "",
     ) -> None:
+        """`clocks` and `clock_source` (the channel, whose gateway stamps the fixes): zone
+        entries and exits go into the Encounter in true time, corrected by the clock the
+        monitor keeps of that source (devices.clock); without them, as the gateway stamped."""
         self._database = database
         self._run_write = run_write
         self._store = store
         self._zones = zones
         self._tz = timezone
+        self._clocks = clocks
+        self._clock_source = clock_source
 
     async def handle(self, raw: bytes) -> Outcome:
         """Apply one message; UwbPayloadError, UnknownTag, or the store's errors."""
@@ -126,6 +135,25 @@ class UwbProcessor:
             else:
                 await self._fix(item, outcome)
         return outcome
+
+    async def _true_times(
+        self, events: list[ZoneEvent]
+    ) -> tuple[list[ZoneEvent], dict[ZoneEvent, CorrectedTime]]:
+        """The events in true time, and the corrections made (the tracker keeps device time)."""
+        if self._clocks is None:
+            return events, {}
+        written: list[ZoneEvent] = []
+        corrections: dict[ZoneEvent, CorrectedTime] = {}
+        for event in events:
+            device_time = event.at.astimezone(self._tz)
+            corrected = await self._clocks.correct(self._clock_source, device_time)
+            if not corrected.applied:
+                written.append(event)
+                continue
+            moved = replace(event, at=corrected.true_time)
+            corrections[moved] = corrected
+            written.append(moved)
+        return written, corrections
 
     async def _tag(self, tag_id: str) -> Any:
         async with self._database.connect() as connection:
@@ -163,9 +191,12 @@ class UwbProcessor:
         if events and tag.kind == "wristband":
             binding = await open_binding(self._database, fix.tag_id)
             if binding is not None:
-                await write_events(self._store, self._zones, self._tz, binding.encounter_id, events)
+                written, corrections = await self._true_times(events)
+                await write_events(
+                    self._store, self._zones, self._tz, binding.encounter_id, written, corrections
+                )
                 await remember(
-                    self._database, self._run_write, binding.encounter_id, fix.tag_id, events
+                    self._database, self._run_write, binding.encounter_id, fix.tag_id, written
                 )
                 outcome.events.extend(
                     f"{type(e).__name__.lower()} {e.zone} (Encounter/{binding.encounter_id})"

@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devices.clock import migrate as migrate_clocks
+from devices.clock.config import ClockSettings
+from devices.clock.reader import SavedClocks
 from devices.uwb import wristbands
 from devices.uwb.errors import UnknownTag
 from devices.uwb.positions import UwbProcessor
@@ -37,12 +40,12 @@ def chest_pain_visit() -> dict[str, Any]:
 
 
 async def walk(processor: UwbProcessor, tag: str, path: list[tuple[int, tuple[float, float]]],
-               message: Any = pozyx) -> None:  # fmt: skip
-    """One fix every 2 s along (seconds after ARRIVED, place) waypoints; 30 s at the last."""
-    ends = [start for start, _ in path[1:]] + [path[-1][0] + 30]
-    for (start, place), end in zip(path, ends, strict=True):
-        for second in range(start, end, 2):
-            await processor.handle(message(tag, ARRIVED + timedelta(seconds=second), *place))
+               message: Any = pozyx, start: datetime = ARRIVED) -> None:  # fmt: skip
+    """One fix every 2 s along (seconds after `start`, place) waypoints; 30 s at the last."""
+    ends = [begin for begin, _ in path[1:]] + [path[-1][0] + 30]
+    for (begin, place), end in zip(path, ends, strict=True):
+        for second in range(begin, end, 2):
+            await processor.handle(message(tag, start + timedelta(seconds=second), *place))
 
 
 async def bound_t1(database: AsyncEngine, store: FhirStore, zones: ZoneMap) -> UwbProcessor:
@@ -199,3 +202,34 @@ async def test_a_badge_tap_records_who_and_when(
     with pytest.raises(UnknownTag, match="not a staff badge"):
         await wristbands.register(database, "T-2", ARRIVED)
         await processor.handle(json.dumps(tap | {"badgeId": "T-2"}).encode())
+
+
+async def test_a_fast_gateway_clock_is_corrected_into_the_stays_and_the_correction_recorded(
+    database: AsyncEngine, store: FhirStore, zones: ZoneMap
+) -> None:
+    """The gateway stamps its fixes 300 s ahead of true time (the monitor has estimated it from
+    the fixes' own times): the stays go into the Encounter in true time, each with the device
+    time and the offset taken off, and a replay writes nothing new."""
+    await migrate_clocks(database)
+    clocks = SavedClocks(database, ClockSettings(min_samples=5))
+    for n in range(6):  # what the monitor knows of the gateway's clock
+        received = ARRIVED - timedelta(minutes=6 - n, seconds=-0.4)
+        sent = (received + timedelta(seconds=300)).replace(microsecond=0)
+        clocks.registry.observe("uwb-mqtt", sent, received)
+    await bound_t1(database, store, zones)
+    processor = UwbProcessor(database, store, zones, CST, clocks=clocks, clock_source="uwb-mqtt")
+    fast = ARRIVED + timedelta(seconds=300)
+    await walk(processor, "T-1", [(0, GATE), (30, ED)], start=fast)
+
+    encounter = await store.read("Encounter", "v1")
+    gate, ed = (e for e in encounter["location"] if "identifier" in e["location"])
+    assert gate["period"]["start"] == ARRIVED.isoformat()  # true time, not the gateway's
+    assert gate["period"]["end"] == ed["period"]["start"] == "2026-11-25T08:22:00+08:00"
+    (record,) = gate["period"]["_start"]["extension"]
+    parts = {part["url"]: part for part in record["extension"]}
+    assert parts["deviceTime"]["valueDateTime"] == fast.isoformat()
+    assert round(parts["offset"]["valueQuantity"]["value"]) == 300
+    assert parts["source"]["valueString"] == "uwb-mqtt"
+    await walk(processor, "T-1", [(0, GATE), (30, ED)], start=fast)
+    again = await store.read("Encounter", "v1")
+    assert again["meta"]["versionId"] == encounter["meta"]["versionId"]
