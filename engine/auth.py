@@ -6,8 +6,9 @@ makes one for another role (`greenchannel token issue|list|revoke`, engine.token
 `revoke_token` removes one: every gate forgets it within `RELOAD_AFTER_S`.
 
 The app-wide dependency (engine.server) answers 401 without a valid token and leaves the token's
-role in `request.state.role`; a route that only some roles may use adds `require_role(...)`,
-which answers 403 naming the roles allowed.
+role in `request.state.role` and its name in `request.state.token_name`; a route that only some
+roles may use adds `require_role(...)`, which answers 403 naming the roles allowed, and one that
+records who acted reads `token_name(request)`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "list_tokens",
     "require_role",
     "revoke_token",
+    "token_name",
 ]
 
 RELOAD_AFTER_S = 5.0
@@ -151,22 +153,34 @@ def require_role(*roles: str) -> Callable[[HTTPConnection], Awaitable[None]]:
     return check
 
 
+def token_name(connection: HTTPConnection) -> str:
+    """The name of the request's token (who acted, for an audit trail), as the gate set it."""
+    return str(getattr(connection.state, "token_name", None) or "unknown")
+
+
 class TokenGate:
     """Checks `Authorization: Bearer <token>` against the stored token hashes."""
 
     def __init__(self, database: AsyncEngine) -> None:
         self._sessions = async_sessionmaker(database, expire_on_commit=False)
-        self._known: dict[str, str] = {}
+        self._known: dict[str, tuple[str, str]] = {}  # digest -> (role, name)
         self._loaded_at = 0.0
 
     async def load(self) -> None:
         async with self._sessions() as session:
-            rows = await session.execute(select(ApiToken.token_sha256, ApiToken.role))
-            self._known = {digest: role for digest, role in rows}
+            rows = await session.execute(
+                select(ApiToken.token_sha256, ApiToken.role, ApiToken.name)
+            )
+            self._known = {digest: (role, name) for digest, role, name in rows}
         self._loaded_at = time.monotonic()
 
     async def role_for(self, authorization: str | None) -> str | None:
         """The token's role, or None when the header is missing or the token unknown."""
+        found = await self.identify(authorization)
+        return found[0] if found is not None else None
+
+    async def identify(self, authorization: str | None) -> tuple[str, str] | None:
+        """The token's (role, name), or None when the header is missing or the token unknown."""
         if not authorization:
             return None
         scheme, _, token = authorization.partition(" ")
@@ -178,17 +192,19 @@ class TokenGate:
             # Tokens revoked since we last looked (by `greenchannel token` or another node): a
             # revoked token stops working within RELOAD_AFTER_S.
             await self.load()
-        role = self._known.get(digest)
-        if role is None:
+        found = self._known.get(digest)
+        if found is None:
             # A token issued since the last load works at once: one indexed lookup of this
             # digest, not a reload of every token, so unknown tokens cost no more than a request.
             async with self._sessions() as session:
-                role = await session.scalar(
-                    select(ApiToken.role).where(ApiToken.token_sha256 == digest)
-                )
-            if role is not None:
-                self._known[digest] = role
-        return role
+                row = (
+                    await session.execute(
+                        select(ApiToken.role, ApiToken.name).where(ApiToken.token_sha256 == digest)
+                    )
+                ).first()
+            if row is not None:
+                found = self._known[digest] = (str(row.role), str(row.name))
+        return found
 
     async def authorize(self, authorization: str | None) -> bool:
         return await self.role_for(authorization) is not None

@@ -89,14 +89,19 @@ class Engine:
 
     async def role_for(self, authorization: str | None) -> str | None:
         """The role of the request's token (the settings' admin token is an admin's)."""
+        found = await self.identify(authorization)
+        return found[0] if found is not None else None
+
+    async def identify(self, authorization: str | None) -> tuple[str, str] | None:
+        """(role, name) of the request's token; the settings' admin token is `admin`'s."""
         admin = self.settings.admin_token
         if admin is not None and authorization:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() == "bearer" and hash_token(token.strip()) == hash_token(
                 admin.get_secret_value()
             ):
-                return "admin"
-        return await self.gate.role_for(authorization)
+                return "admin", "admin"
+        return await self.gate.identify(authorization)
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -249,8 +254,10 @@ class Engine:
     def http_app(self) -> FastAPI:
         # An HTTPConnection, not a Request: websocket endpoints need the token too.
         async def require_token(request: HTTPConnection) -> None:
-            role = await self.role_for(request.headers.get("authorization"))
+            found = await self.identify(request.headers.get("authorization"))
+            role, name = found if found is not None else (None, None)
             request.state.role = role  # what `engine.auth.require_role` checks
+            request.state.token_name = name  # who acted (`engine.auth.token_name`)
             if role is None:
                 raise HTTPException(
                     401,

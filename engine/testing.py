@@ -231,5 +231,6 @@ def as_role(role: str) -> Callable[[HTTPConnection], Awaitable[None]]:
 
     async def assume(connection: HTTPConnection) -> None:
         connection.state.role = role
+        connection.state.token_name = role
 
     return assume

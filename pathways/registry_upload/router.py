@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.auth import ApiToken, hash_token
+from engine.auth import require_role, token_name
 from fhir_store import FhirStore, Gone, NotFound
 from pathways.registry_upload.platform import sign
 from pathways.registry_upload.service import RegistryUploads, UnknownRegistry
@@ -85,24 +84,13 @@ class SignRequest(BaseModel):
     secret: str = Field(min_length=1, max_length=512)
 
 
-async def _caller(request: Request) -> str:
-    """The token's name, if its role may work on registry uploads; 403 otherwise."""
-    engine: Engine = request.app.state.engine
-    header = request.headers.get("authorization") or ""
-    scheme, _, token = header.partition(" ")
-    digest = hash_token(token.strip()) if scheme.lower() == "bearer" else ""
-    admin = engine.settings.admin_token
-    if admin is not None and digest == hash_token(admin.get_secret_value()):
-        return "admin"
-    async with engine.sessions() as session:
-        row = (
-            await session.execute(
-                select(ApiToken.name, ApiToken.role).where(ApiToken.token_sha256 == digest)
-            )
-        ).first()
-    if row is None or row.role not in ROLES:
-        raise HTTPException(403, "registry uploads need a token with the registry-staff role")
-    return str(row.name)
+_may_upload = require_role(*sorted(ROLES))
+
+
+async def _caller(request: Request, _: None = Depends(_may_upload)) -> str:
+    """The token's name (kept with every state change and override), once its role may work on
+    registry uploads (403 naming the roles otherwise)."""
+    return token_name(request)
 
 
 Caller = Annotated[str, Depends(_caller)]
