@@ -12,14 +12,11 @@ import json
 import sys
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from engine.database import create_database_engine, require_existing_database
-from engine.errors import ConfigError, GreenchannelError
+from engine.errors import GreenchannelError
 from engine.settings import load_settings
-from fhir_store import FhirStore, FhirStoreError
 from pathways.archive import CaseNotFound, build_archive
 from pathways.archive_text import render_archive
+from pathways.command_store import command_store
 from pathways.vocabulary import CENTER_TYPE_CODES, Center
 
 __all__ = ["register"]
@@ -68,9 +65,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run_reindex(args: argparse.Namespace) -> int:
     """Re-derive the intervals of every case of one center; prints how many cases."""
     settings = load_settings(args.config, data_dir=args.data_dir)
-    url = settings.resolved_database_url
-    _check_sqlite_file(url)
-    cases = asyncio.run(_reindex(url, args.center, settings.tz))
+    cases = asyncio.run(_reindex(settings.resolved_database_url, args.center, settings.tz))
     print(f"{cases} {args.center} case(s): interval Observations written again where they changed")
     return 0
 
@@ -80,30 +75,16 @@ async def _reindex(url: str, center: Center, zone: Any) -> int:
     from pathways.intervals import IntervalWriter, rederive_intervals
     from pathways.records import Records
 
-    database = create_database_engine(url, pool_size=2)
-    store = FhirStore(database, timezone=zone, check_references=False)
-    try:
+    async with command_store(url, timezone=zone, check_references=False) as store:
         await store.search_parameters()  # the `case` search the pathway engine published
         writer = IntervalWriter(Records(store, zone), indicator_definitions().current)
         return await rederive_intervals(store, writer, center)
-    except (FhirStoreError, SQLAlchemyError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise ConfigError(
-            f"cannot read the FHIR store: {reason}",
-            key="database_url",
-            hint="check --data-dir or GREENCHANNEL_DATABASE_URL",
-        ) from exc
-    finally:
-        await store.aclose()
-        await database.dispose()
 
 
 def run_show(args: argparse.Namespace) -> int:
     """Print one archive; 0 when printed, 1 for an unknown case (GreenchannelError)."""
     settings = load_settings(args.config, data_dir=args.data_dir)
-    url = settings.resolved_database_url
-    _check_sqlite_file(url)
-    archive = asyncio.run(_archive(url, args.case_id, settings.tz))
+    archive = asyncio.run(_archive(settings.resolved_database_url, args.case_id, settings.tz))
     if args.json:
         print(json.dumps(archive, ensure_ascii=False, indent=2))
     else:
@@ -112,33 +93,13 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 async def _archive(url: str, case_id: str, zone: Any) -> dict[str, Any]:
-    database = create_database_engine(url, pool_size=2)
-    store = FhirStore(database)
-    try:
-        return await build_archive(store, case_id, zone=zone)
-    except CaseNotFound as exc:
-        raise GreenchannelError(
-            str(exc), hint="check the id (the EpisodeOfCare id of the case)"
-        ) from exc
-    except (FhirStoreError, SQLAlchemyError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise ConfigError(
-            f"cannot read the FHIR store: {reason}",
-            key="database_url",
-            hint="check --data-dir or GREENCHANNEL_DATABASE_URL; `greenchannel serve` creates "
-            "the store's tables",
-        ) from exc
-    finally:
-        await store.aclose()
-        await database.dispose()
-
-
-def _check_sqlite_file(url: str) -> None:
-    """Refuse a SQLite file that does not exist, which SQLite would create empty."""
-    require_existing_database(
-        url,
-        hint="pass the --data-dir that `greenchannel serve` uses, or set GREENCHANNEL_DATABASE_URL",
-    )
+    async with command_store(url) as store:
+        try:
+            return await build_archive(store, case_id, zone=zone)
+        except CaseNotFound as exc:
+            raise GreenchannelError(
+                str(exc), hint="check the id (the EpisodeOfCare id of the case)"
+            ) from exc
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

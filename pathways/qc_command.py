@@ -65,7 +65,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the report (and write the chart); 0 when done."""
-    from engine.database import require_existing_database
     from engine.settings import load_settings
     from pathways.indicator_definitions import load_catalogue
     from pathways.qc_output import as_csv, as_table
@@ -80,12 +79,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc), key="--from/--to", hint="give --from before --to") from None
     catalogue = load_catalogue(args.pathways_dir)
     settings = load_settings(args.config, data_dir=args.data_dir, database_url=args.database_url)
-    url = settings.resolved_database_url
-    require_existing_database(
-        url, hint="pass --data-dir (or --database-url) of the engine that holds the cases"
-    )
     reports = asyncio.run(
-        _reports(url, catalogue, args.center, months, args.standard, args.indicator)
+        _reports(
+            settings.resolved_database_url,
+            catalogue,
+            args.center,
+            months,
+            args.standard,
+            args.indicator,
+        )
     )
     if args.format == "json":
         text = json.dumps(
@@ -112,25 +114,13 @@ def run(args: argparse.Namespace) -> int:
 
 async def _reports(url: str, catalogue: Any, center: Any, months: list[str], standard: str | None,
                    indicators: list[str]) -> list[QcReport]:  # fmt: skip
-    from engine.database import create_database_engine
-    from fhir_store import FhirStore, FhirStoreError
+    from pathways.command_store import command_store
     from pathways.qc_service import build_reports
 
-    database = create_database_engine(url)
-    store = FhirStore(database)
-    try:
+    async with command_store(url) as store:
         return await build_reports(
             store, catalogue, center, months[0], months[-1], standard, indicators
         )
-    except FhirStoreError as exc:
-        raise ConfigError(
-            f"cannot read cases from the database ({exc})",
-            key="database_url",
-            hint="is this the engine's database? `greenchannel serve` creates its tables",
-        ) from exc
-    finally:
-        await store.aclose()
-        await database.dispose()
 
 
 def _month(text: str) -> str:

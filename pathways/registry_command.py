@@ -26,13 +26,10 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from engine.database import create_database_engine
 from engine.errors import ConfigError, GreenchannelError
 from engine.settings import load_settings
-from fhir_store import FhirStore, FhirStoreError
-from pathways.archive_command import _check_sqlite_file
+from fhir_store import FhirStore
+from pathways.command_store import command_store
 from pathways.registry import (
     CaseNotFound,
     ExportedFile,
@@ -164,23 +161,8 @@ async def open_store(args: argparse.Namespace) -> AsyncIterator[FhirStore]:
     """The FHIR store of the engine's database (--data-dir / settings); ConfigError (exit 3)
     when it cannot be read."""
     settings = load_settings(args.config, data_dir=args.data_dir)
-    url = settings.resolved_database_url
-    _check_sqlite_file(url)
-    database = create_database_engine(url, pool_size=2)
-    store = FhirStore(database, timezone=settings.tz)
-    try:
+    async with command_store(settings.resolved_database_url, timezone=settings.tz) as store:
         yield store
-    except (FhirStoreError, SQLAlchemyError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-        raise ConfigError(
-            f"cannot read the FHIR store: {reason}",
-            key="database_url",
-            hint="check --data-dir or GREENCHANNEL_DATABASE_URL; `greenchannel serve` creates "
-            "the store's tables",
-        ) from exc
-    finally:
-        await store.aclose()
-        await database.dispose()
 
 
 def _params(args: argparse.Namespace) -> dict[str, str]:
