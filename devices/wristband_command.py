@@ -8,7 +8,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from engine.database import create_database_engine
@@ -70,7 +70,7 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
 
         settings = load_settings(args.config, data_dir=args.data_dir)
         try:
-            asyncio.run(_with_database(settings.resolved_database_url, action, args))
+            asyncio.run(_with_database(settings.resolved_database_url, settings.tz, action, args))
         except WristbandError as exc:
             print(f"greenchannel: {exc}", file=sys.stderr, flush=True)
             return 1
@@ -79,13 +79,13 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
-async def _with_database(url: str, action: Action, args: argparse.Namespace) -> None:
+async def _with_database(url: str, zone: tzinfo, action: Action, args: argparse.Namespace) -> None:
     from devices.uwb.schema import migrate
 
     database = create_database_engine(url, pool_size=2)
     try:
         await migrate(database)
-        await action(database, args, datetime.now().astimezone())
+        await action(database, args, datetime.now(zone))  # the configured zone, not the host's
     finally:
         await database.dispose()
 

@@ -86,7 +86,7 @@ class UwbSubscriber:
         end = encounter.get("period", {}).get("end")
         at = datetime.fromisoformat(end) if isinstance(end, str) and "T" in end else None
         if at is None or at.tzinfo is None:
-            at = datetime.now().astimezone()
+            at = datetime.now(self._tz)
         tags = await unbind_encounter(self._database, event.resource_id, at)
         if tags:
             log.info(
