@@ -27,6 +27,7 @@ from pathways.shapes import (
     case_id,
     case_of,
     node_key_of,
+    parse_instant,
     provenance_id,
     set_arrival_mode,
     set_fact,
@@ -282,7 +283,8 @@ class Cases:
         """What a finished case takes of `found`: times after its end belong to a later
         episode of the patient, unless the resource is of the case's own encounter or already
         feeds the case (a corrected discharge, a late discharge diagnosis of its visit)."""
-        end = _period_end(case) if case.get("status") == "finished" else None
+        finished = case.get("status") == "finished"
+        end = parse_instant((case.get("period") or {}).get("end")) if finished else None
         if end is None or all(item.instant <= end for item in found):
             return found
         reference = f"{resource['resourceType']}/{resource['id']}"
@@ -578,11 +580,6 @@ class Cases:
 def _start_of(case: Mapping[str, Any]) -> str | None:
     start = (case.get("period") or {}).get("start")
     return start if isinstance(start, str) and "T" in start else None
-
-
-def _period_end(case: Mapping[str, Any]) -> datetime | None:
-    end = (case.get("period") or {}).get("end")
-    return datetime.fromisoformat(end) if isinstance(end, str) and "T" in end else None
 
 
 def _within_period(instant: datetime, case: Mapping[str, Any]) -> bool:

@@ -13,12 +13,12 @@ keeps it when an A08 rewrites the Encounter
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pathways.nodes import ENGINE
 from pathways.records import Records
-from pathways.shapes import Note
+from pathways.shapes import Note, parse_instant
 from pathways.vocabulary import CASE_LINK_EXTENSION
 
 __all__ = ["encounter_of", "link_encounter"]
@@ -75,22 +75,12 @@ async def link_encounter(
 
 def _meets(encounter: Mapping[str, Any], case: Mapping[str, Any], lookback: timedelta) -> bool:
     """The visit's period meets the case's, widened by `lookback` before its start."""
-    case_start = _instant((case.get("period") or {}).get("start"))
-    case_end = _instant((case.get("period") or {}).get("end"))
-    visit_start = _instant((encounter.get("period") or {}).get("start"))
-    visit_end = _instant((encounter.get("period") or {}).get("end"))
+    case_start = parse_instant((case.get("period") or {}).get("start"))
+    case_end = parse_instant((case.get("period") or {}).get("end"))
+    visit_start = parse_instant((encounter.get("period") or {}).get("start"))
+    visit_end = parse_instant((encounter.get("period") or {}).get("end"))
     if case_start is None:
         return False
     if visit_end is not None and visit_end < case_start - lookback:
         return False
     return not (case_end is not None and visit_start is not None and visit_start > case_end)
-
-
-def _instant(value: Any) -> datetime | None:
-    if not isinstance(value, str) or "T" not in value:
-        return None
-    try:
-        instant = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return instant if instant.tzinfo is not None else None
