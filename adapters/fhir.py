@@ -37,7 +37,7 @@ from engine.connectors import (
 )
 from engine.errors import ConfigError, DeliveryError, RejectedDeliveryError, RetryableDeliveryError
 from engine.mapping.merge import MERGE_KEEP_EXTENSION, keep_rules_of, merge_kept
-from fhir_store import FhirStore, FhirStoreError, NotFound, output_issues
+from fhir_store import FhirStore, FhirStoreError, output_issues
 
 __all__ = ["FhirDestination", "FhirDestinationConfig", "FhirDestinationFactory"]
 
@@ -148,9 +148,17 @@ class FhirDestination:
         last: bool,
     ) -> list[Delivered | DeliveryError]:
         written: dict[str, Any] = {}  # Type/id → the resource an earlier Bundle here writes
+        try:
+            stored = await self._store.read_many(
+                [key for bundle, merge in zip(bundles, merging, strict=True) if merge
+                 for key in _merge_keys(bundle)]
+            )  # fmt: skip
+        except FhirStoreError as error:  # the store cannot be read: merged later, not blindly
+            failure = _delivery_error(error)
+            return [r if r is not None else failure for r in rejected]
         prepared = []
         for bundle, merge in zip(bundles, merging, strict=True):
-            prepared.append(await self._merged(bundle, written) if merge else bundle)
+            prepared.append(_merged(bundle, written, stored) if merge else bundle)
             for entry in prepared[-1].get("entry") or []:
                 request = entry.get("request") if isinstance(entry, dict) else None
                 if isinstance(request, dict) and request.get("method") == "PUT":
@@ -179,43 +187,6 @@ class FhirDestination:
         if recorder is not None:
             recorder.committed = True
         return results
-
-    async def _merged(self, bundle: dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
-        """The Bundle with each merge entry's resource merged with the stored version, or with
-        the version an earlier Bundle of the same transaction writes (`written`): that one
-        carries the stored version's kept elements and its own ifMatch already."""
-        entries = []
-        for entry in bundle.get("entry") or []:
-            request = entry.get("request") if isinstance(entry, dict) else None
-            rules = keep_rules_of(request) if isinstance(request, dict) else ()
-            if not rules or not isinstance(request, dict):
-                entries.append(entry)
-                continue
-            plain = {k: v for k, v in request.items() if k != "extension"}
-            others = [e for e in request.get("extension") or [] if not _is_keep(e)]
-            if others:
-                plain["extension"] = others
-            url = str(request.get("url", ""))
-            resource_type, _, resource_id = url.partition("/")
-            earlier = written.get(url)
-            if isinstance(earlier, dict):
-                merged = merge_kept(earlier, entry.get("resource") or {}, rules)
-                entries.append({**entry, "resource": merged, "request": plain})
-                continue
-            try:
-                current = await self._store.read(resource_type, resource_id)
-            except NotFound:
-                entries.append({**entry, "request": plain})  # nothing stored to keep yet
-                continue
-            except FhirStoreError:
-                entries.append({**entry, "request": plain})  # deleted: written anew
-                continue
-            merged = merge_kept(current, entry.get("resource") or {}, rules)
-            version = current.get("meta", {}).get("versionId")
-            entries.append(
-                {**entry, "resource": merged, "request": {**plain, "ifMatch": f'W/"{version}"'}}
-            )
-        return {**bundle, "entry": entries}
 
     async def aclose(self) -> None:
         """Close the store's write connections; the database engine belongs to the engine."""
@@ -282,6 +253,56 @@ def _bundle_of(payload: bytes) -> dict[str, Any]:
         "type": "transaction",
         "entry": [{"resource": document, "request": request}],
     }
+
+
+def _merged(
+    bundle: dict[str, Any],
+    written: dict[str, Any],
+    stored: dict[tuple[str, str], dict[str, Any]],
+) -> dict[str, Any]:
+    """The Bundle with each merge entry's resource merged with the stored version (`stored`,
+    read for the whole batch at once), or with the version an earlier Bundle of the same
+    transaction writes (`written`): that one carries the stored version's kept elements and
+    its own ifMatch already."""
+    entries = []
+    for entry in bundle.get("entry") or []:
+        request = entry.get("request") if isinstance(entry, dict) else None
+        rules = keep_rules_of(request) if isinstance(request, dict) else ()
+        if not rules or not isinstance(request, dict):
+            entries.append(entry)
+            continue
+        plain = {k: v for k, v in request.items() if k != "extension"}
+        others = [e for e in request.get("extension") or [] if not _is_keep(e)]
+        if others:
+            plain["extension"] = others
+        url = str(request.get("url", ""))
+        earlier = written.get(url)
+        if isinstance(earlier, dict):
+            merged = merge_kept(earlier, entry.get("resource") or {}, rules)
+            entries.append({**entry, "resource": merged, "request": plain})
+            continue
+        resource_type, _, resource_id = url.partition("/")
+        current = stored.get((resource_type, resource_id))
+        if current is None:
+            entries.append({**entry, "request": plain})  # nothing stored (or deleted): anew
+            continue
+        merged = merge_kept(current, entry.get("resource") or {}, rules)
+        version = current.get("meta", {}).get("versionId")
+        entries.append(
+            {**entry, "resource": merged, "request": {**plain, "ifMatch": f'W/"{version}"'}}
+        )
+    return {**bundle, "entry": entries}
+
+
+def _merge_keys(bundle: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (type, id) of each merge entry, whose stored version the merge reads."""
+    keys = []
+    for entry in bundle.get("entry") or []:
+        request = entry.get("request") if isinstance(entry, dict) else None
+        if isinstance(request, dict) and keep_rules_of(request):
+            resource_type, _, resource_id = str(request.get("url", "")).partition("/")
+            keys.append((resource_type, resource_id))
+    return keys
 
 
 def _merges(bundle: dict[str, Any]) -> bool:

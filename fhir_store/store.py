@@ -190,6 +190,19 @@ class FhirStore:
             )
         return current.resource()
 
+    async def read_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """The current versions of several resources in one read, by (type, id); those that
+        never existed or are deleted are left out. For callers that would otherwise read one
+        resource at a time (the FHIR destination's merges, per batch of messages). A key that
+        cannot name a resource (an unknown type, a malformed id) is left out as well."""
+        wanted = [key for key in dict.fromkeys(keys) if _valid_key(*key)]
+        if not wanted:
+            return {}
+        found = await self._read(fetch_current, wanted)
+        return {key: current.resource() for key, current in found.items() if not current.deleted}
+
     async def delete(
         self, resource_type: str, resource_id: str, if_match: int | None = None
     ) -> int | None:
@@ -592,6 +605,14 @@ def _insert_failures(response: dict[str, Any], failed: dict[int, FhirStoreError]
     for index in sorted(failed):
         error = failed[index]
         entries.insert(index, error_entry(error))
+
+
+def _valid_key(resource_type: str, resource_id: str) -> bool:
+    try:
+        check_type(resource_type)
+    except FhirStoreError:
+        return False
+    return _valid_id(resource_id)
 
 
 def _valid_id(resource_id: str) -> bool:

@@ -10,7 +10,7 @@ replaces `location`). Both are idempotent: writing what is there already changes
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import tzinfo
 from typing import Any, cast
 
@@ -26,7 +26,14 @@ from devices.uwb.zones import Zone, ZoneMap
 from engine.database import insert_skipping_conflicts
 from fhir_store import FhirStore, NotFound, VersionConflict
 
-__all__ = ["UnknownEncounter", "WriteRunner", "remember", "restore", "write_events"]
+__all__ = [
+    "UnknownEncounter",
+    "WriteRunner",
+    "remember",
+    "restore",
+    "with_stays",
+    "write_events",
+]
 
 WriteRunner = Callable[[Callable[[Any], Any]], Awaitable[Any]]
 _STAY = cast(Table, Stay.__table__)
@@ -114,6 +121,17 @@ async def remember(
         return
     async with database.begin() as connection:
         await connection.run_sync(work)
+
+
+def with_stays(connection: Connection, encounter_ids: Collection[str]) -> set[str]:
+    """Which of the encounters have remembered stays: one indexed query for a whole batch of
+    changed Encounters, so that the many without UWB cost no read of their own."""
+    if not encounter_ids:
+        return set()
+    rows = connection.execute(
+        select(_STAY.c.encounter_id).where(_STAY.c.encounter_id.in_(list(encounter_ids))).distinct()
+    )
+    return set(rows.scalars())
 
 
 async def remembered(database: AsyncEngine, encounter_id: str) -> list[ZoneEvent]:

@@ -1,6 +1,8 @@
 """The UWB side of Encounter changes: a change-event subscriber (entry point
 `greenchannel.subscribers: uwb-encounters`) that follows the FHIR store's changes under its own
-cursor. For each changed Encounter:
+cursor. For each batch of changes, one query finds which of the changed Encounters UWB ever
+touched (remembered stays, bands bound now); the many it never touched cost nothing more. For
+those it did:
 
 - the zone stays UWB wrote into it and that an HIS update replaced (ADT maps to a whole-resource
   PUT) are written again (`history.restore`), so the location history and the time nodes taken
@@ -20,8 +22,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from devices.uwb.history import restore
-from devices.uwb.wristbands import unbind_encounter
+from devices.uwb.history import restore, with_stays
+from devices.uwb.wristbands import unbind_encounter, with_open_bands
 from devices.uwb.zones import ZoneMap, load_zones
 from engine.subscribers import SubscriberContext
 from fhir_store import ChangeEvent, ChangeFeed, FhirStore, FhirStoreError
@@ -56,8 +58,7 @@ class UwbSubscriber:
         is nothing of UWB in the changes before it existed)."""
         await self._feed.start(self._name, new="future")
         async for events in self._feed.follow(self._name):
-            for event in events:
-                await self.handle(event)
+            await self.handle_batch(events)
             await self._feed.commit(self._name, events[-1].sequence)
 
     async def catch_up(self) -> int:
@@ -65,33 +66,51 @@ class UwbSubscriber:
         after = await self._feed.start(self._name, new="future")
         handled = 0
         while events := await self._feed.read(after):
-            for event in events:
-                await self.handle(event)
+            await self.handle_batch(events)
             after = events[-1].sequence
             await self._feed.commit(self._name, after)
             handled += len(events)
         return handled
 
-    async def handle(self, event: ChangeEvent) -> None:
-        if event.resource_type != "Encounter" or event.action == "delete":
+    async def handle_batch(self, events: list[ChangeEvent]) -> None:
+        changed = list(
+            dict.fromkeys(
+                event.resource_id
+                for event in events
+                if event.resource_type == "Encounter" and event.action != "delete"
+            )
+        )
+        if not changed:
             return
+        async with self._database.connect() as connection:
+            stays, bands = await connection.run_sync(
+                lambda c: (with_stays(c, changed), with_open_bands(c, changed))
+            )
+        for encounter_id in changed:
+            if encounter_id in stays:
+                await self._restore(encounter_id)
+            if encounter_id in bands:
+                await self._unbind_if_finished(encounter_id)
+
+    async def _restore(self, encounter_id: str) -> None:
+        if await restore(self._store, self._database, self._zones, self._tz, encounter_id):
+            log.info("uwb.stays_written_again", extra={"encounter": encounter_id})
+
+    async def _unbind_if_finished(self, encounter_id: str) -> None:
         try:
-            encounter = await self._store.read("Encounter", event.resource_id)
+            encounter = await self._store.read("Encounter", encounter_id)
         except FhirStoreError:
             return  # deleted since: nothing to unbind by
-        if await restore(self._store, self._database, self._zones, self._tz, event.resource_id):
-            log.info("uwb.stays_written_again", extra={"encounter": event.resource_id})
         if encounter.get("status") != "finished":
             return
         end = encounter.get("period", {}).get("end")
         at = datetime.fromisoformat(end) if isinstance(end, str) and "T" in end else None
         if at is None or at.tzinfo is None:
             at = datetime.now(self._tz)
-        tags = await unbind_encounter(self._database, event.resource_id, at)
+        tags = await unbind_encounter(self._database, encounter_id, at)
         if tags:
             log.info(
-                "uwb.unbound_at_discharge",
-                extra={"encounter": event.resource_id, "tags": len(tags)},
+                "uwb.unbound_at_discharge", extra={"encounter": encounter_id, "tags": len(tags)}
             )
 
     async def aclose(self) -> None:

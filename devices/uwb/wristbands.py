@@ -11,6 +11,7 @@ Board statuses, first that applies:
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
@@ -34,6 +35,7 @@ __all__ = [
     "return_tag",
     "unbind",
     "unbind_encounter",
+    "with_open_bands",
 ]
 
 TagKind = Literal["wristband", "badge"]
@@ -148,6 +150,18 @@ def _unbind(connection: Connection, tag_id: str, at: datetime) -> str:
         .values(unbound_at=at, unbind_reason="manual", returned_at=at)
     )
     return str(current.encounter_id)
+
+
+def with_open_bands(connection: Connection, encounter_ids: Collection[str]) -> set[str]:
+    """Which of the encounters have a band bound now (one query for a batch of Encounters)."""
+    if not encounter_ids:
+        return set()
+    rows = connection.execute(
+        select(_BINDING.c.encounter_id)
+        .where(_BINDING.c.encounter_id.in_(list(encounter_ids)), _BINDING.c.unbound_at.is_(None))
+        .distinct()
+    )
+    return set(rows.scalars())
 
 
 async def unbind_encounter(database: AsyncEngine, encounter_id: str, at: datetime) -> list[str]:
