@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,7 @@ from fhir_store._resources import (
     with_references,
 )
 from fhir_store._storage import Current
-from fhir_store._validation import validate_structure
+from fhir_store._validation import Issues, structure_error, validate_structure
 from fhir_store.errors import (
     ConditionFailed,
     FhirStoreError,
@@ -72,8 +73,11 @@ class BundleRun:
         label: bool,
         stamp: str | None = None,
         check_references: bool = True,
+        structure_of: Callable[[Entry], Issues] | None = None,
     ) -> None:
         self._changes = changes
+        # the entries' structure issues found in advance in another process (large groups)
+        self._structure_of = structure_of
         self._now = now
         self._stamp = stamp or now.isoformat()  # meta.lastUpdated; a group passes it, made once
         self._validate = validate_structure
@@ -117,18 +121,35 @@ class BundleRun:
             current = self._changes.current(keys)
             at = None  # the reference check names the entry itself
             self._check_local_references(steps)
-            if self._validate:  # a replay of the current content is no new version: not checked
-                for step in steps:
-                    if step.resource is not None and not _unchanged(step, current):
-                        at = step.entry
-                        validate_structure(step.resource)
-            for step in steps:
-                at = step.entry
-                self._stage(step, current, return_resources)
-            for step in steps:
-                if step.entry.method == "GET":
+            checked: list[_Step] = []  # a replay of the current content is no new version
+            if self._validate:
+                checked = [
+                    s for s in steps if s.resource is not None and not _unchanged(s, current)
+                ]
+            if self._structure_of is None:  # checked here, one by one
+                for step in checked:
                     at = step.entry
-                    self._get(step)
+                    validate_structure(step.resource or {})
+                checked = []
+            try:
+                for step in steps:
+                    at = step.entry
+                    self._stage(step, current, return_resources)
+                for step in steps:
+                    if step.entry.method == "GET":
+                        at = step.entry
+                        self._get(step)
+            except FhirStoreError:
+                # checked inline, a structure problem would have stopped the run before this
+                invalid, problem = self._structure_problem(checked)
+                if problem is None:
+                    raise
+                at = invalid
+                raise problem from None
+            invalid, problem = self._structure_problem(checked)
+            if problem is not None:
+                at = invalid
+                raise problem
         except FhirStoreError as error:
             if self._label and at is not None:
                 raise error.with_prefix(at.where) from None
@@ -136,6 +157,17 @@ class BundleRun:
         if len(steps) > 1:
             steps.sort(key=_index)
         return [step.response for step in steps]
+
+    def _structure_problem(
+        self, checked: list[_Step]
+    ) -> tuple[Entry | None, InvalidResource | None]:
+        """The first of the steps whose resource the other process found invalid, and its
+        error; (None, None) when all are valid."""
+        for step in checked:
+            issues = self._structure_of(step.entry) if self._structure_of is not None else []
+            if issues:
+                return step.entry, structure_error(issues)
+        return None, None
 
     def _resolve_target(self, step: _Step) -> None:
         entry = step.entry

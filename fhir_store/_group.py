@@ -11,7 +11,7 @@ under a SAVEPOINT on the rows as they now are.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from fhir_store._bundle import BundleRun
 from fhir_store._changes import Changes
 from fhir_store._requests import BundleType, Entry, parse_bundle
+from fhir_store._validation import Issues, Prevalidated
 from fhir_store.errors import FhirStoreError, VersionConflict
 
 __all__ = ["apply_bundles", "apply_entries", "concurrent_write"]
@@ -38,11 +39,13 @@ def apply_bundles(
     return_resources: bool,
     *,
     check_references: bool = True,
+    prevalidated: Prevalidated | None = None,
 ) -> list[Result]:
     """Apply transaction/batch Bundles in `connection`'s transaction, each atomic on its own.
 
     Returns, per Bundle, its response Bundle or the FhirStoreError that kept it out.
     `check_references=False` accepts `Type/id` references to resources not stored yet.
+    `prevalidated`: the Bundles' structure issues, being found in another process.
 
     A write that breaks a constraint lost a race: another writer (a concurrent lane of a channel
     creating the same Practitioner, say) committed the same resource after our reads. On
@@ -54,7 +57,7 @@ def apply_bundles(
     applying the Bundles of a busy lane one by one cost ~14 statements a message, a redo of the
     group ~14 a group.
     """
-    checks = _Checks(validate_structure, check_references)
+    checks = _Checks(validate_structure, check_references, prevalidated)
     for _ in range(2 if len(bundles) > 1 else 0):
         try:
             with connection.begin_nested():
@@ -122,6 +125,14 @@ class _Checks:
 
     structure: bool
     references: bool
+    prevalidated: Prevalidated | None = None
+
+    def structure_of(self, bundle: object) -> Callable[[Entry], Issues] | None:
+        """How a Bundle's runs look up an entry's structure issues found in advance."""
+        found = self.prevalidated
+        if found is None or not self.structure:
+            return None
+        return lambda entry: found.issues(bundle, entry.index)
 
 
 def _apply(
@@ -147,12 +158,14 @@ def _apply(
     )
     stamp = now.isoformat()
     results: list[Result] = []
-    for item in parsed:
+    for bundle, item in zip(bundles, parsed, strict=True):
         if isinstance(item, FhirStoreError):
             results.append(item)
             continue
         try:
-            results.append(_run(changes, *item, now, stamp, checks, return_resources))
+            results.append(
+                _run(changes, *item, now, stamp, checks, return_resources, bundle=bundle)
+            )
         except FhirStoreError as error:
             results.append(error)
     changes.flush()
@@ -167,8 +180,11 @@ def _run(
     stamp: str,
     checks: _Checks,
     return_resources: bool,
+    *,
+    bundle: object,
 ) -> dict[str, Any]:
     responses: list[dict[str, Any]] = []
+    structure_of = checks.structure_of(bundle)
     if bundle_type == "transaction":
         with changes.atomic():
             run = BundleRun(
@@ -178,6 +194,7 @@ def _run(
                 label=True,
                 stamp=stamp,
                 check_references=checks.references,
+                structure_of=structure_of,
             )
             responses = run.apply(entries, return_resources)
     else:
@@ -191,6 +208,7 @@ def _run(
                         label=False,
                         stamp=stamp,
                         check_references=checks.references,
+                        structure_of=structure_of,
                     )
                     responses += run.apply([entry], return_resources)
             except FhirStoreError as error:

@@ -5,10 +5,22 @@ checked against R4B (4.3), the closest: R4 types that R4B dropped (MedicinalProd
 EffectEvidenceSynthesis, RiskEvidenceSynthesis, SubstanceSpecification, ...) are not checked.
 The parsed JSON is validated as it is (`model_validate`), with the model looked up once per
 type; it costs a few tenths of a millisecond per resource (bench/fhir_validation_cost.py).
+
+A large group of writes (a Synthea transaction holds ~700 resources) is validated in another
+process (`prevalidate`) while the write thread resolves and stages it: the write waits for the
+answer only before its changes are kept, so validation costs the other core's time instead of
+adding to the write's. A structure problem still comes first, as if checked inline.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
+import multiprocessing
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import cache
 from typing import Any
 
@@ -16,20 +28,130 @@ from pydantic import BaseModel, ValidationError
 
 from fhir_store.errors import InvalidResource
 
-__all__ = ["output_issues", "structure_issues", "validate_structure"]
+__all__ = [
+    "Prevalidated",
+    "output_issues",
+    "prevalidate",
+    "structure_error",
+    "structure_issues",
+    "validate_structure",
+]
+
+Issues = list[tuple[str, str]]  # (element path, reason)
+
+# Below this many resources the round trip to the other process costs more than it saves.
+BACKGROUND_MIN = 32
+_ISSUES_LIMIT = 10  # per resource, in the error
 
 
 def validate_structure(resource: dict[str, Any]) -> None:
     """Raise InvalidResource (422) naming the element paths that break the R4B structure."""
-    issues = structure_issues(resource, limit=10)
+    issues = structure_issues(resource, limit=_ISSUES_LIMIT)
     if issues:
-        reasons = "; ".join(f"{path}: {reason}" for path, reason in issues)
-        raise InvalidResource(
-            f"the resource does not match the FHIR structure ({reasons})",
-            expression=[path for path, _ in issues],
-            status=422,
-            code="structure",
-        )
+        raise structure_error(issues)
+
+
+def structure_error(issues: Issues) -> InvalidResource:
+    """The error of a resource with these structure issues."""
+    reasons = "; ".join(f"{path}: {reason}" for path, reason in issues)
+    return InvalidResource(
+        f"the resource does not match the FHIR structure ({reasons})",
+        expression=[path for path, _ in issues],
+        status=422,
+        code="structure",
+    )
+
+
+class Prevalidated:
+    """The structure issues of a group of Bundles' resources, being found in another process.
+
+    `issues(bundle, entry_index)` waits for the answer the first time it is asked. Should the
+    other process die, the resources are validated here instead: never unchecked.
+    """
+
+    def __init__(
+        self,
+        future: Future[dict[str, Issues]],
+        resources: dict[str, Any],
+        positions: dict[int, int],
+    ) -> None:
+        self._future = future
+        self._resources = resources  # as sent, to validate here if the other process fails
+        self._positions = positions  # id(bundle) → its position in the group
+        self._found: dict[str, Issues] | None = None
+
+    def issues(self, bundle: object, entry_index: int) -> Issues:
+        if self._found is None:
+            try:
+                self._found = self._future.result()
+            except BrokenProcessPool:
+                _forget_pool()
+                self._found = _issues_of(self._resources)
+        return self._found.get(_key(self._positions[id(bundle)], entry_index), [])
+
+
+def prevalidate(bundles: Sequence[object]) -> Prevalidated | None:
+    """Start validating the resources of `bundles` in another process, or None when they are
+    too few for that to pay (they are then validated inline, one by one)."""
+    resources: dict[str, Any] = {}
+    for position, bundle in enumerate(bundles):
+        entries = bundle.get("entry") if isinstance(bundle, dict) else None
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict):
+                # The write gives every resource its id (the URL's, a matched or a new one),
+                # always a valid one, before it is validated: the one sent is no problem here.
+                resources[_key(position, index)] = {**resource, "id": "0"}
+    if len(resources) < BACKGROUND_MIN:
+        return None
+    # Serialised now: the write thread changes the resources (references, ids) while the
+    # other process works, and the pool's own pickling would happen later in another thread.
+    payload = json.dumps(resources)
+    try:
+        future = _pool().submit(_issues_of_json, payload)
+    except (BrokenProcessPool, RuntimeError):  # broken, or shut down at exit
+        _forget_pool()
+        return None
+    positions = {id(bundle): position for position, bundle in enumerate(bundles)}
+    return Prevalidated(future, resources, positions)
+
+
+def _key(position: int, entry_index: int) -> str:
+    return f"{position}/{entry_index}"
+
+
+def _issues_of_json(payload: str) -> dict[str, Issues]:
+    return _issues_of(json.loads(payload))
+
+
+def _issues_of(resources: dict[str, Any]) -> dict[str, Issues]:
+    found = {}
+    for key, resource in resources.items():
+        issues = structure_issues(resource, limit=_ISSUES_LIMIT)
+        if issues:
+            found[key] = issues
+    return found
+
+
+_POOL: ProcessPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ProcessPoolExecutor:
+    """One validating process per engine process, started at the first large group."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            # spawn, not fork: the engine process has threads (a forked lock may be held)
+            _POOL = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            atexit.register(_POOL.shutdown, wait=False, cancel_futures=True)
+        return _POOL
+
+
+def _forget_pool() -> None:
+    global _POOL
+    with _POOL_LOCK:
+        _POOL = None
 
 
 def structure_issues(resource: dict[str, Any], *, limit: int = 100) -> list[tuple[str, str]]:

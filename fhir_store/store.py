@@ -43,6 +43,7 @@ from fhir_store._requests import Entry, parse_condition, parse_identifier
 from fhir_store._resources import check_id, check_resource, check_type
 from fhir_store._search import SearchPage, SearchQuery, run_search
 from fhir_store._storage import fetch_current, search_rows
+from fhir_store._validation import prevalidate
 from fhir_store._writer import create_read_engine, create_write_engine
 from fhir_store.errors import (
     FhirStoreError,
@@ -413,6 +414,8 @@ class FhirStore:
         if not accepted and then is None:
             return [result for result in results if result is not None]
         pending, now, settings = list(accepted.values()), self._now(), self._settings
+        # a large group's validation runs in another process while the write thread works
+        prevalidated = prevalidate(pending) if settings.validate_structure else None
 
         def apply(connection: Connection) -> list[dict[str, Any] | FhirStoreError]:
             written = apply_bundles(
@@ -422,6 +425,7 @@ class FhirStore:
                 settings.validate_structure,
                 return_resources,
                 check_references=settings.check_references,
+                prevalidated=prevalidated,
             )
             for index, result in zip(accepted, written, strict=True):
                 if index in failed_patches and isinstance(result, dict):

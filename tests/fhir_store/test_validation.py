@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_store import FhirStore, InvalidResource
-from fhir_store._validation import validate_structure
+from fhir_store import FhirStore, FhirStoreError, InvalidResource
+from fhir_store._validation import BACKGROUND_MIN, prevalidate, validate_structure
 
 pytestmark = pytest.mark.anyio
 
@@ -114,6 +114,85 @@ async def test_a_replay_of_stored_content_is_not_validated_again(
     assert not created and again["meta"]["versionId"] == first["meta"]["versionId"] == "1"
     with pytest.raises(InvalidResource):  # a change to it is validated
         await store.update("Patient", "p1", {**bad(), "id": "p1", "active": True})
+
+
+def many(count: int, bad_at: int | None = None) -> list[dict[str, Any]]:
+    """`count` Patients, the one at `bad_at` structurally invalid."""
+    return [bad(f"{n:04d}") if n == bad_at else patient(f"{n:04d}") for n in range(count)]
+
+
+async def test_a_large_transaction_is_refused_as_a_small_one_is(store: FhirStore) -> None:
+    small, large = (
+        bundle("transaction", patient("9999"), bad()),
+        bundle("transaction", *many(BACKGROUND_MIN + 8, bad_at=20)),
+    )
+    assert prevalidate([small]) is None and prevalidate([large]) is not None
+    with pytest.raises(InvalidResource) as inline:
+        await store.transaction(small)
+    with pytest.raises(InvalidResource) as background:
+        await store.transaction(large)
+    assert background.value.message.startswith("Bundle.entry[20]: ")
+    assert background.value.message.removeprefix("Bundle.entry[20]: ") == (
+        inline.value.message.removeprefix("Bundle.entry[1]: ")
+    )
+    assert background.value.status == 422 and background.value.expression == ["Patient.gender"]
+    assert await store.search_identifier("Patient", f"{MRN}|0000") == []  # nothing of it kept
+
+
+async def test_a_structure_problem_comes_before_a_later_failure_in_a_large_transaction(
+    store: FhirStore,
+) -> None:
+    await store.update("Patient", "p1", {**patient("p1"), "id": "p1"})
+    entries = bundle("transaction", *many(BACKGROUND_MIN, bad_at=3))
+    # a lost update as well, which the write meets only after the resources were checked
+    entries["entry"].append(
+        {
+            "resource": {**patient("p1"), "id": "p1", "active": True},
+            "request": {"method": "PUT", "url": "Patient/p1", "ifMatch": 'W/"7"'},
+        }
+    )
+    with pytest.raises(InvalidResource) as caught:
+        await store.transaction(entries)
+    assert caught.value.message.startswith("Bundle.entry[3]: ")
+    assert caught.value.expression == ["Patient.gender"]
+
+
+async def test_a_large_valid_transaction_still_names_the_entry_that_failed(
+    store: FhirStore,
+) -> None:
+    await store.update("Patient", "p1", {**patient("p1"), "id": "p1"})
+    entries = bundle("transaction", *many(BACKGROUND_MIN))
+    entries["entry"].append(
+        {
+            "resource": {**patient("p1"), "id": "p1", "active": True},
+            "request": {"method": "PUT", "url": "Patient/p1", "ifMatch": 'W/"7"'},
+        }
+    )
+    with pytest.raises(FhirStoreError) as caught:
+        await store.transaction(entries)
+    assert caught.value.status == 412
+    assert caught.value.message.startswith(f"Bundle.entry[{BACKGROUND_MIN}]: ")
+
+
+async def test_a_large_batch_refuses_only_its_invalid_entries(store: FhirStore) -> None:
+    result = await store.transaction(bundle("batch", *many(BACKGROUND_MIN, bad_at=5)))
+    statuses = [entry["response"]["status"] for entry in result["entry"]]
+    assert statuses.count("201 Created") == BACKGROUND_MIN - 1
+    assert statuses[5] == "422 Unprocessable Entity"
+    assert result["entry"][5]["response"]["outcome"]["issue"][0]["expression"] == ["Patient.gender"]
+
+
+async def test_a_group_of_bundles_is_validated_bundle_by_bundle(store: FhirStore) -> None:
+    half = BACKGROUND_MIN // 2 + 1
+    good, broken = many(half), many(half, bad_at=2)
+    for resource in broken:
+        resource["identifier"][0]["value"] += "-b"
+    results = await store.transaction_many(
+        [bundle("transaction", *good), bundle("transaction", *broken)]
+    )
+    assert isinstance(results[0], dict) and len(results[0]["entry"]) == half
+    assert isinstance(results[1], InvalidResource)
+    assert results[1].message.startswith("Bundle.entry[2]: ")
 
 
 async def test_r4_types_without_an_r4b_model_are_stored_unchecked(store: FhirStore) -> None:
