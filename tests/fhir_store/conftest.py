@@ -57,7 +57,7 @@ async def serve_fhir(store: FhirStore, **router_options: Any) -> AsyncIterator[h
     """An httpx client on the FHIR router, served by uvicorn on a free 127.0.0.1 port."""
     app = FastAPI()
     app.include_router(build_router(store.database, store=store, **router_options))
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=f"{url}/fhir") as http:
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=f"{url}/fhir", timeout=30) as http:
         yield http
 
 

@@ -32,7 +32,7 @@ async def test_clocks_are_for_admins_and_interface_analysts(database_url: str) -
     app = FastAPI()
     app.include_router(build_clocks_router(database))
     try:
-        async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
             allowed = await client.get(
                 "/api/clocks", headers={"Authorization": "Bearer interface-analyst"}
             )

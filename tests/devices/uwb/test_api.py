@@ -19,7 +19,7 @@ async def test_the_desk_binds_sees_the_board_unbinds_and_is_told_what_is_wrong(
 ) -> None:
     app = FastAPI()
     app.include_router(build_wristband_router(database))
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as http:
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         bound = await http.post("/api/wristbands/T-1/bind",
                                 json={"patient": "p1", "encounter": "v1"})  # fmt: skip
         assert bound.status_code == 201, bound.text
