@@ -58,6 +58,21 @@ def apply_bundles(
     group ~14 a group.
     """
     checks = _Checks(validate_structure, check_references, prevalidated)
+    if validate_structure and prevalidated is not None:
+        # Applied unchecked while the other process validates; kept only if all is valid.
+        # Else (rare) applied again below, each resource checked with the answer at hand.
+        unchecked = _Checks(False, check_references)
+        try:
+            with connection.begin_nested():
+                results = _apply(connection, bundles, now, unchecked, return_resources)
+                if prevalidated.any_issues():
+                    raise _SomeInvalid
+                return results
+        except _SomeInvalid:
+            pass
+        except DBAPIError as error:
+            if not _lost_race(error):
+                raise
     for _ in range(2 if len(bundles) > 1 else 0):
         try:
             with connection.begin_nested():
@@ -66,6 +81,10 @@ def apply_bundles(
             if not _lost_race(error):
                 raise  # another writer got there first: again, on the rows as they now are
     return [_apply_alone(connection, bundle, now, checks, return_resources) for bundle in bundles]
+
+
+class _SomeInvalid(Exception):
+    """A resource of the group is invalid: its unchecked application is rolled back."""
 
 
 def _apply_alone(

@@ -4,7 +4,10 @@ to: each write path refuses a resource with a wrongly typed element (422, naming
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_store import FhirStore, FhirStoreError, InvalidResource
-from fhir_store._validation import BACKGROUND_MIN, prevalidate, validate_structure
+from fhir_store._validation import BACKGROUND_MIN, Prevalidated, prevalidate, validate_structure
 
 pytestmark = pytest.mark.anyio
 
@@ -193,6 +196,18 @@ async def test_a_group_of_bundles_is_validated_bundle_by_bundle(store: FhirStore
     assert isinstance(results[0], dict) and len(results[0]["entry"]) == half
     assert isinstance(results[1], InvalidResource)
     assert results[1].message.startswith("Bundle.entry[2]: ")
+
+
+def test_resources_are_validated_here_when_the_validating_process_died() -> None:
+    group = [bundle("transaction", *many(BACKGROUND_MIN, bad_at=7))]
+    started = prevalidate(group)
+    assert started is not None
+    died: Future[Any] = Future()
+    died.set_exception(BrokenProcessPool("the validating process was killed"))
+    orphaned = Prevalidated(died, started._resources, started._positions)
+    assert orphaned.any_issues()
+    assert orphaned.issues(group[0], 7) == [("Patient.gender", ANY)]
+    assert orphaned.issues(group[0], 6) == []
 
 
 async def test_r4_types_without_an_r4b_model_are_stored_unchecked(store: FhirStore) -> None:
