@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ __all__ = [
     "CompiledDestination",
     "Outcome",
     "compile_channel",
+    "exit_with_parent",
     "process",
     "process_rows",
     "warm_up",
@@ -354,6 +358,20 @@ def process_rows(ref: ChannelRef, rows: list[tuple[bytes, str, str | None]]) -> 
     if not rows:  # the runtime's warm-up job for a newly deployed channel
         warm_up_parsers(compiled)
     return [process(compiled, raw, media_type, charset) for raw, media_type, charset in rows]
+
+
+def exit_with_parent() -> None:
+    """Initializer of each worker process: exit when the engine process is gone. A worker of
+    ProcessPoolExecutor holds both ends of its call queue, so a kill -9 of the engine never
+    reaches it as an end of file: it would wait for work forever, holding its memory."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+
+        def exit_when_gone() -> None:
+            parent.join()
+            os._exit(0)
+
+        threading.Thread(target=exit_when_gone, daemon=True).start()
 
 
 def warm_up() -> None:

@@ -55,6 +55,7 @@ from engine.pipeline import (
     ChannelRef,
     CompiledChannel,
     Outcome,
+    exit_with_parent,
     process,
     process_rows,
     warm_up,
@@ -183,6 +184,7 @@ class Runtime:
         pool = ProcessPoolExecutor(
             max_workers=self._processing_workers,
             mp_context=multiprocessing.get_context("spawn"),
+            initializer=exit_with_parent,
         )
         # Started (and their imports done) now, not on the first message's time.
         warming = [pool.submit(warm_up) for _ in range(self._processing_workers)]

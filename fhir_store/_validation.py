@@ -165,9 +165,26 @@ def _pool() -> ProcessPoolExecutor:
     with _POOL_LOCK:
         if _POOL is None:
             # spawn, not fork: the engine process has threads (a forked lock may be held)
-            _POOL = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            _POOL = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent
+            )
             atexit.register(_POOL.shutdown, wait=False, cancel_futures=True)
         return _POOL
+
+
+def _exit_with_parent() -> None:
+    # A pool worker holds both ends of its call queue: a kill -9 of the process that started
+    # it is no end of file to it, and it would wait for work forever. The engine's mapping
+    # workers do the same (engine.pipeline.exit_with_parent): fhir_store runs alone and may
+    # not import the engine, nor the engine the store.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+
+        def exit_when_gone() -> None:
+            parent.join()
+            os._exit(0)
+
+        threading.Thread(target=exit_when_gone, daemon=True).start()
 
 
 def _forget_pool() -> None:
