@@ -76,7 +76,7 @@ class BundleRun:
         structure_of: Callable[[Entry], Issues] | None = None,
     ) -> None:
         self._changes = changes
-        # the entries' structure issues found in advance in another process (large groups)
+        # the entries' structure issues found by the validating process (large groups)
         self._structure_of = structure_of
         self._now = now
         self._stamp = stamp or now.isoformat()  # meta.lastUpdated; a group passes it, made once
@@ -121,35 +121,18 @@ class BundleRun:
             current = self._changes.current(keys)
             at = None  # the reference check names the entry itself
             self._check_local_references(steps)
-            checked: list[_Step] = []  # a replay of the current content is no new version
-            if self._validate:
-                checked = [
-                    s for s in steps if s.resource is not None and not _unchanged(s, current)
-                ]
-            if self._structure_of is None:  # checked here, one by one
-                for step in checked:
-                    at = step.entry
-                    validate_structure(step.resource or {})
-                checked = []
-            try:
+            if self._validate:  # a replay of the current content is no new version: not checked
                 for step in steps:
-                    at = step.entry
-                    self._stage(step, current, return_resources)
-                for step in steps:
-                    if step.entry.method == "GET":
+                    if step.resource is not None and not _unchanged(step, current):
                         at = step.entry
-                        self._get(step)
-            except FhirStoreError:
-                # checked inline, a structure problem would have stopped the run before this
-                invalid, problem = self._structure_problem(checked)
-                if problem is None:
-                    raise
-                at = invalid
-                raise problem from None
-            invalid, problem = self._structure_problem(checked)
-            if problem is not None:
-                at = invalid
-                raise problem
+                        self._check_structure(step.entry, step.resource)
+            for step in steps:
+                at = step.entry
+                self._stage(step, current, return_resources)
+            for step in steps:
+                if step.entry.method == "GET":
+                    at = step.entry
+                    self._get(step)
         except FhirStoreError as error:
             if self._label and at is not None:
                 raise error.with_prefix(at.where) from None
@@ -158,16 +141,12 @@ class BundleRun:
             steps.sort(key=_index)
         return [step.response for step in steps]
 
-    def _structure_problem(
-        self, checked: list[_Step]
-    ) -> tuple[Entry | None, InvalidResource | None]:
-        """The first of the steps whose resource the other process found invalid, and its
-        error; (None, None) when all are valid."""
-        for step in checked:
-            issues = self._structure_of(step.entry) if self._structure_of is not None else []
-            if issues:
-                return step.entry, structure_error(issues)
-        return None, None
+    def _check_structure(self, entry: Entry, resource: dict[str, Any]) -> None:
+        """Validate here, or take the answer of the validating process for a large group."""
+        if self._structure_of is None:
+            validate_structure(resource)
+        elif issues := self._structure_of(entry):
+            raise structure_error(issues)
 
     def _resolve_target(self, step: _Step) -> None:
         entry = step.entry

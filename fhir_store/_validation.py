@@ -20,13 +20,11 @@ import atexit
 import json
 import multiprocessing
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -117,21 +115,12 @@ def prevalidate(bundles: Sequence[object]) -> Prevalidated | None:
     if len(resources) < BACKGROUND_MIN:
         return None
     # Serialised now: the write thread changes the resources (references, ids) while the
-    # other process works. Handed over as a file in memory (tmpfs) rather than through the
-    # pool's pipe: the pipe takes megabytes in 64 KB writes, each waiting for the GIL that the
-    # busy write thread holds, which made the transfer slower than the validation itself.
-    with tempfile.NamedTemporaryFile(
-        "wb", prefix="gc-validate-", suffix=".json", dir=_HANDOVER_DIR, delete=False
-    ) as handover:
-        handover.write(json.dumps(resources).encode())
-    path = Path(handover.name)
+    # other process works, and the pool would pickle them later, in another thread.
     try:
-        future = _pool().submit(_issues_in_file, str(path))
+        future = _pool().submit(_issues_of_json, json.dumps(resources))
     except (BrokenProcessPool, RuntimeError):  # broken, or shut down at exit
-        path.unlink(missing_ok=True)
         _forget_pool()
         return None
-    future.add_done_callback(lambda _: path.unlink(missing_ok=True))
     positions = {id(bundle): position for position, bundle in enumerate(bundles)}
     return Prevalidated(future, resources, positions)
 
@@ -140,8 +129,8 @@ def _key(position: int, entry_index: int) -> str:
     return f"{position}/{entry_index}"
 
 
-def _issues_in_file(path: str) -> dict[str, Issues]:
-    return _issues_of(json.loads(Path(path).read_bytes()))
+def _issues_of_json(payload: str) -> dict[str, Issues]:
+    return _issues_of(json.loads(payload))
 
 
 def _issues_of(resources: dict[str, Any]) -> dict[str, Issues]:
@@ -153,8 +142,6 @@ def _issues_of(resources: dict[str, Any]) -> dict[str, Issues]:
     return found
 
 
-# tmpfs where there is one: the hand-over never touches a disk
-_HANDOVER_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 _POOL: ProcessPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
