@@ -36,11 +36,13 @@ from engine.connectors import (
     OutputAdjuster,
 )
 from engine.errors import ConfigError, DeliveryError, RejectedDeliveryError, RetryableDeliveryError
-from engine.mapping.merge import MERGE_KEEP_EXTENSION, keep_rules_of, merge_kept
+from engine.mapping.merge import MERGE_KEEP_EXTENSION, KeepRule, keep_rules_of, merge_kept
 from fhir_store import FhirStore, FhirStoreError, output_issues
 
 __all__ = ["FhirDestination", "FhirDestinationConfig", "FhirDestinationFactory"]
 
+# A Bundle's merge entries: entry index -> ((type, id) merged with, the entry's keep rules).
+Merges = dict[int, tuple[tuple[str, str], tuple[KeepRule, ...]]]
 _MERGE_ATTEMPTS = 5  # fresh reads of a merged resource before its 412 is the message's error
 
 
@@ -116,13 +118,13 @@ class FhirDestination:
         """
         rejected: list[DeliveryError | None] = []
         bundles: list[dict[str, Any]] = []
-        merging: list[bool] = []
+        merging: list[Merges] = []
         for outbound in outbounds:
             try:
                 bundle = _bundle_of(outbound.payload)
                 for adjuster in self._adjusters:
                     await adjuster.adjust(bundle, outbound)
-                merging.append(_merges(bundle))
+                merging.append(_merges_of(bundle))
                 bundles.append(bundle)
                 rejected.append(None)
             except RejectedDeliveryError as error:
@@ -141,7 +143,7 @@ class FhirDestination:
     async def _apply(
         self,
         bundles: list[dict[str, Any]],
-        merging: list[bool],
+        merging: list[Merges],
         rejected: list[DeliveryError | None],
         recorder: AttemptRecorder | None,
         *,
@@ -150,15 +152,14 @@ class FhirDestination:
         written: dict[str, Any] = {}  # Type/id → the resource an earlier Bundle here writes
         try:
             stored = await self._store.read_many(
-                [key for bundle, merge in zip(bundles, merging, strict=True) if merge
-                 for key in _merge_keys(bundle)]
-            )  # fmt: skip
+                [key for merges in merging for key, _ in merges.values()]
+            )
         except FhirStoreError as error:  # the store cannot be read: merged later, not blindly
             failure = _delivery_error(error)
             return [r if r is not None else failure for r in rejected]
         prepared = []
-        for bundle, merge in zip(bundles, merging, strict=True):
-            prepared.append(_merged(bundle, written, stored) if merge else bundle)
+        for bundle, merges in zip(bundles, merging, strict=True):
+            prepared.append(_merged(bundle, merges, written, stored) if merges else bundle)
             for entry in prepared[-1].get("entry") or []:
                 request = entry.get("request") if isinstance(entry, dict) else None
                 if isinstance(request, dict) and request.get("method") == "PUT":
@@ -167,12 +168,12 @@ class FhirDestination:
 
         def record(connection: Any, applied: list[dict[str, Any] | FhirStoreError]) -> None:
             raced = any(
-                merge and isinstance(answer, FhirStoreError) and answer.status == 412
-                for merge, answer in zip(merging, applied, strict=True)
+                merges and isinstance(answer, FhirStoreError) and answer.status == 412
+                for merges, answer in zip(merging, applied, strict=True)
             )
             if raced and not last:
                 raise _MergeRaced  # rolls the whole transaction back; merged again from a read
-            answers = iter(zip(merging, applied, strict=True))
+            answers = iter(zip(map(bool, merging), applied, strict=True))
             results.extend(r if r is not None else _delivered(*next(answers)) for r in rejected)
             if recorder is not None:
                 recorder.record(connection, results)
@@ -257,6 +258,7 @@ def _bundle_of(payload: bytes) -> dict[str, Any]:
 
 def _merged(
     bundle: dict[str, Any],
+    merges: Merges,
     written: dict[str, Any],
     stored: dict[tuple[str, str], dict[str, Any]],
 ) -> dict[str, Any]:
@@ -265,23 +267,21 @@ def _merged(
     transaction writes (`written`): that one carries the stored version's kept elements and
     its own ifMatch already."""
     entries = []
-    for entry in bundle.get("entry") or []:
-        request = entry.get("request") if isinstance(entry, dict) else None
-        rules = keep_rules_of(request) if isinstance(request, dict) else ()
-        if not rules or not isinstance(request, dict):
+    for index, entry in enumerate(bundle.get("entry") or []):
+        if index not in merges:
             entries.append(entry)
             continue
+        (resource_type, resource_id), rules = merges[index]
+        request = entry["request"]
         plain = {k: v for k, v in request.items() if k != "extension"}
         others = [e for e in request.get("extension") or [] if not _is_keep(e)]
         if others:
             plain["extension"] = others
-        url = str(request.get("url", ""))
-        earlier = written.get(url)
+        earlier = written.get(f"{resource_type}/{resource_id}")
         if isinstance(earlier, dict):
             merged = merge_kept(earlier, entry.get("resource") or {}, rules)
             entries.append({**entry, "resource": merged, "request": plain})
             continue
-        resource_type, _, resource_id = url.partition("/")
         current = stored.get((resource_type, resource_id))
         if current is None:
             entries.append({**entry, "request": plain})  # nothing stored (or deleted): anew
@@ -294,21 +294,11 @@ def _merged(
     return {**bundle, "entry": entries}
 
 
-def _merge_keys(bundle: dict[str, Any]) -> list[tuple[str, str]]:
-    """The (type, id) of each merge entry, whose stored version the merge reads."""
-    keys = []
-    for entry in bundle.get("entry") or []:
-        request = entry.get("request") if isinstance(entry, dict) else None
-        if isinstance(request, dict) and keep_rules_of(request):
-            resource_type, _, resource_id = str(request.get("url", "")).partition("/")
-            keys.append((resource_type, resource_id))
-    return keys
-
-
-def _merges(bundle: dict[str, Any]) -> bool:
-    """Whether an entry of the Bundle declares a merge; RejectedDeliveryError naming the entry
-    when its keep rules are wrong (a mapping's were checked at load, a hand-made payload's not)."""
-    found = False
+def _merges_of(bundle: dict[str, Any]) -> Merges:
+    """The merge entries of the Bundle: by entry index, the (type, id) whose stored version the
+    merge reads and the entry's keep rules. RejectedDeliveryError naming the entry when its keep
+    rules are wrong (a mapping's were checked at load, a hand-made payload's not)."""
+    merges: Merges = {}
     for index, entry in enumerate(bundle.get("entry") or []):
         request = entry.get("request") if isinstance(entry, dict) else None
         if not isinstance(request, dict):
@@ -319,12 +309,15 @@ def _merges(bundle: dict[str, Any]) -> bool:
             raise RejectedDeliveryError(
                 f"Bundle.entry[{index}].request.extension ({MERGE_KEEP_EXTENSION}): {error.message}"
             ) from error
-        if rules and request.get("method") != "PUT":
+        if not rules:
+            continue
+        if request.get("method") != "PUT":
             raise RejectedDeliveryError(
                 f"Bundle.entry[{index}]: a merge (keep rules) needs a PUT of Type/id"
             )
-        found = found or bool(rules)
-    return found
+        resource_type, _, resource_id = str(request.get("url", "")).partition("/")
+        merges[index] = ((resource_type, resource_id), rules)
+    return merges
 
 
 def _is_keep(extension: Any) -> bool:

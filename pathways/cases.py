@@ -85,9 +85,15 @@ class Cases:
             await self._scan(case)
         cases = {c["id"]: c for c in await self.open_cases(patient)}
         cases |= {c["id"]: c for c in finished}
-        for fed in await self.nodes.cases_fed_by(reference):  # a closed case it fed: A13
+        # A closed case it fed (A13), or whose encounter it is of: the ward stay after the ED
+        # visit whose end closed the case, the late results of that stay.
+        closed_ones = set(await self.nodes.cases_fed_by(reference))
+        closed_ones |= await self._episodes_of_encounter(resource)
+        for fed in sorted(closed_ones):
             closed = await self.records.read(fed) if fed.split("/")[-1] not in cases else None
-            if closed is not None and closed.get("status") == "finished":  # not a cancelled one
+            if closed is None or case_center(closed) is None:
+                continue  # not one of the centers' cases
+            if closed.get("status") == "finished":  # not a cancelled one
                 cases[closed["id"]] = closed
         for case in cases.values():
             await self._apply(case, resource)

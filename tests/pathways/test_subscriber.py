@@ -269,6 +269,29 @@ async def test_hooks_get_the_case_timeline_and_a_discharge_closes_the_case(
         await engine.aclose()
 
 
+async def test_a_ward_stay_of_the_case_after_the_ed_discharge_moves_the_discharge(
+    store: FhirStore, subscriber: Build
+) -> None:
+    """The ED visit's end closes the case; the inpatient stay the HIS linked to the case, which
+    ends days later, is the case's discharge (select: last), whenever it arrives."""
+    discharged = r.ed_visit(status="finished")
+    discharged["period"]["end"] = "2026-11-25T11:40:00+08:00"
+    await put(store, r.patient(), discharged, r.ecg())
+    engine = await subscriber()
+    await engine.catch_up()
+    case = await the_case(store)
+    assert (case["status"], case["period"]["end"]) == ("finished", "2026-11-25T11:40:00+08:00")
+    ward = r.ed_visit(vid="w1", status="finished", start="2026-11-25T11:40:00+08:00")
+    ward["class"]["code"] = "IMP"
+    ward["period"]["end"] = "2026-12-02T09:30:00+08:00"
+    ward["episodeOfCare"] = [{"reference": f"EpisodeOfCare/{case['id']}"}]
+    await put(store, ward)
+    await engine.catch_up()
+    case = await the_case(store)
+    assert (case["status"], case["period"]["end"]) == ("finished", "2026-12-02T09:30:00+08:00")
+    assert (await nodes(store, case["id"]))["discharge"][0] == "2026-12-02T09:30:00+08:00"
+
+
 async def test_a_walk_in_first_medical_contact_is_the_registration_at_triage_a_proxy(
     store: FhirStore, subscriber: Build
 ) -> None:
