@@ -43,7 +43,7 @@ class CommandError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = _parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
@@ -92,7 +92,9 @@ def _error(message: str, args: argparse.Namespace) -> None:
         traceback.print_exc()
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The whole command line; of the plugins' commands, only the one `argv` runs (all of them
+    for the overall help, or for an unknown command)."""
     parser = argparse.ArgumentParser(
         prog="greenchannel",
         description="HL7 v2 / FHIR integration engine for chest pain, stroke and trauma centers.",
@@ -193,12 +195,29 @@ def _parser() -> argparse.ArgumentParser:
     _client_options(prune)
     prune.set_defaults(handler=_prune)
 
-    from engine.plugins import load_plugins
+    from engine.plugins import load_commands
 
-    for name, register in sorted(load_plugins().commands.items()):
+    word = _command_word(argv)
+    if word in commands.choices:  # a built-in command
+        plugin_commands = {}
+    else:
+        plugin_commands = (load_commands(word) if word else {}) or load_commands()
+    for name, register in sorted(plugin_commands.items()):
         sub = commands.add_parser(name, help=getattr(register, "__doc__", "") or name)
         register(sub)
     return parser
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command `argv` names: its first word that is neither an option nor an option's
+    value (the global options --config and --data-dir take one)."""
+    words = iter(argv)
+    for word in words:
+        if word in ("--config", "--data-dir"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ from engine.connectors import DestinationFactory, OutputAdjusterFactory, Parser,
 from engine.errors import ConfigError
 from engine.subscribers import SubscriberFactory
 
-__all__ = ["Plugins", "load_plugins"]
+__all__ = ["Plugins", "load_commands", "load_plugins"]
 
 SOURCES = "greenchannel.sources"
 DESTINATIONS = "greenchannel.destinations"
@@ -94,3 +94,12 @@ def load_plugins() -> Plugins:
         mapping_kinds=group(MAPPING_KINDS),
         output_adjusters=group(OUTPUT_ADJUSTERS, instantiate=True),
     )
+
+
+def load_commands(name: str | None = None) -> dict[str, Callable[..., Any]]:
+    """The plugins' CLI commands (name -> the function that registers its arguments): all of
+    them, or only the one called `name` (none if no plugin has it). Each command's module
+    imports what it runs, a second or more for some, so a command line loads its own alone."""
+    if name is None:
+        return load_plugins().commands
+    return {entry.name: entry.load() for entry in entry_points(group=COMMANDS, name=name)}
