@@ -40,11 +40,12 @@ class EstimatorSettings:
     bucket_s: float = 60.0  # one bucket per this many seconds of receipt time
     window_s: float = 7 * 86_400.0  # buckets older than this (before the newest) are dropped
     max_buckets: int = 600  # and at most this many are kept
-    step_s: float = 5.0  # this far off the line, STEP_CONFIRM buckets in a row: a clock step
+    step_s: float = 5.0  # at least this far off the line, STEP_CONFIRM buckets in a row: a step
     drift_min_span_s: float = 3600.0  # drift is estimated over at least this much time
 
 
 STEP_CONFIRM = 3  # buckets in a row on one side of the line that show the clock was set
+STEP_NOISE = 3.0  # ... and farther off it than this many times the line's uncertainty
 MAX_PAIRS = 20_000  # pairs of buckets the drift's median slope is taken over, at most
 
 
@@ -113,9 +114,10 @@ def trim(buckets: Sequence[Bucket], settings: EstimatorSettings) -> list[Bucket]
         before, recent = kept[:-STEP_CONFIRM], kept[-STEP_CONFIRM:]
         line = _fit(before, settings)
         residuals = [b.best_offset_s - line.offset_at(b.at) for b in recent]  # type: ignore[operator]
-        if all(r > settings.step_s for r in residuals) or all(
-            r < -settings.step_s for r in residuals
-        ):
+        # On a link whose delays vary by seconds, a few late messages in a row look like a
+        # clock set back: a step must also stand out of the spread the line itself shows.
+        threshold = max(settings.step_s, STEP_NOISE * line.uncertainty_s)
+        if all(r > threshold for r in residuals) or all(r < -threshold for r in residuals):
             return recent
     return kept
 
