@@ -88,7 +88,11 @@ class Cases:
         # A closed case it fed (A13), or whose encounter it is of: the ward stay after the ED
         # visit whose end closed the case, the late results of that stay.
         closed_ones = set(await self.nodes.cases_fed_by(reference))
-        closed_ones |= await self._episodes_of_encounter(resource)
+        closed_ones |= {
+            link
+            for link in await self._episodes_of_encounter(resource)
+            if link.startswith("EpisodeOfCare/")  # not an absolute or contained reference
+        }
         for fed in sorted(closed_ones):
             closed = await self.records.read(fed) if fed.split("/")[-1] not in cases else None
             if closed is None or case_center(closed) is None:
