@@ -7,15 +7,10 @@ with the instants kept here so that tests compute the expected intervals from th
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from engine.testing import wait_until
 from pathways.vocabulary import (
     ARRIVAL_MODE_EXTENSION,
     ASSESSMENT_PHASE_EXTENSION,
@@ -653,27 +648,3 @@ async def write(store: Any, case: Case) -> None:
     """PUT every resource of the case, in order, as the channels and the pathway engine would."""
     for resource in case.resources:
         await store.update(resource["resourceType"], resource["id"], resource)
-
-
-async def settled(database: AsyncEngine, *, timeout_s: float = 60) -> None:
-    """Wait until every change-event subscriber of a running engine (the pathway engine
-    re-deriving the written cases' nodes among them) has processed the store's last change,
-    twice in a row: their own writes are changes too. What the engine serves before that is
-    a case half re-derived."""
-    queries = (
-        text("SELECT coalesce(max(seq), 0) FROM fhir_change"),
-        text("SELECT coalesce(min(seq), 0) FROM fhir_change_cursor"),
-    )
-
-    async def positions() -> tuple[int, ...]:
-        async with database.connect() as connection:
-            return tuple([(await connection.execute(query)).scalar_one() for query in queries])
-
-    async def caught_up() -> bool:
-        first = await positions()
-        if first[1] < first[0]:
-            return False
-        await asyncio.sleep(0.2)
-        return await positions() == first
-
-    await wait_until(caught_up, timeout_s=timeout_s)

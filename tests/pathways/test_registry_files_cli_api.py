@@ -19,7 +19,8 @@ from engine.auth import issue_token
 from engine.testing import running_engine, settings_for_tests
 from fhir_store import FhirStore, migrate
 from fhir_store.app import create_database
-from tests.pathways.archive_cases import settled, stroke_with_lysis, write
+from tests.e2e.scenario_replay import eventually, subscribers_caught_up
+from tests.pathways.archive_cases import stroke_with_lysis, write
 from tests.pathways.registry_file_cases import complete_stroke, complete_trauma
 from tests.pathways.test_archive_cli_api import Cli
 from tests.pathways.test_registry_files import (
@@ -127,7 +128,9 @@ async def test_the_export_route_is_for_registry_staff(database_url: str, tmp_pat
                 await write(store, case)
         finally:
             await store.aclose()
-        await settled(engine.database)
+        # The pathway engine re-derives the written cases: export what it settles on.
+        caught_up = subscribers_caught_up(database_url)
+        await asyncio.to_thread(eventually, caught_up, "change subscribers caught up", 60)
         now = datetime.now(UTC)
         tokens = {
             role: await issue_token(engine.database, f"{role}-1", role, now)
