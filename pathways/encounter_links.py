@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from fhir_store import VersionConflict
 from pathways.nodes import ENGINE
 from pathways.records import Records
 from pathways.shapes import Note, parse_instant
@@ -24,6 +25,7 @@ from pathways.vocabulary import CASE_LINK_EXTENSION
 __all__ = ["encounter_of", "link_encounter"]
 
 _WITHDRAWN = frozenset({"entered-in-error", "cancelled"})
+_ATTEMPTS = 5
 
 
 def encounter_of(resource: Mapping[str, Any]) -> str | None:
@@ -45,32 +47,43 @@ async def link_encounter(
     encounter = (
         dict(resource) if resource.get("resourceType") == "Encounter" else None
     ) or await records.read(reference)
-    if encounter is None or encounter.get("status") in _WITHDRAWN:
-        return
+    target = f"EpisodeOfCare/{case['id']}"
+    if encounter is None or not _belongs(encounter, case, target, lookback_h):
+        return  # (the event's version says so: no read of the latest)
+    for _ in range(_ATTEMPTS):
+        current = await records.read(reference)  # the latest version, not the event's
+        if current is None or not _belongs(current, case, target, lookback_h):
+            return
+        updated = {k: v for k, v in current.items() if k != "meta"}
+        link = {
+            "extension": [{"url": CASE_LINK_EXTENSION, "valueCode": "pathway-engine"}],
+            "reference": target,
+        }
+        updated["episodeOfCare"] = [*(current.get("episodeOfCare") or []), link]
+        note = Note(
+            activity="derive", who=ENGINE, entity=target, reason="the visit is part of the case"
+        )
+        try:
+            await records.write(updated, note, base_version=current["meta"]["versionId"])
+            return
+        except VersionConflict:
+            continue  # the HIS changed the visit meanwhile: link its new version, not the old
+    raise VersionConflict(f"{reference} kept changing while being linked to {target}")
+
+
+def _belongs(
+    encounter: Mapping[str, Any], case: Mapping[str, Any], target: str, lookback_h: int
+) -> bool:
+    """The visit is the case patient's, not withdrawn, meets the case, and is not linked yet."""
+    if encounter.get("status") in _WITHDRAWN:
+        return False
     patient = (case.get("patient") or {}).get("reference")
     if (encounter.get("subject") or {}).get("reference") != patient:
-        return
-    target = f"EpisodeOfCare/{case['id']}"
+        return False
     links = [link for link in encounter.get("episodeOfCare") or [] if isinstance(link, Mapping)]
     if any(link.get("reference") == target for link in links):
-        return
-    if not _meets(encounter, case, timedelta(hours=lookback_h)):
-        return
-    current = await records.read(reference)  # the latest version, not the event's
-    if current is None or any(
-        link.get("reference") == target for link in current.get("episodeOfCare") or []
-    ):
-        return
-    updated = {k: v for k, v in current.items() if k != "meta"}
-    link = {
-        "extension": [{"url": CASE_LINK_EXTENSION, "valueCode": "pathway-engine"}],
-        "reference": target,
-    }
-    updated["episodeOfCare"] = [*(current.get("episodeOfCare") or []), link]
-    await records.write(
-        updated,
-        Note(activity="derive", who=ENGINE, entity=target, reason="the visit is part of the case"),
-    )
+        return False
+    return _meets(encounter, case, timedelta(hours=lookback_h))
 
 
 def _meets(encounter: Mapping[str, Any], case: Mapping[str, Any], lookback: timedelta) -> bool:

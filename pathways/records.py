@@ -72,9 +72,18 @@ class Records:
             found += await self.search(kind, [(parameter, chunk), *more])
         return found
 
-    async def write(self, resource: dict[str, Any], note: Note) -> dict[str, Any]:
+    async def write(
+        self, resource: dict[str, Any], note: Note, *, base_version: str | None = None
+    ) -> dict[str, Any]:
         """Store `resource` (by its id) with a Provenance, unless the content is unchanged;
-        returns the stored resource either way."""
+        returns the stored resource either way.
+
+        `resource` as a whole replaces whatever version is current, unless `base_version` says
+        which version it was derived from (a change to another writer's resource, as a case
+        link on the HIS's Encounter): then it is written only over that version, and
+        VersionConflict says another writer came first, so that the caller derives it again
+        from the new version instead of overwriting it (a discharge, say).
+        """
         kind, identifier = resource["resourceType"], resource["id"]
         if self.memo is not None:
             self.memo.written(resource)
@@ -83,6 +92,10 @@ class Records:
             if current is not None and _content(current) == _content(resource):
                 return current
             version = int(current["meta"]["versionId"]) if current is not None else 0
+            if base_version is not None and str(version) != base_version:
+                raise VersionConflict(
+                    f"{kind}/{identifier} is at version {version}, not {base_version}"
+                )
             request: dict[str, Any] = {"method": "PUT", "url": f"{kind}/{identifier}"}
             if current is not None:
                 request["ifMatch"] = f'W/"{version}"'
@@ -103,6 +116,8 @@ class Records:
             try:
                 await self.store.transaction(bundle)
             except VersionConflict:
+                if base_version is not None:
+                    raise
                 continue  # written meanwhile (the API and the subscriber): read again
             stored = await self.read(f"{kind}/{identifier}")
             assert stored is not None
