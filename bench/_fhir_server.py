@@ -1,7 +1,7 @@
 """The FHIR store alone behind uvicorn, for the FHIR benchmarks: a subprocess on a free port.
 
-Run as a script it serves `/fhir` on one database URL (migrated at start, no authentication);
-`FhirServer` starts it from a benchmark and stops it afterwards.
+Run as a script it serves `fhir_store.app` on one database URL (migrated at start, no
+authentication); `FhirServer` starts it from a benchmark and stops it afterwards.
 Usage: python bench/_fhir_server.py DATABASE_URL PORT [--validate]
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,25 +54,10 @@ class FhirServer:
 
 def serve(database_url: str, port: int, validate: bool) -> None:
     import uvicorn
-    from fastapi import FastAPI
 
-    from fhir_store import FhirStore, build_router, migrate
-    from fhir_store.app import create_database
+    from fhir_store.app import create_app
 
-    database = create_database(database_url)
-    store = FhirStore(database, validate_structure=validate)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await migrate(database)
-        try:
-            yield
-        finally:
-            await store.aclose()
-            await database.dispose()
-
-    app = FastAPI(lifespan=lifespan)
-    app.include_router(build_router(database, store=store))
+    app = create_app(database_url, validate_structure=validate)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -251,6 +252,7 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from engine.logs import configure_logging
+    from engine.pipeline import GC_THRESHOLD
     from engine.server import Engine
 
     settings = _settings(
@@ -260,8 +262,14 @@ def _serve(args: argparse.Namespace) -> int:
         database_url=args.database_url,
     )
     configure_logging(settings.log_level, json_lines=not args.text_logs)
+    gc.set_threshold(*GC_THRESHOLD)
 
     def ready(engine: Engine) -> None:
+        # What start-up built lives about as long as the process: compiled channels, pathway
+        # definitions and their FHIRPath, search parameters, the FHIR models. Frozen, a full
+        # collection no longer walks it. (A channel redeployed later leaves its first compiled
+        # form frozen: a one-off per redeploy, against a walk of it on every full collection.)
+        gc.freeze()
         print(
             f"greenchannel is running: HTTP API on http://{settings.http_host}:{engine.http_port}, "
             f"channels {', '.join(sorted(engine.runtime.deployed)) or '(none)'}",
