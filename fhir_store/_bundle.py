@@ -9,7 +9,6 @@ the database: the caller flushes the `Changes` once for the whole group.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from fhir_store._changes import Changes
+from fhir_store._json import loads
 from fhir_store._requests import Entry, IdentifierToken, parse_query_string, parse_search_query
 from fhir_store._resources import (
     R4_RESOURCE_TYPES,
@@ -495,5 +495,5 @@ def _new_id() -> str:
 
 
 def _loads(content: str) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(content)
+    value: dict[str, Any] = loads(content)
     return value

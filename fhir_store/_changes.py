@@ -7,7 +7,6 @@ succeeds (`atomic`); `flush` then writes the group's final state with a handful 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -17,6 +16,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from fhir_store._change_log import record_changes
+from fhir_store._json import dumps
 from fhir_store._requests import IdentifierToken
 from fhir_store._storage import (
     Current,
@@ -31,9 +31,6 @@ from fhir_store._storage import (
 __all__ = ["Changes"]
 
 Key = tuple[str, str]
-
-# The stored JSON text: compact, non-ASCII kept; built once rather than per json.dumps call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class Changes:
@@ -151,7 +148,7 @@ class Changes:
         method: str,
     ) -> None:
         """A new version of a resource (create, update or revive after delete)."""
-        content = _ENCODER.encode(resource)
+        content = dumps(resource)
         state = Current(version_id, False, content, resource, last_updated=last_updated)
         self._write(resource_type, resource_id, state, method)
 

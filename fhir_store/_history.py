@@ -7,7 +7,6 @@ deletions included. The query functions take a synchronous `Connection` (run thr
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -23,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from fhir_store._json import loads
 from fhir_store.errors import InvalidRequest
 from fhir_store.models import ResourceVersionRow
 
@@ -66,7 +66,7 @@ class Version:
 
     def resource(self) -> dict[str, Any]:
         """The version's resource JSON (empty for a deletion)."""
-        value: dict[str, Any] = json.loads(self.content) if self.content else {}
+        value: dict[str, Any] = loads(self.content) if self.content else {}
         return value
 
 

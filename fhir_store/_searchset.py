@@ -3,11 +3,11 @@ an OperationOutcome entry for ignored parameters, `_elements` and `_summary` sub
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from fhir_store._json import loads
 from fhir_store._search import SearchPage, SearchQuery
 from fhir_store._summary import summarise, tag_subsetted
 
@@ -20,7 +20,7 @@ def search_bundle(query: SearchQuery, page: SearchPage, url: str) -> dict[str, A
     entries: list[dict[str, Any]] = []
     for mode, contents in (("match", page.contents), ("include", page.included)):
         for content in contents:
-            resource = json.loads(content)
+            resource = loads(content)
             if mode == "match" and query.elements:
                 resource = _subset(resource, query.elements)
             if query.summary is not None:

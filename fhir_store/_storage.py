@@ -6,7 +6,6 @@ store's write engine, reads through `AsyncConnection.run_sync`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +34,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeEngine
 
 from fhir_store._indexing import ResourceIndex, extract_index
+from fhir_store._json import loads
 from fhir_store._requests import IdentifierToken
 from fhir_store._resources import identifier_tokens
 from fhir_store.models import (
@@ -86,7 +86,7 @@ class Current:
     def resource(self) -> dict[str, Any]:
         """The current content, parsed once."""
         if self._parsed is None:
-            self._parsed = json.loads(self.content or "{}")
+            self._parsed = loads(self.content or "{}")
         return self._parsed
 
     def tokens(self) -> list[tuple[str | None, str]]:

@@ -17,7 +17,6 @@ validation (the first invalid entry, ahead of any failure met later).
 from __future__ import annotations
 
 import atexit
-import json
 import multiprocessing
 import os
 import threading
@@ -29,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from fhir_store._json import dumps_bytes, loads
 from fhir_store.errors import InvalidResource
 
 __all__ = [
@@ -117,7 +117,7 @@ def prevalidate(bundles: Sequence[object]) -> Prevalidated | None:
     # Serialised now: the write thread changes the resources (references, ids) while the
     # other process works, and the pool would pickle them later, in another thread.
     try:
-        future = _pool().submit(_issues_of_json, json.dumps(resources))
+        future = _pool().submit(_issues_of_json, dumps_bytes(resources))
     except (BrokenProcessPool, RuntimeError):  # broken, or shut down at exit
         _forget_pool()
         return None
@@ -129,8 +129,8 @@ def _key(position: int, entry_index: int) -> str:
     return f"{position}/{entry_index}"
 
 
-def _issues_of_json(payload: str) -> dict[str, Issues]:
-    return _issues_of(json.loads(payload))
+def _issues_of_json(payload: bytes) -> dict[str, Issues]:
+    return _issues_of(loads(payload))
 
 
 def _issues_of(resources: dict[str, Any]) -> dict[str, Issues]:

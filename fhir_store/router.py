@@ -6,7 +6,6 @@ Store errors become OperationOutcome responses in one place, the route class bel
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -20,6 +19,7 @@ from fhir_store._capability import capability_statement
 from fhir_store._compartment import check_compartment
 from fhir_store._everything import parse_everything
 from fhir_store._history import history_bundle, parse_history_query
+from fhir_store._json import dumps_bytes
 from fhir_store._patch import JSON_PATCH
 from fhir_store._requests import parse_etag, parse_json, too_deeply_nested
 from fhir_store._resources import check_resource, check_type
@@ -51,7 +51,7 @@ class FhirResponse(Response):
     def render(self, content: Any) -> bytes:
         if content is None:
             return b""
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return dumps_bytes(content)
 
 
 class _FhirRoute(APIRoute):

@@ -10,7 +10,6 @@ destination gets its throughput.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
@@ -36,6 +35,7 @@ from fhir_store._fhirpath_patch import apply_fhirpath_patch
 from fhir_store._group import _error_entry as error_entry
 from fhir_store._group import apply_bundles, apply_entries, concurrent_write
 from fhir_store._history import HistoryQuery, Version, fetch_history, fetch_version
+from fhir_store._json import loads
 from fhir_store._patch import apply_json_patch
 from fhir_store._patch_entries import check_patched, patch_entries
 from fhir_store._reindex import BATCH, reindex_batch
@@ -628,5 +628,5 @@ def _valid_id(resource_id: str) -> bool:
 
 
 def _loads(content: str) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(content)
+    value: dict[str, Any] = loads(content)
     return value

@@ -195,7 +195,13 @@ async def test_bodies_that_are_not_utf8_json_say_why(client: httpx.AsyncClient) 
     utf16 = await client.post("/Patient", content=text.encode("utf-16"))
     assert utf16.status_code == 400 and "UTF-8" in issue(utf16)["diagnostics"]
     nan = await client.post("/Patient", content=b'{"resourceType":"Patient","x":NaN}')
-    assert nan.status_code == 400 and "NaN" in issue(nan)["diagnostics"]
+    assert nan.status_code == 400 and "NaN at line 1 column 31" in issue(nan)["diagnostics"]
+    # A lone surrogate is no text the store could keep as UTF-8; 1e400 is no double.
+    surrogate = b'{"resourceType":"Patient","name":[{"family":"\\ud800"}]}'
+    lone = await client.post("/Patient", content=surrogate)
+    assert lone.status_code == 400 and "surrogate" in issue(lone)["diagnostics"]
+    beyond = await client.post("/Patient", content=b'{"resourceType":"Patient","x":1e400}')
+    assert beyond.status_code == 400 and "line 1 column 31" in issue(beyond)["diagnostics"]
     digits = b'{"resourceType":"Patient","multipleBirthInteger":' + b"9" * 5000 + b"}"
     long_number = await client.post("/Patient", content=digits)
     assert long_number.status_code == 400 and "number" in issue(long_number)["diagnostics"]
