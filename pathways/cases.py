@@ -461,7 +461,11 @@ class Cases:
                 set_arrival_mode(updated, _mode(value))
             else:
                 set_fact(updated, name, value, source)
-        return await self.records.write(updated, Note(activity="derive", who=ENGINE, entity=source))
+        return await self.records.write(
+            updated,
+            Note(activity="derive", who=ENGINE, entity=source),
+            base_version=case["meta"]["versionId"],  # staff may have set a fact meanwhile
+        )
 
     async def _drop_facts(self, case: dict[str, Any], source: str) -> None:
         stale = [name for name, (_, held) in case_facts(case).items() if held == source]
@@ -470,7 +474,11 @@ class Cases:
         updated = {k: v for k, v in case.items() if k != "meta"}
         for name in stale:
             set_fact(updated, name, None, source)
-        await self.records.write(updated, Note(activity="derive", who=ENGINE, entity=source))
+        await self.records.write(
+            updated,
+            Note(activity="derive", who=ENGINE, entity=source),
+            base_version=case["meta"]["versionId"],
+        )
 
     async def set_manual_fact(
         self, case: dict[str, Any], name: str, value: Any, *, who: str, why: str | None
@@ -509,7 +517,11 @@ class Cases:
         else:
             updated["status"], updated["period"] = "active", period
         reason = "case closed" if instants else "case open again: its end was withdrawn"
-        await self.records.write(updated, Note(activity="derive", who=ENGINE, reason=reason))
+        await self.records.write(
+            updated,
+            Note(activity="derive", who=ENGINE, reason=reason),
+            base_version=current["meta"]["versionId"],
+        )
 
     # -- staff ---------------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 # resolved: indicators and running clocks plug in here.
 CASE_HOOKS = "greenchannel.case_hooks"
 _PUBLISH_ATTEMPTS = 3  # a concurrent publisher of the same content wins a race at most once
+_BATCH_ATTEMPTS = 3  # a batch whose case another writer changed meanwhile runs again
 _OWN_TYPES = frozenset({"EpisodeOfCare", "Provenance", "CodeSystem", "SearchParameter"})
 _NODE_PREFIX = "tn-"
 _CANDIDATE_PREFIX = "tnc-"
@@ -238,17 +239,31 @@ class PathwaySubscriber:
     async def handle_batch(self, events: Sequence[ChangeEvent]) -> None:
         """Handle one batch of events in order, with what they read (the changed resources,
         the cases they fed, their patients' open cases) read in a few searches up front and
-        remembered until a write here changes it (`pathways.batch_memo`)."""
-        with self.cases.records.batch():
-            await self.cases.prefetch(
-                [
-                    f"{e.resource_type}/{e.resource_id}"
-                    for e in events
-                    if e.action != "delete" and e.resource_type in self._kinds and not is_own(e)
-                ]
-            )
-            for event in events:
-                await self.handle(event)
+        remembered until a write here changes it (`pathways.batch_memo`).
+
+        A case changed by another writer (staff through the API) after this batch read it
+        makes the write derived from the old version fail (VersionConflict) rather than undo
+        that change: the batch then runs again from fresh reads (handling an event twice
+        changes nothing)."""
+        for attempt in range(1, _BATCH_ATTEMPTS + 1):
+            try:
+                with self.cases.records.batch():
+                    await self.cases.prefetch(
+                        [
+                            f"{e.resource_type}/{e.resource_id}"
+                            for e in events
+                            if e.action != "delete"
+                            and e.resource_type in self._kinds
+                            and not is_own(e)
+                        ]
+                    )
+                    for event in events:
+                        await self.handle(event)
+                return
+            except VersionConflict:
+                if attempt == _BATCH_ATTEMPTS:
+                    raise
+                log.info("pathways.batch_again", extra={"attempt": attempt, "events": len(events)})
 
     async def handle(self, event: ChangeEvent) -> None:
         if is_candidate(event) and event.action != "delete":

@@ -792,3 +792,45 @@ async def test_case_reindex_rewrites_the_intervals_after_an_edit_made_while_stop
     assert {k: o["meta"]["versionId"] for k, o in after.items() if k in before} == {
         k: o["meta"]["versionId"] for k, o in before.items()
     }  # only what changed was written
+
+
+async def test_a_staff_fact_set_while_the_subscriber_works_is_not_undone(
+    store: FhirStore, subscriber: Build
+) -> None:
+    dx = {
+        "resourceType": "Condition", "id": "dx1", "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I21.1"}]},
+        "verificationStatus": {"coding": [{"code": "provisional"}]},
+        "recordedDate": "2026-11-25T08:30:00+08:00",
+    }  # fmt: skip
+    await put(store, r.patient(), r.ed_visit(), dx)
+    engine = await subscriber()
+    await engine.catch_up()
+    # The diagnosis is corrected to NSTEMI; while the subscriber derives the new fact from the
+    # case it read, a doctor records (through the API) that the family declined treatment.
+    nstemi = {"system": "http://hl7.org/fhir/sid/icd-10", "code": "I21.4"}
+    await put(store, dx | {"code": {"coding": [nstemi]}})
+    derive = engine.cases.records.write
+    staff = Records(store, CST)
+    raced: list[str] = []
+
+    async def doctor_first(resource: dict[str, Any], note: Any, **options: Any) -> Any:
+        if resource["resourceType"] == "EpisodeOfCare" and not raced:
+            raced.append(resource["id"])
+            case = await staff.read(f"EpisodeOfCare/{resource['id']}")
+            await engine.cases.set_manual_fact(
+                case, "give_up_treatment", True, who="医生乙", why="family declined PCI"
+            )
+        return await derive(resource, note, **options)
+
+    engine.cases.records.write = doctor_first  # type: ignore[method-assign]
+    await engine.catch_up()
+    case = await the_case(store)
+    facts = {
+        parts["name"]["valueCode"]: parts
+        for e in case["extension"] if e["url"].endswith("case-fact")
+        for parts in [{p["url"]: p for p in e["extension"]}]
+    }  # fmt: skip
+    assert raced
+    assert facts["give_up_treatment"]["value"]["valueBoolean"] is True  # the doctor's entry
+    assert facts["diagnosis"]["value"]["valueCode"] == "NSTEMI"  # and the corrected diagnosis
