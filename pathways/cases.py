@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
+from fhir_store import VersionConflict
 from pathways.capture import Captured, activations_in, captures_in, facts_in, patient_of
 from pathways.case_store import case_time_nodes
 from pathways.encounter_links import link_encounter
@@ -45,6 +46,7 @@ _HISTORY_DEPTH = 20  # versions looked back for the engine's last write of a cas
 # Searches by `patient` find a resource type's patient; a Patient is found by its id.
 _BY_ID = {"Patient": "_id"}
 _READ_EACH = 3  # up to this many changed resources of a type are read one by one, not searched
+_STATUS_ATTEMPTS = 5  # a case changed by staff or the subscriber while being closed: again
 
 
 class Cases:
@@ -503,25 +505,33 @@ class Cases:
         pathway = self.pathways.by_center[self._center(case)]
         if not touched & pathway.closes_on:
             return
-        current = await self.records.read(f"EpisodeOfCare/{case['id']}")
-        if current is None or current.get("status") not in ("active", "finished"):
-            return
-        ends = [
-            v.authoritative for v in await self.nodes.view(current) if v.key in pathway.closes_on
-        ]
-        instants = [a["valueDateTime"] for a in ends if a is not None]
-        updated = {k: v for k, v in current.items() if k != "meta"}
-        period = {k: v for k, v in updated["period"].items() if k != "end"}
-        if instants:
-            updated["status"], updated["period"] = "finished", {**period, "end": max(instants)}
-        else:
-            updated["status"], updated["period"] = "active", period
-        reason = "case closed" if instants else "case open again: its end was withdrawn"
-        await self.records.write(
-            updated,
-            Note(activity="derive", who=ENGINE, reason=reason),
-            base_version=current["meta"]["versionId"],
-        )
+        for _ in range(_STATUS_ATTEMPTS):
+            current = await self.records.read(f"EpisodeOfCare/{case['id']}")
+            if current is None or current.get("status") not in ("active", "finished"):
+                return
+            ends = [
+                v.authoritative
+                for v in await self.nodes.view(current)
+                if v.key in pathway.closes_on
+            ]
+            instants = [a["valueDateTime"] for a in ends if a is not None]
+            updated = {k: v for k, v in current.items() if k != "meta"}
+            period = {k: v for k, v in updated["period"].items() if k != "end"}
+            if instants:
+                updated["status"], updated["period"] = "finished", {**period, "end": max(instants)}
+            else:
+                updated["status"], updated["period"] = "active", period
+            reason = "case closed" if instants else "case open again: its end was withdrawn"
+            try:
+                await self.records.write(
+                    updated,
+                    Note(activity="derive", who=ENGINE, reason=reason),
+                    base_version=current["meta"]["versionId"],
+                )
+                return
+            except VersionConflict:
+                continue  # staff or the subscriber changed the case meanwhile: from the new one
+        raise VersionConflict(f"EpisodeOfCare/{case['id']} kept changing while being closed")
 
     # -- staff ---------------------------------------------------------------------------------
 

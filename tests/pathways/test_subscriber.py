@@ -834,3 +834,40 @@ async def test_a_staff_fact_set_while_the_subscriber_works_is_not_undone(
     assert raced
     assert facts["give_up_treatment"]["value"]["valueBoolean"] is True  # the doctor's entry
     assert facts["diagnosis"]["value"]["valueCode"] == "NSTEMI"  # and the corrected diagnosis
+
+
+async def test_a_discharge_entered_while_the_case_changes_still_closes_it(
+    store: FhirStore, subscriber: Build
+) -> None:
+    await stemi_walk_in(store)
+    engine = await subscriber()
+    await engine.catch_up()
+    case = await the_case(store)
+    derive = engine.cases.records.write
+    raced: list[str] = []
+
+    async def staff_first(resource: dict[str, Any], note: Any, **options: Any) -> Any:
+        if resource["resourceType"] == "EpisodeOfCare" and resource.get("status") == "finished":
+            if not raced:  # a doctor's entry lands between the close's read and its write
+                raced.append(resource["id"])
+                current = await Records(store, CST).read(f"EpisodeOfCare/{resource['id']}")
+                await engine.cases.set_manual_fact(
+                    current, "give_up_treatment", True, who="医生乙", why="family declined PCI"
+                )
+        return await derive(resource, note, **options)
+
+    engine.cases.records.write = staff_first  # type: ignore[method-assign]
+    discharged = datetime.fromisoformat("2026-11-25T12:00:00+08:00")
+    await engine.cases.enter_node(
+        case, "discharge", discharged, who="护士甲", why="left the ward", correction=False
+    )
+    closed = await the_case(store)
+    assert raced
+    assert closed["status"] == "finished"
+    assert closed["period"]["end"] == "2026-11-25T12:00:00+08:00"
+    fact_names = [
+        p["valueCode"]
+        for e in closed["extension"] if e["url"].endswith("case-fact")
+        for p in e["extension"] if p["url"] == "name"
+    ]  # fmt: skip
+    assert "give_up_treatment" in fact_names  # the doctor's entry stays
