@@ -25,6 +25,16 @@ def ed_visit(vid: str = "v1", pid: str = "p1", start: str = "2026-11-25T08:28:00
     } | extra  # fmt: skip
 
 
+def diagnosis(cid: str = "dx1", pid: str = "p1", icd10: str = "I21.1") -> dict[str, Any]:
+    """A provisional ICD-10 diagnosis recorded at 08:30 (I21.1: STEMI, opens a chest pain case)."""
+    return {
+        "resourceType": "Condition", "id": cid, "subject": {"reference": f"Patient/{pid}"},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": icd10}]},
+        "verificationStatus": {"coding": [{"code": "provisional"}]},
+        "recordedDate": "2026-11-25T08:30:00+08:00",
+    }  # fmt: skip
+
+
 def ambulance_leg(eid: str = "amb1", pid: str = "p1", start: str = "2026-11-25T07:50:00+08:00",
                   end: str = "2026-11-25T08:20:00+08:00") -> dict[str, Any]:  # fmt: skip
     return {

@@ -210,13 +210,7 @@ async def test_an_ambulance_leg_makes_it_an_ems_case_with_the_ambulance_door(
 async def test_facts_come_from_conditions_and_own_writes_are_not_sources(
     store: FhirStore, subscriber: Build
 ) -> None:
-    condition = {
-        "resourceType": "Condition", "id": "dx1", "subject": {"reference": "Patient/p1"},
-        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I21.1"}]},
-        "verificationStatus": {"coding": [{"code": "provisional"}]},
-        "recordedDate": "2026-11-25T08:30:00+08:00",
-    }  # fmt: skip
-    await put(store, r.patient(), r.ed_visit(), condition)
+    await put(store, r.patient(), r.ed_visit(), r.diagnosis())
     engine = await subscriber()
     await engine.catch_up()
     case = await the_case(store)  # the ACS diagnosis opened it
@@ -797,19 +791,12 @@ async def test_case_reindex_rewrites_the_intervals_after_an_edit_made_while_stop
 async def test_a_staff_fact_set_while_the_subscriber_works_is_not_undone(
     store: FhirStore, subscriber: Build
 ) -> None:
-    dx = {
-        "resourceType": "Condition", "id": "dx1", "subject": {"reference": "Patient/p1"},
-        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I21.1"}]},
-        "verificationStatus": {"coding": [{"code": "provisional"}]},
-        "recordedDate": "2026-11-25T08:30:00+08:00",
-    }  # fmt: skip
-    await put(store, r.patient(), r.ed_visit(), dx)
+    await put(store, r.patient(), r.ed_visit(), r.diagnosis())
     engine = await subscriber()
     await engine.catch_up()
     # The diagnosis is corrected to NSTEMI; while the subscriber derives the new fact from the
     # case it read, a doctor records (through the API) that the family declined treatment.
-    nstemi = {"system": "http://hl7.org/fhir/sid/icd-10", "code": "I21.4"}
-    await put(store, dx | {"code": {"coding": [nstemi]}})
+    await put(store, r.diagnosis(icd10="I21.4"))
     derive = engine.cases.records.write
     staff = Records(store, CST)
     raced: list[str] = []
