@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
-from fhir_store import VersionConflict
 from pathways.capture import Captured, activations_in, captures_in, facts_in, patient_of
 from pathways.case_store import case_time_nodes
 from pathways.encounter_links import link_encounter
@@ -46,7 +45,6 @@ _HISTORY_DEPTH = 20  # versions looked back for the engine's last write of a cas
 # Searches by `patient` find a resource type's patient; a Patient is found by its id.
 _BY_ID = {"Patient": "_id"}
 _READ_EACH = 3  # up to this many changed resources of a type are read one by one, not searched
-_STATUS_ATTEMPTS = 5  # a case changed by staff or the subscriber while being closed: again
 
 
 class Cases:
@@ -505,10 +503,10 @@ class Cases:
         pathway = self.pathways.by_center[self._center(case)]
         if not touched & pathway.closes_on:
             return
-        for _ in range(_STATUS_ATTEMPTS):
-            current = await self.records.read(f"EpisodeOfCare/{case['id']}")
-            if current is None or current.get("status") not in ("active", "finished"):
-                return
+
+        async def closed(current: dict[str, Any]) -> tuple[dict[str, Any], Note] | None:
+            if current.get("status") not in ("active", "finished"):
+                return None
             ends = [
                 v.authoritative
                 for v in await self.nodes.view(current)
@@ -522,16 +520,10 @@ class Cases:
             else:
                 updated["status"], updated["period"] = "active", period
             reason = "case closed" if instants else "case open again: its end was withdrawn"
-            try:
-                await self.records.write(
-                    updated,
-                    Note(activity="derive", who=ENGINE, reason=reason),
-                    base_version=current["meta"]["versionId"],
-                )
-                return
-            except VersionConflict:
-                continue  # staff or the subscriber changed the case meanwhile: from the new one
-        raise VersionConflict(f"EpisodeOfCare/{case['id']} kept changing while being closed")
+            return updated, Note(activity="derive", who=ENGINE, reason=reason)
+
+        # staff or the subscriber may change the case meanwhile: derived again from theirs
+        await self.records.update(f"EpisodeOfCare/{case['id']}", closed)
 
     # -- staff ---------------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from fhir_store import VersionConflict
 from pathways.nodes import ENGINE
 from pathways.records import Records
 from pathways.shapes import Note, parse_instant
@@ -25,7 +24,6 @@ from pathways.vocabulary import CASE_LINK_EXTENSION
 __all__ = ["encounter_of", "link_encounter"]
 
 _WITHDRAWN = frozenset({"entered-in-error", "cancelled"})
-_ATTEMPTS = 5
 
 
 def encounter_of(resource: Mapping[str, Any]) -> str | None:
@@ -50,10 +48,11 @@ async def link_encounter(
     target = f"EpisodeOfCare/{case['id']}"
     if encounter is None or not _belongs(encounter, case, target, lookback_h):
         return  # (the event's version says so: no read of the latest)
-    for _ in range(_ATTEMPTS):
-        current = await records.read(reference)  # the latest version, not the event's
-        if current is None or not _belongs(current, case, target, lookback_h):
-            return
+
+    async def linked(current: dict[str, Any]) -> tuple[dict[str, Any], Note] | None:
+        # the latest version, not the event's: the HIS may have moved on since
+        if not _belongs(current, case, target, lookback_h):
+            return None
         updated = {k: v for k, v in current.items() if k != "meta"}
         link = {
             "extension": [{"url": CASE_LINK_EXTENSION, "valueCode": "pathway-engine"}],
@@ -63,12 +62,9 @@ async def link_encounter(
         note = Note(
             activity="derive", who=ENGINE, entity=target, reason="the visit is part of the case"
         )
-        try:
-            await records.write(updated, note, base_version=current["meta"]["versionId"])
-            return
-        except VersionConflict:
-            continue  # the HIS changed the visit meanwhile: link its new version, not the old
-    raise VersionConflict(f"{reference} kept changing while being linked to {target}")
+        return updated, note
+
+    await records.update(reference, linked)
 
 
 def _belongs(

@@ -7,7 +7,7 @@ read again): an event processed twice writes nothing the second time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import tzinfo
 from typing import Any
@@ -20,6 +20,7 @@ from pathways.shapes import Note, provenance
 __all__ = ["Records"]
 
 _ATTEMPTS = 3
+_UPDATE_ATTEMPTS = 5  # another writer (the HIS, staff) changed it meanwhile: derive again
 _CHUNK = 100  # values ORed in one search (`search_any`)
 
 
@@ -123,6 +124,29 @@ class Records:
             assert stored is not None
             return stored
         raise VersionConflict(f"{kind}/{identifier} kept changing while being written")
+
+    async def update(
+        self,
+        reference: str,
+        derive: Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], Note] | None]],
+    ) -> dict[str, Any] | None:
+        """Read-modify-write of `Type/id`: `derive(current)` gives the new content and its
+        note (None: nothing to write), written only over the version it was derived from.
+        When another writer came first (the HIS's discharge, a doctor's fact), it is derived
+        again from the newer version, never written over it. None if missing or unchanged."""
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self.read(reference)
+            if current is None:
+                return None
+            change = await derive(current)
+            if change is None:
+                return None
+            updated, note = change
+            try:
+                return await self.write(updated, note, base_version=current["meta"]["versionId"])
+            except VersionConflict:
+                continue
+        raise VersionConflict(f"{reference} kept changing while being updated")
 
     async def delete(self, reference: str) -> None:
         kind, _, identifier = reference.partition("/")
