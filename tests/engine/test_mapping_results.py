@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from adapters.hl7v2 import parse_for_mapping
@@ -227,6 +227,8 @@ def _check(mapping: Any, raw: bytes, rule: str) -> None:
 
 
 @settings(max_examples=60, deadline=None)
+@example(times=("", ""), status="F", kind="ED", value="^ ^0", unit="")  # once " /0"
+@example(times=("", ""), status="F", kind="RP", value="u^^ ^pdf", unit="")
 @given(
     times=st.tuples(_TIME, _TIME), status=st.sampled_from(["F", "P", "C", "", "Z"]),
     kind=st.sampled_from(["TX", "NM", "CWE", "ED", "RP", "SN", ""]), value=_TEXT, unit=_TEXT,
