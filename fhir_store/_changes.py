@@ -24,6 +24,7 @@ from fhir_store._storage import (
     fetch_current,
     fetch_identifiers,
     find_ids,
+    pipelined,
     search_rows,
     write_rows,
 )
@@ -173,9 +174,10 @@ class Changes:
                 writes.index(*key, state.index(), replace=not before.deleted)
         for key, state, method in self._versions:
             writes.version(*key, state, method)
-        write_rows(self._connection, writes)
-        # Last: numbering the changes locks the change sequence until the commit (events.py).
-        record_changes(self._connection, self._versions)
+        with pipelined(self._connection):
+            write_rows(self._connection, writes)
+            # Last: numbering the changes locks the change sequence until the commit (events.py).
+            record_changes(self._connection, self._versions)
         self._stored.update(self._group)
         self._group, self._group_ids, self._versions = {}, {}, []
 

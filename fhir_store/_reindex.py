@@ -8,14 +8,14 @@ transaction: searches stay answered meanwhile, and a stopped reindex can simply 
 
 from __future__ import annotations
 
-import json
 from typing import cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection
 
 from fhir_store._indexing import extract_index
-from fhir_store._storage import RowWrites, write_rows
+from fhir_store._json import loads
+from fhir_store._storage import RowWrites, pipelined, write_rows
 from fhir_store.models import ResourceRow
 
 __all__ = ["BATCH", "reindex_batch"]
@@ -42,10 +42,9 @@ def reindex_batch(
     writes = RowWrites(connection.dialect)
     for resource_id, content in rows:
         if content:
-            writes.index(
-                resource_type, resource_id, extract_index(json.loads(content)), replace=True
-            )
-    write_rows(connection, writes)
+            writes.index(resource_type, resource_id, extract_index(loads(content)), replace=True)
+    with pipelined(connection):
+        write_rows(connection, writes)
     if len(rows) < size:
         return len(rows), None
     return len(rows), rows[-1][0]

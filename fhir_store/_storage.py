@@ -6,7 +6,8 @@ store's write engine, reads through `AsyncConnection.run_sync`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -52,9 +53,11 @@ from fhir_store.models import (
 __all__ = [
     "Current",
     "RowWrites",
+    "execute_on_driver",
     "fetch_current",
     "fetch_identifiers",
     "find_ids",
+    "pipelined",
     "search_rows",
     "write_rows",
 ]
@@ -467,23 +470,7 @@ class _BulkWrite:
         else:
             assert isinstance(order, list)
             parameters = [tuple(row[position] for position in order) for row in rows]
-        cursor = connection.connection.cursor()
-        try:
-            if arrays:
-                cursor.execute(sql, parameters)
-            else:
-                cursor.executemany(sql, parameters)
-        except dialect.loaded_dbapi.Error as error:
-            raise DBAPIError.instance(
-                sql,
-                parameters,
-                error,
-                dialect.loaded_dbapi.Error,
-                dialect=dialect,
-                ismulti=not arrays,
-            ) from error
-        finally:
-            cursor.close()
+        execute_on_driver(connection, sql, parameters, many=not arrays)
 
     def _compile(self, dialect: Dialect) -> tuple[str, list[int] | str | None]:
         if dialect.name == "postgresql" and isinstance(self._statement, Insert):
@@ -509,6 +496,52 @@ class _BulkWrite:
         return (
             f"INSERT INTO {preparer.format_table(table)} ({columns}) SELECT * FROM unnest({arrays})"
         )
+
+
+def execute_on_driver(
+    connection: Connection, sql: str, parameters: Any = None, *, many: bool = False
+) -> None:
+    """Run SQL in the driver's own form on a cursor of the connection's driver connection,
+    whose results are not read; the driver's errors wrapped as SQLAlchemy wraps them."""
+    dialect = connection.dialect
+    cursor = connection.connection.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, parameters)
+        else:
+            cursor.execute(sql, parameters)
+    except dialect.loaded_dbapi.Error as error:
+        raise DBAPIError.instance(
+            sql, parameters, error, dialect.loaded_dbapi.Error, dialect=dialect, ismulti=many
+        ) from error
+    finally:
+        cursor.close()
+
+
+@contextmanager
+def pipelined(connection: Connection) -> Iterator[None]:
+    """On PostgreSQL, the block's statements go to the server without waiting for each answer
+    (psycopg's pipeline mode), and the answers come back together at its end: one round trip
+    for a group's writes instead of one per statement (a small transaction wrote ten, each
+    0.1-0.3 ms of waiting on a local server, more across a network). Elsewhere it does nothing.
+
+    Only statements whose results are not read may run in the block: `_BulkWrite`'s and the
+    change log's. Through `Connection.execute` SQLAlchemy would find no result rows yet. A
+    statement's error surfaces when the block ends, as the driver error it is, so it is wrapped
+    here as `_BulkWrite` wraps it (an IntegrityError is a lost race to the callers).
+    """
+    pipeline = getattr(connection.connection.driver_connection, "pipeline", None)
+    if connection.dialect.name != "postgresql" or pipeline is None:
+        yield
+        return
+    dbapi_error = connection.dialect.loaded_dbapi.Error
+    try:
+        with pipeline():
+            yield
+    except dbapi_error as error:
+        raise DBAPIError.instance(
+            None, None, error, dbapi_error, dialect=connection.dialect
+        ) from error
 
 
 def _array_type(column_type: TypeEngine[Any], dialect: Dialect) -> str:
