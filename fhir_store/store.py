@@ -32,8 +32,8 @@ from fhir_store._compartment import in_compartment
 from fhir_store._custom_params import load_custom_parameters, touches_search_parameters
 from fhir_store._everything import EverythingQuery, run_everything
 from fhir_store._fhirpath_patch import apply_fhirpath_patch
+from fhir_store._group import LostRace, apply_bundles, apply_entries, concurrent_write
 from fhir_store._group import _error_entry as error_entry
-from fhir_store._group import apply_bundles, apply_entries, concurrent_write
 from fhir_store._history import HistoryQuery, Version, fetch_history, fetch_version
 from fhir_store._json import loads
 from fhir_store._patch import apply_json_patch
@@ -417,7 +417,7 @@ class FhirStore:
         # a large group's validation runs in another process while the write thread works
         prevalidated = prevalidate(pending) if settings.validate_structure else None
 
-        def apply(connection: Connection) -> list[dict[str, Any] | FhirStoreError]:
+        def apply(connection: Connection, unguarded: bool) -> list[dict[str, Any] | FhirStoreError]:
             written = apply_bundles(
                 connection,
                 pending,
@@ -426,6 +426,7 @@ class FhirStore:
                 return_resources,
                 check_references=settings.check_references,
                 prevalidated=prevalidated,
+                unguarded=unguarded,
             )
             for index, result in zip(accepted, written, strict=True):
                 if index in failed_patches and isinstance(result, dict):
@@ -436,7 +437,10 @@ class FhirStore:
                 then(connection, final)
             return final
 
-        final = await self._write(apply)
+        try:
+            final = await self._write(apply, True)
+        except LostRace:  # rolled back
+            final = await self._write(apply, False)
         if accepted and touches_search_parameters(bundles):
             await self._search_parameters_written()
         return final
