@@ -9,15 +9,20 @@ same on an engine of their own (a search is three to five statements: one hop in
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["create_read_engine", "create_write_engine"]
+__all__ = ["create_read_engine", "create_write_engine", "ping_after_idle"]
 
 _READERS = 4  # SQLite read connections: the worker threads of asyncio's default executor
+# A PostgreSQL connection idle longer than this is pinged before use (see `ping_after_idle`).
+PING_AFTER_IDLE_S = 1.0
 
 # The synchronous driver of each async driver the store can mirror.
 _SYNC_DRIVERS = {
@@ -40,7 +45,7 @@ def create_write_engine(database: AsyncEngine) -> Engine | None:
     if driver is None or _in_memory(url):
         return None
     if url.get_backend_name() != "sqlite":
-        return create_engine(url.set(drivername=driver), pool_pre_ping=True)
+        return _server_engine(url.set(drivername=driver))
     # One connection: SQLite has one writer at a time anyway, and a thread waiting for the pool
     # is handed the connection the moment it is free, where one waiting on the busy timeout
     # polls with sleeps of up to 100 ms (8 concurrent writers: p99 over a second).
@@ -62,10 +67,45 @@ def create_read_engine(database: AsyncEngine) -> Engine | None:
     if driver is None or _in_memory(url):
         return None
     if url.get_backend_name() != "sqlite":
-        return create_engine(url.set(drivername=driver), pool_pre_ping=True)
+        return _server_engine(url.set(drivername=driver))
     engine = create_engine(url.set(drivername=driver), pool_size=_READERS, max_overflow=0)
     event.listen(engine, "connect", sqlite_pragmas)
     return engine
+
+
+def _server_engine(url: URL) -> Engine:
+    """An engine on a database server whose pooled connections are checked before use only
+    when they sat idle (`ping_after_idle`)."""
+    engine = create_engine(url)
+    ping_after_idle(engine)
+    return engine
+
+
+def ping_after_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only if it was idle over PING_AFTER_IDLE_S.
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: one of a small transaction's few
+    round trips, for a connection used a few milliseconds before. A connection that sat idle
+    is where a server restart or a dropped link shows; one that fails its ping is replaced
+    (DisconnectionError makes the pool open a new one). A connection lost since its last use
+    less than a second ago fails its statement instead, as one lost after a ping does: the
+    store reports it (StoreUnavailable, retry later).
+    """
+
+    def checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        last = record.info.get("checked_in")
+        if last is not None and time.monotonic() - last < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise DisconnectionError(f"the pooled connection is gone: {error}") from error
+
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checkout)
 
 
 def _in_memory(url: URL) -> bool:

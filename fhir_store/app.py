@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from fhir_store._writer import sqlite_pragmas
+from fhir_store._writer import ping_after_idle, sqlite_pragmas
 from fhir_store.router import build_router
 from fhir_store.schema import migrate
 from fhir_store.store import FhirStore
@@ -24,10 +24,13 @@ __all__ = ["create_app", "create_database"]
 
 
 def create_database(url: str) -> AsyncEngine:
-    """An AsyncEngine for `url`; SQLite connections get the same settings as the writer's."""
+    """An AsyncEngine for `url`; SQLite connections get the same settings as the writer's,
+    PostgreSQL connections are checked before use after sitting idle, as the store's own."""
     engine = create_async_engine(url)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+    else:
+        ping_after_idle(engine.sync_engine)
     return engine
 
 
