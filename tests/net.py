@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
+import random
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
@@ -15,10 +19,37 @@ __all__ = ["free_port", "mllp_exchange", "serve_app"]
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing uses right now, for a server a test starts.
+
+    Not one the kernel picks (`bind(0)`): those come from the ephemeral range, which is also
+    where every outgoing connection of every test worker gets its local port, and one of them
+    could take it between this check and the server's bind ("address already in use", seen
+    in the e2e tests). Ports below that range are handed out in turn from a slice per xdist
+    worker, so two workers never pick the same one and a worker not twice in a row.
+    """
+    for _ in range(_SLICE):
+        port = _SLICE_START + next(_next_port) % _SLICE
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or lingering after a test server closed it
+            return port
+    raise RuntimeError(f"no free port in {_SLICE_START}-{_SLICE_START + _SLICE - 1}")
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+_WORKERS = 8  # slices: more than the xdist workers the suite runs with
+_SLICE = (_ephemeral_start() - 10_000) // _WORKERS
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % _WORKERS
+_SLICE_START = 10_000 + _WORKER * _SLICE
+_next_port = itertools.count(random.randrange(_SLICE))  # runs of the suite start elsewhere
 
 
 def mllp_exchange(port: int, message: bytes) -> bytes:
