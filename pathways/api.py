@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_store import FhirStore
+from fhir_store import FhirStore, NotFound
 from pathways.access import may_enter, may_read
 from pathways.case_store import load_timeline
 from pathways.cases import Cases
@@ -202,6 +202,8 @@ def build_router(database: AsyncEngine, *, pathways: Pathways | None = None) -> 
             stored = await cases.set_manual_fact(case, name, body.value, who=body.who, why=body.why)
         except ValueError as error:
             raise HTTPException(422, f"value: {error}") from None
+        except NotFound as error:  # deleted since it was read above
+            raise HTTPException(404, str(error)) from None
         return _summary(stored)
 
     return router

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
+from fhir_store import NotFound
 from pathways.capture import Captured, activations_in, captures_in, facts_in, patient_of
 from pathways.case_store import case_time_nodes
 from pathways.encounter_links import link_encounter
@@ -483,14 +484,24 @@ class Cases:
     async def set_manual_fact(
         self, case: dict[str, Any], name: str, value: Any, *, who: str, why: str | None
     ) -> dict[str, Any]:
-        """A fact set by staff (give_up_treatment ...); it wins over derived values."""
-        updated = {k: v for k, v in case.items() if k != "meta"}
-        if name == "arrival_mode":
-            set_arrival_mode(updated, _mode(value))
-        set_fact(updated, name, value, MANUAL)  # also marks a manual arrival mode as such
-        stored = await self.records.write(
-            updated, Note(activity="manual-entry", who=who, reason=why)
-        )
+        """A fact set by staff (give_up_treatment ...); it wins over derived values.
+
+        Set on the case as it is when written, not as the caller read it: what the subscriber
+        derived in between (a corrected diagnosis) stays. Raises NotFound if the case is gone.
+        """
+        mode = _mode(value) if name == "arrival_mode" else None  # a bad value fails first
+
+        async def with_fact(current: dict[str, Any]) -> tuple[dict[str, Any], Note]:
+            updated = {k: v for k, v in current.items() if k != "meta"}
+            if mode is not None:
+                set_arrival_mode(updated, mode)
+            set_fact(updated, name, value, MANUAL)  # also marks a manual arrival mode as such
+            return updated, Note(activity="manual-entry", who=who, reason=why)
+
+        reference = f"EpisodeOfCare/{case['id']}"
+        stored = await self.records.update(reference, with_fact)
+        if stored is None:
+            raise NotFound(f"{reference} no longer exists; the fact was not recorded")
         if name == "arrival_mode":  # door variants (R1) depend on it
             await self.nodes.resolve(stored, self.pathways.by_center[self._center(stored)].nodes)
         return stored

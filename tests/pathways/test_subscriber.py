@@ -823,6 +823,28 @@ async def test_a_staff_fact_set_while_the_subscriber_works_is_not_undone(
     assert facts["diagnosis"]["value"]["valueCode"] == "NSTEMI"  # and the corrected diagnosis
 
 
+async def test_a_staff_fact_keeps_what_the_subscriber_derived_since_the_case_was_read(
+    store: FhirStore, subscriber: Build
+) -> None:
+    await put(store, r.patient(), r.ed_visit(), r.diagnosis())
+    engine = await subscriber()
+    await engine.catch_up()
+    on_screen = await the_case(store)  # the case as the doctor's screen read it
+    await put(store, r.diagnosis(icd10="I21.4"))  # corrected to NSTEMI
+    await engine.catch_up()
+    await engine.cases.set_manual_fact(
+        on_screen, "give_up_treatment", True, who="医生乙", why="family declined PCI"
+    )
+    case = await the_case(store)
+    facts = {
+        parts["name"]["valueCode"]: parts
+        for e in case["extension"] if e["url"].endswith("case-fact")
+        for parts in [{p["url"]: p for p in e["extension"]}]
+    }  # fmt: skip
+    assert facts["give_up_treatment"]["value"]["valueBoolean"] is True  # the doctor's entry
+    assert facts["diagnosis"]["value"]["valueCode"] == "NSTEMI"  # and the subscriber's since
+
+
 async def test_a_discharge_entered_while_the_case_changes_still_closes_it(
     store: FhirStore, subscriber: Build
 ) -> None:
