@@ -527,21 +527,30 @@ def pipelined(connection: Connection) -> Iterator[None]:
 
     Only statements whose results are not read may run in the block: `_BulkWrite`'s and the
     change log's. Through `Connection.execute` SQLAlchemy would find no result rows yet. A
-    statement's error surfaces when the block ends, as the driver error it is, so it is wrapped
-    here as `_BulkWrite` wraps it (an IntegrityError is a lost race to the callers).
+    statement's error surfaces at a later statement of the block or at its end, as the driver
+    error it is, wrapped as `_BulkWrite` wraps it (an IntegrityError is a lost race to the
+    callers). The pipeline is closed before that error goes on: closed by the error, it would
+    log a warning of its own ("pipeline aborted") for a race that is handled.
     """
     pipeline = getattr(connection.connection.driver_connection, "pipeline", None)
     if connection.dialect.name != "postgresql" or pipeline is None:
         yield
         return
     dbapi_error = connection.dialect.loaded_dbapi.Error
+    failed: DBAPIError | None = None
     try:
         with pipeline():
-            yield
+            try:
+                yield
+            except DBAPIError as error:  # a statement's error, met at a later one
+                failed = error
     except dbapi_error as error:
-        raise DBAPIError.instance(
-            None, None, error, dbapi_error, dialect=connection.dialect
-        ) from error
+        if failed is None:  # met at the end of the block
+            raise DBAPIError.instance(
+                None, None, error, dbapi_error, dialect=connection.dialect
+            ) from error
+    if failed is not None:
+        raise failed
 
 
 def _array_type(column_type: TypeEngine[Any], dialect: Dialect) -> str:
