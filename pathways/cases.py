@@ -465,7 +465,7 @@ class Cases:
         return await self.records.write(
             updated,
             Note(activity="derive", who=ENGINE, entity=source),
-            base_version=case["meta"]["versionId"],  # staff may have set a fact meanwhile
+            base=case,  # staff may have set a fact meanwhile
         )
 
     async def _drop_facts(self, case: dict[str, Any], source: str) -> None:
@@ -478,7 +478,7 @@ class Cases:
         await self.records.write(
             updated,
             Note(activity="derive", who=ENGINE, entity=source),
-            base_version=case["meta"]["versionId"],
+            base=case,
         )
 
     async def set_manual_fact(

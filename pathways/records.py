@@ -74,14 +74,14 @@ class Records:
         return found
 
     async def write(
-        self, resource: dict[str, Any], note: Note, *, base_version: str | None = None
+        self, resource: dict[str, Any], note: Note, *, base: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """Store `resource` (by its id) with a Provenance, unless the content is unchanged;
         returns the stored resource either way.
 
-        `resource` as a whole replaces whatever version is current, unless `base_version` says
-        which version it was derived from (a change to another writer's resource, as a case
-        link on the HIS's Encounter): then it is written only over that version, and
+        `resource` as a whole replaces whatever version is current, unless `base` is the stored
+        version it was derived from, as read (a change to another writer's resource, as a case
+        link on the HIS's Encounter): then it is written only over that version (If-Match), and
         VersionConflict says another writer came first, so that the caller derives it again
         from the new version instead of overwriting it (a discharge, say).
         """
@@ -89,14 +89,11 @@ class Records:
         if self.memo is not None:
             self.memo.written(resource)
         for _ in range(_ATTEMPTS):
-            current = await self.read(f"{kind}/{identifier}")
+            # the base as the caller read it: If-Match finds out if it is still current
+            current = base if base is not None else await self.read(f"{kind}/{identifier}")
             if current is not None and _content(current) == _content(resource):
-                return current
+                return dict(current)
             version = int(current["meta"]["versionId"]) if current is not None else 0
-            if base_version is not None and str(version) != base_version:
-                raise VersionConflict(
-                    f"{kind}/{identifier} is at version {version}, not {base_version}"
-                )
             request: dict[str, Any] = {"method": "PUT", "url": f"{kind}/{identifier}"}
             if current is not None:
                 request["ifMatch"] = f'W/"{version}"'
@@ -117,7 +114,7 @@ class Records:
             try:
                 await self.store.transaction(bundle)
             except VersionConflict:
-                if base_version is not None:
+                if base is not None:
                     raise
                 continue  # written meanwhile (the API and the subscriber): read again
             stored = await self.read(f"{kind}/{identifier}")
@@ -143,7 +140,7 @@ class Records:
                 return None
             updated, note = change
             try:
-                return await self.write(updated, note, base_version=current["meta"]["versionId"])
+                return await self.write(updated, note, base=current)
             except VersionConflict:
                 continue
         raise VersionConflict(f"{reference} kept changing while being updated")
