@@ -788,6 +788,15 @@ async def test_case_reindex_rewrites_the_intervals_after_an_edit_made_while_stop
     }  # only what changed was written
 
 
+def fact_parts(case: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The case's facts by name: each its extension's parts (name, value, source) by url."""
+    return {
+        parts["name"]["valueCode"]: parts
+        for e in case["extension"] if e["url"].endswith("case-fact")
+        for parts in [{p["url"]: p for p in e["extension"]}]
+    }  # fmt: skip
+
+
 async def test_a_staff_fact_set_while_the_subscriber_works_is_not_undone(
     store: FhirStore, subscriber: Build
 ) -> None:
@@ -813,11 +822,7 @@ async def test_a_staff_fact_set_while_the_subscriber_works_is_not_undone(
     engine.cases.records.write = doctor_first  # type: ignore[method-assign]
     await engine.catch_up()
     case = await the_case(store)
-    facts = {
-        parts["name"]["valueCode"]: parts
-        for e in case["extension"] if e["url"].endswith("case-fact")
-        for parts in [{p["url"]: p for p in e["extension"]}]
-    }  # fmt: skip
+    facts = fact_parts(case)
     assert raced
     assert facts["give_up_treatment"]["value"]["valueBoolean"] is True  # the doctor's entry
     assert facts["diagnosis"]["value"]["valueCode"] == "NSTEMI"  # and the corrected diagnosis
@@ -836,11 +841,7 @@ async def test_a_staff_fact_keeps_what_the_subscriber_derived_since_the_case_was
         on_screen, "give_up_treatment", True, who="医生乙", why="family declined PCI"
     )
     case = await the_case(store)
-    facts = {
-        parts["name"]["valueCode"]: parts
-        for e in case["extension"] if e["url"].endswith("case-fact")
-        for parts in [{p["url"]: p for p in e["extension"]}]
-    }  # fmt: skip
+    facts = fact_parts(case)
     assert facts["give_up_treatment"]["value"]["valueBoolean"] is True  # the doctor's entry
     assert facts["diagnosis"]["value"]["valueCode"] == "NSTEMI"  # and the subscriber's since
 
