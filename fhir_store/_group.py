@@ -63,17 +63,14 @@ def apply_bundles(
     are two of a small transaction's five round trips on PostgreSQL. Should it lose a race,
     LostRace is raised: the caller rolls the transaction back and runs it again guarded.
     """
+    checks = _Checks(validate_structure, check_references, prevalidated)
     if unguarded and len(bundles) == 1 and prevalidated is None:
         try:
-            return _apply(
-                connection, bundles, now, _Checks(validate_structure, check_references),
-                return_resources,
-            )  # fmt: skip
+            return _apply(connection, bundles, now, checks, return_resources)
         except DBAPIError as error:
             if _lost_race(error):
                 raise LostRace from error
             raise
-    checks = _Checks(validate_structure, check_references, prevalidated)
     if validate_structure and prevalidated is not None:
         # Applied unchecked while the other process validates; kept only if all is valid.
         # Else (rare) applied again below, each resource checked with the answer at hand.
