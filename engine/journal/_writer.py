@@ -149,7 +149,8 @@ def journal_inbound(connection: Connection, items: Sequence[tuple[str, Inbound]]
 
     new: list[tuple[int, int]] = []  # (position, message id) whose raw content is to insert
     if keyed_rows:
-        if connection.dialect.name == "postgresql":
+        content_written = connection.dialect.name == "postgresql"
+        if content_written:
             # The messages and their raw content in one statement: a round trip less of the
             # three a batch costs (insert, content, commit) while the senders wait.
             raws = [items[position][1].raw for position in keyed.values()]
@@ -161,7 +162,6 @@ def journal_inbound(connection: Connection, items: Sequence[tuple[str, Inbound]]
                     _insert_keyed(connection.dialect), keyed_rows
                 )
             }
-        content_written = connection.dialect.name == "postgresql"
         resent = {key: position for key, position in keyed.items() if key not in inserted}
         known = _existing(connection, list(resent)) if resent else {}
         for key, position in keyed.items():
