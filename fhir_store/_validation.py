@@ -35,6 +35,7 @@ __all__ = [
     "Prevalidated",
     "output_issues",
     "prevalidate",
+    "stop_validating_process",
     "structure_error",
     "structure_issues",
     "validate_structure",
@@ -178,6 +179,18 @@ def _forget_pool() -> None:
     global _POOL
     with _POOL_LOCK:
         _POOL = None
+
+
+def stop_validating_process() -> None:
+    """Stop the validating process, waiting for it, if one was started; the next large group
+    starts another. For whoever owns the process's end: the interpreter's own exit (the
+    `atexit` above) never runs when a server re-raises the stopping signal to die of it, as
+    uvicorn does after its graceful shutdown, and the pool's semaphores then outlive it."""
+    global _POOL
+    with _POOL_LOCK:
+        pool, _POOL = _POOL, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def structure_issues(resource: dict[str, Any], *, limit: int = 100) -> list[tuple[str, str]]:

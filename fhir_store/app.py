@@ -7,6 +7,7 @@ The greenchannel app does not use this module: it mounts `build_router` with its
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from fhir_store._validation import stop_validating_process
 from fhir_store._writer import ping_after_idle, sqlite_pragmas
 from fhir_store.router import build_router
 from fhir_store.schema import migrate
@@ -55,6 +57,7 @@ def create_app(database_url: str, *, validate_structure: bool = True) -> FastAPI
         finally:
             await store.aclose()
             await database.dispose()
+            await asyncio.to_thread(stop_validating_process)
 
     app = FastAPI(title="greenchannel FHIR store", lifespan=lifespan)
     app.include_router(build_router(database, store=store))
