@@ -18,6 +18,7 @@ from pathways.capture import Captured, activations_in, captures_in, facts_in, pa
 from pathways.case_store import case_time_nodes
 from pathways.encounter_links import link_encounter
 from pathways.nodes import ENGINE, Nodes
+from pathways.records import content_of
 from pathways.resolve import CORRECTION
 from pathways.shapes import (
     Note,
@@ -160,7 +161,7 @@ class Cases:
                     extra={"case": case["id"], "center": center},
                 )
                 continue
-            moved = {k: v for k, v in case.items() if k != "meta"}
+            moved = content_of(case)
             moved["patient"] = {"reference": survivor}
             await self.records.write(
                 moved,
@@ -350,7 +351,7 @@ class Cases:
         patient = str((case.get("patient") or {}).get("reference", ""))
         if not patient.startswith("Patient/"):
             return
-        updated = {k: v for k, v in case.items() if k != "meta"}
+        updated = content_of(case)
         before = await self._last_written_here(case)
         held = case_facts(before) if before is not None else {}
         for name, (value, source) in held.items():
@@ -420,7 +421,7 @@ class Cases:
             if c.get("status") == "preliminary"
             and ((c.get("method") or {}).get("coding") or [{}])[0].get("code") in _STAFF_KINDS
         ]
-        cancelled = {k: v for k, v in own.items() if k != "meta"} | {"status": "cancelled"}
+        cancelled = content_of(own) | {"status": "cancelled"}
         await self.records.write(
             cancelled,
             Note(
@@ -451,7 +452,7 @@ class Cases:
         stale = [n for n, (_, given_by) in held.items() if given_by == source and n not in facts]
         if not facts and not stale:
             return case
-        updated = {k: v for k, v in case.items() if k != "meta"}
+        updated = content_of(case)
         for name in stale:  # the resource no longer says so (its code was corrected)
             set_fact(updated, name, None, source)
         overruling = {MANUAL, f"EpisodeOfCare/{case['id']}"}  # staff, or the HIS's case itself
@@ -472,7 +473,7 @@ class Cases:
         stale = [name for name, (_, held) in case_facts(case).items() if held == source]
         if not stale:
             return
-        updated = {k: v for k, v in case.items() if k != "meta"}
+        updated = content_of(case)
         for name in stale:
             set_fact(updated, name, None, source)
         await self.records.write(
@@ -492,7 +493,7 @@ class Cases:
         mode = _mode(value) if name == "arrival_mode" else None  # a bad value fails first
 
         async def with_fact(current: dict[str, Any]) -> tuple[dict[str, Any], Note]:
-            updated = {k: v for k, v in current.items() if k != "meta"}
+            updated = content_of(current)
             if mode is not None:
                 set_arrival_mode(updated, mode)
             set_fact(updated, name, value, MANUAL)  # also marks a manual arrival mode as such
@@ -524,7 +525,7 @@ class Cases:
                 if v.key in pathway.closes_on
             ]
             instants = [a["valueDateTime"] for a in ends if a is not None]
-            updated = {k: v for k, v in current.items() if k != "meta"}
+            updated = content_of(current)
             period = {k: v for k, v in updated["period"].items() if k != "end"}
             if instants:
                 updated["status"], updated["period"] = "finished", {**period, "end": max(instants)}

@@ -16,7 +16,7 @@ by hand), not only at each case's next change.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engine.mapping.functions import make_id
@@ -24,7 +24,7 @@ from pathways.case_store import NOT_COUNTED, search_all, stored_cases
 from pathways.indicator_definitions import Catalogue
 from pathways.indicators import evaluate_case, interval_observations
 from pathways.nodes import ENGINE
-from pathways.records import Records
+from pathways.records import Records, content_of
 from pathways.shapes import Note, case_center, node_id
 from pathways.timeline import CaseTimeline
 from pathways.vocabulary import (
@@ -87,7 +87,7 @@ class IntervalWriter:
             await self.records.delete(f"Observation/{identifier}")
         for identifier, observation in wanted.items():
             current = held.get(identifier)
-            if current is not None and _content(current) == _content(observation):
+            if current is not None and content_of(current) == content_of(observation):
                 continue
             await self.records.write(
                 observation,
@@ -98,10 +98,6 @@ class IntervalWriter:
                     reason="indicator interval from the case's time nodes and facts",
                 ),
             )
-
-
-def _content(resource: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resource.items() if k != "meta"}
 
 
 async def rederive_intervals(

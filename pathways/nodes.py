@@ -16,7 +16,7 @@ from typing import Any
 from pathways.capture import Captured
 from pathways.case_store import case_time_nodes
 from pathways.definitions import NodeDefinition, Pathway, Pathways
-from pathways.records import Records
+from pathways.records import Records, content_of
 from pathways.resolve import CORRECTION, Candidate, Resolution, resolve
 from pathways.shapes import (
     AUTHORITATIVE_STATUSES,
@@ -161,7 +161,7 @@ class Nodes:
         return touched
 
     async def _retract(self, held: Mapping[str, Any], reference: str) -> None:
-        retracted = {k: v for k, v in held.items() if k != "meta"}
+        retracted = content_of(held)
         retracted["status"] = "cancelled"
         await self.records.write(
             retracted,

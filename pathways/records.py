@@ -17,7 +17,7 @@ from pathways.batch_memo import BatchMemo
 from pathways.case_store import search_all
 from pathways.shapes import Note, provenance
 
-__all__ = ["Records"]
+__all__ = ["Records", "content_of"]
 
 _ATTEMPTS = 3
 _UPDATE_ATTEMPTS = 5  # another writer (the HIS, staff) changed it meanwhile: derive again
@@ -91,7 +91,7 @@ class Records:
         for _ in range(_ATTEMPTS):
             # the base as the caller read it: If-Match finds out if it is still current
             current = base if base is not None else await self.read(f"{kind}/{identifier}")
-            if current is not None and _content(current) == _content(resource):
+            if current is not None and content_of(current) == content_of(resource):
                 return dict(current)
             version = int(current["meta"]["versionId"]) if current is not None else 0
             request: dict[str, Any] = {"method": "PUT", "url": f"{kind}/{identifier}"}
@@ -152,5 +152,7 @@ class Records:
         await self.store.delete(kind, identifier)
 
 
-def _content(resource: Mapping[str, Any]) -> dict[str, Any]:
+def content_of(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """The resource without its `meta`: what a write sends (the store sets versionId and
+    lastUpdated) and what two versions are compared by."""
     return {k: v for k, v in resource.items() if k != "meta"}
