@@ -523,7 +523,8 @@ def pipelined(connection: Connection) -> Iterator[None]:
     """On PostgreSQL, the block's statements go to the server without waiting for each answer
     (psycopg's pipeline mode), and the answers come back together at its end: one round trip
     for a group's writes instead of one per statement (a small transaction wrote ten, each
-    0.1-0.3 ms of waiting on a local server, more across a network). Elsewhere it does nothing.
+    0.1-0.3 ms of waiting on a local server, more across a network). Elsewhere (SQLite, an
+    async connection) it does nothing.
 
     Only statements whose results are not read may run in the block: `_BulkWrite`'s and the
     change log's. Through `Connection.execute` SQLAlchemy would find no result rows yet. A
@@ -533,7 +534,9 @@ def pipelined(connection: Connection) -> Iterator[None]:
     log a warning of its own ("pipeline aborted") for a race that is handled.
     """
     pipeline = getattr(connection.connection.driver_connection, "pipeline", None)
-    if connection.dialect.name != "postgresql" or pipeline is None:
+    # An async driver's pipeline is an async context: the store's work runs synchronously
+    # (`run_sync`) where it has no synchronous engine of its own, and goes without it there.
+    if connection.dialect.name != "postgresql" or connection.dialect.is_async or pipeline is None:
         yield
         return
     dbapi_error = connection.dialect.loaded_dbapi.Error

@@ -457,7 +457,10 @@ class FhirStore:
 
     async def aclose(self) -> None:
         """Close the store's own read and write connections; the `database` engine is the
-        caller's."""
+        caller's. Work asked of the store afterwards (a subscriber finishing while the engine
+        stops) runs on that engine, instead of opening connections of its own again that
+        nobody would close."""
+        self._mirrors = self._read_mirrors = False
         writer, self._writer = self._writer, None
         if writer is not None:
             await asyncio.to_thread(writer.dispose)

@@ -1,9 +1,12 @@
-"""PostgreSQL connections that died while the pools held them (a server restart, a firewall
-dropping idle links): the store's next write and read get new ones instead of failing."""
+"""The store's PostgreSQL connections: those that died while the pools held them (a server
+restart, a firewall dropping idle links) are replaced instead of failing the next write and
+read, and a closed store opens none of its own again."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 
 import psycopg
 import pytest
@@ -37,3 +40,30 @@ async def test_connections_cut_while_idle_are_replaced_before_use(
 
     second = await store.create(patient("李"))
     assert (await store.read("Patient", second["id"]))["name"] == [{"family": "李"}]
+
+
+async def test_a_store_used_after_it_closed_leaves_no_connection_open(
+    store: FhirStore, database: AsyncEngine
+) -> None:
+    # An engine stopping while a subscriber still finishes its work: the store has closed its
+    # own connections, and what is asked of it afterwards must not open new ones that nobody
+    # closes (they stayed open on the server until the garbage collector found them).
+    if database.dialect.name != "postgresql":
+        pytest.skip("a SQLite connection holds nothing on a server")
+    await store.create(patient("张"))
+    await store.aclose()
+    late = await store.create(patient("李"))
+    assert (await store.read("Patient", late["id"]))["name"] == [{"family": "李"}]
+    await database.dispose()  # the caller's engine: every other connection is the store's
+
+    url = database.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as admin:
+        still_open = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert still_open == (0,)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
