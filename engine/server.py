@@ -337,9 +337,10 @@ class Engine:
     async def _run(self, stop: asyncio.Event, on_ready: Callable[[Engine], None] | None) -> None:
         await self.prepare()
         sock = self._bind()
+        app = self.http_app()
         server = _HttpServer(
             uvicorn.Config(
-                self.http_app(),
+                app,
                 lifespan="off",
                 log_config=None,
                 access_log=False,
@@ -348,7 +349,11 @@ class Engine:
         )
         scheduler = AsyncIOScheduler(timezone=self.settings.tz)
         try:
-            async with asyncio.TaskGroup() as group:
+            # uvicorn's lifespan is off, so the plugin routers' own lifespans (each closes
+            # what its router opened, database connections above all) run here, around
+            # everything, ending after the HTTP server; they never ran before, and their
+            # connections stayed open until the process ended.
+            async with app.router.lifespan_context(app), asyncio.TaskGroup() as group:
                 started = asyncio.Event()
                 runtime_task = group.create_task(self.runtime.run(started), name="runtime")
                 await started.wait()
