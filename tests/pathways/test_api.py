@@ -29,7 +29,11 @@ async def serve(store: FhirStore, pathways: Pathways) -> AsyncIterator[httpx.Asy
     app = FastAPI(dependencies=[Depends(as_role("clinician"))])  # as the token gate sets it
     app.include_router(build_router(store.database, store=store))
     app.include_router(build_cases_router(store.database, pathways=pathways))
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+    # Lifespan on, as the engine runs it: the cases router closes the store it built.
+    async with (
+        serve_app(app, lifespan="on") as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
         yield http
 
 
