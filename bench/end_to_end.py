@@ -5,6 +5,8 @@ Encounter, FHIR destination) and measures from the first byte sent until every m
 delivered to the store, then checks a sample of patients through FHIR search.
 Usage: python bench/end_to_end.py [--messages N] [--no-postgres]. Target: >= 1,000 messages/s.
 
+The ACK latency is printed too: the 8 connections each wait for their ACK, so under this load
+it sets the send rate, and it shows how long the processing holds up the journal's commits.
 CPU per message is given twice: when the last message is delivered (the engine's own path:
 journal, ACK, mapping, FHIR write) and once the server has gone quiet again (adding the derived
 work that follows the change events, the pathway subscriber above all, which runs in `serve`
@@ -40,7 +42,9 @@ def channel(port: int) -> str:
     return text.replace("port: 2575", f"port: {port}\n  host: 127.0.0.1")
 
 
-def run(messages: int, database_url: str | None) -> tuple[float, float, int, float, float]:
+def run(
+    messages: int, database_url: str | None
+) -> tuple[float, float, int, float, float, list[float]]:
     port = free_port()
     with Serve({"his-adt": channel(port)}, database_url=database_url) as server:
         wait_for_port(port)
@@ -72,7 +76,8 @@ def run(messages: int, database_url: str | None) -> tuple[float, float, int, flo
             bundle = client.get("/fhir/Patient", params={"identifier": f"{run_id}{n:08d}"}).json()
             found += len(bundle.get("entry", [])) == 1
         assert load.acked == messages
-        return messages / elapsed, messages / acked_s, found, cpu_ms, settled_ms
+        latencies = sorted(load.latencies_s)
+        return messages / elapsed, messages / acked_s, found, cpu_ms, settled_ms, latencies
 
 
 def _settled_cpu(server: Serve, idle_s: float = 1.5) -> float:
@@ -101,13 +106,15 @@ def main() -> None:
     for backend in ["sqlite"] + ([] if args.no_postgres else ["postgresql"]):
         url = postgres_database(PG_ADMIN) if backend == "postgresql" else None
         try:
-            rate, ack_rate, found, cpu_ms, settled_ms = run(args.messages, url)
+            rate, ack_rate, found, cpu_ms, settled_ms, latencies = run(args.messages, url)
         finally:
             if url:
                 drop_postgres_database(PG_ADMIN, url)
         print(
             f"{backend:<11} {rate:7.0f} messages/s in and searchable "
-            f"(ACKed at {ack_rate:.0f}/s; {found}/20 sampled patients found by identifier; "
+            f"(ACKed at {ack_rate:.0f}/s, ACK p50 {1000 * latencies[len(latencies) // 2]:.1f} ms "
+            f"p99 {1000 * latencies[int(len(latencies) * 0.99)]:.1f} ms; "
+            f"{found}/20 sampled patients found by identifier; "
             f"engine CPU {cpu_ms:.2f} ms per message when delivered, {settled_ms:.2f} ms with "
             f"the subscribers' derived work; load average {os.getloadavg()[0]:.1f})"
         )
