@@ -7,11 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-from sqlalchemy import make_url
 
 from engine.testing import running_engine, settings_for_tests
+from tests.postgres import other_sessions
 
 pytestmark = pytest.mark.anyio
 TOKEN = "admin-token-for-the-stop-test"
@@ -34,10 +33,4 @@ async def test_a_stopped_engine_leaves_no_connection_open(
                 reply = await http.get(path)
                 assert reply.status_code == 200, (path, reply.text)
 
-    url = make_url(database_url).set(drivername="postgresql").render_as_string(False)
-    with psycopg.connect(url, autocommit=True) as admin:
-        still_open = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()
-    assert still_open == (0,)
+    assert other_sessions(database_url) == 0

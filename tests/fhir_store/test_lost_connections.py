@@ -8,11 +8,11 @@ import asyncio
 import gc
 import warnings
 
-import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_store import FhirStore
+from tests.postgres import other_sessions, terminate_other_sessions
 
 pytestmark = pytest.mark.anyio
 
@@ -29,13 +29,7 @@ async def test_connections_cut_while_idle_are_replaced_before_use(
     first = await store.create(patient("张"))
     assert (await store.read("Patient", first["id"]))["name"] == [{"family": "张"}]
 
-    url = database.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(url, autocommit=True) as admin:
-        cut = admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()
-    assert cut is not None and cut[0] >= 2  # the store's writer, the reads' engine
+    assert terminate_other_sessions(database.url) >= 2  # the store's writer, its reads' engine
     await asyncio.sleep(1.1)  # idle past the store's PING_AFTER_IDLE_S: checked before use
 
     second = await store.create(patient("李"))
@@ -56,13 +50,7 @@ async def test_a_store_used_after_it_closed_leaves_no_connection_open(
     assert (await store.read("Patient", late["id"]))["name"] == [{"family": "李"}]
     await database.dispose()  # the caller's engine: every other connection is the store's
 
-    url = database.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(url, autocommit=True) as admin:
-        still_open = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()
-    assert still_open == (0,)
+    assert other_sessions(database.url) == 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gc.collect()
