@@ -3,10 +3,12 @@ on it, and ending them (a server restart, a dropped link, as the pools meet it).
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 from sqlalchemy import URL, make_url
 
-__all__ = ["other_sessions", "terminate_other_sessions"]
+__all__ = ["other_sessions", "sessions_left", "terminate_other_sessions"]
 
 _OTHERS = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
 
@@ -14,6 +16,16 @@ _OTHERS = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> p
 def other_sessions(database_url: str | URL) -> int:
     """How many sessions, other than the one asking, are connected to the database."""
     return _ask(database_url, f"SELECT count(*) {_OTHERS}")
+
+
+def sessions_left(database_url: str | URL, *, within_s: float = 5.0) -> int:
+    """Other sessions still connected after `within_s` seconds, or 0 as soon as there are
+    none: a backend leaves pg_stat_activity a moment after its client closed the connection
+    (longer on a loaded machine), while one that was never closed stays."""
+    deadline = time.monotonic() + within_s
+    while (left := other_sessions(database_url)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 def terminate_other_sessions(database_url: str | URL) -> int:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from engine.testing import running_engine, settings_for_tests
-from tests.postgres import other_sessions
+from tests.postgres import sessions_left
 
 pytestmark = pytest.mark.anyio
 TOKEN = "admin-token-for-the-stop-test"
@@ -33,4 +33,4 @@ async def test_a_stopped_engine_leaves_no_connection_open(
                 reply = await http.get(path)
                 assert reply.status_code == 200, (path, reply.text)
 
-    assert other_sessions(database_url) == 0
+    assert sessions_left(database_url) == 0

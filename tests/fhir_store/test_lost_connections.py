@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_store import FhirStore
-from tests.postgres import other_sessions, terminate_other_sessions
+from tests.postgres import sessions_left, terminate_other_sessions
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +50,7 @@ async def test_a_store_used_after_it_closed_leaves_no_connection_open(
     assert (await store.read("Patient", late["id"]))["name"] == [{"family": "李"}]
     await database.dispose()  # the caller's engine: every other connection is the store's
 
-    assert other_sessions(database.url) == 0
+    assert sessions_left(database.url) == 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gc.collect()
