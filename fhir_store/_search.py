@@ -291,7 +291,7 @@ def _condition(resource_type: str, kind: str, name: str, value: str) -> ColumnEl
         # R4: resources with no matching token, those without the element included
         matches = [_token(text, table) for text in _values(name, value)]
         return _RESOURCE.c.id.not_in(rows.where(or_(*matches)))
-    matches = [_match(kind, name, modifier, text, table) for text in _values(name, value)]
+    matches = _matches(kind, name, modifier, _values(name, value), table)
     if kind == "date":
         # A date range (ge a year) matches most of a type's rows: checked for each candidate
         # the other parameters found, through the (resource_type, resource_id) index, rather
@@ -364,6 +364,50 @@ def _binary(column: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
     if dialect == "postgresql":
         return column.collate("C")
     return column
+
+
+def _matches(
+    kind: str, name: str, modifier: str, values: list[str], table: Table
+) -> list[ColumnElement[bool]]:
+    """The conditions on `table`'s rows of a parameter's values, any of which may match.
+
+    Several plain tokens or references (the pathway subscriber asks for a batch's patients at
+    once) become one IN list per system or target type: a few clauses to build and one
+    statement shape to compile, whatever the number of values, instead of an OR of pairs.
+    """
+    if len(values) < 2 or not (
+        (kind == "token" and not modifier)
+        or (kind == "reference" and (not modifier or modifier[:1].isupper()))
+    ):
+        return [_match(kind, name, modifier, text, table) for text in values]
+    listed: dict[str | None, list[str]] = {}  # system or target type -> values
+    others: list[ColumnElement[bool]] = []
+    for text in values:
+        if kind == "token":
+            system, bar, code = text.partition("|") if "|" in text else ("", "", text)
+            if bar and (not system or not code):
+                others.append(_token(text, table))  # |code and system| as written
+                continue
+            listed.setdefault(system if bar else None, []).append(code)
+            continue
+        target = split_reference(text)
+        if target is None:
+            if "/" in text or not text:
+                raise _bad(name, "must be Type/id, an id or an absolute URL ending in Type/id")
+            listed.setdefault(modifier or None, []).append(text)
+        elif not modifier or modifier == target[0]:
+            listed.setdefault(target[0], []).append(target[1])
+    column, qualifier = (
+        (table.c.value, table.c.system)
+        if kind == "token"
+        else (table.c.target_id, table.c.target_type)
+    )
+    for qualified, listed_values in listed.items():
+        condition = (
+            column.in_(listed_values) if len(listed_values) > 1 else column == listed_values[0]
+        )
+        others.append(condition if qualified is None else and_(qualifier == qualified, condition))
+    return others or [false()]
 
 
 def _match(kind: str, name: str, modifier: str, text: str, table: Table) -> ColumnElement[bool]:
@@ -520,6 +564,11 @@ def _number(name: str, text: str, column: ColumnElement[Any]) -> ColumnElement[b
 
 def _values(name: str, value: str) -> list[str]:
     """The comma-separated values of a parameter (`\\,` is a comma inside a value)."""
+    if "\\" not in value:
+        values = value.split(",")
+        if not any(values):
+            raise _bad(name, "has no value")
+        return [text for text in values if text]
     values: list[str] = []
     current: list[str] = []
     escaped = False
