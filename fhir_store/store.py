@@ -35,6 +35,7 @@ from fhir_store._fhirpath_patch import apply_fhirpath_patch
 from fhir_store._group import LostRace, apply_bundles, apply_entries, concurrent_write
 from fhir_store._group import _error_entry as error_entry
 from fhir_store._history import HistoryQuery, Version, fetch_history, fetch_version
+from fhir_store._in_flight import InFlight
 from fhir_store._json import loads
 from fhir_store._patch import apply_json_patch
 from fhir_store._patch_entries import check_patched, patch_entries
@@ -61,6 +62,8 @@ T = TypeVar("T")
 
 
 DEFAULT_MAX_BUNDLE_ENTRIES = 10_000  # the largest Synthea Bundle has 3,419
+# How long closing waits for work still running on the store's own connections (a long write).
+CLOSE_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,7 @@ class FhirStore:
         self._mirrors = True  # whether the database has a synchronous twin, as far as known
         self._reader: Engine | None = None
         self._read_mirrors = own_readers  # whether to open read connections of its own
+        self._in_flight = InFlight()  # work in threads on those two engines
         self._sqlite = database.dialect.name == "sqlite"
         self._settings = _Settings(
             validate_structure=validate_structure,
@@ -461,6 +465,9 @@ class FhirStore:
         stops) runs on that engine, instead of opening connections of its own again that
         nobody would close."""
         self._mirrors = self._read_mirrors = False
+        # Work still running on them (its awaiting task cancelled) ends first: a connection
+        # checked in after its pool was disposed would stay open on the server.
+        await asyncio.to_thread(self._in_flight.close, CLOSE_WAIT_S)
         writer, self._writer = self._writer, None
         if writer is not None:
             await asyncio.to_thread(writer.dispose)
@@ -515,7 +522,9 @@ class FhirStore:
             writer = self._write_engine()
             with _database_errors():
                 if writer is not None:
-                    return await asyncio.to_thread(_in_transaction, writer, run)
+                    return await asyncio.to_thread(
+                        self._in_flight.run, _in_transaction, writer, run
+                    )
                 async with self._database.begin() as connection:  # no synchronous twin
                     if self._sqlite:
                         await _begin_immediate(connection)
@@ -538,7 +547,7 @@ class FhirStore:
                     with engine.connect() as connection:
                         return work(connection, *args, **kwargs)
 
-                return await asyncio.to_thread(run)
+                return await asyncio.to_thread(self._in_flight.run, run)
             async with self._database.connect() as connection:
                 return await connection.run_sync(work, *args, **kwargs)
 

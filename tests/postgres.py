@@ -8,7 +8,7 @@ import time
 import psycopg
 from sqlalchemy import URL, make_url
 
-__all__ = ["other_sessions", "sessions_left", "terminate_other_sessions"]
+__all__ = ["busy_sessions", "other_sessions", "sessions_left", "terminate_other_sessions"]
 
 _OTHERS = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
 
@@ -16,6 +16,11 @@ _OTHERS = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> p
 def other_sessions(database_url: str | URL) -> int:
     """How many sessions, other than the one asking, are connected to the database."""
     return _ask(database_url, f"SELECT count(*) {_OTHERS}")
+
+
+def busy_sessions(database_url: str | URL) -> int:
+    """How many other sessions are running a statement or are inside a transaction."""
+    return _ask(database_url, f"SELECT count(*) {_OTHERS} AND state <> 'idle'")
 
 
 def sessions_left(database_url: str | URL, *, within_s: float = 5.0) -> int:

@@ -1,6 +1,7 @@
 """The store's PostgreSQL connections: those that died while the pools held them (a server
 restart, a firewall dropping idle links) are replaced instead of failing the next write and
-read, and a closed store opens none of its own again."""
+read, a closed store opens none of its own again, and closing waits for a write still
+running in its thread."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import warnings
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhir_store import FhirStore
-from tests.postgres import sessions_left, terminate_other_sessions
+from engine.testing import wait_until
+from fhir_store import FhirStore, parse_search
+from tests.postgres import busy_sessions, sessions_left, terminate_other_sessions
 
 pytestmark = pytest.mark.anyio
 
@@ -54,4 +56,39 @@ async def test_a_store_used_after_it_closed_leaves_no_connection_open(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+async def test_a_store_closed_while_its_write_runs_waits_for_it(
+    store: FhirStore, database: AsyncEngine
+) -> None:
+    # The engine stopping while a subscriber's write runs in a worker thread: cancelling the
+    # task does not stop the thread, and a pool disposed under it got the connection back
+    # afterwards and kept it open until the garbage collector warned about it.
+    if database.dialect.name != "postgresql":
+        pytest.skip("a SQLite connection holds nothing on a server")
+    await store.create(patient("张"))  # the store's write connection, idle in its pool
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": patient(f"李{n}"), "request": {"method": "POST", "url": "Patient"}}
+            for n in range(400)
+        ],
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        writing = asyncio.create_task(store.transaction(bundle))
+
+        async def running() -> bool:  # the write has begun in its thread
+            return busy_sessions(database.url) > 0
+
+        await wait_until(running, every_s=0.005)
+        writing.cancel()
+        await store.aclose()
+        gc.collect()
+    found = await store.search(parse_search("Patient", [("_summary", "count")], strict=True))
+    assert found.total == 401  # the write that was under way committed
+    await database.dispose()
+    assert sessions_left(database.url) == 0
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
