@@ -564,11 +564,14 @@ def _number(name: str, text: str, column: ColumnElement[Any]) -> ColumnElement[b
 
 def _values(name: str, value: str) -> list[str]:
     """The comma-separated values of a parameter (`\\,` is a comma inside a value)."""
-    if "\\" not in value:
-        values = value.split(",")
-        if not any(values):
-            raise _bad(name, "has no value")
-        return [text for text in values if text]
+    values = value.split(",") if "\\" not in value else _escaped_values(value)
+    if not any(values):
+        raise _bad(name, "has no value")
+    return [text for text in values if text]
+
+
+def _escaped_values(value: str) -> list[str]:
+    """The values of a parameter with `\\` escapes, empty ones included."""
     values: list[str] = []
     current: list[str] = []
     escaped = False
@@ -584,9 +587,7 @@ def _values(name: str, value: str) -> list[str]:
         else:
             current.append(char)
     values.append("".join(current))
-    if not any(values):
-        raise _bad(name, "has no value")
-    return [text for text in values if text]
+    return values
 
 
 def _like(text: str) -> str:
