@@ -37,6 +37,7 @@ OBSERVATIONS = [
     observation(4, {"system": LOINC, "code": "2339-0"}, "Patient/p2"),
     observation(5, {"system": SNOMED, "code": "271649006"}, "Group/p1"),  # same id, other type
     observation(6, {"system": LOINC, "code": "a|b"}, "Patient/p3"),
+    observation(7, {"system": LOINC, "code": "x,y"}, "Patient/p3"),  # a comma in the code
 ]
 
 TOKENS = [
@@ -48,6 +49,8 @@ TOKENS = [
     "2339-0",
     f"{SNOMED}|271649006",
     f"{LOINC}|a|b",
+    "x\\,y",
+    f"{LOINC}|x\\,y",
     "missing",
 ]
 REFERENCES = ["p1", "p2", "Patient/p1", "Patient/p2", "Group/p1", "g1", "Group/g1", "Patient/zz"]
@@ -97,3 +100,9 @@ async def test_a_bad_reference_among_several_values_is_named(observations: FhirS
         "o1",
         "o3",
     }
+
+
+async def test_an_escaped_comma_is_part_of_the_value(observations: FhirStore) -> None:
+    assert await found(observations, "Observation", "code", "x\\,y") == {"o7"}
+    assert await found(observations, "Observation", "code", "x\\,y,2339-0") == {"o4", "o7"}
+    assert await found(observations, "Observation", "code", "x,y") == set()
