@@ -7,7 +7,8 @@ as the runtime and the FHIR destination run them under load.
 Usage (from bench/): python write_thread_cpu.py --prepare (maps the messages once, outside the
 measurement), then valgrind --tool=callgrind python write_thread_cpu.py N once with N=0
 (imports and migrations only) and once with N=100; the difference is the cost of N groups.
-`--database URL` runs it on PostgreSQL instead (a fresh database is made and dropped).
+`--postgres ADMIN_URL` runs it on PostgreSQL instead (a fresh database is made and dropped).
+Prepare at least as many groups as you run: `--prepare 500` before `write_thread_cpu.py 500`.
 """
 
 from __future__ import annotations
@@ -134,6 +135,11 @@ async def run(groups: int, url: str) -> None:
         database, validate_structure=False, check_references=False, run_write=writes.run
     )
     payloads: list[Any] = json.loads(PAYLOADS.read_text(encoding="utf-8"))[: groups * GROUP]
+    if len(payloads) < groups * GROUP:
+        # A smaller run printed under the larger run's name was mistaken for it (session 11).
+        raise SystemExit(
+            f"only {len(payloads) // GROUP} groups are prepared; run --prepare {groups} first"
+        )
     if database.dialect.name == "postgresql":
         backend = await writes.run(lambda c: c.exec_driver_sql("SELECT pg_backend_pid()").scalar())
         PHASE_SERVER_CPU["pid"] = float(backend)
