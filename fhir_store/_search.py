@@ -390,12 +390,8 @@ def _matches(
                 continue
             listed.setdefault(system if bar else None, []).append(code)
             continue
-        target = split_reference(text)
-        if target is None:
-            if "/" in text or not text:
-                raise _bad(name, "must be Type/id, an id or an absolute URL ending in Type/id")
-            listed.setdefault(modifier or None, []).append(text)
-        elif not modifier or modifier == target[0]:
+        target = _reference_target(name, modifier, text)
+        if target is not None:
             listed.setdefault(target[0], []).append(target[1])
     column, qualifier = (
         (table.c.value, table.c.system)
@@ -465,16 +461,24 @@ def _reference(name: str, modifier: str, text: str, table: Table) -> ColumnEleme
             f"search parameter '{name}': the :{modifier} modifier is not supported",
             expression=[name],
         )
+    target = _reference_target(name, modifier, text)
+    if target is None:
+        return false()
+    target_type, target_id = target
+    if target_type is None:
+        return table.c.target_id == target_id
+    return and_(table.c.target_type == target_type, table.c.target_id == target_id)
+
+
+def _reference_target(name: str, modifier: str, text: str) -> tuple[str | None, str] | None:
+    """The (target type, or None for any, and id) one reference value matches; None when a
+    `:Type` modifier names another type than the value's, so that nothing matches."""
     target = split_reference(text)
     if target is not None:
-        if modifier and modifier != target[0]:
-            return false()
-        return and_(table.c.target_type == target[0], table.c.target_id == target[1])
+        return None if modifier and modifier != target[0] else target
     if "/" in text or not text:
         raise _bad(name, "must be Type/id, an id or an absolute URL ending in Type/id")
-    if modifier:
-        return and_(table.c.target_type == modifier, table.c.target_id == text)
-    return table.c.target_id == text
+    return modifier or None, text
 
 
 def _prefixed(text: str) -> tuple[str, str]:
