@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from adapters._parse_check import parse_problem
+from adapters._parse_check import parse_problem, warm_up_parser
 from adapters.hl7v2 import MEDIA_TYPE as HL7_MEDIA_TYPE
 from adapters.hl7v2 import check_message, split_batch
 from engine.connectors import Accept, ConnectorContext, Delivered, Inbound, Outbound
@@ -173,6 +173,8 @@ class FileSource:
     async def start(self) -> None:
         """Check the directory and create the processed and error directories."""
         await asyncio.to_thread(self._prepare)
+        if self._config.parse_check:
+            warm_up_parser(self._config.media_type)
         self._started = True
 
     async def serve(self, accept: Accept) -> None:

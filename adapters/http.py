@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapters._parse_check import parse_problem
+from adapters._parse_check import parse_problem, warm_up_parser
 from adapters.hl7v2 import message_time, read_header, sender_of
 from engine.connectors import Accept, ConnectorContext, Delivered, Inbound, Outbound
 from engine.errors import (
@@ -161,6 +161,8 @@ class HttpSource:
         if self._sock is not None:
             return
         sock = await self._bind()
+        if self._config.parse_check:
+            warm_up_parser(self._config.media_type)
         config = uvicorn.Config(
             self._build_app(),
             host=self._config.host,

@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters._parse_check import parse_problem
+from adapters._parse_check import parse_problem, warm_up_parser
 from adapters._tcp_listener import TcpListener, close_writer
 from adapters.hl7v2 import (
     MEDIA_TYPE,
@@ -312,6 +312,11 @@ class MllpSource(TcpListener):
     def __init__(self, config: MllpSourceConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
         self._config = config
+
+    async def start(self) -> None:
+        await super().start()
+        if self._config.parse_check:
+            warm_up_parser(self._config.media_type)
 
     async def ssl_context(self) -> ssl.SSLContext | None:
         """TLS when the channel asks for it (`source.tls`)."""
