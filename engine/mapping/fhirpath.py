@@ -146,10 +146,19 @@ def compile_path(expression: str, *, where: str = "") -> Callable[..., list[Any]
 
 
 def _compile(text: str, where: str) -> Any:
-    from fhirpathpy import compile as compile_fhirpath
-
     try:
-        _check_syntax(text)
-        return compile_fhirpath(text, model=_model())
+        return _compiled(text)
     except Exception as exc:  # fhirpathpy raises plain Exceptions
         raise ConfigError(f"not a valid FHIRPath expression ({exc})", key=where or None) from None
+
+
+@lru_cache(maxsize=4096)
+def _compiled(text: str) -> Any:
+    """One compilation per expression text and process: ANTLR parses at ~2 ms an expression,
+    and the pathway definitions alone compile 287 expressions, 65 of them different (`code`
+    58 times), at every start of the engine and of the commands that load them. The compiled
+    function keeps no state between evaluations, so sharing it is safe."""
+    from fhirpathpy import compile as compile_fhirpath
+
+    _check_syntax(text)
+    return compile_fhirpath(text, model=_model())
