@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import uuid
 from collections.abc import Iterator
@@ -28,20 +29,60 @@ def shared_data() -> Path:
 
 
 def _postgres_database() -> Iterator[str]:
-    """Create a fresh PostgreSQL database for one test and drop it afterwards."""
+    """An empty PostgreSQL database for one test, emptied again afterwards.
+
+    A test process keeps the databases it has used and gives each test one that was emptied
+    (its backends ended, its `public` schema dropped and created again): a CREATE DATABASE
+    copies the 7.5 MB template at 0.25 s of the server's CPU, a DROP waited up to 0.4 s, and
+    535 tests take one each. The databases are dropped when the process exits.
+    """
     import psycopg
 
     if not POSTGRES_URL:
         pytest.skip("GREENCHANNEL_TEST_POSTGRES_URL is not set")
     admin_url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-    name = f"gc_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    if _EMPTIED:
+        name = _EMPTIED.pop()
+    else:
+        name = f"gc_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        if not _KEPT:
+            atexit.register(_drop_kept, admin_url)
+        _KEPT.append(name)
     base = POSTGRES_URL.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
+        _empty(admin_url, name)
+
+
+_KEPT: list[str] = []  # every database this process created
+_EMPTIED: list[str] = []  # those free for the next test
+
+
+def _empty(admin_url: str, name: str) -> None:
+    """End what the test left connected, then drop everything it created: the migrations
+    create all of it in `public` (tables, sequences, types, extensions)."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+    with psycopg.connect(f"{admin_url.rsplit('/', 1)[0]}/{name}", autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    _EMPTIED.append(name)
+
+
+def _drop_kept(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for name in _KEPT:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
