@@ -33,7 +33,7 @@ lint: $(VENV)/.installed
 # process compiles the project's ~230 modules again (~0.5 s each start).
 test: $(VENV)/.installed lint
 	env -u PYTHONDONTWRITEBYTECODE GREENCHANNEL_TEST_POSTGRES_URL=$$( [ -n "$(PG_URL)" ] && $(VENV)/bin/python -c "import psycopg,sys; psycopg.connect('$(PG_URL)'.replace('+psycopg',''), connect_timeout=3).close()" 2>/dev/null && echo "$(PG_URL)" ) \
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 # Figures, not asserts: MLLP journal+ACK vs python-hl7's bare server, end to end, FHIR store
 # (bulk writes, the Synthea load, small transactions, a search mix).

@@ -93,18 +93,3 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite+aiosqlite:///{tmp_path / 'greenchannel.db'}"
     else:
         yield from _postgres_database()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Whole modules, the slow ones first (engine processes, replays, the crash test), then the
-    others from the most tests to the fewest. The test workers take whole modules (`make test`:
-    `--dist loadscope --no-loadscope-reorder`, which keeps this order); xdist's own order, by
-    test count alone, left the crash test's two 30 s runs for last, alone at the end of a run."""
-    modules: dict[str, list[pytest.Item]] = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
-    ordered = sorted(
-        modules.values(),
-        key=lambda tests: (not any(t.get_closest_marker("slow") for t in tests), -len(tests)),
-    )
-    items[:] = [item for tests in ordered for item in tests]
