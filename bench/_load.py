@@ -160,6 +160,17 @@ class Serve:
         assert self.process is not None
         return _cpu_seconds(self.process.pid)
 
+    def settled_cpu_seconds(self, idle_s: float = 1.5) -> float:
+        """The server's CPU seconds once it has gone quiet (under 3% of a core for `idle_s`):
+        its start-up warm-ups are done, its subscribers have caught up with the change events."""
+        last = self.cpu_seconds()
+        while True:
+            time.sleep(idle_s)
+            now = self.cpu_seconds()
+            if now - last < 0.03 * idle_s:
+                return now
+            last = now
+
     def token(self) -> str:
         return (self.data_dir / "admin.token").read_text().strip()
 

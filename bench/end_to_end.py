@@ -62,7 +62,7 @@ def run(
             baseline = _delivered(client)
         run_id = "E" + uuid.uuid4().hex[:6]
         batch = [adt_a04(i, run=run_id) for i in range(messages)]
-        cpu_before = _settled_cpu(server)  # the warm-up's derived work done first
+        cpu_before = server.settled_cpu_seconds()  # the warm-up's derived work done first
         started = time.perf_counter()
         load = asyncio.run(blast("127.0.0.1", port, batch, 8))
         acked_s = time.perf_counter() - started
@@ -71,25 +71,13 @@ def run(
             time.sleep(0.1)
         elapsed = time.perf_counter() - started
         cpu_ms = 1000 * (server.cpu_seconds() - cpu_before) / messages
-        settled_ms = 1000 * (_settled_cpu(server) - cpu_before) / messages
+        settled_ms = 1000 * (server.settled_cpu_seconds() - cpu_before) / messages
         found = 0
         for n in random.sample(range(messages), 20):
             bundle = client.get("/fhir/Patient", params={"identifier": f"{run_id}{n:08d}"}).json()
             found += len(bundle.get("entry", [])) == 1
         assert load.acked == messages
         return messages / elapsed, messages / acked_s, found, cpu_ms, settled_ms, load.latencies_s
-
-
-def _settled_cpu(server: Serve, idle_s: float = 1.5) -> float:
-    """The server's CPU seconds once it has gone quiet (under 3% of a core for `idle_s`): the
-    subscribers have caught up with the change events."""
-    last = server.cpu_seconds()
-    while True:
-        time.sleep(idle_s)
-        now = server.cpu_seconds()
-        if now - last < 0.03 * idle_s:
-            return now
-        last = now
 
 
 def _delivered(client: httpx.Client) -> int:
