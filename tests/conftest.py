@@ -66,13 +66,11 @@ def _empty(admin_url: str, name: str) -> None:
     create all of it in `public` (tables, sequences, types, extensions)."""
     import psycopg
 
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-    with psycopg.connect(f"{admin_url.rsplit('/', 1)[0]}/{name}", autocommit=True) as conn:
+    from tests.postgres import terminate_other_sessions
+
+    url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    terminate_other_sessions(url)
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
     _EMPTIED.append(name)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import bz2
 import json
 import os
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import pytest
 
 from fhir_store import FhirStore, migrate
 from fhir_store.app import create_database
+from tests.conftest import _postgres_database
 from tests.fhir_store.conftest import every_entry, serve_fhir
 
 pytestmark = pytest.mark.anyio
@@ -86,21 +86,8 @@ def module_database_url(
     """An empty database for the module, on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('synthea') / 'fhir.db'}"
-        return
-    import psycopg
-
-    postgres_url = os.environ.get("GREENCHANNEL_TEST_POSTGRES_URL", "")
-    if not postgres_url:
-        pytest.skip("GREENCHANNEL_TEST_POSTGRES_URL is not set")
-    admin_url = postgres_url.replace("postgresql+psycopg://", "postgresql://")
-    name = f"gc_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{postgres_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    else:
+        yield from _postgres_database()
 
 
 @pytest.fixture(scope="module")
