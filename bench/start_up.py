@@ -23,6 +23,7 @@ import asyncio
 import re
 import statistics
 import time
+from collections.abc import Callable
 
 import httpx
 from _load import (
@@ -33,6 +34,7 @@ from _load import (
     drop_postgres_database,
     free_port,
     postgres_database,
+    wait_for_port,
 )
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -59,16 +61,9 @@ def _shipped_channels() -> tuple[dict[str, str], int]:
     return channels, adt_port
 
 
-def _accepts(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _until(condition: object, timeout_s: float = 120) -> None:
+def _until(condition: Callable[[], bool], timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError("start-up did not finish")
         time.sleep(0.025)
@@ -81,7 +76,7 @@ def one_run(database_url: str | None) -> dict[str, float]:
     at: dict[str, float] = {}
     with serve:  # returns once the HTTP port accepts
         at["http"] = time.perf_counter() - started
-        _until(lambda: _accepts(adt_port))
+        wait_for_port(adt_port, timeout_s=120)
         at["mllp"] = time.perf_counter() - started
         message = adt_a04(1, run=f"start{started}")
         result = asyncio.run(blast("127.0.0.1", adt_port, [message], 1))
