@@ -4,7 +4,9 @@
 checked against R4B (4.3), the closest: R4 types that R4B dropped (MedicinalProduct*,
 EffectEvidenceSynthesis, RiskEvidenceSynthesis, SubstanceSpecification, ...) are not checked.
 The parsed JSON is validated as it is (`model_validate`), with the model looked up once per
-type; it costs a few tenths of a millisecond per resource (bench/fhir_validation_cost.py).
+type; that costs a few tenths of a millisecond per resource (bench/fhir_validation_cost.py), so
+a quick walk of the JSON (`_structure_check`) goes first and the models see only what it is not
+sure of: the invalid resources, whose issues they name, and the rare shapes it leaves to them.
 
 A large group of writes (a Synthea transaction holds ~700 resources) is validated in another
 process (`prevalidate`) while the write thread applies it unchecked under a SAVEPOINT: the
@@ -23,12 +25,12 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from functools import cache
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from fhir_store._json import dumps_bytes, loads
+from fhir_store._structure_check import certainly_valid, model_of
 from fhir_store.errors import InvalidResource
 
 __all__ = [
@@ -196,8 +198,8 @@ def stop_validating_process() -> None:
 def structure_issues(resource: dict[str, Any], *, limit: int = 100) -> list[tuple[str, str]]:
     """The (element path, reason) of each way the resource breaks the R4B structure."""
     resource_type = str(resource.get("resourceType"))
-    model = _model(resource_type)
-    if model is None:
+    model = model_of(resource_type)
+    if model is None or certainly_valid(resource, model):
         return []
     try:
         model.model_validate(resource)
@@ -234,17 +236,6 @@ def output_issues(document: Any) -> list[str]:
 
 def _without_entries(bundle: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in bundle.items() if key != "entry"}
-
-
-@cache
-def _model(resource_type: str) -> type[BaseModel] | None:
-    from fhir.resources.R4B import get_fhir_model_class  # slow import: only when validating
-
-    try:
-        model: type[BaseModel] = get_fhir_model_class(resource_type)
-    except ValueError:
-        return None  # an R4 type without an R4B model
-    return model
 
 
 def _path(resource_type: str, location: tuple[int | str, ...]) -> str:
