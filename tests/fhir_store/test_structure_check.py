@@ -8,7 +8,7 @@ from __future__ import annotations
 import bz2
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ _NAMES = [
     "extension", "coding", "identifier", "period", "type", "resourceType", "status__ext",
     "fhir_comments", "contained", "subject", "birthDate", "gender", "class", "bogus",
 ]  # fmt: skip
-_VALUES = st.one_of(
+_VALUES: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from(
         [
             None, "", " ", "two words", " padded ", "x" * 65, "2020-02-30", "2021-13-01",
@@ -116,13 +116,15 @@ def _places(node: Any) -> Iterator[tuple[Any, Any]]:
             yield from _places(value)
 
 
-def _edit(draw: st.DrawFn, resource: dict[str, Any]) -> str:
+def _edit(draw: Callable[[st.SearchStrategy[Any]], Any], resource: dict[str, Any]) -> str:
     def new_value() -> Any:
         return copy.deepcopy(draw(_VALUES))  # a copy: later edits change it in place
 
     container, key = draw(st.sampled_from(list(_places(resource))))
     value = container[key]
-    how = draw(st.sampled_from(["replace", "delete", "wrap", "unwrap", "rename", "add", "copy"]))
+    how: str = draw(
+        st.sampled_from(["replace", "delete", "wrap", "unwrap", "rename", "add", "copy"])
+    )
     if how == "replace":
         container[key] = new_value()
     elif how == "delete":
