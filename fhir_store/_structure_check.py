@@ -37,7 +37,8 @@ _FOLLOWED_VALIDATORS = frozenset(
         "validate_extension_or_fhir_comment_required",
     }
 )
-_LEAF_CACHE_LIMIT = 20_000  # distinct valid values remembered per primitive type
+_LEAF_CACHE_LIMIT = 4096  # distinct valid values remembered per primitive type (33 types)
+_LEAF_CACHE_LONGEST = 64  # longer texts (names with addresses, notes) seldom come again
 _JSON_PRIMITIVES = frozenset({str, int, float, bool})
 
 LeafCheck = Callable[[Any], bool]
@@ -139,7 +140,8 @@ def _shape(annotation: Any) -> tuple[bool, Any] | None:
 def _leaf_check(annotation: Any) -> LeafCheck:
     """Whether a JSON value passes the model's validation of a primitive with `annotation`.
     Codes, systems, units and dates repeat from message to message: a value once found valid
-    is remembered (by type too, `True == 1`), and the cache is emptied when full."""
+    is remembered (by type too, `True == 1`; short texts only), and the cache is emptied when
+    full, which bounds it to a few MB a process."""
     validate = TypeAdapter(annotation).validate_python
     valid_values: dict[tuple[type, Any], bool] = {}
 
@@ -154,9 +156,10 @@ def _leaf_check(annotation: Any) -> LeafCheck:
             validate(value)
         except (ValidationError, ValueError, TypeError):
             return False
-        if len(valid_values) >= _LEAF_CACHE_LIMIT:
-            valid_values.clear()
-        valid_values[key] = True
+        if kind is not str or len(value) <= _LEAF_CACHE_LONGEST:
+            if len(valid_values) >= _LEAF_CACHE_LIMIT:
+                valid_values.clear()
+            valid_values[key] = True
         return True
 
     return check
