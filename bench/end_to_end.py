@@ -3,10 +3,12 @@
 Sends N messages over 8 MLLP connections to the default his-adt channel (mapping to Patient and
 Encounter, FHIR destination) and measures from the first byte sent until every message is
 delivered to the store, then checks a sample of patients through FHIR search.
-Usage: python bench/end_to_end.py [--messages N] [--no-postgres]. Target: >= 1,000 messages/s.
+Usage: python bench/end_to_end.py [--messages N] [--connections C] [--no-postgres].
+Target: >= 1,000 messages/s. `--connections 1` is a HIS's backlog after a downtime: one
+connection, each message sent when the last one is ACKed, so its rate is 1 / ACK latency.
 
-The ACK latency is printed too: the 8 connections each wait for their ACK, so under this load
-it sets the send rate, and it shows how long the processing holds up the journal's commits.
+The ACK latency is printed too: the connections each wait for their ACK, so under this load it
+sets the send rate, and it shows how long the processing holds up the journal's commits.
 CPU per message is given twice: when the last message is delivered (the engine's own path:
 journal, ACK, mapping, FHIR write) and once the server has gone quiet again (adding the derived
 work that follows the change events, the pathway subscriber above all, which runs in `serve`
@@ -44,7 +46,7 @@ def channel(port: int) -> str:
 
 
 def run(
-    messages: int, database_url: str | None
+    messages: int, database_url: str | None, connections: int = 8
 ) -> tuple[float, float, int, float, float, list[float]]:
     port = free_port()
     with Serve({"his-adt": channel(port)}, database_url=database_url) as server:
@@ -64,7 +66,7 @@ def run(
         batch = [adt_a04(i, run=run_id) for i in range(messages)]
         cpu_before = server.settled_cpu_seconds()  # the warm-up's derived work done first
         started = time.perf_counter()
-        load = asyncio.run(blast("127.0.0.1", port, batch, 8))
+        load = asyncio.run(blast("127.0.0.1", port, batch, connections))
         acked_s = time.perf_counter() - started
         # Polled every 100 ms: the stats query itself costs the engine work.
         while _delivered(client) < baseline + messages:
@@ -88,13 +90,19 @@ def _delivered(client: httpx.Client) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
-    print(f"End to end: {args.messages} ADT^A04 over 8 MLLP connections -> Patient + Encounter")
+    print(
+        f"End to end: {args.messages} ADT^A04 over {args.connections} MLLP connections "
+        "-> Patient + Encounter"
+    )
     for backend in ["sqlite"] + ([] if args.no_postgres else ["postgresql"]):
         url = postgres_database(PG_ADMIN) if backend == "postgresql" else None
         try:
-            rate, ack_rate, found, cpu_ms, settled_ms, latencies = run(args.messages, url)
+            rate, ack_rate, found, cpu_ms, settled_ms, latencies = run(
+                args.messages, url, args.connections
+            )
         finally:
             if url:
                 drop_postgres_database(PG_ADMIN, url)

@@ -314,3 +314,24 @@ def test_a_failed_check_names_its_first_problems_and_counts_the_rest() -> None:
     assert "; ".join(expected[:MAX_PROBLEMS]) in outcome.error
     assert expected[MAX_PROBLEMS] not in outcome.error
     assert f"and {len(expected) - MAX_PROBLEMS} more" in outcome.error
+
+
+def test_the_payload_is_the_outputs_json_even_a_number_beyond_64_bits() -> None:
+    """A numeric result the LIS sent as 30 digits (a specimen barcode typed into the value,
+    say) maps to an integer JSON writers handle differently: the payload still carries it, and
+    the Chinese text stays UTF-8, not escaped."""
+    lis = (ROOT / "mappings" / "tests" / "samples" / "lis-oru-troponin-utf8.hl7").read_bytes()
+    digits = "123456789012345678901234567890"
+    raw = lis.replace(b"||52.3|ng/L", b"||" + digits.encode() + b"|ng/L")
+    channel = CHANNEL.replace("hl7v2/adt.yaml", "hl7v2/oru_lab.yaml")
+    compiled = _compiled(channel, {})
+    parser = compiled.plugins.parser("x-application/hl7-v2+er7")
+    assert parser is not None and compiled.transform is not None
+    payload = compiled.transform(parser(raw, "utf-8"))
+    assert payload is not None
+    values = [
+        entry["resource"].get("valueQuantity", {}).get("value")
+        for entry in json.loads(payload)["entry"]
+    ]
+    assert int(digits) in values
+    assert "高敏肌钙蛋白I".encode() in payload
