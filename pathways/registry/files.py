@@ -24,12 +24,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
 
-from openpyxl import Workbook
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-from openpyxl.comments import Comment
-from openpyxl.styles import Font, PatternFill
-from openpyxl.utils import get_column_letter
-
 __all__ = ["FORMATS", "Cell", "FileFormat", "Sheet", "media_type", "write_csv", "write_xlsx"]
 
 Cell = str | int | float | datetime | date | None
@@ -40,8 +34,8 @@ _MEDIA_TYPES: dict[FileFormat, str] = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 _EXCEL = {"%Y": "yyyy", "%m": "mm", "%d": "dd", "%H": "hh", "%M": "mm", "%S": "ss"}
-_FLAGGED = PatternFill("solid", fgColor="FFF2CC")
-_WRONG = PatternFill("solid", fgColor="F4CCCC")
+_FLAGGED = "FFF2CC"  # fill of a row exported although incomplete
+_WRONG = "F4CCCC"  # fill of a cell with a problem
 REPORT_SHEET = "校验报告"
 
 
@@ -81,6 +75,13 @@ def write_csv(sheet: Sheet) -> bytes:
 def write_xlsx(sheet: Sheet) -> bytes:
     """The sheet as an XLSX workbook: the template's sheet first, the report sheet when
     there are problems to report."""
+    # openpyxl costs 0.3 s to import: only for an XLSX, not for every registry command
+    from openpyxl import Workbook
+    from openpyxl.comments import Comment
+    from openpyxl.styles import Font, PatternFill
+    from openpyxl.utils import get_column_letter
+
+    flagged, wrong = (PatternFill("solid", fgColor=color) for color in (_FLAGGED, _WRONG))
     book = Workbook()
     page = book.active
     assert page is not None  # a new workbook always has its first sheet
@@ -103,10 +104,10 @@ def write_xlsx(sheet: Sheet) -> bytes:
             elif isinstance(value, str):
                 cell.number_format = "@"  # codes stay text ("01" is not 1)
             if index in sheet.flagged:
-                cell.fill = _FLAGGED
+                cell.fill = flagged
             message = marks.get(column - 1)
             if message is not None:
-                cell.fill = _WRONG
+                cell.fill = wrong
                 cell.comment = Comment(message, "greenchannel")
     for column, header in enumerate(sheet.headers, 1):
         page.column_dimensions[get_column_letter(column)].width = max(12, len(header) * 2 + 2)
@@ -134,6 +135,8 @@ def _text(cell: Cell, sheet: Sheet) -> str:
 
 
 def _xlsx_value(cell: Cell) -> Cell:
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE  # imported by write_xlsx already
+
     if isinstance(cell, datetime) and cell.tzinfo is not None:
         raise ValueError("XLSX cells hold local times: give a naive datetime")
     if isinstance(cell, str):
