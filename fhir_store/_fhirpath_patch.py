@@ -13,11 +13,12 @@ from __future__ import annotations
 import copy
 import re
 import types
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
+from fhir_store._models import model_of
 from fhir_store.errors import InvalidRequest
 
 __all__ = ["FHIRPATH_PATCH_TYPES", "apply_fhirpath_patch"]
@@ -346,7 +347,7 @@ def _find(node: Any, target: dict[str, Any], path: str) -> str | None:
 
 def _model_at(document: dict[str, Any], prop_name: str | None) -> type[BaseModel] | None:
     """The R4B model of the element at a location; None where the models do not say."""
-    model = _resource_model(str(document.get("resourceType")))
+    model = model_of(str(document.get("resourceType")))
     node: Any = document
     for segment in (prop_name or "").split(".")[1:]:
         step = _SEGMENT.fullmatch(segment)
@@ -357,7 +358,7 @@ def _model_at(document: dict[str, Any], prop_name: str | None) -> type[BaseModel
         if step.group(2) is not None and isinstance(node, list):
             node = node[int(step.group(2))]
         if isinstance(node, dict) and isinstance(node.get("resourceType"), str):
-            model = _resource_model(node["resourceType"])  # a contained resource
+            model = model_of(node["resourceType"])  # a contained resource
         else:
             model = _field_model(model, key)
     return model
@@ -375,7 +376,7 @@ def _field_model(model: type[BaseModel] | None, name: str) -> type[BaseModel] | 
         return None
     inner = _unwrap(model.model_fields[name].annotation)[1]
     type_name = getattr(inner, "__name__", "")
-    return _resource_model(type_name.removesuffix("Type")) if type_name.endswith("Type") else None
+    return model_of(type_name.removesuffix("Type")) if type_name.endswith("Type") else None
 
 
 def _choice_base(model: type[BaseModel] | None, key: str) -> str:
@@ -400,17 +401,6 @@ def _unwrap(annotation: Any) -> tuple[bool, Any]:
             annotation = get_args(annotation)[0]
         else:
             return repeats, annotation
-
-
-@cache
-def _resource_model(type_name: str) -> type[BaseModel] | None:
-    from fhir.resources.R4B import get_fhir_model_class  # slow import: only when patching
-
-    try:
-        model: type[BaseModel] = get_fhir_model_class(type_name)
-    except (ValueError, KeyError):
-        return None
-    return model
 
 
 def _primitive(part: dict[str, Any] | None, key: str) -> Any:

@@ -20,12 +20,14 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Callable
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-__all__ = ["certainly_valid", "model_of"]
+from fhir_store._models import model_of
+
+__all__ = ["certainly_valid"]
 
 # The model validators whose rules the plan below enforces (null list items, required
 # elements, choice groups; a primitive extension's "id or extension"); a model with any other
@@ -42,19 +44,6 @@ _LEAF_CACHE_LONGEST = 64  # longer texts (names with addresses, notes) seldom co
 _JSON_PRIMITIVES = frozenset({str, int, float, bool})
 
 LeafCheck = Callable[[Any], bool]
-
-
-@lru_cache(maxsize=1024)  # bounded: the type names come from the input, unknown ones too
-def model_of(resource_type: str) -> type[BaseModel] | None:
-    """The R4B model of a resource type, or None for a name it has none of (an R4 type that
-    R4B dropped, or no type at all)."""
-    from fhir.resources.R4B import get_fhir_model_class  # slow import: only when validating
-
-    try:
-        model: type[BaseModel] = get_fhir_model_class(resource_type)
-    except ValueError:
-        return None
-    return model
 
 
 def certainly_valid(resource: dict[str, Any], model: type[BaseModel]) -> bool:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from fhir_store._models import model_of
+
 __all__ = ["SUBSETTED", "SUMMARY_MODES", "summarise", "tag_subsetted"]
 
 SUBSETTED = {
@@ -52,11 +54,8 @@ def tag_subsetted(resource: dict[str, Any]) -> dict[str, Any]:
 def _elements(resource_type: str, mode: str) -> frozenset[str] | None:
     """The JSON names of the top-level elements `mode` keeps: the summary ones (`true`), or
     text and the mandatory ones (`text`); None if fhir.resources has no model of the type."""
-    from fhir.resources.R4B import get_fhir_model_class  # slow import: only when asked
-
-    try:
-        model = get_fhir_model_class(resource_type)
-    except (KeyError, ValueError):
+    model = model_of(resource_type)
+    if model is None:
         return None
     names: set[str] = set()
     for name, field in model.model_fields.items():

@@ -30,7 +30,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from fhir_store._json import dumps_bytes, loads
-from fhir_store._structure_check import certainly_valid, model_of
+from fhir_store._models import model_of
+from fhir_store._structure_check import certainly_valid
 from fhir_store.errors import InvalidResource
 
 __all__ = [

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from engine.mapping.testing import run_mapping_test
-from fhir_store._structure_check import certainly_valid, model_of
+from fhir_store._models import model_of
+from fhir_store._structure_check import certainly_valid
 from fhir_store._validation import structure_issues
 
 ROOT = Path(__file__).resolve().parents[2]
