@@ -53,9 +53,8 @@ def certainly_valid(resource: dict[str, Any], model: type[BaseModel]) -> bool:
 
 class _Field(typing.NamedTuple):
     repeats: bool
-    kind: str  # "leaf", "element" (a complex type) or "resource" (contained, entry.resource)
-    leaf: LeafCheck | None
-    model: type[BaseModel] | None
+    leaf: LeafCheck | None  # a primitive's check
+    model: type[BaseModel] | None  # a complex type's model; neither: a resource (contained)
 
 
 class _Plan(typing.NamedTuple):
@@ -85,11 +84,11 @@ def _plan(model: type[BaseModel]) -> _Plan:
         if isinstance(inner, type) and issubclass(inner, FhirBase):
             target = inner.get_model_klass()
             if target.__name__ == "Resource":
-                fields[key] = _Field(repeats, "resource", None, None)
+                fields[key] = _Field(repeats, None, None)
             elif target.__name__ != "Element":  # an abstract Element: left to the models
-                fields[key] = _Field(repeats, "element", None, target)
+                fields[key] = _Field(repeats, None, target)
         else:
-            fields[key] = _Field(repeats, "leaf", _leaf_check(inner), None)
+            fields[key] = _Field(repeats, _leaf_check(inner), None)
     # Required primitives (the models accept an extension in place of the value; this does not)
     aliases = {name: info.alias or name for name, info in model.model_fields.items()}
     by_element = model.get_alias_mapping()  # type: ignore[attr-defined]
