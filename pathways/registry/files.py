@@ -77,11 +77,13 @@ def write_xlsx(sheet: Sheet) -> bytes:
     there are problems to report."""
     # openpyxl costs 0.3 s to import: only for an XLSX, not for every registry command
     from openpyxl import Workbook
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
     from openpyxl.comments import Comment
     from openpyxl.styles import Font, PatternFill
     from openpyxl.utils import get_column_letter
 
-    flagged, wrong = (PatternFill("solid", fgColor=color) for color in (_FLAGGED, _WRONG))
+    flagged = PatternFill("solid", fgColor=_FLAGGED)
+    wrong = PatternFill("solid", fgColor=_WRONG)
     book = Workbook()
     page = book.active
     assert page is not None  # a new workbook always has its first sheet
@@ -92,7 +94,7 @@ def write_xlsx(sheet: Sheet) -> bytes:
     datetime_style = _excel_format(sheet.datetime_format)
     date_style = _excel_format(sheet.date_format)
     for index, row in enumerate(sheet.rows):
-        page.append([_xlsx_value(cell) for cell in row])
+        page.append([_xlsx_value(cell, ILLEGAL_CHARACTERS_RE) for cell in row])
         excel_row = index + 2
         marks = sheet.marks.get(index, {})
         for column, value in enumerate(row, 1):
@@ -134,15 +136,13 @@ def _text(cell: Cell, sheet: Sheet) -> str:
     return str(cell)
 
 
-def _xlsx_value(cell: Cell) -> Cell:
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE  # imported by write_xlsx already
-
+def _xlsx_value(cell: Cell, illegal: re.Pattern[str]) -> Cell:
     if isinstance(cell, datetime) and cell.tzinfo is not None:
         raise ValueError("XLSX cells hold local times: give a naive datetime")
     if isinstance(cell, str):
         # XML 1.0 cannot hold control characters (a pasted name may carry one): dropped, as
         # the registry's form would never accept them either
-        return str(ILLEGAL_CHARACTERS_RE.sub("", cell))
+        return str(illegal.sub("", cell))
     return cell
 
 
