@@ -65,7 +65,7 @@ def build_api_router() -> APIRouter:
         engine = _engine(request)
         messages, deliveries = await engine.journal_counts()
         return PlainTextResponse(
-            engine.stats.prometheus(messages, deliveries),
+            engine.stats.prometheus(messages, deliveries, engine.subscribers_pending()),
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 

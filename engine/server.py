@@ -34,7 +34,7 @@ from engine.plugins import Plugins, load_plugins
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.stats import Stats
-from engine.subscribers import SubscriberContext, run_subscribers
+from engine.subscribers import ReportsPending, Subscriber, SubscriberContext, run_subscribers
 
 __all__ = ["Engine"]
 
@@ -80,6 +80,7 @@ class Engine:
         self.admin_token_file: Any = None
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
+        self.subscribers: dict[str, Subscriber] = {}  # the running ones, by name
 
     def now(self) -> datetime:
         return datetime.now(tz=self.settings.tz)
@@ -191,6 +192,14 @@ class Engine:
             # Plugins read their own sections of the settings (e.g. `clocks`) from here.
             extra={"settings": self.settings},
         )
+
+    def subscribers_pending(self) -> dict[str, int]:
+        """Each running subscriber's work beyond its cursor, for those that report it."""
+        return {
+            name: subscriber.pending()
+            for name, subscriber in sorted(self.subscribers.items())
+            if isinstance(subscriber, ReportsPending)
+        }
 
     async def accept(self, channel: str, inbound: Inbound) -> Receipt:
         """Journal a message on `channel` as its source would; returns after the commit."""
@@ -360,7 +369,9 @@ class Engine:
                 await self.deploy_all()
                 # After the channels: what subscribers accept has somewhere to go.
                 subscribers_task = group.create_task(
-                    run_subscribers(self.plugins.subscribers, self.subscriber_context),
+                    run_subscribers(
+                        self.plugins.subscribers, self.subscriber_context, self.subscribers
+                    ),
                     name="subscribers",
                 )
                 http_task = group.create_task(server.serve(sockets=[sock]), name="http")

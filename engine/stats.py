@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,7 @@ class Stats:
         self,
         messages_by_status: dict[tuple[str, str], int],
         deliveries_by_status: dict[tuple[str, str, str], int],
+        subscribers_pending: Mapping[str, int] | None = None,
     ) -> str:
         """The Prometheus text exposition format (version 0.0.4)."""
         lines: list[str] = []
@@ -173,6 +175,13 @@ class Stats:
         for (channel, destination), latency in sorted(self.delivery_latency.items()):
             labels = f'channel="{_label(channel)}",destination="{_label(destination)}"'
             _histogram(lines, "greenchannel_delivery_seconds", labels, latency)
+        family(
+            "greenchannel_subscriber_pending",
+            "gauge",
+            "Work a change-event subscriber has taken and not finished (0 when idle).",
+        )
+        for name, n in sorted((subscribers_pending or {}).items()):
+            lines.append(f'greenchannel_subscriber_pending{{subscriber="{_label(name)}"}} {n}')
         return "\n".join(lines) + "\n"
 
 

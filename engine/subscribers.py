@@ -6,6 +6,10 @@ The engine knows no change-event source: a subscriber reads events wherever they
 FHIR store's `ChangeFeed`, with its own durable cursor named after the subscriber) and sends
 what it has to say through the engine's channels with `SubscriberContext.accept`, so it is
 journalled, queued, retried and counted like every other message.
+
+A subscriber that holds work beyond its cursor (the alert scheduler's cases still to look at)
+says how much with `pending()`; `/metrics` shows it, so an operator (or a test) can tell a
+subscriber that is idle from one that is behind.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.connectors import Inbound, Receipt
 
 __all__ = [
+    "ReportsPending",
     "Subscriber",
     "SubscriberContext",
     "SubscriberFactory",
@@ -63,6 +68,15 @@ class Subscriber(Protocol):
         ...
 
 
+@runtime_checkable
+class ReportsPending(Protocol):
+    """A subscriber whose work does not all end when its cursor commits."""
+
+    def pending(self) -> int:
+        """Work taken from the change feed and not finished yet; 0 when idle."""
+        ...
+
+
 class SubscriberFactory(Protocol):
     """Registered under `greenchannel.subscribers`: builds the subscriber for one engine."""
 
@@ -72,20 +86,31 @@ class SubscriberFactory(Protocol):
 async def run_subscribers(
     factories: Mapping[str, SubscriberFactory],
     context: Callable[[str], SubscriberContext],
+    running: dict[str, Subscriber] | None = None,
 ) -> None:
     """Run every subscriber until cancelled; one that fails is restarted after a backoff, so a
-    bug or an unreachable database never stops the others (its cursor says where it was)."""
+    bug or an unreachable database never stops the others (its cursor says where it was).
+    `running`, when given, holds each subscriber while it runs, by name."""
+    live = running if running is not None else {}
     async with asyncio.TaskGroup() as group:
         for name, factory in sorted(factories.items()):
-            group.create_task(_supervise(name, factory, context(name)), name=f"subscriber:{name}")
+            group.create_task(
+                _supervise(name, factory, context(name), live), name=f"subscriber:{name}"
+            )
 
 
-async def _supervise(name: str, factory: SubscriberFactory, context: SubscriberContext) -> None:
+async def _supervise(
+    name: str,
+    factory: SubscriberFactory,
+    context: SubscriberContext,
+    running: dict[str, Subscriber],
+) -> None:
     backoff_s = 0.5
     while True:
         subscriber: Subscriber | None = None
         try:
             subscriber = factory.build(context)
+            running[name] = subscriber
             log.info("subscriber.started", extra={"subscriber": name})
             await subscriber.run()
             return
@@ -94,6 +119,7 @@ async def _supervise(name: str, factory: SubscriberFactory, context: SubscriberC
         except Exception:
             log.error("subscriber.crashed", extra={"subscriber": name}, exc_info=True)
         finally:
+            running.pop(name, None)
             if subscriber is not None:
                 with contextlib.suppress(Exception):
                     await subscriber.aclose()

@@ -90,6 +90,7 @@ class AlertScheduler:
         self._timelines: dict[str, CaseTimeline] = {}
         self._deadlines: dict[str, datetime | None] = {}  # each case's next deadline
         self._dirty: set[str] = set()
+        self._checking: set[str] = set()  # cases taken from `_dirty`/`_closing`, not done yet
         self._closing: dict[str, CaseTimeline | None] = {}
         self._sent: set[str] = set()  # dedup keys known to be journalled
         self._late: set[str] = set()  # alerts raised late-discovered (their resolution is too)
@@ -115,6 +116,14 @@ class AlertScheduler:
     @property
     def open_cases(self) -> int:
         return len(self._timelines)
+
+    def pending(self) -> int:
+        """Cases whose clocks need looking at and are not looked at yet (updated, closed, or
+        with a deadline passed); 0 when all are."""
+        return len(self._dirty | self._closing.keys() | self._checking | self._due(self._now()))
+
+    def _due(self, now: datetime) -> set[str]:
+        return {case for case, at in self._deadlines.items() if at is not None and at <= now}
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -153,15 +162,20 @@ class AlertScheduler:
 
     async def _process(self) -> None:
         closing, self._closing = self._closing, {}
-        for case_id, timeline in closing.items():
-            await self._close(case_id, timeline)
-        now = self._now()
-        due = {case for case, at in self._deadlines.items() if at is not None and at <= now}
-        work, self._dirty = self._dirty | due, set()
-        for case_id in sorted(work):
-            timeline = self._timelines.get(case_id)
-            if timeline is not None:
-                await self._check(timeline, self._now())
+        work, self._dirty = self._dirty | self._due(self._now()), set()
+        self._checking = closing.keys() | work
+        try:
+            for case_id, timeline in closing.items():
+                await self._close(case_id, timeline)
+                if case_id not in work:  # updated again since it closed: still to look at
+                    self._checking.discard(case_id)
+            for case_id in sorted(work):
+                timeline = self._timelines.get(case_id)
+                if timeline is not None:
+                    await self._check(timeline, self._now())
+                self._checking.discard(case_id)
+        finally:
+            self._checking = set()
 
     async def _check(self, timeline: CaseTimeline, now: datetime) -> None:
         states = evaluate(self._rules.get(timeline.center, ()), timeline, now)

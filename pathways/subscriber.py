@@ -158,6 +158,10 @@ class PathwaySubscriber:
         self.cases = Cases(Nodes(records, pathways, [*own, *hooks]))
         self._kinds = pathways.resource_types()
 
+    def pending(self) -> int:
+        """Cases whose clocks the alert scheduler has still to look at (`/metrics`)."""
+        return self.scheduler.pending() if self.scheduler is not None else 0
+
     async def start(self) -> None:
         """Publish the CodeSystems and SearchParameters."""
         await publish(self._store, self._pathways)

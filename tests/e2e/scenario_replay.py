@@ -112,10 +112,28 @@ class Replayer:
                 for call in json.loads(text):
                     answer = self.client.request(call["method"], call["path"], json=call["body"])
                     assert answer.is_success, f"{path.name}: {answer.status_code} {answer.text}"
-            eventually(self.caught_up, f"{path.name} processed by the subscribers")
+            eventually(self.settled, f"{path.name} processed by the subscribers")
         if not replay.case_id:
             replay.case_id = self.case_of(replay, mrn)
         return replay
+
+    def settled(self) -> bool:
+        """The subscribers' cursors are at the last change and none holds work beyond them
+        (the alert scheduler has looked at every updated case): a clock that a message
+        starts is seen running before the next message can stop it."""
+        return self.caught_up() and not self.subscribers_pending() and self.caught_up()
+
+    def subscribers_pending(self) -> dict[str, int]:
+        """`greenchannel_subscriber_pending` from `/metrics`, where it is not 0."""
+        answer = self.client.get("/metrics")
+        assert answer.status_code == 200, answer.text
+        pending = {}
+        for line in answer.text.splitlines():
+            if line.startswith("greenchannel_subscriber_pending{"):
+                series, value = line.rsplit(" ", 1)
+                if float(value):
+                    pending[series] = int(float(value))
+        return pending
 
     def _fill(self, text: str, suffix: str, replay: Replay, mrn: str) -> str:
         if "{{patient}}" in text:

@@ -3,6 +3,7 @@ store searched over HTTP, the journal read through the CLI."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -141,6 +142,10 @@ def test_stats_and_metrics_count_messages(server_factory, tmp_path: Path) -> Non
         metrics = client.get("/metrics").text
         assert 'greenchannel_messages_total{channel="his-adt",event="received"} 1' in metrics
         assert "greenchannel_delivery_seconds_count" in metrics
+        # the pathways' alert scheduler says how many cases it has still to look at
+        assert re.search(
+            r'^greenchannel_subscriber_pending\{subscriber="pathways"\} \d+$', metrics, re.M
+        )
     result = server.cli("stats")
     assert result.returncode == 0 and "his-adt" in result.stdout
 

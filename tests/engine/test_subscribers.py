@@ -57,9 +57,14 @@ async def test_a_failing_subscriber_is_restarted_and_the_others_keep_running(
         )
 
     factories: dict[str, Any] = {"steady": Flaky(0, log), "flaky": Flaky(1, log)}
-    task = asyncio.create_task(run_subscribers(factories, context))
+    running: dict[str, Any] = {}
+    task = asyncio.create_task(run_subscribers(factories, context, running))
     try:
         await wait_until(lambda: _is(log.count("flaky started") == 2), timeout_s=10)
+        # the restarted one is what /metrics asks for its pending work, not the failed one
+        assert set(running) == {"steady", "flaky"}
+        assert running["flaky"].factory.failures == 0
+        assert all(s.context.name == name for name, s in running.items())
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -69,6 +74,7 @@ async def test_a_failing_subscriber_is_restarted_and_the_others_keep_running(
     assert log.count("steady started") == 1  # never disturbed by its neighbour
     assert log.count("flaky closed") == 2  # the failed run was closed before the restart
     assert log.count("steady closed") == 1  # and every subscriber is closed on the way out
+    assert running == {}  # a stopped subscriber is no longer asked for its pending work
 
 
 async def _is(value: bool) -> bool:

@@ -176,6 +176,35 @@ async def test_an_alert_is_raised_at_its_deadline_and_resolved_by_the_end_node()
     assert journal.keys() == [RAISED, RESOLVED]
 
 
+@dataclass
+class HeldJournal(Journal):
+    """A journal whose commits wait until `release` is set, as a busy database's do."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def accept(self, channel: str, inbound: Inbound) -> Receipt:
+        await self.release.wait()
+        return await super().accept(channel, inbound)
+
+
+async def test_pending_counts_an_updated_case_until_its_alerts_are_journalled() -> None:
+    journal = HeldJournal()
+    async with running(journal) as scheduler:
+        assert scheduler.pending() == 0
+        scheduler.update(_case(_door_due_in(-5)))
+        assert scheduler.pending() == 1  # at once: a caller may ask before the loop runs
+        await asyncio.sleep(0.2)
+        assert journal.keys() == []
+        assert scheduler.pending() == 1  # being looked at, its alert not journalled yet
+        journal.release.set()
+        await _until(lambda: scheduler.pending() == 0)
+        assert journal.keys() == [RAISED]
+        scheduler.remove("e1")
+        assert scheduler.pending() == 1  # its open alert is still to be resolved
+        await _until(lambda: scheduler.pending() == 0)
+        assert journal.keys() == [RAISED, RESOLVED]
+
+
 async def test_an_end_node_before_the_deadline_raises_nothing() -> None:
     journal = Journal()
     door = _door_due_in(AHEAD_S)
