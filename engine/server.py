@@ -71,6 +71,7 @@ class Engine:
             now=self.now,
             authorize=self.authorize,
             worker_batch=settings.worker_batch,
+            processing_gather_s=settings.processing_gather_ms / 1000,
             processing_workers=settings.processing_workers,
             journal_batch_max=settings.journal.batch_max,
             journal_queue_max=settings.journal.queue_max,

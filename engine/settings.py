@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     journal: JournalSettings = Field(default_factory=lambda: JournalSettings())
     retention: RetentionSettings = Field(default_factory=lambda: RetentionSettings())
     worker_batch: int = Field(200, gt=0, description="Messages a channel worker takes at once.")
+    processing_gather_ms: int = Field(
+        200,
+        ge=0,
+        le=5000,
+        description="Least time between two processing rounds of a busy channel; each round "
+        "takes all that arrived meanwhile (an idle channel's first message goes at once).",
+    )
     processing_workers: int = Field(
         1,
         ge=0,

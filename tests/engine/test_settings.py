@@ -42,3 +42,17 @@ def test_a_bad_value_names_the_file_and_key(tmp_path: Path) -> None:
 def test_a_missing_settings_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="settings file not found"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_processing_gather_comes_from_the_shipped_file_and_refuses_a_negative_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().processing_gather_ms == 200
+    monkeypatch.setenv("GREENCHANNEL_PROCESSING_GATHER_MS", "50")
+    assert load_settings().processing_gather_ms == 50
+    monkeypatch.delenv("GREENCHANNEL_PROCESSING_GATHER_MS")
+    config = tmp_path / "greenchannel.yaml"
+    config.write_text("processing_gather_ms: -5\n")
+    with pytest.raises(ConfigError, match="processing_gather_ms"):
+        load_settings(config)
