@@ -559,3 +559,38 @@ async def test_journal_commits_wait_for_the_disk_and_derived_work_does_not(
     finally:
         await asyncio.to_thread(writes.close)
         await database.dispose()
+
+
+async def test_the_database_file_catches_up_with_the_log_without_the_writers_commits(
+    tmp_path: Path,
+) -> None:
+    """SQLite: a busy write thread's commits no longer copy the write-ahead log back into the
+    database file (a third of their time); a checkpoint thread does it beside them, so the file
+    still catches up while the engine runs, long before the log reaches the writer's own
+    threshold."""
+    path = tmp_path / "greenchannel.db"
+    database = create_database_engine(f"sqlite+aiosqlite:///{path}")
+    await migrate(database)
+    writes = WriteThread(database.url)
+
+    def fill(connection: Any) -> int:
+        connection.exec_driver_sql("CREATE TABLE IF NOT EXISTS filler (data BLOB)")
+        connection.exec_driver_sql(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) "
+            "INSERT INTO filler SELECT randomblob(3000) FROM n"
+        )
+        return int(connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar())
+
+    try:
+        before = path.stat().st_size
+        assert await writes.run(fill) > 1000  # ~400 pages, below the writer's own threshold
+        log = tmp_path / "greenchannel.db-wal"
+        assert log.stat().st_size > 1_000_000  # the commit left them in the log
+
+        async def caught_up() -> bool:
+            return path.stat().st_size > before + 1_000_000
+
+        await wait_until(caught_up, timeout_s=10)
+    finally:
+        await asyncio.to_thread(writes.close)
+        await database.dispose()
