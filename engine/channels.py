@@ -130,6 +130,14 @@ class ChannelFileBase(BaseModel):
     partition: PartitionSpec | None = Field(
         None, description="Process in parallel lanes without reordering one key's messages."
     )
+    gather_ms: int | None = Field(
+        None,
+        ge=0,
+        le=5000,
+        description="Least time between two processing rounds while messages keep coming "
+        "(default: the engine's `processing_gather_ms`, 200); 0 for a channel whose every "
+        "message must go at once, such as alerts.",
+    )
 
     @model_validator(mode="after")
     def _unique_destinations(self) -> ChannelFileBase:

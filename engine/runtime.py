@@ -439,8 +439,13 @@ class Runtime:
             # not held in step with one transaction per message; and fewer, larger
             # transactions cost less CPU per message. Idle channels still react at once.
             if handled:
-                gap = self._processing_gather_s - (time.monotonic() - started)
+                gap = self._gather_s(channel) - (time.monotonic() - started)
                 await asyncio.sleep(max(0.0, gap))
+
+    def _gather_s(self, channel: str) -> float:
+        deployed = self._deployed.get(channel)
+        own = deployed.compiled.channel.spec.gather_ms if deployed is not None else None
+        return self._processing_gather_s if own is None else own / 1000
 
     async def _process_batch(self, channel: str) -> int:
         deployed = self._deployed.get(channel)

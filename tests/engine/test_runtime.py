@@ -247,6 +247,25 @@ async def test_a_sender_on_one_connection_is_processed_in_rounds_not_message_by_
     assert len(rounds) <= 3  # the first message at once, the rest in one or two rounds
 
 
+async def test_a_channel_with_gather_ms_0_processes_each_message_as_it_comes(
+    harness: Harness,
+) -> None:
+    """Alerts are not held for a round: their channels set `gather_ms: 0`."""
+    harness.handler("out")
+    await harness.deploy(channel(extra="gather_ms: 0\n"))
+    sources = harness.source()
+    for n in range(20):
+        await sources.push(f"id={n}".encode())
+        await asyncio.sleep(0.01)
+
+    async def all_sent() -> bool:
+        return len(harness.delivered["out"]) == 20
+
+    await harness.wait_for(all_sent)
+    rounds = {row.processed_at for row in await harness.rows()}
+    assert len(rounds) >= 10  # about one round per message
+
+
 async def test_transient_failure_is_retried_and_holds_the_queue_in_order(
     harness: Harness,
 ) -> None:
