@@ -110,10 +110,12 @@ async def _run(engine: Engine, store: FhirStore, cases: int) -> tuple[list[float
         written: dict[str, float] = {}
         for episode in episodes:
             now = datetime.now(tz).replace(microsecond=0)
+            # From the call on: the engine runs in this event loop, so the resolution can reach
+            # the websocket before `enter_node` has returned here.
+            written[f"{episode['id']}/cpc.d2n/warning"] = time.time()
             await cases_api.enter_node(
                 episode, "lytic_start", now, who="bench", why="bench", correction=False
             )
-            written[f"{episode['id']}/cpc.d2n/warning"] = time.time()
         await until_received(2 * cases, 20)
         to_resolved = [
             received[(alert, "resolved")][0] - at
