@@ -244,7 +244,9 @@ async def test_a_sender_on_one_connection_is_processed_in_rounds_not_message_by_
 
     await harness.wait_for(all_sent)
     rounds = {row.processed_at for row in await harness.rows()}
-    assert len(rounds) <= 3  # the first message at once, the rest in one or two rounds
+    # the first message at once, the rest in a round or two (three on a slow machine, whose
+    # pushes take longer than the 200 ms of sleeps); one per message without the gap
+    assert len(rounds) <= 4
 
 
 async def test_a_channel_with_gather_ms_0_processes_each_message_as_it_comes(
