@@ -226,46 +226,41 @@ async def test_messages_are_delivered_in_arrival_order(harness: Harness) -> None
     assert [o.message_id for o in harness.delivered["out"]] == [r.message_id for r in receipts]
 
 
+async def _rounds_of_20_messages_10_ms_apart(harness: Harness, channel_text: str) -> int:
+    """Processing rounds (distinct `processed_at`) that 20 messages took, each pushed 10 ms
+    after the last one's receipt, as one sender on one connection sends them."""
+    harness.handler("out")
+    await harness.deploy(channel_text)
+    sources = harness.source()
+    for n in range(20):  # 200 ms of messages: one round's default gap
+        await sources.push(f"id={n}".encode())
+        await asyncio.sleep(0.01)
+
+    async def all_sent() -> bool:
+        return len(harness.delivered["out"]) == 20
+
+    await harness.wait_for(all_sent)
+    return len({row.processed_at for row in await harness.rows()})
+
+
 async def test_a_sender_on_one_connection_is_processed_in_rounds_not_message_by_message(
     harness: Harness,
 ) -> None:
     """A HIS draining its backlog sends each message when the last is ACKed. Processing each
     alone held the next ACK behind its transaction (one at a time, ~130 messages/s); a busy
     channel is processed in rounds instead, each taking all that arrived meanwhile."""
-    harness.handler("out")
-    await harness.deploy(channel())
-    sources = harness.source()
-    for n in range(20):  # 10 ms apart: 200 ms of messages, one round's gap
-        await sources.push(f"id={n}".encode())
-        await asyncio.sleep(0.01)
-
-    async def all_sent() -> bool:
-        return len(harness.delivered["out"]) == 20
-
-    await harness.wait_for(all_sent)
-    rounds = {row.processed_at for row in await harness.rows()}
+    rounds = await _rounds_of_20_messages_10_ms_apart(harness, channel())
     # the first message at once, the rest in a round or two (three on a slow machine, whose
     # pushes take longer than the 200 ms of sleeps); one per message without the gap
-    assert len(rounds) <= 4
+    assert rounds <= 4
 
 
 async def test_a_channel_with_gather_ms_0_processes_each_message_as_it_comes(
     harness: Harness,
 ) -> None:
     """Alerts are not held for a round: their channels set `gather_ms: 0`."""
-    harness.handler("out")
-    await harness.deploy(channel(extra="gather_ms: 0\n"))
-    sources = harness.source()
-    for n in range(20):
-        await sources.push(f"id={n}".encode())
-        await asyncio.sleep(0.01)
-
-    async def all_sent() -> bool:
-        return len(harness.delivered["out"]) == 20
-
-    await harness.wait_for(all_sent)
-    rounds = {row.processed_at for row in await harness.rows()}
-    assert len(rounds) >= 10  # about one round per message
+    rounds = await _rounds_of_20_messages_10_ms_apart(harness, channel(extra="gather_ms: 0\n"))
+    assert rounds >= 10  # about one round per message
 
 
 async def test_transient_failure_is_retried_and_holds_the_queue_in_order(
