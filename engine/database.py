@@ -200,10 +200,6 @@ class WriteThread:
                 try:
                     if connection is None or connection.invalidated or connection.closed:
                         connection = self._engine.connect()
-                        if self._sqlite:
-                            driver = connection.connection.driver_connection
-                            pages = CHECKPOINT_WRITER_PAGES
-                            driver.execute(f"PRAGMA wal_autocheckpoint={pages}")  # type: ignore[union-attr]
                     if connection.in_transaction():  # left open by a failure: start clean
                         connection.rollback()
                     if self._sqlite:
@@ -310,6 +306,9 @@ def _sqlite_writer_on_connect(dbapi_connection: Any, record: Any) -> None:
     # The driver's own BEGIN is off (isolation_level None): `_begin_immediate` begins instead.
     dbapi_connection.isolation_level = None
     _sqlite_on_connect(dbapi_connection, record)
+    # Writer engines are WriteThread's, whose checkpoint thread copies the log back; the
+    # writer's own commits do it only when that thread falls behind.
+    dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_WRITER_PAGES}")
 
 
 def _begin_immediate(connection: Connection) -> None:
