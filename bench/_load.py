@@ -22,6 +22,10 @@ SB, EB, CR = b"\x0b", b"\x1c", b"\r"
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 GIVEN = ["伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛"]
+# The attending doctors' staff numbers (PV1-7): a county hospital's roster of 200. Until
+# session 15 it was any of 9,000 numbers, so that most messages also created a Practitioner and
+# a PractitionerRole, twice the resources a real ADT feed brings.
+DOCTORS = range(1000, 1200)
 
 
 def adt_a04(n: int, *, run: str, trigger: str = "A04") -> bytes:
@@ -39,7 +43,7 @@ def adt_a04(n: int, *, run: str, trigger: str = "A04") -> bytes:
         f"人民路{rng.randint(1, 300)}号^^县城^省^{rng.randint(100000, 999999)}^CHN||"
         f"^PRN^PH^^^^^^^^^13{rng.randint(100000000, 999999999)}",
         # PV1-7 attending doctor, PV1-19 visit number (the Encounter), PV1-44 admit time
-        f"PV1|1|E|EMR^^^COUNTY-HOSP^^^^^急诊科||||{rng.randint(1000, 9999)}^医生^某||||||||||||"
+        f"PV1|1|E|EMR^^^COUNTY-HOSP^^^^^急诊科||||{rng.choice(DOCTORS)}^医生^某||||||||||||"
         f"V{run}{n:08d}|||||||||||||||||||||||||{stamp}",
     ]
     return "\r".join(segments).encode("utf-8") + b"\r"
