@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -43,6 +44,9 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
 CHECKPOINT_EVERY_S = 0.05  # SQLite: the checkpoint thread's pace
 CHECKPOINT_WRITER_PAGES = 4_000  # SQLite: past this many log pages the writer checkpoints too
+CHECKPOINT_FAILURES_WARNED = 20  # SQLite: failed checkpoints in a row (a second) before a warning
+
+log = logging.getLogger(__name__)
 VERSION_TABLE = "engine_alembic_version"
 
 
@@ -222,15 +226,35 @@ class WriteThread:
                 connection.close()
 
     def _checkpoint(self) -> None:
-        # PASSIVE never waits for the writer or the readers: it copies what no reader still
-        # needs, and the writer starts the log afresh once all of it is copied.
         connection = self._engine.raw_connection()
+        failures = 0
         try:
             while not self._stopping.wait(CHECKPOINT_EVERY_S):
-                with contextlib.suppress(Exception):  # locked or busy now: next time
-                    connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+                try:
+                    self._copy_log(connection.driver_connection)
+                except Exception as error:  # locked or busy now: next time
+                    failures += 1
+                    if failures == CHECKPOINT_FAILURES_WARNED:  # once per run of failures
+                        log.warning(
+                            "SQLite checkpoints of %s keep failing (%s); the write-ahead log is "
+                            "copied back only by the writer's commits, past %d pages, which "
+                            "slows them. Check the disk and the file's permissions.",
+                            self._engine.url.database,
+                            error,
+                            CHECKPOINT_WRITER_PAGES,
+                        )
+                else:
+                    if failures >= CHECKPOINT_FAILURES_WARNED:
+                        log.info("SQLite checkpoints of %s work again", self._engine.url.database)
+                    failures = 0
         finally:
             connection.close()
+
+    @staticmethod
+    def _copy_log(driver_connection: Any) -> None:
+        # PASSIVE never waits for the writer or the readers: it copies what no reader still
+        # needs, and the writer starts the log afresh once all of it is copied.
+        driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @staticmethod
     def _set_synchronous(connection: Connection, level: str) -> None:

@@ -610,3 +610,49 @@ async def test_the_database_file_catches_up_with_the_log_without_the_writers_com
     finally:
         await asyncio.to_thread(writes.close)
         await database.dispose()
+
+
+async def test_checkpoints_that_keep_failing_are_logged_once_and_their_recovery_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator learns that the checkpoint thread cannot copy the log back (a disk error,
+    which cannot be made here, stands in as the driver's error): one warning for a run of
+    failures, not one every 50 ms, and a line when checkpoints work again."""
+    import sqlite3
+
+    from engine import database as engine_database
+
+    failing = True
+    copy_log = WriteThread._copy_log
+
+    def disk_error_then_fine(driver_connection: Any) -> None:
+        if failing:
+            raise sqlite3.OperationalError("disk I/O error")
+        copy_log(driver_connection)
+
+    monkeypatch.setattr(WriteThread, "_copy_log", staticmethod(disk_error_then_fine))
+    monkeypatch.setattr(engine_database, "CHECKPOINT_EVERY_S", 0.005)
+    database = create_database_engine(f"sqlite+aiosqlite:///{tmp_path / 'greenchannel.db'}")
+    await migrate(database)
+    writes = WriteThread(database.url)
+
+    def messages(level: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelname == level]
+
+    try:
+        with caplog.at_level("INFO", logger="engine.database"):
+            # 3x the failures that make a warning
+            await asyncio.sleep(3 * engine_database.CHECKPOINT_FAILURES_WARNED * 0.005 + 0.2)
+            warnings = messages("WARNING")
+            assert len(warnings) == 1, warnings
+            assert "disk I/O error" in warnings[0] and "greenchannel.db" in warnings[0]
+            failing = False
+
+            async def recovered() -> bool:
+                return any("work again" in text for text in messages("INFO"))
+
+            await wait_until(recovered, timeout_s=5)
+            assert len(messages("WARNING")) == 1
+    finally:
+        await asyncio.to_thread(writes.close)
+        await database.dispose()
