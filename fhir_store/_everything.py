@@ -117,7 +117,10 @@ def run_everything(connection: Connection, query: EverythingQuery) -> SearchPage
             .select_from(
                 reference.join(
                     members,
-                    reference.c.resource_key == members.c.key,
+                    and_(
+                        reference.c.resource_type == members.c.resource_type,
+                        reference.c.resource_id == members.c.id,
+                    ),
                 )
             )
             .where(reference.c.target_type != "Patient")

@@ -294,13 +294,9 @@ def _condition(resource_type: str, kind: str, name: str, value: str) -> ColumnEl
     matches = _matches(kind, name, modifier, _values(name, value), table)
     if kind == "date":
         # A date range (ge a year) matches most of a type's rows: checked for each candidate
-        # the other parameters found, through the index by resource key, rather than listed
-        # in full first, which SQLite does for IN (Observation?subject&date: 5x). The key
-        # stands for the type too: the index (resource_key, param, low, high) answers alone.
-        probe = select(table.c.pk).where(
-            table.c.resource_key == _RESOURCE.c.key, table.c.param == code, or_(*matches)
-        )
-        return exists(probe)
+        # the other parameters found, through the (resource_type, resource_id) index, rather
+        # than listed in full first, which SQLite does for IN (Observation?subject&date: 5x).
+        return exists(rows.where(table.c.resource_id == _RESOURCE.c.id, or_(*matches)))
     return _RESOURCE.c.id.in_(rows.where(or_(*matches)))
 
 
@@ -352,7 +348,11 @@ def _sort_terms(resource_type: str, key: SortKey, dialect: str) -> list[KeyTerm]
     pick = func.max if key.descending else func.min
     value = (
         select(pick(column))
-        .where(table.c.resource_key == _RESOURCE.c.key, table.c.param == key.code)
+        .where(
+            table.c.resource_type == resource_type,
+            table.c.resource_id == _RESOURCE.c.id,
+            table.c.param == key.code,
+        )
         .scalar_subquery()
     )
     return [KeyTerm(case((value.is_(None), 1), else_=0), False), KeyTerm(value, key.descending)]

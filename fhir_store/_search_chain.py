@@ -175,15 +175,14 @@ def _reverse(
                 expression=[name],
             )
         return None
-    matching = _matching(source, rest, value, parse, column="key")
+    matching = _matching(source, rest, value, parse)
     if matching is None:
         raise _cannot_end(name, rest, source)
     links = select(_REFERENCE.c.target_id).where(
         _REFERENCE.c.resource_type == source,
         _REFERENCE.c.param == code,
         _REFERENCE.c.target_type == resource_type,
-        # the rows of the matching resources, through the index by resource key
-        _REFERENCE.c.resource_key.in_(matching),
+        _REFERENCE.c.resource_id.in_(matching),
     )
     links = links.correlate(None)
     return _RESOURCE.c.id.in_(links)
@@ -219,12 +218,9 @@ def _known(resource_type: str, code: str) -> bool:
     return code == "_has" or search_parameter(resource_type, code) is not None
 
 
-def _matching(
-    resource_type: str, name: str, value: str, parse: LinkParser, *, column: str = "id"
-) -> Select[Any] | None:
-    """The ids (or another `column`) of the current resources of `resource_type` that match
-    `name=value`, as a subquery; None if `name` puts no condition on resources (a result
-    parameter)."""
+def _matching(resource_type: str, name: str, value: str, parse: LinkParser) -> Select[Any] | None:
+    """The ids of the current resources of `resource_type` that match `name=value`, as a
+    subquery; None if `name` puts no condition on resources (a result parameter)."""
     conditions = parse(resource_type, name, value)
     if not conditions:
         return None
@@ -233,7 +229,7 @@ def _matching(
     target = _RESOURCE.alias()
     adapter = ClauseAdapter(target)
     return (
-        select(target.c[column])
+        select(target.c.id)
         .where(
             target.c.resource_type == resource_type,
             target.c.deleted.is_(False),
