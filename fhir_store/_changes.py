@@ -21,9 +21,11 @@ from fhir_store._requests import IdentifierToken
 from fhir_store._storage import (
     Current,
     RowWrites,
+    allocate_keys,
     fetch_current,
     fetch_identifiers,
     find_ids,
+    numbered,
     pipelined,
     search_rows,
     write_rows,
@@ -163,15 +165,20 @@ class Changes:
     def flush(self) -> None:
         """Write the final state of everything the kept layers changed, then forget it."""
         writes = RowWrites(self._connection.dialect)
+        new = [state for key, state in self._group.items() if self._stored[key] is None]
+        for state, number in zip(new, allocate_keys(self._connection, len(new)), strict=True):
+            state.key = number
         for key, state in self._group.items():
             before = self._stored[key]  # read before its first write
+            if before is not None:
+                state.key = before.key
             writes.resource(*key, state, exists=before is not None)
             # index rows are rebuilt only when the content (meta's version and time aside) changed
             if before is None:
                 if not state.deleted:
-                    writes.index(*key, state.index(), replace=False)
+                    writes.index(*key, numbered(state.key), state.index(), replace=False)
             elif not state.same_content(before):
-                writes.index(*key, state.index(), replace=not before.deleted)
+                writes.index(*key, numbered(state.key), state.index(), replace=not before.deleted)
         for key, state, method in self._versions:
             writes.version(*key, state, method)
         with pipelined(self._connection):

@@ -81,7 +81,7 @@ def in_compartment(compartment: str, focus_id: str, resource_type: str) -> Colum
 
 
 def compartment_members(compartment: str, focus_id: str | None) -> CompoundSelect[Any]:
-    """(resource_type, id) of every resource in the compartment of `compartment`/`focus_id`
+    """(resource_type, id, key) of every resource in the compartment of `compartment`/`focus_id`
     (of every resource of type `compartment` if `focus_id` is None), the focal ones included;
     deleted ones may be listed (the caller joins the current resources)."""
     check_compartment(compartment)
@@ -91,7 +91,9 @@ def compartment_members(compartment: str, focus_id: str | None) -> CompoundSelec
         for code in codes
     ]
     reference = _REFERENCE.alias()
-    referring = select(reference.c.resource_type, reference.c.resource_id).where(
+    referring = select(
+        reference.c.resource_type, reference.c.resource_id, reference.c.resource_key
+    ).where(
         reference.c.target_type == compartment,
         reference.c.target_id == focus_id if focus_id is not None else true(),
         # the two lists let the databases seek the lookup index (type, param, target); the
@@ -101,7 +103,7 @@ def compartment_members(compartment: str, focus_id: str | None) -> CompoundSelec
         tuple_(reference.c.resource_type, reference.c.param).in_(pairs),
     )
     resource = _RESOURCE.alias()
-    focal = select(resource.c.resource_type, resource.c.id).where(
+    focal = select(resource.c.resource_type, resource.c.id, resource.c.key).where(
         resource.c.resource_type == compartment,
         resource.c.id == focus_id if focus_id is not None else true(),
     )

@@ -117,10 +117,7 @@ def run_everything(connection: Connection, query: EverythingQuery) -> SearchPage
             .select_from(
                 reference.join(
                     members,
-                    and_(
-                        reference.c.resource_type == members.c.resource_type,
-                        reference.c.resource_id == members.c.id,
-                    ),
+                    reference.c.resource_key == members.c.key,
                 )
             )
             .where(reference.c.target_type != "Patient")

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from fhir_store._indexing import extract_index
 from fhir_store._json import loads
-from fhir_store._storage import RowWrites, pipelined, write_rows
+from fhir_store._storage import RowWrites, numbered, pipelined, write_rows
 from fhir_store.models import ResourceRow
 
 __all__ = ["BATCH", "reindex_batch"]
@@ -31,18 +31,19 @@ def reindex_batch(
     """Rebuild the index rows of the next `size` current resources of `resource_type` by id
     after `after`; returns how many, and the id to continue after (None: done)."""
     statement = (
-        select(_RESOURCE.c.id, _RESOURCE.c.content)
+        select(_RESOURCE.c.id, _RESOURCE.c.content, _RESOURCE.c.key)
         .where(_RESOURCE.c.resource_type == resource_type, _RESOURCE.c.deleted.is_(False))
         .order_by(_RESOURCE.c.id)
         .limit(size)
     )
     if after is not None:
         statement = statement.where(_RESOURCE.c.id > after)
-    rows = [(resource_id, content) for resource_id, content in connection.execute(statement)]
+    rows = list(connection.execute(statement))
     writes = RowWrites(connection.dialect)
-    for resource_id, content in rows:
+    for resource_id, content, key in rows:
         if content:
-            writes.index(resource_type, resource_id, extract_index(loads(content)), replace=True)
+            index = extract_index(loads(content))
+            writes.index(resource_type, resource_id, numbered(key), index, replace=True)
     with pipelined(connection):
         write_rows(connection, writes)
     if len(rows) < size:

@@ -274,30 +274,38 @@ def _condition(resource_type: str, kind: str, name: str, value: str) -> ColumnEl
     if modifier and (kind == "token" or (kind, modifier) in OWN_ROWS):
         own = modifier_rows(resource_type, kind, name, _values(name, value))
         if own is not None:
-            return _RESOURCE.c.id.in_(own)
+            return _RESOURCE.c.key.in_(own)
     table = _TABLES[kind]
-    rows = select(table.c.resource_id).where(
+    rows = select(table.c.resource_key).where(
         table.c.resource_type == resource_type, table.c.param == code
     )
     if modifier == "missing":
         if value not in ("true", "false"):
             raise _bad(name, "must be true or false")
         # a resource is missing the parameter when it has no index row for it
-        present: ColumnElement[bool] = _RESOURCE.c.id.in_(rows)
+        present: ColumnElement[bool] = _RESOURCE.c.key.in_(rows)
         if kind == "reference":  # a logical reference (identifier only) is a value too
-            present = or_(present, _RESOURCE.c.id.in_(logical_reference_rows(resource_type, code)))
+            present = or_(present, _RESOURCE.c.key.in_(logical_reference_rows(resource_type, code)))
         return not_(present) if value == "true" else present
     if kind == "token" and modifier == "not":
-        # R4: resources with no matching token, those without the element included
+        # R4: resources with no matching token, those without the element included (NOT IN:
+        # every index row has its resource's number, never NULL, since f0006)
         matches = [_token(text, table) for text in _values(name, value)]
-        return _RESOURCE.c.id.not_in(rows.where(or_(*matches)))
+        return _RESOURCE.c.key.not_in(rows.where(or_(*matches)))
     matches = _matches(kind, name, modifier, _values(name, value), table)
     if kind == "date":
         # A date range (ge a year) matches most of a type's rows: checked for each candidate
-        # the other parameters found, through the (resource_type, resource_id) index, rather
-        # than listed in full first, which SQLite does for IN (Observation?subject&date: 5x).
-        return exists(rows.where(table.c.resource_id == _RESOURCE.c.id, or_(*matches)))
-    return _RESOURCE.c.id.in_(rows.where(or_(*matches)))
+        # the other parameters found, through the index by resource key, rather than listed
+        # in full first, which SQLite does for IN (Observation?subject&date: 5x). The key
+        # stands for the type too: the index (resource_key, param, low, high) answers alone.
+        probe = select(table.c.pk).where(
+            table.c.resource_key == _RESOURCE.c.key, table.c.param == code, or_(*matches)
+        )
+        return exists(probe)
+    # By the resource's number, not its id: PostgreSQL then checks the few candidates that
+    # other parameters found through the index by number, rather than reading every matching
+    # row once per candidate (Observation?subject&code, 100 Synthea patients: 87 ms, not 2).
+    return _RESOURCE.c.key.in_(rows.where(or_(*matches)))
 
 
 def _composite(resource_type: str, name: str, value: str) -> ColumnElement[bool]:
@@ -313,8 +321,8 @@ def _composite(resource_type: str, name: str, value: str) -> ColumnElement[bool]
         key, second = split_composite(name, text)
         params = [composite_param(searched, key) for searched in found.searched_as]
         matches.append(and_(table.c.param.in_(params), _match(found.kind, name, "", second, table)))
-    rows = select(table.c.resource_id).where(table.c.resource_type == resource_type, or_(*matches))
-    return _RESOURCE.c.id.in_(rows)
+    rows = select(table.c.resource_key).where(table.c.resource_type == resource_type, or_(*matches))
+    return _RESOURCE.c.key.in_(rows)
 
 
 def _sort_key(resource_type: str, text: str) -> SortKey:
@@ -348,11 +356,7 @@ def _sort_terms(resource_type: str, key: SortKey, dialect: str) -> list[KeyTerm]
     pick = func.max if key.descending else func.min
     value = (
         select(pick(column))
-        .where(
-            table.c.resource_type == resource_type,
-            table.c.resource_id == _RESOURCE.c.id,
-            table.c.param == key.code,
-        )
+        .where(table.c.resource_key == _RESOURCE.c.key, table.c.param == key.code)
         .scalar_subquery()
     )
     return [KeyTerm(case((value.is_(None), 1), else_=0), False), KeyTerm(value, key.descending)]

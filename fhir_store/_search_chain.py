@@ -125,7 +125,7 @@ def _forward(
     matching = _matching(target, rest, value, parse)
     if matching is None:
         raise _cannot_end(name, rest, target)
-    links = select(_REFERENCE.c.resource_id).where(
+    links = select(_REFERENCE.c.resource_key).where(
         _REFERENCE.c.resource_type == resource_type,
         _REFERENCE.c.param == code,
         _REFERENCE.c.target_type == target,
@@ -133,7 +133,7 @@ def _forward(
     )
     # a link never correlates with the index rows of the link around it: it is self-contained
     links = links.correlate(None)
-    return _RESOURCE.c.id.in_(links)
+    return _RESOURCE.c.key.in_(links)
 
 
 def _reverse(
@@ -175,14 +175,15 @@ def _reverse(
                 expression=[name],
             )
         return None
-    matching = _matching(source, rest, value, parse)
+    matching = _matching(source, rest, value, parse, column="key")
     if matching is None:
         raise _cannot_end(name, rest, source)
     links = select(_REFERENCE.c.target_id).where(
         _REFERENCE.c.resource_type == source,
         _REFERENCE.c.param == code,
         _REFERENCE.c.target_type == resource_type,
-        _REFERENCE.c.resource_id.in_(matching),
+        # the rows of the matching resources, through the index by resource key
+        _REFERENCE.c.resource_key.in_(matching),
     )
     links = links.correlate(None)
     return _RESOURCE.c.id.in_(links)
@@ -218,9 +219,12 @@ def _known(resource_type: str, code: str) -> bool:
     return code == "_has" or search_parameter(resource_type, code) is not None
 
 
-def _matching(resource_type: str, name: str, value: str, parse: LinkParser) -> Select[Any] | None:
-    """The ids of the current resources of `resource_type` that match `name=value`, as a
-    subquery; None if `name` puts no condition on resources (a result parameter)."""
+def _matching(
+    resource_type: str, name: str, value: str, parse: LinkParser, *, column: str = "id"
+) -> Select[Any] | None:
+    """The ids (or another `column`) of the current resources of `resource_type` that match
+    `name=value`, as a subquery; None if `name` puts no condition on resources (a result
+    parameter)."""
     conditions = parse(resource_type, name, value)
     if not conditions:
         return None
@@ -229,7 +233,7 @@ def _matching(resource_type: str, name: str, value: str, parse: LinkParser) -> S
     target = _RESOURCE.alias()
     adapter = ClauseAdapter(target)
     return (
-        select(target.c.id)
+        select(target.c[column])
         .where(
             target.c.resource_type == resource_type,
             target.c.deleted.is_(False),

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.engine import Connection
 
 from fhir_store._resources import R4_RESOURCE_TYPES
@@ -106,22 +106,28 @@ def _follow(connection: Connection, include: Include, frontier: list[Key]) -> li
                 statement = statement.where(
                     table.c.resource_type == include.source_type, table.c.param == include.code
                 )
-            column = table.c.target_id
         else:
             if include.source_type not in (ANY, resource_type):
                 continue
-            statement = select(table.c.target_type, table.c.target_id).where(
-                table.c.resource_type == resource_type
-            )
+            statement = select(table.c.target_type, table.c.target_id)
             if include.code != ANY:
                 statement = statement.where(table.c.param == include.code)
             if include.target_type is not None:
                 statement = statement.where(table.c.target_type == include.target_type)
-            column = table.c.resource_id
         for chunk in _chunks(ids):
-            rows = connection.execute(statement.where(column.in_(chunk)))
+            if include.reverse:  # the rows naming these resources
+                condition = table.c.target_id.in_(chunk)
+            else:  # the rows of these resources, through the index by resource key
+                condition = table.c.resource_key.in_(_keys(resource_type, chunk))
+            rows = connection.execute(statement.where(condition))
             reached += [(row[0], row[1]) for row in rows]
     return reached
+
+
+def _keys(resource_type: str, ids: list[str]) -> Select[tuple[int | None]]:
+    return select(_RESOURCE.c.key).where(
+        _RESOURCE.c.resource_type == resource_type, _RESOURCE.c.id.in_(ids)
+    )
 
 
 def _contents(connection: Connection, keys: list[Key]) -> list[str]:

@@ -31,8 +31,9 @@ _TERMINOLOGY = frozenset({"in", "not-in", "above", "below"})
 def modifier_rows(
     resource_type: str, kind: str, name: str, values: list[str]
 ) -> Select[Any] | None:
-    """For `code:modifier` of a parameter of type `kind`: a select of the ids of the resources
-    of `resource_type` matching any of `values` (None if the modifier has no rows of its own).
+    """For `code:modifier` of a parameter of type `kind`: a select of the numbers (`key`) of the
+    resources of `resource_type` matching any of `values` (None if the modifier has no rows of
+    its own).
     Token modifiers that need a terminology server are refused with NotSupported."""
     code, _, modifier = name.partition(":")
     if kind == "token" and modifier in _TERMINOLOGY:
@@ -55,15 +56,15 @@ def modifier_rows(
         table = _TOKEN
         matcher = _of_type if modifier == "of-type" else _identifier
         matches = [matcher(name, text) for text in values]
-    return select(table.c.resource_id).where(
+    return select(table.c.resource_key).where(
         table.c.resource_type == resource_type, table.c.param == param, or_(*matches)
     )
 
 
 def logical_reference_rows(resource_type: str, code: str) -> Select[Any]:
-    """The ids of the resources of `resource_type` with a logical reference (one with only an
-    identifier) in the reference parameter `code`."""
-    return select(_TOKEN.c.resource_id).where(
+    """The numbers (`key`) of the resources of `resource_type` with a logical reference (one
+    with only an identifier) in the reference parameter `code`."""
+    return select(_TOKEN.c.resource_key).where(
         _TOKEN.c.resource_type == resource_type,
         _TOKEN.c.param == modifier_param(code, "identifier"),
     )

@@ -25,8 +25,10 @@ from sqlalchemy import (
     any_,
     bindparam,
     delete,
+    func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -52,11 +54,13 @@ from fhir_store.models import (
 
 __all__ = [
     "Current",
+    "allocate_keys",
     "RowWrites",
     "execute_on_driver",
     "fetch_current",
     "fetch_identifiers",
     "find_ids",
+    "numbered",
     "pipelined",
     "search_rows",
     "write_rows",
@@ -85,6 +89,7 @@ class Current:
     _tokens: list[tuple[str | None, str]] | None = None
     last_updated: datetime | None = None
     _index: ResourceIndex | None = None
+    key: int | None = None  # fhir_resource.key: None until a new resource's is allocated
 
     def resource(self) -> dict[str, Any]:
         """The current content, parsed once."""
@@ -181,7 +186,8 @@ class RowWrites:
     def resource(
         self, resource_type: str, resource_id: str, state: Current, *, exists: bool
     ) -> None:
-        """Set the resource row of `resource_type/resource_id` to `state`."""
+        """Set the resource row of `resource_type/resource_id` to `state` (a new one's with
+        its `key`)."""
         row = (
             resource_type,
             resource_id,
@@ -190,7 +196,10 @@ class RowWrites:
             state.deleted,
             state.content,
         )
-        (self.resource_updates if exists else self.resource_inserts).append(row)
+        if exists:
+            self.resource_updates.append(row)
+        else:
+            self.resource_inserts.append((*row, state.key))
 
     def version(self, resource_type: str, resource_id: str, state: Current, method: str) -> None:
         """Keep `state` as a version of `resource_type/resource_id`, made by `method`."""
@@ -207,12 +216,19 @@ class RowWrites:
         )
 
     def index(
-        self, resource_type: str, resource_id: str, index: ResourceIndex, *, replace: bool
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource_key: int,
+        index: ResourceIndex,
+        *,
+        replace: bool,
     ) -> None:
-        """Write the resource's search index rows, first dropping its old ones if `replace`."""
+        """Write the search index rows of the resource numbered `resource_key`, first dropping
+        its old ones if `replace`."""
         if replace:
-            self.index_deletes.append((resource_type, resource_id))
-        key = (resource_type, resource_id)
+            self.index_deletes.append((resource_key,))
+        key = (resource_type, resource_id, resource_key)
         self.token_inserts.extend(key + row for row in index.tokens)
         self.string_inserts.extend(key + row for row in index.strings)
         self.reference_inserts.extend(key + row for row in index.references)
@@ -273,7 +289,8 @@ def _version_key(row: tuple[Any, ...]) -> tuple[str, str, int]:
 def fetch_current(
     connection: Connection, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], Current]:
-    """The current rows of the given (type, id) keys that exist, deleted ones included."""
+    """The current rows of the given (type, id) keys that exist, deleted ones included, with
+    their resource's number."""
     found: dict[tuple[str, str], Current] = {}
     for resource_type, ids in _by_type(keys).items():
         for start in range(0, len(ids), _CHUNK):
@@ -281,9 +298,29 @@ def fetch_current(
                 _SELECT_CURRENT[_in_list_kind(connection)],
                 {"b_type": resource_type, "b_ids": ids[start : start + _CHUNK]},
             )
-            for resource_id, version_id, deleted, content in result:
-                found[(resource_type, resource_id)] = Current(version_id, deleted, content)
+            for resource_id, version_id, deleted, content, key in result:
+                found[(resource_type, resource_id)] = Current(version_id, deleted, content, key=key)
     return found
+
+
+def numbered(key: int | None) -> int:
+    """A stored resource's number (`fhir_resource.key`), which every row has since f0006."""
+    if key is None:
+        raise RuntimeError("a stored resource has no key: run the FHIR store's migrations")
+    return key
+
+
+def allocate_keys(connection: Connection, count: int) -> list[int]:
+    """Numbers (`fhir_resource.key`) for `count` new resources, larger than any given before:
+    from PostgreSQL's sequence, as its writers run side by side; on SQLite one more than the
+    largest stored, as its one writer holds the database from the first read to the commit."""
+    if count == 0:
+        return []
+    if connection.dialect.name == "postgresql":
+        return list(connection.execute(_NEXT_KEYS, {"b_count": count}).scalars())
+    largest = connection.execute(_LARGEST_KEY).scalar()
+    first = (largest or 0) + 1
+    return list(range(first, first + count))
 
 
 def fetch_identifiers(
@@ -403,12 +440,18 @@ def _search(system_kind: str) -> Select[str, str | None]:
 _IN_LIST_KINDS = ("array", "expanding")
 _SELECT_CURRENT = {
     kind: select(
-        _RESOURCE.c.id, _RESOURCE.c.version_id, _RESOURCE.c.deleted, _RESOURCE.c.content
+        _RESOURCE.c.id,
+        _RESOURCE.c.version_id,
+        _RESOURCE.c.deleted,
+        _RESOURCE.c.content,
+        _RESOURCE.c.key,
     ).where(
         _RESOURCE.c.resource_type == bindparam("b_type"), _in_list(_RESOURCE.c.id, "b_ids", kind)
     )
     for kind in _IN_LIST_KINDS
 }
+_NEXT_KEYS = text("SELECT nextval('fhir_resource_key_seq') FROM generate_series(1, :b_count)")
+_LARGEST_KEY = select(func.max(_RESOURCE.c.key))
 _SELECT_IDENTIFIERS = {
     kind: select(_TOKEN.c.value, _TOKEN.c.resource_id, _TOKEN.c.system).where(
         _TOKEN.c.resource_type == bindparam("b_type"),
@@ -562,7 +605,7 @@ def _array_type(column_type: TypeEngine[Any], dialect: Dialect) -> str:
 
 _INSERT_RESOURCES = _BulkWrite(
     insert(_RESOURCE),
-    ("resource_type", "id", "version_id", "last_updated", "deleted", "content"),
+    ("resource_type", "id", "version_id", "last_updated", "deleted", "content", "key"),
 )
 _UPDATE_RESOURCES = _BulkWrite(
     update(_RESOURCE)
@@ -590,14 +633,12 @@ _INSERT_VERSIONS = _BulkWrite(
 _INDEX_TABLES = (_TOKEN, _STRING, _REFERENCE, _DATE, _NUMBER, _QUANTITY, _URI)
 _DELETE_INDEX = [
     _BulkWrite(
-        delete(table).where(
-            table.c.resource_type == bindparam("b_type"), table.c.resource_id == bindparam("b_id")
-        ),
-        ("b_type", "b_id"),
+        delete(table).where(table.c.resource_key == bindparam("b_key")),
+        ("b_key",),
     )
     for table in _INDEX_TABLES
 ]
-_KEY = ("resource_type", "resource_id", "param")
+_KEY = ("resource_type", "resource_id", "resource_key", "param")
 _INSERT_TOKENS = _BulkWrite(insert(_TOKEN), (*_KEY, "system", "value"))
 _INSERT_STRINGS = _BulkWrite(insert(_STRING), (*_KEY, "normal", "exact"))
 _INSERT_REFERENCES = _BulkWrite(insert(_REFERENCE), (*_KEY, "target_type", "target_id"))

@@ -79,6 +79,7 @@ class ResourceRow(Base):
     """The current version of one resource, or a tombstone if it was deleted."""
 
     __tablename__ = "fhir_resource"
+    __table_args__ = (Index("ix_fhir_resource_key", "key", unique=True),)
 
     resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -87,6 +88,10 @@ class ResourceRow(Base):
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     # The resource JSON as served, meta.versionId and meta.lastUpdated included; NULL if deleted.
     content: Mapped[str | None] = mapped_column(Text)
+    # A number given to the resource when it is created, one more than the last (f0006). The
+    # index tables find a resource's rows by it: its index then grows at one end, where the
+    # (type, id) pair, random for most ids, put each new resource's rows on a page of their own.
+    key: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ResourceVersionRow(Base):
@@ -121,19 +126,21 @@ class TokenIndexRow(Base):
             ondelete="CASCADE",
         ),
         Index("ix_fhir_token_lookup", "resource_type", "param", "value", "system"),
-        Index("ix_fhir_token_resource", "resource_type", "resource_id"),
+        Index("ix_fhir_token_resource", "resource_key"),
     )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     resource_type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(String(64))
+    resource_key: Mapped[int | None] = mapped_column(BigInteger)  # the resource's `key`
     param: Mapped[str] = mapped_column(String(64))
     system: Mapped[str | None] = mapped_column(String)
     value: Mapped[str] = mapped_column(String)
 
 
 def _index_args(table: str, *lookup: str) -> tuple[Any, ...]:
-    """A search index table's foreign key to its resource and its two indexes."""
+    """A search index table's foreign key to its resource and its two indexes: by value, and
+    by the resource's `key` (the rows to replace when the resource changes)."""
     return (
         ForeignKeyConstraint(
             ["resource_type", "resource_id"],
@@ -141,7 +148,7 @@ def _index_args(table: str, *lookup: str) -> tuple[Any, ...]:
             ondelete="CASCADE",
         ),
         Index(f"ix_{table}_lookup", "resource_type", "param", *lookup),
-        Index(f"ix_{table}_resource", "resource_type", "resource_id"),
+        Index(f"ix_{table}_resource", "resource_key"),
     )
 
 
@@ -154,6 +161,7 @@ class StringIndexRow(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     resource_type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(String(64))
+    resource_key: Mapped[int | None] = mapped_column(BigInteger)  # the resource's `key`
     param: Mapped[str] = mapped_column(String(64))
     normal: Mapped[str] = mapped_column(String(200))
     exact: Mapped[str] = mapped_column(String(200))
@@ -168,6 +176,7 @@ class ReferenceIndexRow(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     resource_type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(String(64))
+    resource_key: Mapped[int | None] = mapped_column(BigInteger)  # the resource's `key`
     param: Mapped[str] = mapped_column(String(64))
     target_type: Mapped[str] = mapped_column(String(64))
     target_id: Mapped[str] = mapped_column(String(64))
@@ -181,12 +190,13 @@ class DateIndexRow(Base):
     # candidate resource (EXISTS, `_search`) from the index alone (f0005).
     __table_args__ = (
         *_index_args("fhir_date", "low", "high")[:2],
-        Index("ix_fhir_date_resource", "resource_type", "resource_id", "param", "low", "high"),
+        Index("ix_fhir_date_resource", "resource_key", "param", "low", "high"),
     )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     resource_type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(String(64))
+    resource_key: Mapped[int | None] = mapped_column(BigInteger)  # the resource's `key`
     param: Mapped[str] = mapped_column(String(64))
     low: Mapped[datetime]
     high: Mapped[datetime]
@@ -201,6 +211,7 @@ class NumberIndexRow(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     resource_type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(String(64))
+    resource_key: Mapped[int | None] = mapped_column(BigInteger)  # the resource's `key`
     param: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float)
 
@@ -214,6 +225,7 @@ class QuantityIndexRow(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     resource_type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(String(64))
+    resource_key: Mapped[int | None] = mapped_column(BigInteger)  # the resource's `key`
     param: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float)
     system: Mapped[str | None] = mapped_column(String)
@@ -229,6 +241,7 @@ class UriIndexRow(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     resource_type: Mapped[str] = mapped_column(String(64))
     resource_id: Mapped[str] = mapped_column(String(64))
+    resource_key: Mapped[int | None] = mapped_column(BigInteger)  # the resource's `key`
     param: Mapped[str] = mapped_column(String(64))
     value: Mapped[str] = mapped_column(String)
 
