@@ -226,7 +226,7 @@ def run_search(connection: Connection, query: SearchQuery) -> SearchPage:
         return SearchPage([], int(connection.execute(count).scalar_one()), more=False)
     # the order, the id last so that it is total: the key a page cursor holds (`_paging`)
     dialect = connection.dialect.name
-    terms = [term for key in query.sort for term in _sort_terms(query.resource_type, key, dialect)]
+    terms = [term for key in query.sort for term in _sort_terms(key, dialect)]
     terms.append(KeyTerm(_RESOURCE.c.id, descending=False))
     cursor = query.cursor
     backward = cursor is not None and cursor.backward
@@ -340,7 +340,7 @@ def _sort_key(resource_type: str, text: str) -> SortKey:
     return SortKey(code, parameter.type, descending)
 
 
-def _sort_terms(resource_type: str, key: SortKey, dialect: str) -> list[KeyTerm]:
+def _sort_terms(key: SortKey, dialect: str) -> list[KeyTerm]:
     """ORDER BY terms of one key: resources without a value last, then the value. A resource
     with several values sorts by its lowest ascending and its highest descending (a date by
     the low bound of its range ascending, the high bound descending)."""
