@@ -43,6 +43,18 @@ def wait_for(client: httpx.Client, path: str, params: dict[str, str], count: int
     raise AssertionError(f"{path} {params}: {len(found)} of {count} after 30 s")
 
 
+def read_when_there(client: httpx.Client, path: str) -> Any:
+    """A resource the engine writes at start in the background (the pathway subscriber
+    publishes its CodeSystems): 404 until then, 30 s at most."""
+    deadline = time.monotonic() + 30
+    while True:
+        answer = client.get(path)
+        if answer.status_code != 404 or time.monotonic() > deadline:
+            assert answer.status_code == 200, f"{path}: {answer.status_code} {answer.text}"
+            return answer.json()
+        time.sleep(0.2)
+
+
 def test_hl7v2_in_gives_a_chest_pain_case_with_door_ecg_and_troponin_nodes(
     server_factory: Any, tmp_path: Path, database_url: str
 ) -> None:
@@ -54,7 +66,7 @@ def test_hl7v2_in_gives_a_chest_pain_case_with_door_ecg_and_troponin_nodes(
     assert b"MSA|AA" in send(ecg_port, (SAMPLES / "ecg-oru-stemi-utf8.hl7").read_bytes())
     assert b"MSA|AA" in send(lis_port, (SAMPLES / "lis-oru-troponin-utf8.hl7").read_bytes())
     with server.http() as client:
-        system = client.get("/fhir/CodeSystem/time-node").json()
+        system = read_when_there(client, "/fhir/CodeSystem/time-node")
         assert {c["code"] for c in system["concept"]} >= {"door", "troponin_draw", "wire_crossing"}
         (case,) = wait_for(client, "/fhir/EpisodeOfCare", {"status": "active"}, 1)
         assert case["type"][0]["coding"][0]["code"] == "chest-pain"
