@@ -23,7 +23,6 @@ is never changed, so a retry or a reprocess adjusts afresh.
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,7 +36,14 @@ from engine.connectors import (
 )
 from engine.errors import ConfigError, DeliveryError, RejectedDeliveryError, RetryableDeliveryError
 from engine.mapping.merge import MERGE_KEEP_EXTENSION, KeepRule, keep_rules_of, merge_kept
-from fhir_store import FhirStore, FhirStoreError, output_issues
+from fhir_store import (
+    FhirStore,
+    FhirStoreError,
+    JSONDecodeError,
+    json_dumps_bytes,
+    json_loads,
+    output_issues,
+)
 
 __all__ = ["FhirDestination", "FhirDestinationConfig", "FhirDestinationFactory"]
 
@@ -220,12 +226,15 @@ class FhirDestinationFactory:
 def _bundle_of(payload: bytes) -> dict[str, Any]:
     """The payload as a transaction/batch Bundle; a single resource becomes a one-entry one."""
     try:
-        document = json.loads(payload)
-    except UnicodeDecodeError as error:
-        raise RejectedDeliveryError(
-            f"the payload is not UTF-8 (byte {error.start}); the mapping must produce FHIR JSON"
-        ) from error
-    except json.JSONDecodeError as error:
+        document = json_loads(payload)
+    except JSONDecodeError as error:
+        try:  # the parser says "not valid UTF-8" without saying where
+            payload.decode("utf-8")
+        except UnicodeDecodeError as not_utf8:
+            raise RejectedDeliveryError(
+                f"the payload is not UTF-8 (byte {not_utf8.start}); the mapping must produce "
+                "FHIR JSON"
+            ) from error
         raise RejectedDeliveryError(
             f"the payload is not valid JSON ({error.msg} at line {error.lineno} column "
             f"{error.colno}); the mapping must produce FHIR JSON"
@@ -337,8 +346,7 @@ def _delivered(merge: bool, result: dict[str, Any] | FhirStoreError) -> Delivere
     detail = f"{len(entries)} entries applied"
     if failed:
         detail = f"{failed} of {len(entries)} batch entries failed; see the reply"
-    reply = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return Delivered(reply=reply, detail=detail)
+    return Delivered(reply=json_dumps_bytes(result), detail=detail)
 
 
 def _delivery_error(error: FhirStoreError) -> DeliveryError:

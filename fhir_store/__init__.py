@@ -5,6 +5,9 @@ It knows nothing of HL7 v2, channels or the engine, and can run alone (`fhir_sto
 
 from __future__ import annotations
 
+from fhir_store._json import JSONDecodeError
+from fhir_store._json import dumps_bytes as json_dumps_bytes
+from fhir_store._json import loads as json_loads
 from fhir_store._search import SearchPage, SearchQuery, parse_search
 from fhir_store._validation import output_issues
 from fhir_store.errors import (
@@ -34,6 +37,7 @@ __all__ = [
     "Gone",
     "InvalidRequest",
     "InvalidResource",
+    "JSONDecodeError",
     "NotFound",
     "NotSupported",
     "PayloadTooLarge",
@@ -42,6 +46,8 @@ __all__ = [
     "StoreUnavailable",
     "VersionConflict",
     "build_router",
+    "json_dumps_bytes",
+    "json_loads",
     "migrate",
     "output_issues",
     "parse_search",

@@ -18,13 +18,12 @@ this works whether or not a search parameter on the extension exists.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from fhir_store import FhirStore, Gone, NotFound, parse_search
+from fhir_store import FhirStore, Gone, NotFound, json_loads, parse_search
 from pathways.months import month_bucket, month_start, months_between, shift_month
 from pathways.shapes import (
     AUTHORITATIVE_STATUSES,
@@ -97,7 +96,7 @@ async def search_all(
         if cursor is not None:
             query_pairs.append(("_cursor", cursor))
         page = await store.search(parse_search(resource_type, query_pairs, strict=True))
-        found += [json.loads(content) for content in page.contents]
+        found += [json_loads(content) for content in page.contents]
         if page.next_cursor is None or (limit is not None and len(found) > limit):
             return found
         cursor = page.next_cursor

@@ -124,6 +124,28 @@ async def test_invalid_bundle_is_rejected_naming_the_entry(
         await fhir.send(outbound(b'{"resourceType": "Bundle",'))
 
 
+NOT_UTF8 = b'{"resourceType": "Patient", "name": [{"text": "\xe5\xbc"}]}'  # a cut-off 张
+
+
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        (NOT_UTF8, f"not UTF-8 (byte {NOT_UTF8.index(0xE5)})"),
+        (b'{"resourceType": "Bundle",\n "type": }', "not valid JSON"),
+        (b'{"resourceType": "Bundle",\n "type": }', "at line 2 column 10"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"resourceType": "Bundle", "type": "searchset"}', "neither a transaction"),
+    ],
+)
+async def test_a_payload_that_is_no_fhir_json_is_rejected_saying_what_and_where(
+    destination: tuple[FhirDestination, FhirStore], payload: bytes, says: str
+) -> None:
+    fhir, _ = destination
+    with pytest.raises(RejectedDeliveryError) as caught:
+        await fhir.send(outbound(payload))
+    assert says in str(caught.value)
+
+
 async def test_send_many_keeps_each_message_atomic(
     destination: tuple[FhirDestination, FhirStore],
 ) -> None:
