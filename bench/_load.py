@@ -204,6 +204,15 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine have been busy since boot (/proc/stat: user, nice,
+    system, irq, softirq; not idle, I/O wait or time the hypervisor gave to other machines).
+    Whatever runs here counts: the engine, its workers, the bench's client, PostgreSQL."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def postgres_database(admin_url: str) -> str:
     """A fresh PostgreSQL database for one benchmark run."""
     import uuid
