@@ -7,7 +7,13 @@ transactions, SQL statements sent to the driver (executemany counted once, with 
 separately) and the CPU time of the threads that ran them. On a 2-core machine shared with other
 work, wall-clock rates say little; these counts and CPU times compare one version with another.
 
+Also printed: each thread's CPU (user + system, from /proc) per message, the event loop and the
+write threads above all. `--without-store-write` replaces the FHIR store's write by the delivery
+bookkeeping that commits with it (the attempts and statuses, in a write transaction of its own):
+what the rest of the engine's path costs and carries, against a run without it.
+
 Usage: python bench/write_path.py [--messages N] [--database sqlite|postgresql]
+       [--without-store-write]
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import asyncio
 import collections
 import cProfile
+import os
 import pstats
 import re
 import subprocess
@@ -129,6 +136,44 @@ def _instrument() -> None:
     _storage._BulkWrite.execute = bulk  # type: ignore[method-assign]
 
 
+def _thread_cpu() -> dict[int, tuple[str, float, float]]:
+    """This process's threads: native id → (name, user s, system s), from /proc (Linux)."""
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[str, float, float]] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name = names.get(int(task.name)) or (task / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        found[int(task.name)] = (name, int(fields[11]) / ticks, int(fields[12]) / ticks)
+    return found
+
+
+def _without_store_write() -> None:
+    """The FHIR store's write replaced by the bookkeeping that commits with it (`then`): the
+    delivery attempts and statuses, in a write transaction as the store would run them."""
+    from fhir_store import store
+
+    async def transaction_many(
+        self: store.FhirStore, bundles: Any, *, return_resources: bool = False, then: Any = None
+    ) -> list[Any]:
+        answers: list[Any] = [
+            {"resourceType": "Bundle", "type": "transaction-response", "entry": []} for _ in bundles
+        ]
+        if then is None:
+            return answers
+
+        def record(connection: Any, unguarded: bool) -> list[Any]:
+            then(connection, answers)
+            return answers
+
+        return await self._write(record, True)
+
+    store.FhirStore.transaction_many = transaction_many  # type: ignore[method-assign]
+
+
 def _channel(port: int, journal_only: bool) -> str:
     if journal_only:  # bench/mllp_throughput.py's channel: journal and ACK, nothing else
         return f"name: his-adt\nsource: {{kind: mllp, host: 127.0.0.1, port: {port}}}\n"
@@ -186,11 +231,12 @@ async def _measure(
         await load(200, "W" + uuid.uuid4().hex[:6])  # warm: compiled statements, caches
         for counter in (statements, rows, transactions, cpu_s, busy_s, *texts.values()):
             counter.clear()
-        process_before = time.process_time()
+        process_before, threads_before = time.process_time(), _thread_cpu()
         started = time.perf_counter()
         await load(messages, "P" + uuid.uuid4().hex[:6])
         elapsed = time.perf_counter() - started
         process_cpu = time.process_time() - process_before
+        threads_after = _thread_cpu()
         async with engine.database.connect() as connection:
             failed = (
                 await connection.execute(
@@ -232,6 +278,16 @@ async def _measure(
         f"engine process CPU {1000 * process_cpu / messages:.2f} ms/msg (mapping runs in a "
         f"worker process, not counted); wall {messages / elapsed:.0f} msg/s (noisy)"
     )
+    used = []
+    for native_id, (name, user_s, system_s) in threads_after.items():
+        _, user_before, system_before = threads_before.get(native_id, (name, 0.0, 0.0))
+        used.append((user_s - user_before, system_s - system_before, name))
+    print("thread CPU, ms/msg (user + system):")
+    for user_s, system_s, name in sorted(used, key=lambda u: -(u[0] + u[1]))[:6]:
+        print(
+            f"  {name[:32]:<32}{1000 * (user_s + system_s) / messages:7.3f}  "
+            f"({1000 * user_s / messages:.3f} + {1000 * system_s / messages:.3f})"
+        )
     if verbose:
         for kind, counter in sorted(texts.items()):
             print(f"-- {kind}")
@@ -251,7 +307,14 @@ def main() -> None:
     parser.add_argument("--profile", metavar="KIND", help="cProfile this kind of transaction")
     parser.add_argument("--journal-only", action="store_true", help="a channel without mapping")
     parser.add_argument("--journal-threads", type=int, help="journal batches in flight (PG)")
+    parser.add_argument(
+        "--without-store-write",
+        action="store_true",
+        help="the FHIR store's write replaced by the delivery bookkeeping that commits with it",
+    )
     args = parser.parse_args()
+    if args.without_store_write:
+        _without_store_write()
     if args.journal_threads:
         from engine import runtime
 
