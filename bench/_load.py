@@ -213,6 +213,11 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+# The PostgreSQL every bench makes its databases on: these machines run it on 127.0.0.1:5432
+# with trust authentication (the same server the tests use).
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
 def postgres_database(admin_url: str) -> str:
     """A fresh PostgreSQL database for one benchmark run."""
     import uuid

@@ -18,13 +18,12 @@ import json
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import websockets
+from _load import PG_ADMIN, drop_postgres_database, postgres_database
 
 from engine.server import Engine
 from engine.testing import running_engine, settings_for_tests
@@ -37,7 +36,6 @@ from pathways.records import Records
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def _cases(store: FhirStore, tz: tzinfo) -> Cases:
@@ -146,19 +144,14 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         if args.postgres:
-            name = f"gc_bench_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-                connection.execute(f'CREATE DATABASE "{name}"')
-            url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+            url = postgres_database(PG_ADMIN)
         else:
-            name = ""
             url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
         try:
             to_deadline, to_resolved = await measure(url, args.cases, tmp)
         finally:
-            if name:
-                with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-                    connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if args.postgres:
+                drop_postgres_database(PG_ADMIN, url)
     database = "PostgreSQL" if args.postgres else "SQLite"
     print(f"alert latency, {args.cases} cases, {database}")
     _report("deadline -> websocket (raised)", to_deadline, args.cases)

@@ -15,15 +15,12 @@ import asyncio
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import psycopg
+from _load import PG_ADMIN, drop_postgres_database, postgres_database
 
 from fhir_store import ChangeFeed, FhirStore, migrate
 from fhir_store.app import create_database
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 async def measure(url: str, writes: int) -> list[float]:
@@ -80,16 +77,11 @@ def main() -> None:
         report("SQLite", asyncio.run(measure(url, args.writes)))
     if args.no_postgres:
         return
-    name = f"gc_bench_{uuid.uuid4().hex[:10]}"
-    admin = PG_ADMIN.replace("+psycopg", "")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+    url = postgres_database(PG_ADMIN)
     try:
-        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
         report("PostgreSQL", asyncio.run(measure(url, args.writes)))
     finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_postgres_database(PG_ADMIN, url)
 
 
 if __name__ == "__main__":

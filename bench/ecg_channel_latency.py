@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import websockets
 from _load import (
+    PG_ADMIN,
     ROOT,
     Serve,
     drop_postgres_database,
@@ -39,7 +40,6 @@ from _load import (
 
 from engine.mapping.functions import make_id
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 ACUTE_MI = ROOT.parent / "shared" / "data" / "ecg" / "sierra" / "129DYPRG.XML"
 PATIENT_TAG = b"<patientid>1112010721168bdc</patientid>"
 STAGES = ("answered", "report_stored", "alert_received", "case_opened")

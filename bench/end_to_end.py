@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import httpx
 from _load import (
+    PG_ADMIN,
     ROOT,
     Serve,
     adt_a04,
@@ -42,8 +43,6 @@ from _load import (
     postgres_database,
     wait_for_port,
 )
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def channel(port: int) -> str:

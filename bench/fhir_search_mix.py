@@ -26,13 +26,12 @@ from typing import Any
 
 import httpx
 from _fhir_server import FhirServer
-from _load import drop_postgres_database, percentile, postgres_database
+from _load import PG_ADMIN, drop_postgres_database, percentile, postgres_database
 from fhir_synthea_load import resource_count, synthea_bundles
 
 from fhir_store import FhirStore, migrate
 from fhir_store.app import create_database
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 LOINC = "http://loinc.org"
 SYNTHEA_ID = "https://github.com/synthetichealth/synthea"
 PATIENTS = 20  # patients (and their values) each kind of search is run for, per round

@@ -26,12 +26,11 @@ from typing import Any
 
 import httpx
 from _fhir_server import FhirServer
-from _load import drop_postgres_database, percentile, postgres_database
+from _load import PG_ADMIN, drop_postgres_database, percentile, postgres_database
 
 from fhir_store import FhirStore, migrate
 from fhir_store.app import create_database
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 MRN = "urn:oid:1.2.156.112604.1.2.1"
 CLIENTS = 8
 WARM_UP = 50

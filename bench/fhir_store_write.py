@@ -18,12 +18,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
+from _load import PG_ADMIN, drop_postgres_database, postgres_database
 
 from engine.database import create_database_engine
 from fhir_store import FhirStore, FhirStoreError, migrate
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 MRN = "urn:oid:1.2.156.112604.1.2.1"
 REPLAYS = 5
 
@@ -148,16 +147,11 @@ def main() -> None:
     report("SQLite", figures, bundles)
     if args.no_postgres:
         return
-    name = f"gc_bench_{uuid.uuid4().hex[:10]}"
-    admin = PG_ADMIN.replace("+psycopg", "")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+    url = postgres_database(PG_ADMIN)
     try:
-        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
         report("PostgreSQL", asyncio.run(measure(url, args.calls, args.batch)), bundles)
     finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_postgres_database(PG_ADMIN, url)
 
 
 if __name__ == "__main__":

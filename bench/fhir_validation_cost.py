@@ -21,18 +21,16 @@ import bz2
 import json
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
+from _load import PG_ADMIN, drop_postgres_database, postgres_database
 
 from engine.database import create_database_engine
 from fhir_store import FhirStore, migrate
 from fhir_store._validation import validate_structure
 
 SYNTHEA = Path(__file__).resolve().parents[1].parent / "shared/data/fhir/synthea"
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def bundles(patients: int) -> list[dict[str, Any]]:
@@ -105,18 +103,12 @@ def main() -> None:
         compare("SQLite", urls, loaded, len(items))
     if not args.postgres:
         return
-    names = [f"gc_bench_{uuid.uuid4().hex[:10]}" for _ in range(4)]
-    admin = PG_ADMIN.replace("+psycopg", "")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        for name in names:
-            connection.execute(f'CREATE DATABASE "{name}"')
+    urls = [postgres_database(PG_ADMIN) for _ in range(4)]
     try:
-        urls = [PG_ADMIN.rsplit("/", 1)[0] + "/" + name for name in names]
         compare("PostgreSQL", urls, loaded, len(items))
     finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            for name in names:
-                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for url in urls:
+            drop_postgres_database(PG_ADMIN, url)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from _load import (
+    PG_ADMIN,
     LoadResult,
     Serve,
     adt_a04,
@@ -26,8 +27,6 @@ from _load import (
     postgres_database,
     wait_for_port,
 )
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 CHANNEL = """
 name: bench

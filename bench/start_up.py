@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import httpx
 from _load import (
+    PG_ADMIN,
     ROOT,
     Serve,
     adt_a04,
@@ -37,7 +38,6 @@ from _load import (
     wait_for_port,
 )
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 STAGES = ("http", "mllp", "acked", "searchable", "settled")
 
 

@@ -34,7 +34,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _load import ROOT, drop_postgres_database, free_port, postgres_database, wait_for_port
+from _load import (
+    PG_ADMIN,
+    ROOT,
+    drop_postgres_database,
+    free_port,
+    postgres_database,
+    wait_for_port,
+)
 from sqlalchemy import event
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine as SqlEngine
@@ -43,8 +50,6 @@ from engine import database as engine_database
 from engine.server import Engine
 from engine.settings import Settings
 from fhir_store import _storage
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 _local = threading.local()
 statements: collections.Counter[str] = collections.Counter()
