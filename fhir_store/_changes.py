@@ -180,7 +180,11 @@ class Changes:
             elif not state.same_content(before):
                 writes.index(*key, numbered(state.key), state.index(), replace=not before.deleted)
         for key, state, method in self._versions:
-            writes.version(*key, state, method)
+            writes.version(*key, state, method, current=state is self._group[key])
+        for key in self._group:
+            before = self._stored[key]
+            if before is not None:  # its version row gets the content the resource row had
+                writes.superseded(*key, before)
         with pipelined(self._connection):
             write_rows(self._connection, writes)
             # Last: numbering the changes locks the change sequence until the commit (events.py).

@@ -1,8 +1,9 @@
 """Versions of resources: vread and instance, type and system history as `history` Bundles.
 
 The versions come from `fhir_resource_version`, which keeps every version a write made,
-deletions included. The query functions take a synchronous `Connection` (run through
-`AsyncConnection.run_sync`); `history_bundle` builds the Bundle a client gets.
+deletions included; the current version's content comes from the resource row, which holds it.
+The query functions take a synchronous `Connection` (run through `AsyncConnection.run_sync`);
+`history_bundle` builds the Bundle a client gets.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from fhir_store._json import loads
 from fhir_store.errors import InvalidRequest
-from fhir_store.models import ResourceVersionRow
+from fhir_store.models import ResourceRow, ResourceVersionRow
 
 __all__ = [
     "DEFAULT_COUNT",
@@ -41,6 +42,17 @@ DEFAULT_COUNT = 50
 MAX_COUNT = 1000
 
 _VERSION = cast(Table, ResourceVersionRow.__table__)
+_RESOURCE = cast(Table, ResourceRow.__table__)
+# The current version's content is kept once, in the resource row (models.ResourceVersionRow).
+_CURRENT_CONTENT = (
+    select(_RESOURCE.c.content)
+    .where(
+        _RESOURCE.c.resource_type == _VERSION.c.resource_type,
+        _RESOURCE.c.id == _VERSION.c.resource_id,
+        _RESOURCE.c.version_id == _VERSION.c.version_id,
+    )
+    .scalar_subquery()
+)
 _COLUMNS = (
     _VERSION.c.resource_type,
     _VERSION.c.resource_id,
@@ -48,7 +60,7 @@ _COLUMNS = (
     _VERSION.c.last_updated,
     _VERSION.c.deleted,
     _VERSION.c.method,
-    _VERSION.c.content,
+    func.coalesce(_VERSION.c.content, _CURRENT_CONTENT).label("content"),
 )
 
 

@@ -151,6 +151,7 @@ class RowWrites:
         "resource_inserts",
         "resource_updates",
         "version_inserts",
+        "version_contents",
         "index_deletes",
         "token_inserts",
         "string_inserts",
@@ -172,6 +173,7 @@ class RowWrites:
         self.resource_inserts: list[tuple[Any, ...]] = []
         self.resource_updates: list[tuple[Any, ...]] = []
         self.version_inserts: list[tuple[Any, ...]] = []
+        self.version_contents: list[tuple[Any, ...]] = []
         self._bind_date = _DATE.c.low.type.dialect_impl(dialect).bind_processor(dialect)
         self._bound_dates: dict[datetime, Any] = {}  # many resources share dates (and DATE_MAX)
         self.index_deletes: list[tuple[Any, ...]] = []
@@ -201,8 +203,11 @@ class RowWrites:
         else:
             self.resource_inserts.append((*row, state.key))
 
-    def version(self, resource_type: str, resource_id: str, state: Current, method: str) -> None:
-        """Keep `state` as a version of `resource_type/resource_id`, made by `method`."""
+    def version(
+        self, resource_type: str, resource_id: str, state: Current, method: str, *, current: bool
+    ) -> None:
+        """Keep `state` as a version of `resource_type/resource_id`, made by `method`; the
+        `current` one without its content, which the resource row holds."""
         self.version_inserts.append(
             (
                 resource_type,
@@ -211,9 +216,16 @@ class RowWrites:
                 self._time(state.last_updated),
                 state.deleted,
                 method,
-                state.content,
+                None if current else state.content,
             )
         )
+
+    def superseded(self, resource_type: str, resource_id: str, state: Current) -> None:
+        """The version `state` was current and no longer is: its row gets its content."""
+        if state.content is not None:
+            self.version_contents.append(
+                (resource_type, resource_id, state.version_id, state.content)
+            )
 
     def index(
         self,
@@ -267,6 +279,7 @@ def write_rows(connection: Connection, writes: RowWrites) -> None:
     _INSERT_RESOURCES.execute(connection, sorted(writes.resource_inserts, key=_resource_key))
     _UPDATE_RESOURCES.execute(connection, sorted(writes.resource_updates, key=_resource_key))
     _INSERT_VERSIONS.execute(connection, sorted(writes.version_inserts, key=_version_key))
+    _FILL_VERSIONS.execute(connection, sorted(writes.version_contents, key=_version_key))
     for delete_index in _DELETE_INDEX:
         delete_index.execute(connection, writes.index_deletes)
     _INSERT_TOKENS.execute(connection, writes.token_inserts)
@@ -629,6 +642,16 @@ _INSERT_VERSIONS = _BulkWrite(
         "method",
         "content",
     ),
+)
+_FILL_VERSIONS = _BulkWrite(
+    update(_VERSION)
+    .where(
+        _VERSION.c.resource_type == bindparam("b_type"),
+        _VERSION.c.resource_id == bindparam("b_id"),
+        _VERSION.c.version_id == bindparam("b_version"),
+    )
+    .values(content=bindparam("b_content")),
+    ("b_type", "b_id", "b_version", "b_content"),
 )
 _INDEX_TABLES = (_TOKEN, _STRING, _REFERENCE, _DATE, _NUMBER, _QUANTITY, _URI)
 _DELETE_INDEX = [

@@ -112,6 +112,8 @@ class ResourceVersionRow(Base):
     last_updated: Mapped[datetime]
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     method: Mapped[str] = mapped_column(String(8))  # POST, PUT or DELETE
+    # An earlier version's content. None for a deletion, and for the current version, whose
+    # content is the resource row's: kept once, it is filled in here when a newer one comes.
     content: Mapped[str | None] = mapped_column(Text)
 
 

@@ -107,6 +107,57 @@ async def test_f0006_numbers_the_stored_resources_and_searches_find_them_by_thei
     assert keys["p3"] == max(keys.values())
 
 
+async def _current_versions_with_content(database: AsyncEngine) -> int:
+    async with database.connect() as connection:
+        count = await connection.scalar(
+            text(
+                "SELECT count(*) FROM fhir_resource_version v JOIN fhir_resource r "
+                "ON r.resource_type = v.resource_type AND r.id = v.resource_id "
+                "AND r.version_id = v.version_id WHERE v.content IS NOT NULL"
+            )
+        )
+    return int(count or 0)
+
+
+async def test_f0007_keeps_the_current_content_once_and_every_version_readable(
+    store: FhirStore, database: AsyncEngine, fhir_http: httpx.AsyncClient
+) -> None:
+    def patient(family: str) -> dict[str, Any]:
+        return {"resourceType": "Patient", "id": "p1", "name": [{"family": family}]}
+
+    await store.update("Patient", "p1", patient("Wang"))
+    await store.update("Patient", "p1", patient("Li"))
+    await store.update("Patient", "p2", {"resourceType": "Patient", "id": "p2"})
+    await store.delete("Patient", "p2")
+    await _downgrade(database, "f0006")  # every version's row with its content, as before
+    assert await _current_versions_with_content(database) == 1  # p1's version 2
+    await migrate(database)
+    assert await _current_versions_with_content(database) == 0
+
+    async def family(path: str) -> str:
+        answer = await fhir_http.get(path)
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["name"][0]["family"])
+
+    assert await family("/Patient/p1/_history/1") == "Wang"
+    assert await family("/Patient/p1/_history/2") == "Li"
+    history = (await fhir_http.get("/Patient/_history")).json()["entry"]
+    versions = {
+        (entry["response"]["etag"], entry["fullUrl"].rsplit("/", 1)[1]): entry.get("resource", {})
+        for entry in history
+    }
+    assert versions[('W/"1"', "p1")]["name"][0]["family"] == "Wang"
+    assert versions[('W/"2"', "p1")]["name"][0]["family"] == "Li"
+    assert versions[('W/"1"', "p2")]["id"] == "p2"
+    assert versions[('W/"2"', "p2")] == {}  # the deletion
+    # a new version: the one it supersedes is read from its own row from now on
+    await store.update("Patient", "p1", patient("Zhao"))
+    assert await family("/Patient/p1/_history/2") == "Li"
+    assert await family("/Patient/p1/_history/3") == "Zhao"
+    assert await family("/Patient/p1") == "Zhao"
+    assert await _current_versions_with_content(database) == 0
+
+
 async def test_sqlite_reads_a_searchs_resources_by_their_number(
     store: FhirStore, database: AsyncEngine, fhir_http: httpx.AsyncClient
 ) -> None:
