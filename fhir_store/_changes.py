@@ -172,6 +172,7 @@ class Changes:
             before = self._stored[key]  # read before its first write
             if before is not None:
                 state.key = before.key
+                writes.superseded(*key, before)  # its version row gets the content back
             writes.resource(*key, state, exists=before is not None)
             # index rows are rebuilt only when the content (meta's version and time aside) changed
             if before is None:
@@ -181,10 +182,6 @@ class Changes:
                 writes.index(*key, numbered(state.key), state.index(), replace=not before.deleted)
         for key, state, method in self._versions:
             writes.version(*key, state, method, current=state is self._group[key])
-        for key in self._group:
-            before = self._stored[key]
-            if before is not None:  # its version row gets the content the resource row had
-                writes.superseded(*key, before)
         with pipelined(self._connection):
             write_rows(self._connection, writes)
             # Last: numbering the changes locks the change sequence until the commit (events.py).

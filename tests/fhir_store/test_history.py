@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
+from fhir_store import FhirStore
+
 pytestmark = pytest.mark.anyio
 
 MRN = "urn:oid:1.2.156.112604.1.2.1"
@@ -108,3 +110,38 @@ async def test_bad_history_parameters_are_refused(fhir_http: httpx.AsyncClient) 
         response = await fhir_http.get("/_history", params=params)
         assert response.status_code == 400
         assert response.json()["issue"][0]["expression"] == [next(iter(params))]
+
+
+async def test_every_version_of_a_write_group_reads_back_after_newer_ones(
+    store: FhirStore, fhir_http: httpx.AsyncClient
+) -> None:
+    """The current version's content is kept in the resource row alone (f0007): versions made
+    in one group, and those a later write supersedes, must still read back as they were."""
+
+    def put(family: str) -> dict[str, Any]:
+        resource = {**patient(family), "id": "p1"}
+        request = {"method": "PUT", "url": "Patient/p1"}
+        return {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": resource, "request": request}],
+        }
+
+    await store.transaction(put("赵"))
+    await store.transaction_many([put("钱"), put("孙")])  # versions 2 and 3 in one group
+    await store.transaction_many([put("李")])
+    await store.delete("Patient", "p1")
+    families = []
+    for version in range(1, 5):
+        answer = await fhir_http.get(f"/Patient/p1/_history/{version}")
+        assert answer.status_code == 200, answer.text
+        families.append(answer.json()["name"][0]["family"])
+    assert families == ["赵", "钱", "孙", "李"]
+    history = (await fhir_http.get("/Patient/p1/_history")).json()["entry"]
+    assert [e.get("resource", {}).get("name", [{}])[0].get("family") for e in history] == [
+        None,
+        "李",
+        "孙",
+        "钱",
+        "赵",
+    ]
