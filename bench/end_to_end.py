@@ -3,7 +3,7 @@
 Sends N messages over 8 MLLP connections to the default his-adt channel (mapping to Patient and
 Encounter, FHIR destination) and measures from the first byte sent until every message is
 delivered to the store, then checks a sample of patients through FHIR search.
-Usage: python bench/end_to_end.py [--messages N] [--connections C] [--no-postgres].
+Usage: python bench/end_to_end.py [--messages N] [--connections C] [--no-postgres] [--runs R].
 Target: >= 1,000 messages/s. `--connections 1` is a HIS's backlog after a downtime: one
 connection, each message sent when the last one is ACKed, so its rate is 1 / ACK latency.
 
@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import os
 import random
+import statistics
 import time
 import uuid
 from dataclasses import dataclass
@@ -127,31 +128,52 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="runs per database, alternated; medians at the end"
+    )
     args = parser.parse_args()
     print(
         f"End to end: {args.messages} ADT^A04 over {args.connections} MLLP connections "
         "-> Patient + Encounter"
     )
-    for backend in ["sqlite"] + ([] if args.no_postgres else ["postgresql"]):
-        url = postgres_database(PG_ADMIN) if backend == "postgresql" else None
-        try:
-            figures = run(args.messages, url, args.connections)
-        finally:
-            if url:
-                drop_postgres_database(PG_ADMIN, url)
-        latencies = figures.latencies_s
-        print(
-            f"{backend:<11} {figures.rate:7.0f} messages/s in and searchable "
-            f"(ACKed at {figures.ack_rate:.0f}/s, ACK p50 {1000 * percentile(latencies, 0.5):.1f} "
-            f"ms p99 {1000 * percentile(latencies, 0.99):.1f} ms; "
-            f"{figures.found}/20 sampled patients found by identifier; "
-            f"engine CPU {figures.cpu_ms:.2f} ms per message when delivered, "
-            f"{figures.settled_ms:.2f} ms with the subscribers' derived work; load average "
-            f"{os.getloadavg()[0]:.1f})\n"
-            f"{'':<11} machine CPU {figures.machine_ms:.2f} ms per message, all processes "
-            f"(the bench's client {figures.client_ms:.2f}); at that cost "
-            f"{os.cpu_count()} cores, all busy, carry at most {figures.ceiling:.0f} messages/s"
-        )
+    backends = ["sqlite"] + ([] if args.no_postgres else ["postgresql"])
+    runs: dict[str, list[Figures]] = {backend: [] for backend in backends}
+    for _ in range(args.runs):  # alternated, so that a slow spell of the machine hits both
+        for backend in backends:
+            url = postgres_database(PG_ADMIN) if backend == "postgresql" else None
+            try:
+                figures = run(args.messages, url, args.connections)
+            finally:
+                if url:
+                    drop_postgres_database(PG_ADMIN, url)
+            runs[backend].append(figures)
+            _report(backend, figures)
+    if args.runs > 1:
+        for backend, done in runs.items():
+            rates = [figures.rate for figures in done]
+            machine = [figures.machine_ms for figures in done]
+            print(
+                f"{backend:<11} median of {len(done)}: {statistics.median(rates):.0f} messages/s "
+                f"(from {min(rates):.0f} to {max(rates):.0f}), machine CPU "
+                f"{statistics.median(machine):.2f} ms per message"
+            )
+
+
+def _report(backend: str, figures: Figures) -> None:
+    latencies = figures.latencies_s
+    print(
+        f"{backend:<11} {figures.rate:7.0f} messages/s in and searchable "
+        f"(ACKed at {figures.ack_rate:.0f}/s, ACK p50 {1000 * percentile(latencies, 0.5):.1f} "
+        f"ms p99 {1000 * percentile(latencies, 0.99):.1f} ms; "
+        f"{figures.found}/20 sampled patients found by identifier; "
+        f"engine CPU {figures.cpu_ms:.2f} ms per message when delivered, "
+        f"{figures.settled_ms:.2f} ms with the subscribers' derived work; load average "
+        f"{os.getloadavg()[0]:.1f})\n"
+        f"{'':<11} machine CPU {figures.machine_ms:.2f} ms per message, all processes "
+        f"(the bench's client {figures.client_ms:.2f}); at that cost "
+        f"{os.cpu_count()} cores, all busy, carry at most {figures.ceiling:.0f} messages/s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
