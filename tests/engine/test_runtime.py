@@ -623,10 +623,13 @@ async def test_checkpoints_that_keep_failing_are_logged_once_and_their_recovery_
     from engine import database as engine_database
 
     failing = True
+    failed = 0
     copy_log = WriteThread._copy_log
 
     def disk_error_then_fine(driver_connection: Any) -> None:
+        nonlocal failed
         if failing:
+            failed += 1
             raise sqlite3.OperationalError("disk I/O error")
         copy_log(driver_connection)
 
@@ -641,8 +644,11 @@ async def test_checkpoints_that_keep_failing_are_logged_once_and_their_recovery_
 
     try:
         with caplog.at_level("INFO", logger="engine.database"):
-            # 3x the failures that make a warning
-            await asyncio.sleep(3 * engine_database.CHECKPOINT_FAILURES_WARNED * 0.005 + 0.2)
+
+            async def three_runs_failed() -> bool:  # 3x the failures that make a warning
+                return failed >= 3 * engine_database.CHECKPOINT_FAILURES_WARNED
+
+            await wait_until(three_runs_failed, timeout_s=10)
             warnings = messages("WARNING")
             assert len(warnings) == 1, warnings
             assert "disk I/O error" in warnings[0] and "greenchannel.db" in warnings[0]
