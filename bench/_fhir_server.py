@@ -7,7 +7,6 @@ Usage: python bench/_fhir_server.py DATABASE_URL PORT [--validate]
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,10 +37,11 @@ class FhirServer:
     def cpu_s(self) -> float:
         """The server process's CPU seconds so far (user + system, every thread; Linux): a
         figure that other load on the machine disturbs less than wall-clock time."""
+        from _load import proc_stat
+
         assert self._process is not None
-        stat = Path(f"/proc/{self._process.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        stat = proc_stat(Path(f"/proc/{self._process.pid}/stat"))
+        return stat.user_s + stat.system_s
 
     def __exit__(self, *exc: object) -> None:
         if self._process is not None:

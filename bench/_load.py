@@ -190,18 +190,35 @@ class Serve:
 
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of `pid` and its live children, from /proc (Linux)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            stat = proc_stat(entry / "stat")
         except OSError:
             continue
-        if int(entry.name) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / ticks
+        if int(entry.name) == pid or stat.parent == pid:
+            total += stat.user_s + stat.system_s
     return total
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """What the benches read of a process's or thread's /proc stat file."""
+
+    parent: int
+    user_s: float
+    system_s: float
+
+
+def proc_stat(path: Path) -> ProcStat:
+    """The parent and CPU seconds in `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat`
+    (Linux); OSError when the process or thread is gone."""
+    # the name in parentheses may hold spaces: the fields are counted after its ")"
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return ProcStat(int(fields[1]), int(fields[11]) / ticks, int(fields[12]) / ticks)
 
 
 def machine_busy_seconds() -> float:

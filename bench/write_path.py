@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import collections
 import cProfile
-import os
 import pstats
 import re
 import subprocess
@@ -40,6 +39,7 @@ from _load import (
     drop_postgres_database,
     free_port,
     postgres_database,
+    proc_stat,
     wait_for_port,
 )
 from sqlalchemy import event
@@ -144,15 +144,14 @@ def _instrument() -> None:
 def _thread_cpu() -> dict[int, tuple[str, float, float]]:
     """This process's threads: native id → (name, user s, system s), from /proc (Linux)."""
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
-    ticks = os.sysconf("SC_CLK_TCK")
     found: dict[int, tuple[str, float, float]] = {}
     for task in Path("/proc/self/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            stat = proc_stat(task / "stat")
             name = names.get(int(task.name)) or (task / "comm").read_text().strip()
         except OSError:  # the thread ended meanwhile
             continue
-        found[int(task.name)] = (name, int(fields[11]) / ticks, int(fields[12]) / ticks)
+        found[int(task.name)] = (name, stat.user_s, stat.system_s)
     return found
 
 

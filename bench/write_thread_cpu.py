@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _load import adt_a04, drop_postgres_database, postgres_database
+from _load import adt_a04, drop_postgres_database, postgres_database, proc_stat
 
 from engine.connectors import Inbound
 from engine.database import WriteThread, create_database_engine, migrate
@@ -270,13 +270,11 @@ async def _server_cpu_s(database: Any) -> float:
 
 
 def _cpu_s(pid: int) -> float:
-    import os
-
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        stat = proc_stat(Path(f"/proc/{pid}/stat"))
     except OSError:  # not on this machine
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return stat.user_s + stat.system_s
 
 
 def main() -> None:
