@@ -144,7 +144,9 @@ def fetch_version(
 def fetch_history(connection: Connection, query: HistoryQuery) -> tuple[int, list[Version]]:
     """The total number of versions in scope and one page of them, newest first."""
     selection = _scope(query)
-    total = connection.execute(select(func.count()).select_from(selection.subquery())).scalar_one()
+    # counted without the contents, which the current versions take from the resource rows
+    counted = selection.with_only_columns(_VERSION.c.version_id).subquery()
+    total = connection.execute(select(func.count()).select_from(counted)).scalar_one()
     page = selection.order_by(
         _VERSION.c.last_updated.desc(),
         _VERSION.c.resource_type,
