@@ -249,6 +249,46 @@ async def test_a_waiting_subscriber_wakes_on_commit_not_on_its_poll(store: FhirS
     assert summary(events) == [("Patient", "p1", 1, "create")]
 
 
+async def test_a_busy_feed_gathers_what_commits_after_a_large_batch_and_a_quiet_one_does_not(
+    store: FhirStore,
+) -> None:
+    """After a read of 8 events or more (a group of writes under load), the writes that
+    follow within `gather_s` come together in the next batch; after a small one, the next
+    write comes at once."""
+    feed = ChangeFeed(store.database, poll_interval_s=600, gather_s=3.0)
+    received: asyncio.Queue[list[ChangeEvent]] = asyncio.Queue()
+
+    async def subscribe() -> None:
+        async for events in feed.follow("ward-board"):
+            await received.put(events)
+
+    async def next_batch(within_s: float = 10) -> list[str]:
+        async with asyncio.timeout(within_s):
+            return [event.resource_id for event in await received.get()]
+
+    async def put(n: int) -> None:
+        await store.update("Patient", f"p{n}", {**patient(f"{n:04d}"), "id": f"p{n}"})
+
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(subscribe())
+        await asyncio.sleep(0.2)  # the subscriber has found nothing and waits
+        await put(1)
+        quiet = await next_batch()
+        await put(2)
+        alone = await next_batch(within_s=1.5)  # not held back: gathering takes 3 s
+        await store.transaction(transaction(*(put_entry(f"g{n}", f"1{n:03d}") for n in range(8))))
+        group_of_eight = await next_batch()
+        for n in (3, 4, 5):  # three commits, each one its own wake-up
+            await put(n)
+            await asyncio.sleep(0.1)
+        gathered = await next_batch()
+        task.cancel()
+
+    assert (quiet, alone) == (["p1"], ["p2"])
+    assert group_of_eight == [f"g{n}" for n in range(8)]
+    assert gathered == ["p3", "p4", "p5"]
+
+
 WRITE_FROM_ANOTHER_PROCESS = """
 import asyncio, sys
 from fhir_store import FhirStore
