@@ -164,6 +164,13 @@ class Serve:
         assert self.process is not None
         return _cpu_seconds(self.process.pid)
 
+    def own_cpu_seconds(self) -> float:
+        """CPU time used so far by the server process alone, its workers left out: its threads
+        (event loop, write thread, readers) share one GIL, so its Python runs on one core."""
+        assert self.process is not None
+        stat = proc_stat(Path(f"/proc/{self.process.pid}/stat"))
+        return stat.user_s + stat.system_s
+
     def settled_cpu_seconds(self, idle_s: float = 1.5) -> float:
         """The server's CPU seconds once it has gone quiet (under 3% of a core for `idle_s`):
         its start-up warm-ups are done, its subscribers have caught up with the change events."""
