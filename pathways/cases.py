@@ -57,6 +57,14 @@ class Cases:
         self.records = nodes.records
         self.pathways = nodes.pathways
         self.timezone: tzinfo = nodes.records.timezone
+        # The types some capture reads its time through (a Specimen): only their changes send
+        # a search for the resources pointing to them. Most changes are of no such type.
+        self._followed = frozenset(
+            kind
+            for pathway in self.pathways.by_center.values()
+            for capture in pathway.captures()
+            for kind in capture.follow_types
+        )
 
     # -- driven by resources -------------------------------------------------------------------
 
@@ -186,6 +194,8 @@ class Cases:
     async def _pointing_to(self, target: Mapping[str, Any]) -> None:
         """Re-derive the resources whose capture reads its time from `target` (the lab results
         of a Specimen whose collection time was corrected)."""
+        if target["resourceType"] not in self._followed:
+            return
         reference = f"{target['resourceType']}/{target['id']}"
         seen: set[str] = set()
         for pathway in self.pathways.by_center.values():
