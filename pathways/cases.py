@@ -57,14 +57,8 @@ class Cases:
         self.records = nodes.records
         self.pathways = nodes.pathways
         self.timezone: tzinfo = nodes.records.timezone
-        # The types some capture reads its time through (a Specimen): only their changes send
-        # a search for the resources pointing to them. Most changes are of no such type.
-        self._followed = frozenset(
-            kind
-            for pathway in self.pathways.by_center.values()
-            for capture in pathway.captures()
-            for kind in capture.follow_types
-        )
+        # only their changes send a search for the resources pointing to them: most are not
+        self._followed = self.pathways.followed_types()
 
     # -- driven by resources -------------------------------------------------------------------
 

@@ -302,11 +302,20 @@ class Pathways:
 
     def resource_types(self) -> frozenset[str]:
         """Every resource type a rule reads, or a capture follows a reference to."""
-        kinds: set[str] = set()
+        kinds: set[str] = set(self.followed_types())
         for pathway in self.by_center.values():
             kinds |= pathway.resource_types()
-            kinds |= {t for c in pathway.captures() for t in c.follow_types}
         return frozenset(kinds)
+
+    def followed_types(self) -> frozenset[str]:
+        """The types a capture reads its time through (a Specimen): a change of one of them
+        re-derives the resources pointing to it."""
+        return frozenset(
+            kind
+            for pathway in self.by_center.values()
+            for capture in pathway.captures()
+            for kind in capture.follow_types
+        )
 
     def node_keys(self, center: Center) -> list[str]:
         """The node keys a case of `center` may carry, in catalogue order."""
