@@ -26,8 +26,9 @@ down_revision: str | None = "f0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_IS_CURRENT = """
-    SELECT 1 FROM fhir_resource r
+# The resource row whose current version a version row is.
+_ITS_RESOURCE = """
+    FROM fhir_resource r
     WHERE r.resource_type = fhir_resource_version.resource_type
       AND r.id = fhir_resource_version.resource_id
       AND r.version_id = fhir_resource_version.version_id
@@ -39,7 +40,7 @@ def upgrade() -> None:
     op.execute(
         sa.text(
             f"UPDATE fhir_resource_version SET content = NULL "
-            f"WHERE content IS NOT NULL AND EXISTS ({_IS_CURRENT})"
+            f"WHERE content IS NOT NULL AND EXISTS (SELECT 1 {_ITS_RESOURCE})"
         )
     )
 
@@ -48,11 +49,7 @@ def downgrade() -> None:
     """Give each current version's row its content again, from the resource row."""
     op.execute(
         sa.text(
-            "UPDATE fhir_resource_version SET content = ("
-            "SELECT r.content FROM fhir_resource r "
-            "WHERE r.resource_type = fhir_resource_version.resource_type "
-            "AND r.id = fhir_resource_version.resource_id "
-            "AND r.version_id = fhir_resource_version.version_id) "
-            f"WHERE content IS NULL AND EXISTS ({_IS_CURRENT})"
+            f"UPDATE fhir_resource_version SET content = (SELECT r.content {_ITS_RESOURCE}) "
+            f"WHERE content IS NULL AND EXISTS (SELECT 1 {_ITS_RESOURCE})"
         )
     )
