@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, CompoundSelect, Table, or_, select, true, tuple_, union_all
 
-from fhir_store._search_params import search_parameter
+from fhir_store._search_params import rows_of, search_parameter
 from fhir_store.errors import InvalidRequest, NotSupported
 from fhir_store.models import ReferenceIndexRow, ResourceRow
 
@@ -68,7 +68,7 @@ def in_compartment(compartment: str, focus_id: str, resource_type: str) -> Colum
     conditions: list[ColumnElement[bool]] = []
     if resource_type == compartment:
         conditions.append(_RESOURCE.c.id == focus_id)  # the focal resource itself
-    codes = _params(compartment).get(resource_type, ())
+    codes = _stored_codes(compartment, resource_type)
     if codes:
         referring = select(_REFERENCE.c.resource_id).where(
             _REFERENCE.c.resource_type == resource_type,
@@ -87,8 +87,8 @@ def compartment_members(compartment: str, focus_id: str | None) -> CompoundSelec
     check_compartment(compartment)
     pairs = [
         (resource_type, code)
-        for resource_type, codes in sorted(_params(compartment).items())
-        for code in codes
+        for resource_type in sorted(_params(compartment))
+        for code in _stored_codes(compartment, resource_type)
     ]
     reference = _REFERENCE.alias()
     referring = select(
@@ -108,6 +108,18 @@ def compartment_members(compartment: str, focus_id: str | None) -> CompoundSelec
         resource.c.id == focus_id if focus_id is not None else true(),
     )
     return union_all(focal, referring)
+
+
+def _stored_codes(compartment: str, resource_type: str) -> tuple[str, ...]:
+    """The parameter codes whose rows hold the compartment's parameters of `resource_type`
+    (`rows_of`): the rows are read with target type `compartment`, which also keeps only the
+    references that a type-filtering parameter (`patient`: `subject` to a Patient) keeps."""
+    codes: dict[str, None] = {}
+    for code in _params(compartment).get(resource_type, ()):
+        rows = rows_of(resource_type, code)
+        if rows.target in (None, compartment):
+            codes[rows.code] = None
+    return tuple(codes)
 
 
 @cache

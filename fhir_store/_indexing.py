@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from fhir_store._search_composite import composite_values
-from fhir_store._search_params import element_names, index_plan
+from fhir_store._search_params import LOGICAL_REFERENCE, element_names, index_plan
 
 __all__ = [
     "DATE_MAX",
@@ -253,6 +253,13 @@ def _add_reference(index: ResourceIndex, code: str, value: Any) -> None:
             index.references.append((code, *target))
 
 
+def _add_logical_reference(index: ResourceIndex, code: str, value: Any) -> None:
+    """Only a logical reference's `:identifier` row: the typed ones are another parameter's
+    rows (`rows_of`)."""
+    if isinstance(value, dict) and "identifier" in value:
+        _add_reference_identifier(index, code, value)
+
+
 def _add_date(index: ResourceIndex, code: str, value: Any) -> None:
     if isinstance(value, str):
         found = date_range(value)
@@ -312,6 +319,7 @@ _ADDERS = {
     "string": _add_string,
     "token": _add_token,
     "reference": _add_reference,
+    LOGICAL_REFERENCE: _add_logical_reference,
     "date": _add_date,
     "number": _add_number,
     "quantity": _add_quantity,

@@ -39,6 +39,7 @@ from fhir_store._paging import (
     decode_cursor,
     encode_cursor,
 )
+from fhir_store._param_rows import param_is
 from fhir_store._search_chain import chained, is_chained
 from fhir_store._search_composite import composite, composite_param, split_composite
 from fhir_store._search_composite import refuse as refuse_composite
@@ -50,7 +51,7 @@ from fhir_store._search_modifiers import (
     uri_above,
     uri_below,
 )
-from fhir_store._search_params import INDEXED_TYPES, search_parameter
+from fhir_store._search_params import INDEXED_TYPES, rows_of, search_parameter
 from fhir_store._summary import SUMMARY_MODES
 from fhir_store.errors import InvalidRequest, NotSupported
 from fhir_store.models import (
@@ -277,7 +278,7 @@ def _condition(resource_type: str, kind: str, name: str, value: str) -> ColumnEl
             return _RESOURCE.c.key.in_(own)
     table = _TABLES[kind]
     rows = select(table.c.resource_key).where(
-        table.c.resource_type == resource_type, table.c.param == code
+        table.c.resource_type == resource_type, *param_is(table, resource_type, code)
     )
     if modifier == "missing":
         if value not in ("true", "false"):
@@ -299,7 +300,9 @@ def _condition(resource_type: str, kind: str, name: str, value: str) -> ColumnEl
         # in full first, which SQLite does for IN (Observation?subject&date: 5x). The key
         # stands for the type too: the index (resource_key, param, low, high) answers alone.
         probe = select(table.c.pk).where(
-            table.c.resource_key == _RESOURCE.c.key, table.c.param == code, or_(*matches)
+            table.c.resource_key == _RESOURCE.c.key,
+            *param_is(table, resource_type, code),
+            or_(*matches),
         )
         return exists(probe)
     # By the resource's number, not its id: PostgreSQL then checks the few candidates that
@@ -337,7 +340,8 @@ def _sort_key(resource_type: str, text: str) -> SortKey:
             "string, token, date, number or quantity parameter",
             expression=["_sort"],
         )
-    return SortKey(code, parameter.type, descending)
+    # by the rows that hold its values (sortable types never filter references by type)
+    return SortKey(rows_of(resource_type, code).code, parameter.type, descending)
 
 
 def _sort_terms(key: SortKey, dialect: str) -> list[KeyTerm]:

@@ -16,6 +16,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Select, Table, select
 from sqlalchemy.sql.util import ClauseAdapter
 
+from fhir_store._param_rows import param_is
 from fhir_store._resources import R4_RESOURCE_TYPES
 from fhir_store._search_params import search_parameter
 from fhir_store.errors import FhirStoreError, InvalidRequest, NotSupported
@@ -127,7 +128,7 @@ def _forward(
         raise _cannot_end(name, rest, target)
     links = select(_REFERENCE.c.resource_key).where(
         _REFERENCE.c.resource_type == resource_type,
-        _REFERENCE.c.param == code,
+        *param_is(_REFERENCE, resource_type, code),
         _REFERENCE.c.target_type == target,
         _REFERENCE.c.target_id.in_(matching),
     )
@@ -180,7 +181,7 @@ def _reverse(
         raise _cannot_end(name, rest, source)
     links = select(_REFERENCE.c.target_id).where(
         _REFERENCE.c.resource_type == source,
-        _REFERENCE.c.param == code,
+        *param_is(_REFERENCE, source, code),
         _REFERENCE.c.target_type == resource_type,
         # the rows of the matching resources, through the index by resource key
         _REFERENCE.c.resource_key.in_(matching),

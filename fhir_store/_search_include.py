@@ -12,6 +12,7 @@ from typing import cast
 from sqlalchemy import Select, Table, select
 from sqlalchemy.engine import Connection
 
+from fhir_store._param_rows import param_is
 from fhir_store._resources import R4_RESOURCE_TYPES
 from fhir_store._search_params import search_parameter
 from fhir_store.errors import InvalidRequest, NotSupported
@@ -104,14 +105,15 @@ def _follow(connection: Connection, include: Include, frontier: list[Key]) -> li
             )
             if include.code != ANY:
                 statement = statement.where(
-                    table.c.resource_type == include.source_type, table.c.param == include.code
+                    table.c.resource_type == include.source_type,
+                    *param_is(table, include.source_type, include.code),
                 )
         else:
             if include.source_type not in (ANY, resource_type):
                 continue
             statement = select(table.c.target_type, table.c.target_id)
             if include.code != ANY:
-                statement = statement.where(table.c.param == include.code)
+                statement = statement.where(*param_is(table, resource_type, include.code))
             if include.target_type is not None:
                 statement = statement.where(table.c.target_type == include.target_type)
         for chunk in _chunks(ids):

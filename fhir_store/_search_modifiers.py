@@ -14,6 +14,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Select, Table, and_, or_, select
 
 from fhir_store._indexing import modifier_param, normalise
+from fhir_store._search_params import modifier_rows_code
 from fhir_store.errors import InvalidRequest, NotSupported
 from fhir_store.models import StringIndexRow, TokenIndexRow
 
@@ -45,7 +46,7 @@ def modifier_rows(
         )
     if (kind, modifier) not in OWN_ROWS:
         return None
-    param = modifier_param(code, modifier)
+    param = modifier_param(modifier_rows_code(resource_type, code), modifier)
     matches: list[ColumnElement[bool]]
     if modifier == "text":
         table = _STRING
@@ -66,7 +67,7 @@ def logical_reference_rows(resource_type: str, code: str) -> Select[Any]:
     with only an identifier) in the reference parameter `code`."""
     return select(_TOKEN.c.resource_key).where(
         _TOKEN.c.resource_type == resource_type,
-        _TOKEN.c.param == modifier_param(code, "identifier"),
+        _TOKEN.c.param == modifier_param(modifier_rows_code(resource_type, code), "identifier"),
     )
 
 

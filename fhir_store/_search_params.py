@@ -4,6 +4,14 @@ Each definition's FHIRPath `expression` may join several resource types with `|`
 keeps, per resource type, only the parts for that type. Simple paths (`Patient.identifier`,
 `(Observation.value as Quantity)`, `Encounter.subject.where(resolve() is Patient)`) are
 evaluated by a small walker; anything else is compiled once with fhirpathpy.
+
+Parameters that select the same values share index rows (`rows_of`): `phonetic` has the rows
+of `name` (both `Patient.name`), and `Encounter.patient` (`subject.where(resolve() is
+Patient)`) the rows of `subject` that refer to a Patient. Only the first is written, so a
+clinical resource stores one row per reference, not two (an ADT message wrote ~51 index rows,
+six of them such copies, and the copies cost more than their share: each lands on a page of
+its own in a value-ordered index). A reference parameter's logical references (identifier
+only, no type to filter the shared rows by) keep rows of their own, `code:identifier`.
 """
 
 from __future__ import annotations
@@ -19,12 +27,15 @@ from typing import Any
 from fhir_store._resources import R4_RESOURCE_TYPES
 
 __all__ = [
+    "RowsOf",
     "SearchParameter",
     "Step",
     "definition_parameter",
     "element_names",
     "index_plan",
+    "modifier_rows_code",
     "parameters_for",
+    "rows_of",
     "search_parameter",
     "use_custom",
 ]
@@ -33,6 +44,8 @@ __all__ = [
 RESOURCE_COLUMNS = frozenset({"_id", "_lastUpdated"})
 # Parameter types this store indexes; composite and special ones are not searchable yet.
 INDEXED_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri"})
+# The plan's kind for a reference parameter whose typed references another's rows hold.
+LOGICAL_REFERENCE = "logical-reference"
 
 # `(Type.a.b as X)...` is written `Type.a.b.as(X)...` before the steps are read.
 _AS_GROUP = re.compile(r"^\((?P<path>[A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+) as (?P<type>\w+)\)")
@@ -129,6 +142,28 @@ def index_plan(resource_type: str) -> tuple[tuple[str | None, str, str, Evaluato
     return _plan(resource_type)
 
 
+@dataclass(frozen=True, slots=True)
+class RowsOf:
+    """Where a parameter's index rows are: under `code`, and only those referring to a
+    `target` when the parameter keeps only references to that type."""
+
+    code: str
+    target: str | None = None
+
+
+def rows_of(resource_type: str, code: str) -> RowsOf:
+    """The rows that hold the values of parameter `code` of `resource_type` (its own, unless
+    another parameter selects the same values)."""
+    return _shared_rows(resource_type).get(code) or RowsOf(code)
+
+
+def modifier_rows_code(resource_type: str, code: str) -> str:
+    """The code whose modifier rows (`code:text`, `code:identifier`, ...) hold those of `code`:
+    a reference parameter that filters by type keeps its own `:identifier` rows."""
+    rows = rows_of(resource_type, code)
+    return code if rows.target is not None else rows.code
+
+
 def search_parameter(resource_type: str, code: str) -> SearchParameter | None:
     """The parameter `code` of `resource_type` (a custom one first), or None if there is none."""
     custom = _CUSTOM.get(resource_type)
@@ -160,6 +195,7 @@ def use_custom(parameters: dict[str, dict[str, SearchParameter]]) -> None:
     depend on the registry (`_indexing.forget_plans`)."""
     global _CUSTOM  # one rebinding: a search or write in another thread sees old or new
     _CUSTOM = {resource_type: dict(by_code) for resource_type, by_code in parameters.items()}
+    _shared_rows.cache_clear()
     _plan.cache_clear()
 
 
@@ -169,10 +205,67 @@ _CUSTOM: dict[str, dict[str, SearchParameter]] = {}
 
 @lru_cache(maxsize=256)  # the R4 resource types, with room for unknown ones
 def _plan(resource_type: str) -> tuple[tuple[str | None, str, str, Evaluator], ...]:
+    shared = _shared_rows(resource_type)
+    plan: list[tuple[str | None, str, str, Evaluator]] = []
+    for parameter in parameters_for(resource_type):
+        kind = parameter.type
+        rows = shared.get(parameter.code)
+        if rows is not None and rows.target is None:
+            continue  # the same values as another parameter: its rows answer for both
+        if rows is not None:
+            kind = LOGICAL_REFERENCE  # only the logical references, which have no type
+        plan.extend(
+            (part.first, parameter.code, kind, _evaluator(part)) for part in parameter.parts
+        )
+    return tuple(plan)
+
+
+@lru_cache(maxsize=256)
+def _shared_rows(resource_type: str) -> dict[str, RowsOf]:
+    """The parameters of `resource_type` whose values another one's rows hold: those with
+    the same type and expression parts as an earlier one, and reference parameters whose
+    every part is another's with `.where(resolve() is X)` added.
+
+    Only the specification's parameters share, and none that a custom one replaces: a custom
+    parameter keeps rows of its own, so adding or removing one changes what the others read
+    only where it replaces a holder (whose sharers then need `$reindex`, as the replaced
+    parameter does)."""
+    custom = _CUSTOM.get(resource_type, {})
+    # `identifier` always keeps its own rows: the identifier lookups of conditional writes
+    # read them by that code for any type.
+    parameters = sorted(
+        (p for p in _indexed().get(resource_type, []) if p.code not in custom),
+        key=lambda p: (p.code != "identifier", p.code),
+    )
+    holders: dict[tuple[str, tuple[Any, ...]], str] = {}
+    shared: dict[str, RowsOf] = {}
+    for parameter in parameters:
+        key = (parameter.type, _selection(parameter.parts, keep_target=True))
+        holder = holders.setdefault(key, parameter.code)
+        if holder != parameter.code:
+            shared[parameter.code] = RowsOf(holder)
+    for parameter in parameters:
+        if parameter.type != "reference" or parameter.code in shared:
+            continue
+        targets = {part.target for part in parameter.parts}
+        if len(targets) != 1 or any(part.steps is None for part in parameter.parts):
+            continue
+        (target,) = targets
+        if target is None:
+            continue
+        unfiltered = holders.get(("reference", _selection(parameter.parts, keep_target=False)))
+        if unfiltered is not None:
+            shared[parameter.code] = RowsOf(unfiltered, target)
+    return shared
+
+
+def _selection(parts: list[_Part], *, keep_target: bool) -> tuple[Any, ...]:
+    """What the parts select, comparable between parameters of one type."""
     return tuple(
-        (part.first, parameter.code, parameter.type, _evaluator(part))
-        for parameter in parameters_for(resource_type)
-        for part in parameter.parts
+        (part.steps, part.target if keep_target else None)
+        if part.steps is not None
+        else (part.expression,)
+        for part in parts
     )
 
 

@@ -52,6 +52,18 @@ def synthea(shared_data: Path) -> Callable[[str], dict[str, Any]]:
     return load
 
 
+def encounter(encounter_id: str, subject: dict[str, Any], **elements: Any) -> dict[str, Any]:
+    """A finished emergency Encounter of `subject` (a Reference)."""
+    return {
+        "resourceType": "Encounter",
+        "id": encounter_id,
+        "status": "finished",
+        "class": {"code": "EMER"},
+        "subject": subject,
+        **elements,
+    }
+
+
 @contextlib.asynccontextmanager
 async def serve_fhir(store: FhirStore, **router_options: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client on the FHIR router, served by uvicorn on a free 127.0.0.1 port."""

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhir_store import FhirStore, migrate
 from fhir_store.schema import MIGRATIONS_DIR
+from tests.fhir_store.conftest import encounter
 
 pytestmark = pytest.mark.anyio
 
@@ -187,3 +188,48 @@ async def test_sqlite_reads_a_searchs_resources_by_their_number(
         plan = (await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, parameters)).all()
     steps = [row[3] for row in plan]
     assert any("fhir_resource USING INDEX ix_fhir_resource_key" in step for step in steps), steps
+
+
+async def test_f0008_drops_the_rows_that_shared_rows_stand_for_and_searches_still_answer(
+    store: FhirStore, database: AsyncEngine, fhir_http: httpx.AsyncClient
+) -> None:
+    await store.update(
+        "Patient",
+        "p1",
+        {"resourceType": "Patient", "id": "p1", "name": [{"family": "Wang", "given": ["Wu"]}]},
+    )
+    group = {"resourceType": "Group", "id": "p1", "type": "person", "actual": True}
+    await store.update("Group", "p1", group)
+    for encounter_id, subject in (("e1", "Patient/p1"), ("e2", "Group/p1")):
+        await store.update(
+            "Encounter", encounter_id, encounter(encounter_id, {"reference": subject})
+        )
+
+    async def copies() -> list[tuple[str, str, str]]:
+        async with database.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT resource_type, param, target_type FROM fhir_reference_index "
+                    "WHERE param = 'patient' UNION ALL "
+                    "SELECT resource_type, param, exact FROM fhir_string_index "
+                    "WHERE param = 'phonetic' ORDER BY 1, 3"
+                )
+            )
+            return [tuple(row) for row in rows]
+
+    async def found(path: str, **params: str) -> list[str]:
+        answer = await fhir_http.get(path, params=params)
+        assert answer.status_code == 200, answer.text
+        return sorted(entry["resource"]["id"] for entry in answer.json().get("entry", []))
+
+    assert await copies() == []  # written shared
+    await _downgrade(database, "f0007")  # the copies as the store wrote them before
+    assert await copies() == [
+        ("Encounter", "patient", "Patient"),
+        ("Patient", "phonetic", "Wang"),
+        ("Patient", "phonetic", "Wu"),
+    ]
+    await migrate(database)
+    assert await copies() == []
+    assert await found("/Encounter", patient="p1") == ["e1"]
+    assert await found("/Patient", phonetic="wu") == ["p1"]
