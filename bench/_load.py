@@ -171,6 +171,16 @@ class Serve:
         stat = proc_stat(Path(f"/proc/{self.process.pid}/stat"))
         return stat.user_s + stat.system_s
 
+    def own_writes(self) -> tuple[int, int]:
+        """(bytes, system calls) written so far by the server process alone (/proc/PID/io):
+        on SQLite, its write-ahead log and the checkpoints that copy it back, page by page."""
+        assert self.process is not None
+        counters = dict(
+            line.split(": ")
+            for line in Path(f"/proc/{self.process.pid}/io").read_text().splitlines()
+        )
+        return int(counters["wchar"]), int(counters["syscw"])
+
     def settled_cpu_seconds(self, idle_s: float = 1.5) -> float:
         """The server's CPU seconds once it has gone quiet (under 3% of a core for `idle_s`):
         its start-up warm-ups are done, its subscribers have caught up with the change events."""
