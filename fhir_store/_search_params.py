@@ -248,11 +248,9 @@ def _shared_rows(resource_type: str) -> dict[str, RowsOf]:
         if parameter.type != "reference" or parameter.code in shared:
             continue
         targets = {part.target for part in parameter.parts}
-        if len(targets) != 1 or any(part.steps is None for part in parameter.parts):
-            continue
+        if len(targets) != 1 or None in targets or any(p.steps is None for p in parameter.parts):
+            continue  # not every part one simple path filtered to the same type
         (target,) = targets
-        if target is None:
-            continue
         unfiltered = holders.get(("reference", _selection(parameter.parts, keep_target=False)))
         if unfiltered is not None:
             shared[parameter.code] = RowsOf(unfiltered, target)

@@ -136,8 +136,9 @@ def _copy(
 ) -> None:
     values = {"type": resource_type, "source": source, "param": param}
     only = ""
-    if target is not None:
-        only, values["target"] = " AND target_type = :target", target
+    if target is not None:  # only the references to that type
+        only = " AND target_type = :target"
+        values["target"] = target
     op.get_bind().execute(
         sa.text(
             f"INSERT INTO {table} (resource_type, resource_id, resource_key, param, {columns}) "
