@@ -8,27 +8,26 @@ type; that costs a few tenths of a millisecond per resource (bench/fhir_validati
 a quick walk of the JSON (`_structure_check`) goes first and the models see only what it is not
 sure of: the invalid resources, whose issues they name, and the rare shapes it leaves to them.
 
-A large group of writes (a Synthea transaction holds ~700 resources) is validated in another
-process (`prevalidate`) while the write thread applies it unchecked under a SAVEPOINT: the
-write waits for the answer only before its changes are kept, so validation costs the other
-core's time instead of adding to the write's. Should a resource be invalid, the group is
-applied again checking each resource with the answer, so that the errors are those of inline
-validation (the first invalid entry, ahead of any failure met later).
+A large group of writes (a Synthea transaction holds ~700 resources) is validated in the
+store's background process (`prevalidate`, `_background`) while the write thread applies it
+unchecked under a SAVEPOINT: the write waits for the answer only before its changes are kept,
+so validation costs the other core's time instead of adding to the write's. Should a resource
+be invalid, the group is applied again checking each resource with the answer, so that the
+errors are those of inline validation (the first invalid entry, ahead of any failure met
+later).
 """
 
 from __future__ import annotations
 
-import atexit
-import multiprocessing
-import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from pydantic import ValidationError
 
+from fhir_store._background import forget as forget_background
+from fhir_store._background import submit
 from fhir_store._json import dumps_bytes, loads
 from fhir_store._models import model_of
 from fhir_store._structure_check import certainly_valid
@@ -38,7 +37,6 @@ __all__ = [
     "Prevalidated",
     "output_issues",
     "prevalidate",
-    "stop_validating_process",
     "structure_error",
     "structure_issues",
     "validate_structure",
@@ -99,7 +97,7 @@ class Prevalidated:
             try:
                 self._found = self._future.result()
             except BrokenProcessPool:
-                _forget_pool()
+                forget_background()
                 self._found = _issues_of(self._resources)
         return self._found
 
@@ -120,10 +118,8 @@ def prevalidate(bundles: Sequence[object]) -> Prevalidated | None:
         return None
     # Serialised now: the write thread changes the resources (references, ids) while the
     # other process works, and the pool would pickle them later, in another thread.
-    try:
-        future = _pool().submit(_issues_of_json, dumps_bytes(resources))
-    except (BrokenProcessPool, RuntimeError):  # broken, or shut down at exit
-        _forget_pool()
+    future = submit(_issues_of_json, dumps_bytes(resources))
+    if future is None:
         return None
     positions = {id(bundle): position for position, bundle in enumerate(bundles)}
     return Prevalidated(future, resources, positions)
@@ -144,56 +140,6 @@ def _issues_of(resources: dict[str, Any]) -> dict[str, Issues]:
         if issues:
             found[key] = issues
     return found
-
-
-_POOL: ProcessPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ProcessPoolExecutor:
-    """One validating process per engine process, started at the first large group."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            # spawn, not fork: the engine process has threads (a forked lock may be held)
-            _POOL = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent
-            )
-            atexit.register(_POOL.shutdown, wait=False, cancel_futures=True)
-        return _POOL
-
-
-def _exit_with_parent() -> None:
-    # A pool worker holds both ends of its call queue: a kill -9 of the process that started
-    # it is no end of file to it, and it would wait for work forever. The engine's mapping
-    # workers do the same (engine.pipeline.exit_with_parent): fhir_store runs alone and may
-    # not import the engine, nor the engine the store.
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-
-        def exit_when_gone() -> None:
-            parent.join()
-            os._exit(0)
-
-        threading.Thread(target=exit_when_gone, daemon=True).start()
-
-
-def _forget_pool() -> None:
-    global _POOL
-    with _POOL_LOCK:
-        _POOL = None
-
-
-def stop_validating_process() -> None:
-    """Stop the validating process, waiting for it, if one was started; the next large group
-    starts another. For whoever owns the process's end: the interpreter's own exit (the
-    `atexit` above) never runs when a server re-raises the stopping signal to die of it, as
-    uvicorn does after its graceful shutdown, and the pool's semaphores then outlive it."""
-    global _POOL
-    with _POOL_LOCK:
-        pool, _POOL = _POOL, None
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def structure_issues(resource: dict[str, Any], *, limit: int = 100) -> list[tuple[str, str]]:

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from fhir_store._validation import stop_validating_process
+from fhir_store._background import stop as stop_background_process
 from fhir_store._writer import ping_after_idle, sqlite_pragmas
 from fhir_store.router import build_router
 from fhir_store.schema import migrate
@@ -57,7 +57,7 @@ def create_app(database_url: str, *, validate_structure: bool = True) -> FastAPI
         finally:
             await store.aclose()
             await database.dispose()
-            await asyncio.to_thread(stop_validating_process)
+            await asyncio.to_thread(stop_background_process)
 
     app = FastAPI(title="greenchannel FHIR store", lifespan=lifespan)
     app.include_router(build_router(database, store=store))

@@ -1,5 +1,5 @@
 """Worker processes do not outlive the engine: a kill -9 of the process that started a pool
-(the engine's mapping workers, the FHIR store's validating process) ends its workers too,
+(the engine's mapping workers, the FHIR store's background process) ends its workers too,
 instead of leaving them blocked on their queue, holding their memory, after every crash."""
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ STARTERS = {
         " initializer=exit_with_parent)\n"
         "print(pool.submit(__import__('os').getpid).result(), flush=True)\n"
     ),
-    "FHIR store validating process": (
-        "from fhir_store._validation import _pool\n"
-        "print(_pool().submit(__import__('os').getpid).result(), flush=True)\n"
+    "FHIR store background process": (
+        "from fhir_store._background import pool\n"
+        "print(pool().submit(__import__('os').getpid).result(), flush=True)\n"
     ),
 }
 
