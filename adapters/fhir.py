@@ -219,6 +219,7 @@ class FhirDestinationFactory:
             check_references=checked.check_references,
             timezone=context.timezone,
             run_write=context.run_write,
+            resolve_in_background=True,  # the engine process is bound by its Python
         )
         return FhirDestination(store, checked, context.adjusters)
 

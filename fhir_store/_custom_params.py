@@ -31,7 +31,12 @@ from fhir_store._search_params import (
 )
 from fhir_store.models import ResourceRow
 
-__all__ = ["load_custom_parameters", "parameter_problem", "touches_search_parameters"]
+__all__ = [
+    "load_custom_parameters",
+    "parameter_problem",
+    "parameters_in_use",
+    "touches_search_parameters",
+]
 
 _RESOURCE = cast(Table, ResourceRow.__table__)
 _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
@@ -74,6 +79,12 @@ def load_custom_parameters(connection: Connection) -> dict[str, str]:
 
 # (base, code, type, expression) of the custom parameters in use.
 _IN_USE: list[tuple[str, str, str, str]] = []
+
+
+def parameters_in_use() -> list[tuple[str, str, str, str]]:
+    """(base, code, type, expression) of the custom parameters this process indexes with, as
+    `load_custom_parameters` last set them."""
+    return list(_IN_USE)
 
 
 def parameter_problem(definition: dict[str, Any]) -> str | None:

@@ -6,6 +6,11 @@ that fails leaves nothing behind and gets its error in the results. The group's 
 written with a handful of statements; only if that write breaks a constraint (another writer
 committed the same resource meanwhile) is the group applied again one Bundle at a time, each
 under a SAVEPOINT on the rows as they now are.
+
+The resolution can also be done ahead, on a read connection of another process (`plan_bundles`,
+`_planning`): `write_plan` then only checks, in the write transaction, that what the plan read
+is still current, and writes its rows. The resolution (parsing, references, index values) is
+most of a group's Python, and the engine's one process is bound by its Python.
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ from fhir_store._requests import BundleType, Entry, parse_bundle
 from fhir_store._validation import Issues, Prevalidated
 from fhir_store.errors import FhirStoreError, VersionConflict
 
-__all__ = ["LostRace", "apply_bundles", "apply_entries", "concurrent_write"]
+__all__ = [
+    "LostRace",
+    "Plan",
+    "apply_bundles",
+    "apply_entries",
+    "concurrent_write",
+    "plan_bundles",
+    "write_plan",
+]
 
 Result = dict[str, Any] | FhirStoreError
 
@@ -94,6 +107,49 @@ def apply_bundles(
             if not _lost_race(error):
                 raise  # another writer got there first: again, on the rows as they now are
     return [_apply_alone(connection, bundle, now, checks, return_resources) for bundle in bundles]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Bundles resolved on a read connection: the changes they make and their results."""
+
+    changes: Changes
+    results: list[Result]
+
+
+def plan_bundles(
+    connection: Connection,
+    bundles: Sequence[object],
+    now: datetime,
+    validate_structure: bool,
+    return_resources: bool,
+    *,
+    check_references: bool = True,
+) -> Plan:
+    """Resolve the Bundles as `apply_bundles` would, on a read connection, and write nothing;
+    `write_plan` writes the changes in a write transaction. The index rows are extracted too."""
+    checks = _Checks(validate_structure, check_references)
+    changes, results = _resolve(connection, bundles, now, checks, return_resources)
+    changes.prepare()
+    return Plan(changes, results)
+
+
+def write_plan(connection: Connection, plan: Plan) -> list[Result] | None:
+    """Write a plan's changes in `connection`'s write transaction, and return its results.
+
+    None, having written nothing, if a resource or identifier lookup it read has changed since
+    (another write came first): then apply the Bundles with `apply_bundles`. A write that
+    breaks a constraint raises LostRace, as an unguarded one does.
+    """
+    if not plan.changes.still_current(connection):
+        return None
+    try:
+        plan.changes.flush(on=connection)
+    except DBAPIError as error:
+        if _lost_race(error):
+            raise LostRace from error
+        raise
+    return plan.results
 
 
 class LostRace(Exception):
@@ -179,6 +235,20 @@ def _apply(
     checks: _Checks,
     return_resources: bool,
 ) -> list[Result]:
+    changes, results = _resolve(connection, bundles, now, checks, return_resources)
+    changes.flush()
+    return results
+
+
+def _resolve(
+    connection: Connection,
+    bundles: Sequence[object],
+    now: datetime,
+    checks: _Checks,
+    return_resources: bool,
+) -> tuple[Changes, list[Result]]:
+    """The Bundles' changes, resolved in memory over what `connection` reads, and their
+    results: nothing written yet."""
     parsed: list[tuple[BundleType, list[Entry]] | FhirStoreError] = []
     for bundle in bundles:
         try:
@@ -205,8 +275,7 @@ def _apply(
             )
         except FhirStoreError as error:
             results.append(error)
-    changes.flush()
-    return results
+    return changes, results
 
 
 def _run(

@@ -59,6 +59,7 @@ __all__ = [
     "execute_on_driver",
     "fetch_current",
     "fetch_identifiers",
+    "fetch_versions",
     "find_ids",
     "numbered",
     "pipelined",
@@ -108,6 +109,11 @@ class Current:
         if self._index is None:
             self._index = ResourceIndex() if self.deleted else extract_index(self.resource())
         return self._index
+
+    def forget_parsed(self) -> None:
+        """Drop the parsed content (the JSON text stays): before pickling, as `resource()`
+        parses it again if asked."""
+        self._parsed = None
 
     def same_content(self, other: Current) -> bool:
         """Whether both states hold the same resource, apart from meta.versionId and
@@ -304,16 +310,41 @@ def fetch_current(
 ) -> dict[tuple[str, str], Current]:
     """The current rows of the given (type, id) keys that exist, deleted ones included, with
     their resource's number."""
-    found: dict[tuple[str, str], Current] = {}
+    return {
+        (resource_type, resource_id): Current(version_id, deleted, content, key=key)
+        for resource_type, (resource_id, version_id, deleted, content, key) in _rows_by_key(
+            connection, _SELECT_CURRENT, keys
+        )
+    }
+
+
+def fetch_versions(
+    connection: Connection, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[int, bool, int | None]]:
+    """(version, deleted, number) of the given (type, id) keys that exist: `fetch_current`
+    without the content, to check that what was read is still current."""
+    return {
+        (resource_type, resource_id): (version_id, deleted, key)
+        for resource_type, (resource_id, version_id, deleted, key) in _rows_by_key(
+            connection, _SELECT_VERSIONS, keys
+        )
+    }
+
+
+def _rows_by_key(
+    connection: Connection,
+    statements: dict[str, Select[Any]],
+    keys: Iterable[tuple[str, str]],
+) -> Iterator[tuple[str, Any]]:
+    """(type, row) of the resource rows of `keys` that exist, read a type at a time."""
+    statement = statements[_in_list_kind(connection)]
     for resource_type, ids in _by_type(keys).items():
         for start in range(0, len(ids), _CHUNK):
             result = connection.execute(
-                _SELECT_CURRENT[_in_list_kind(connection)],
-                {"b_type": resource_type, "b_ids": ids[start : start + _CHUNK]},
+                statement, {"b_type": resource_type, "b_ids": ids[start : start + _CHUNK]}
             )
-            for resource_id, version_id, deleted, content, key in result:
-                found[(resource_type, resource_id)] = Current(version_id, deleted, content, key=key)
-    return found
+            for row in result:
+                yield resource_type, row
 
 
 def numbered(key: int | None) -> int:
@@ -436,6 +467,13 @@ def _find_ids(system_kind: str, limited: bool) -> Select[str]:
     return query.order_by(_TOKEN.c.resource_id)
 
 
+def _by_id(kind: str, *columns: ColumnElement[Any]) -> Select[Any]:
+    """`columns` of the resource rows of one type and a list of ids."""
+    return select(*columns).where(
+        _RESOURCE.c.resource_type == bindparam("b_type"), _in_list(_RESOURCE.c.id, "b_ids", kind)
+    )
+
+
 def _search(system_kind: str) -> Select[str, str | None]:
     matching = select(_TOKEN.c.resource_id).where(*_token_match(system_kind))
     return (
@@ -452,15 +490,18 @@ def _search(system_kind: str) -> Select[str, str | None]:
 # Statements built once: building them per call cost more than running them.
 _IN_LIST_KINDS = ("array", "expanding")
 _SELECT_CURRENT = {
-    kind: select(
+    kind: _by_id(
+        kind,
         _RESOURCE.c.id,
         _RESOURCE.c.version_id,
         _RESOURCE.c.deleted,
         _RESOURCE.c.content,
         _RESOURCE.c.key,
-    ).where(
-        _RESOURCE.c.resource_type == bindparam("b_type"), _in_list(_RESOURCE.c.id, "b_ids", kind)
     )
+    for kind in _IN_LIST_KINDS
+}
+_SELECT_VERSIONS = {
+    kind: _by_id(kind, _RESOURCE.c.id, _RESOURCE.c.version_id, _RESOURCE.c.deleted, _RESOURCE.c.key)
     for kind in _IN_LIST_KINDS
 }
 _NEXT_KEYS = text("SELECT nextval('fhir_resource_key_seq') FROM generate_series(1, :b_count)")

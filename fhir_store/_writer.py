@@ -18,7 +18,13 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["create_read_engine", "create_write_engine", "ping_after_idle"]
+__all__ = [
+    "can_mirror",
+    "create_read_engine",
+    "create_write_engine",
+    "ping_after_idle",
+    "read_engine_at",
+]
 
 _READERS = 4  # SQLite read connections: the worker threads of asyncio's default executor
 # A PostgreSQL connection idle longer than this is pinged before use (see `ping_after_idle`).
@@ -31,6 +37,12 @@ _SYNC_DRIVERS = {
 }
 
 
+def can_mirror(url: URL) -> bool:
+    """Whether a synchronous engine, in this process or another, reaches the database of an
+    async engine with this URL: a known driver, and not an in-memory SQLite database."""
+    return url.drivername in _SYNC_DRIVERS and not _in_memory(url)
+
+
 def create_write_engine(database: AsyncEngine) -> Engine | None:
     """A synchronous engine on `database`'s URL, or None if it has no synchronous twin
     (another driver, or an in-memory SQLite database that a second engine would not see).
@@ -41,9 +53,9 @@ def create_write_engine(database: AsyncEngine) -> Engine | None:
     connection, other processes' on the busy timeout.
     """
     url = database.url
-    driver = _SYNC_DRIVERS.get(url.drivername)
-    if driver is None or _in_memory(url):
+    if not can_mirror(url):
         return None
+    driver = _SYNC_DRIVERS[url.drivername]
     if url.get_backend_name() != "sqlite":
         return _server_engine(url.set(drivername=driver))
     # One connection: SQLite has one writer at a time anyway, and a thread waiting for the pool
@@ -62,10 +74,15 @@ def create_read_engine(database: AsyncEngine) -> Engine | None:
     transaction of their own (the driver's default, as through aiosqlite), so every statement
     reads the latest commit, as the async engine's connections do.
     """
-    url = database.url
-    driver = _SYNC_DRIVERS.get(url.drivername)
-    if driver is None or _in_memory(url):
+    return read_engine_at(database.url)
+
+
+def read_engine_at(url: URL) -> Engine | None:
+    """`create_read_engine` for an async engine's URL, in a process that has no such engine
+    (the store's background process)."""
+    if not can_mirror(url):
         return None
+    driver = _SYNC_DRIVERS[url.drivername]
     if url.get_backend_name() != "sqlite":
         return _server_engine(url.set(drivername=driver))
     engine = create_engine(url.set(drivername=driver), pool_size=_READERS, max_overflow=0)

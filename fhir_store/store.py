@@ -32,20 +32,21 @@ from fhir_store._compartment import in_compartment
 from fhir_store._custom_params import load_custom_parameters, touches_search_parameters
 from fhir_store._everything import EverythingQuery, run_everything
 from fhir_store._fhirpath_patch import apply_fhirpath_patch
-from fhir_store._group import LostRace, apply_bundles, apply_entries, concurrent_write
+from fhir_store._group import LostRace, apply_bundles, apply_entries, concurrent_write, write_plan
 from fhir_store._group import _error_entry as error_entry
 from fhir_store._history import HistoryQuery, Version, fetch_history, fetch_version
 from fhir_store._in_flight import InFlight
 from fhir_store._json import loads
 from fhir_store._patch import apply_json_patch
 from fhir_store._patch_entries import check_patched, patch_entries
+from fhir_store._planning import plan_in_background
 from fhir_store._reindex import BATCH, reindex_batch
 from fhir_store._requests import Entry, parse_condition, parse_identifier
 from fhir_store._resources import check_id, check_resource, check_type
 from fhir_store._search import SearchPage, SearchQuery, run_search
 from fhir_store._storage import fetch_current, search_rows
 from fhir_store._validation import prevalidate
-from fhir_store._writer import create_read_engine, create_write_engine
+from fhir_store._writer import can_mirror, create_read_engine, create_write_engine
 from fhir_store.errors import (
     FhirStoreError,
     Gone,
@@ -100,6 +101,9 @@ class FhirStore:
     of the store's own (one thread hop instead of one per statement through aiosqlite): for
     a caller that reads much and closes the store (the pathway subscriber); without it, reads
     use the caller's engine and a store that only reads needs no closing.
+    With `resolve_in_background`, each group of `transaction_many` is resolved in the store's
+    background process (`_planning`) and the write transaction only checks and writes it: for
+    a writer of many groups in a process whose Python is the bound (the FHIR destination).
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class FhirStore:
         max_bundle_entries: int = DEFAULT_MAX_BUNDLE_ENTRIES,
         check_references: bool = True,
         own_readers: bool = False,
+        resolve_in_background: bool = False,
     ) -> None:
         self._database = database
         self._run_write = run_write
@@ -119,6 +124,8 @@ class FhirStore:
         self._mirrors = True  # whether the database has a synchronous twin, as far as known
         self._reader: Engine | None = None
         self._read_mirrors = own_readers  # whether to open read connections of its own
+        self._resolve_in_background = resolve_in_background
+        self._plannable = can_mirror(database.url)  # another process can read the database
         self._in_flight = InFlight()  # work in threads on those two engines
         self._sqlite = database.dialect.name == "sqlite"
         self._settings = _Settings(
@@ -418,20 +425,35 @@ class FhirStore:
         if not accepted and then is None:
             return [result for result in results if result is not None]
         pending, now, settings = list(accepted.values()), self._now(), self._settings
-        # a large group's validation runs in another process while the write thread works
-        prevalidated = prevalidate(pending) if settings.validate_structure else None
-
-        def apply(connection: Connection, unguarded: bool) -> list[dict[str, Any] | FhirStoreError]:
-            written = apply_bundles(
-                connection,
+        plan = None
+        if self._resolve_in_background and self._plannable:
+            if self._custom_problems is None:  # resolved with the custom parameters too
+                await self.search_parameters()
+            plan = await plan_in_background(
+                self._database.url,
                 pending,
                 now,
                 settings.validate_structure,
                 return_resources,
-                check_references=settings.check_references,
-                prevalidated=prevalidated,
-                unguarded=unguarded,
+                settings.check_references,
             )
+        # else a large group's validation runs in the background while the write thread works
+        validating = settings.validate_structure and plan is None
+        prevalidated = prevalidate(pending) if validating else None
+
+        def apply(connection: Connection, unguarded: bool) -> list[dict[str, Any] | FhirStoreError]:
+            written = write_plan(connection, plan) if plan is not None and unguarded else None
+            if written is None:  # no plan, or what it read has changed since: resolved here
+                written = apply_bundles(
+                    connection,
+                    pending,
+                    now,
+                    settings.validate_structure,
+                    return_resources,
+                    check_references=settings.check_references,
+                    prevalidated=prevalidated,
+                    unguarded=unguarded,
+                )
             for index, result in zip(accepted, written, strict=True):
                 if index in failed_patches and isinstance(result, dict):
                     _insert_failures(result, failed_patches[index])
