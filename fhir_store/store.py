@@ -103,7 +103,8 @@ class FhirStore:
     use the caller's engine and a store that only reads needs no closing.
     With `resolve_in_background`, each group of `transaction_many` is resolved in the store's
     background process (`_planning`) and the write transaction only checks and writes it: for
-    a writer of many groups in a process whose Python is the bound (the FHIR destination).
+    a writer of many groups in a process whose Python is the bound (the FHIR destination), on
+    an SQLite file (elsewhere the option does nothing).
     """
 
     def __init__(
@@ -124,10 +125,13 @@ class FhirStore:
         self._mirrors = True  # whether the database has a synchronous twin, as far as known
         self._reader: Engine | None = None
         self._read_mirrors = own_readers  # whether to open read connections of its own
-        self._resolve_in_background = resolve_in_background
-        self._plannable = can_mirror(database.url)  # another process can read the database
         self._in_flight = InFlight()  # work in threads on those two engines
         self._sqlite = database.dialect.name == "sqlite"
+        # SQLite only: on PostgreSQL the background's reads and the write's check are round
+        # trips and server CPU, and there the machine binds, not this process's Python
+        self._resolve_in_background = (
+            resolve_in_background and self._sqlite and can_mirror(database.url)
+        )
         self._settings = _Settings(
             validate_structure=validate_structure,
             timezone=timezone,
@@ -426,7 +430,7 @@ class FhirStore:
             return [result for result in results if result is not None]
         pending, now, settings = list(accepted.values()), self._now(), self._settings
         plan = None
-        if self._resolve_in_background and self._plannable:
+        if self._resolve_in_background:
             if self._custom_problems is None:  # resolved with the custom parameters too
                 await self.search_parameters()
             plan = await plan_in_background(

@@ -1,6 +1,9 @@
 """Groups of Bundles resolved in the store's background process, then checked and written by
 the writer (`resolve_in_background`, the FHIR destination's store): the same writes as resolved
-inline, never on answers that changed meanwhile, and nothing lost when the process dies."""
+inline, never on answers that changed meanwhile, and nothing lost when the process dies.
+
+Stores resolve in the background on SQLite only; the plan and its check are the same code on
+both databases and are tested on both."""
 
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from tests.fhir_store.test_custom_search_parameter import (
 from tests.fhir_store.test_transactions import MRN, encounter_entry, patient_entry, transaction
 
 pytestmark = pytest.mark.anyio
+# the store itself resolves groups in the background only on SQLite
+sqlite_store = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -120,6 +125,7 @@ async def test_a_plan_over_a_resource_updated_meanwhile_writes_nothing(
     assert practitioner["name"] == [{"family": "李"}] and practitioner["meta"]["versionId"] == "2"
 
 
+@sqlite_store
 async def test_groups_resolved_in_the_background_answer_as_inline_ones(
     planned: FhirStore,
 ) -> None:
@@ -143,6 +149,7 @@ async def test_groups_resolved_in_the_background_answer_as_inline_ones(
     assert patient["name"] == [{"family": "李"}]
 
 
+@sqlite_store
 async def test_custom_search_parameters_index_background_writes(planned: FhirStore) -> None:
     await planned.update("SearchParameter", "node", {**time_node_parameter(), "id": "node"})
     bundle = transaction(
@@ -156,6 +163,7 @@ async def test_custom_search_parameters_index_background_writes(planned: FhirSto
     assert found == ["door-1"]
 
 
+@sqlite_store
 async def test_a_killed_background_process_loses_no_write(planned: FhirStore) -> None:
     await planned.transaction_many([transaction(patient_entry("0001"))])
     killed = await asyncio.wrap_future(pool().submit(os.getpid))
