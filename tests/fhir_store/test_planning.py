@@ -45,8 +45,12 @@ async def planned(database: AsyncEngine) -> AsyncIterator[FhirStore]:
         await fhir.aclose()
 
 
-async def plan(database: AsyncEngine, *bundles: dict[str, Any]) -> Plan:
+async def plan(store: FhirStore, *bundles: dict[str, Any]) -> Plan:
     """The bundles resolved in the background process; fails if it could not."""
+    # this process's custom parameters, which the background process is asked to match, are
+    # those of the database last loaded (another test's), until a store on this one loads them
+    await store.search_parameters()
+    database = store.database
     resolved = await plan_in_background(
         database.url, list(bundles), datetime.now(UTC), True, False, True
     )
@@ -73,7 +77,7 @@ def location_id(result: Any, entry: int = 0) -> str:
 async def test_a_group_resolved_in_the_background_is_written_as_resolved(
     database: AsyncEngine, store: FhirStore
 ) -> None:
-    resolved = await plan(database, transaction(patient_entry(), encounter_entry()))
+    resolved = await plan(store, transaction(patient_entry(), encounter_entry()))
     results = write(database, resolved)
     assert results is not None, "a plan nobody else wrote across was not written"
     (created,) = results
@@ -93,8 +97,8 @@ async def test_a_plan_whose_reads_changed_meanwhile_writes_nothing(
     """Two groups resolved before either is written both find no patient 0001: the second,
     written after the first, would create the patient again. Its plan is refused, and the
     group resolved again in the write finds the first one's patient."""
-    first = await plan(database, transaction(patient_entry()))
-    second = await plan(database, transaction(patient_entry(), encounter_entry()))
+    first = await plan(planned, transaction(patient_entry()))
+    second = await plan(planned, transaction(patient_entry(), encounter_entry()))
     assert write(database, first) is not None
     assert write(database, second) is None
     assert len(await planned.search_identifier("Patient", f"{MRN}|0001")) == 1
@@ -114,7 +118,7 @@ async def test_a_plan_over_a_resource_updated_meanwhile_writes_nothing(
     await planned.update("Practitioner", "dr-1", {"resourceType": "Practitioner", "id": "dr-1"})
     renamed = {"resourceType": "Practitioner", "id": "dr-1", "name": [{"family": "王"}]}
     resolved = await plan(
-        database,
+        planned,
         transaction(
             {"resource": renamed, "request": {"method": "PUT", "url": "Practitioner/dr-1"}}
         ),
