@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 CST = timezone(timedelta(hours=8))
 SB, EB, CR = b"\x0b", b"\x1c", b"\r"
@@ -93,6 +94,30 @@ async def blast(host: str, port: int, messages: Sequence[bytes], connections: in
     started = time.perf_counter()
     await asyncio.gather(*(_connection(host, port, s, latencies, counts) for s in shares))
     return LoadResult(len(messages), counts[0], counts[1], time.perf_counter() - started, latencies)
+
+
+def mapped_adt_a04(count: int, *, run: str) -> list[tuple[bytes, Any]]:
+    """`count` ADT^A04 (`adt_a04`), each with what the shipped his-adt channel makes of it (the
+    processing outcome: the transformed payload and the delivery lanes)."""
+    from engine.channels import load_channel
+    from engine.pipeline import compile_channel, process
+    from engine.plugins import load_plugins
+
+    plugins = load_plugins()
+    compiled = compile_channel(
+        load_channel(ROOT / "channels" / "his-adt.yaml", plugins),
+        mappings_dir=ROOT / "mappings",
+        plugins=plugins,
+        default_charset="utf-8",
+        default_tz=CST,
+    )
+    mapped = []
+    for n in range(count):
+        raw = adt_a04(n, run=run)
+        outcome = process(compiled, raw, "x-application/hl7-v2+er7", "utf-8")
+        assert outcome.transformed is not None, outcome
+        mapped.append((raw, outcome))
+    return mapped
 
 
 def percentile(values: Sequence[float], q: float) -> float:

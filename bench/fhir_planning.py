@@ -21,43 +21,19 @@ import pickle
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-from _load import adt_a04
+from _load import CST, mapped_adt_a04
 from sqlalchemy import Engine
 
-from engine.channels import load_channel
 from engine.database import create_database_engine
-from engine.pipeline import compile_channel, process
-from engine.plugins import load_plugins
 from fhir_store import FhirStore, migrate
 from fhir_store._group import Plan, plan_bundles
 from fhir_store._json import dumps_bytes, loads
 from fhir_store._writer import create_write_engine, read_engine_at
 
 GROUP = 40
-ROOT = Path(__file__).resolve().parents[1]
-CST = timezone(timedelta(hours=8))
-
-
-def mapped_bundles(count: int) -> list[dict[str, Any]]:
-    """`count` ADT^A04 as the his-adt channel maps them."""
-    plugins = load_plugins()
-    compiled = compile_channel(
-        load_channel(ROOT / "channels" / "his-adt.yaml", plugins),
-        mappings_dir=ROOT / "mappings",
-        plugins=plugins,
-        default_charset="utf-8",
-        default_tz=CST,
-    )
-    bundles = []
-    for n in range(count):
-        outcome = process(compiled, adt_a04(n, run="P"), "x-application/hl7-v2+er7", "utf-8")
-        assert outcome.transformed is not None, outcome
-        bundles.append(loads(outcome.transformed))
-    return bundles
 
 
 def cpu_us(work: Callable[[], Any], repeat: int = 1) -> float:
@@ -95,7 +71,9 @@ def measure_group(
 
 
 async def run(groups: int) -> None:
-    bundles = mapped_bundles(GROUP * (groups + 1))
+    bundles = [
+        loads(outcome.transformed) for _, outcome in mapped_adt_a04(GROUP * (groups + 1), run="P")
+    ]
     with tempfile.TemporaryDirectory() as directory:
         database = create_database_engine(f"sqlite+aiosqlite:///{directory}/planning.db")
         await migrate(database)

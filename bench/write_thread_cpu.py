@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _load import adt_a04, drop_postgres_database, postgres_database, proc_stat
+from _load import drop_postgres_database, mapped_adt_a04, postgres_database, proc_stat
 
 from engine.connectors import Inbound
 from engine.database import WriteThread, create_database_engine, migrate
@@ -101,28 +101,10 @@ async def _phase(name: str, work: Any) -> Any:
 
 def prepare(count: int) -> None:
     """Map `count` messages with the his-adt mapping and keep their payloads in a file."""
-    from datetime import timedelta, timezone
-
-    from engine.channels import load_channel
-    from engine.pipeline import compile_channel, process
-    from engine.plugins import load_plugins
-
-    root = Path(__file__).resolve().parents[1]
-    plugins = load_plugins()
-    compiled = compile_channel(
-        load_channel(root / "channels" / "his-adt.yaml", plugins),
-        mappings_dir=root / "mappings",
-        plugins=plugins,
-        default_charset="utf-8",
-        default_tz=timezone(timedelta(hours=8)),
-    )
-
-    payloads = []
-    for n in range(count):
-        raw = adt_a04(n, run="C")
-        outcome = process(compiled, raw, "x-application/hl7-v2+er7", "utf-8")
-        assert outcome.transformed is not None, outcome
-        payloads.append([raw.decode(), outcome.transformed.decode(), outcome.deliveries[0].lane])
+    payloads = [
+        [raw.decode(), outcome.transformed.decode(), outcome.deliveries[0].lane]
+        for raw, outcome in mapped_adt_a04(count, run="C")
+    ]
     PAYLOADS.write_text(json.dumps(payloads), encoding="utf-8")
 
 

@@ -16,7 +16,8 @@ most of a group's Python, and the engine's one process is bound by its Python.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
@@ -78,12 +79,8 @@ def apply_bundles(
     """
     checks = _Checks(validate_structure, check_references, prevalidated)
     if unguarded and len(bundles) == 1 and prevalidated is None:
-        try:
+        with _races_raised():
             return _apply(connection, bundles, now, checks, return_resources)
-        except DBAPIError as error:
-            if _lost_race(error):
-                raise LostRace from error
-            raise
     if validate_structure and prevalidated is not None:
         # Applied unchecked while the other process validates; kept only if all is valid.
         # Else (rare) applied again below, each resource checked with the answer at hand.
@@ -143,13 +140,20 @@ def write_plan(connection: Connection, plan: Plan) -> list[Result] | None:
     """
     if not plan.changes.still_current(connection):
         return None
-    try:
+    with _races_raised():
         plan.changes.flush(on=connection)
+    return plan.results
+
+
+@contextmanager
+def _races_raised() -> Iterator[None]:
+    """A write with no SAVEPOINT of its own: a lost race in it is raised as LostRace."""
+    try:
+        yield
     except DBAPIError as error:
         if _lost_race(error):
             raise LostRace from error
         raise
-    return plan.results
 
 
 class LostRace(Exception):

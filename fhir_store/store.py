@@ -431,8 +431,7 @@ class FhirStore:
         pending, now, settings = list(accepted.values()), self._now(), self._settings
         plan = None
         if self._resolve_in_background:
-            if self._custom_problems is None:  # resolved with the custom parameters too
-                await self.search_parameters()
+            await self.search_parameters()  # resolved with the custom parameters too
             plan = await plan_in_background(
                 self._database.url,
                 pending,
