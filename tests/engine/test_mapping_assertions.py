@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from adapters.hl7v2 import parse_for_mapping
 from engine.mapping import load_mapping
 from engine.mapping.casefile import load_cases
-from engine.mapping.fhirpath import compile_check, rooted_at_bundle
+from engine.mapping.fhirpath import compile_check, compile_path, rooted_at_bundle
 from engine.mapping.testing import run_case_file, run_mapping_test
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +117,21 @@ def test_resource_rooted_assertions_read_the_bundle_entries_of_that_type() -> No
     assert compile_check(rooted_at_bundle("Patient[1].gender = 'female'")).failure(bundle) is None
     assert compile_check(rooted_at_bundle("Bundle.entry.count() = 2")).failure(bundle) is None
     assert compile_check(rooted_at_bundle("Encounter.exists()")).failure(bundle) == "is [False]"
+
+
+def test_decimals_compare_as_written_and_the_output_is_left_as_it_was() -> None:
+    # 52.3 and 0.1 + 0.2 as binary floats: FHIRPath compares decimals as written.
+    observation = {"resourceType": "Observation", "valueQuantity": {"value": 52.3},
+                   "component": [{"valueQuantity": {"value": 0.30000000000000004}}]}  # fmt: skip
+    bundle = {"resourceType": "Bundle", "entry": ({"resource": observation},)}
+    before = repr(bundle)
+    assert compile_check("Observation.value.value = 52.3").failure(observation) is None
+    assert compile_check(rooted_at_bundle("Observation.value.value > 52.29")).failure(bundle) is None
+    assert compile_check("Observation.component.value.value = 0.3").failure(observation) == (
+        "is [False]; found [0.30000000000000004]"
+    )
+    assert repr(bundle) == before
+    assert compile_path("valueQuantity.value")(observation) == [Decimal("52.3")]
 
 
 # --- the IZ Gateway case file -----------------------------------------------------------------
