@@ -263,3 +263,21 @@ def test_validation_of_arbitrary_content_only_ever_raises_invalid_resource(
     except InvalidResource as error:
         assert error.status == 422 and error.expression
         assert all(path.startswith(resource_type) for path in error.expression)
+
+
+def test_a_content_found_valid_before_does_not_vouch_for_a_changed_one() -> None:
+    # Valid contents are remembered by their JSON (a sender repeats its Practitioner in every
+    # message); one changed element must be checked again.
+    practitioner = {"resourceType": "Practitioner", "id": "d1", "active": True,
+                    "name": [{"family": "李", "given": ["四"]}]}  # fmt: skip
+    for _ in range(3):
+        validate_structure(practitioner)
+    for broken in (
+        {**practitioner, "birthDate": "1999-13-45"},
+        {**practitioner, "name": [{"family": ["李"]}]},
+        {**practitioner, "gender": 5},
+    ):
+        with pytest.raises(InvalidResource) as raised:
+            validate_structure(broken)
+        assert raised.value.expression and raised.value.expression[0].startswith("Practitioner")
+        validate_structure(practitioner)  # and the valid one stays valid
