@@ -21,6 +21,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    TypeDecorator,
     Update,
     any_,
     bindparam,
@@ -37,7 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeEngine
 
 from fhir_store._indexing import ResourceIndex, extract_index
-from fhir_store._json import loads
+from fhir_store._json import dumps, loads
 from fhir_store._requests import IdentifierToken
 from fhir_store._resources import identifier_tokens
 from fhir_store.models import (
@@ -418,16 +419,29 @@ def _by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 def _in_list_kind(connection: Connection) -> str:
-    """How a statement takes a list of keys on this database: PostgreSQL gets one array
-    parameter (`= ANY(...)`: one SQL text, prepared once, whatever the length); others an
-    expanding IN (...), a parameter per key."""
-    return "array" if connection.dialect.name == "postgresql" else "expanding"
+    """How a statement takes a list of keys on this database, as one parameter, so that the
+    SQL text is the same whatever the length and is prepared once: PostgreSQL gets an array
+    (`= ANY(...)`), SQLite a JSON array (`IN (SELECT value FROM json_each(...))`). An
+    expanding `IN (...)`, a parameter per key, made SQLAlchemy write the SQL again at every
+    execution and SQLite prepare a statement for every length met."""
+    return "array" if connection.dialect.name == "postgresql" else "json"
+
+
+class _JsonList(TypeDecorator[list[str]]):
+    """A list of strings bound as one JSON array text."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> str | None:
+        return None if value is None else dumps(value)
 
 
 def _in_list(column: ColumnElement[str], name: str, kind: str) -> ColumnElement[bool]:
     if kind == "array":
         return column == any_(bindparam(name, type_=ARRAY(String)))
-    return column.in_(bindparam(name, expanding=True))
+    listed = func.json_each(bindparam(name, type_=_JsonList())).table_valued("value")
+    return column.in_(select(listed.c.value))
 
 
 def _system_kind(token: IdentifierToken) -> str:
@@ -488,7 +502,7 @@ def _search(system_kind: str) -> Select[str, str | None]:
 
 
 # Statements built once: building them per call cost more than running them.
-_IN_LIST_KINDS = ("array", "expanding")
+_IN_LIST_KINDS = ("array", "json")
 _SELECT_CURRENT = {
     kind: _by_id(
         kind,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,8 @@ def test_decimals_compare_as_written_and_the_output_is_left_as_it_was() -> None:
     bundle = {"resourceType": "Bundle", "entry": ({"resource": observation},)}
     before = repr(bundle)
     assert compile_check("Observation.value.value = 52.3").failure(observation) is None
-    assert compile_check(rooted_at_bundle("Observation.value.value > 52.29")).failure(bundle) is None
+    above = compile_check(rooted_at_bundle("Observation.value.value > 52.29"))
+    assert above.failure(bundle) is None
     assert compile_check("Observation.component.value.value = 0.3").failure(observation) == (
         "is [False]; found [0.30000000000000004]"
     )
