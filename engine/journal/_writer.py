@@ -6,10 +6,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
-    Insert,
     String,
     Table,
     bindparam,
@@ -17,10 +17,10 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine.connectors import Inbound, Receipt
-from engine.database import WriteThread, insert_skipping_conflicts
+from engine.database import WriteThread
 from engine.journal._tables import ContentKind, JournalMessage, MessageContent, MessageStatus
 
 log = logging.getLogger(__name__)
@@ -149,25 +149,18 @@ def journal_inbound(connection: Connection, items: Sequence[tuple[str, Inbound]]
 
     new: list[tuple[int, int]] = []  # (position, message id) whose raw content is to insert
     if keyed_rows:
-        content_written = connection.dialect.name == "postgresql"
-        if content_written:
-            # The messages and their raw content in one statement: a round trip less of the
-            # three a batch costs (insert, content, commit) while the senders wait.
-            raws = [items[position][1].raw for position in keyed.values()]
+        # The messages and the raw content of those inserted in one step: a round trip less
+        # of the three a batch costs on PostgreSQL while the senders wait, and on SQLite
+        # straight on the driver, without SQLAlchemy's work on every row of every batch.
+        raws = [items[position][1].raw for position in keyed.values()]
+        if connection.dialect.name == "postgresql":
             inserted = _insert_keyed_with_content(connection, keyed_rows, raws)
         else:
-            inserted = {
-                (row_channel, row_key): message_id
-                for message_id, row_channel, row_key in connection.execute(
-                    _insert_keyed(connection.dialect), keyed_rows
-                )
-            }
+            inserted = _insert_keyed_on_driver(connection, keyed_rows, raws)
         resent = {key: position for key, position in keyed.items() if key not in inserted}
         known = _existing(connection, list(resent)) if resent else {}
         for key, position in keyed.items():
             if key in inserted:
-                if not content_written:
-                    new.append((position, inserted[key]))
                 receipts[position] = Receipt(inserted[key], duplicate=False)
             elif key in known:
                 receipts[position] = Receipt(known[key], duplicate=True)
@@ -215,8 +208,8 @@ def _existing(connection: Connection, keys: list[tuple[str, str]]) -> dict[tuple
 def _insert_keyed_with_content(
     connection: Connection, rows: list[dict[str, Any]], raws: list[bytes]
 ) -> dict[tuple[str, str], int]:
-    """PostgreSQL: insert the messages (skipping resends, as `_insert_keyed`) and the raw
-    content of those inserted, in one statement; the new ids by (channel, dedup key)."""
+    """PostgreSQL: insert the messages (skipping resends, as `_insert_keyed_on_driver`) and
+    the raw content of those inserted, in one statement; the new ids by (channel, dedup key)."""
     names = tuple(rows[0])
     sql = _KEYED_WITH_CONTENT.get(names)
     if sql is None:
@@ -250,17 +243,64 @@ def _keyed_with_content_sql(names: tuple[str, ...], dialect: Dialect) -> str:
     )
 
 
-def _insert_keyed(dialect: Dialect) -> Insert:
-    """The insert of messages with a dedup key, built once per kind of database."""
-    statement = _KEYED_INSERTS.get(dialect.name)
-    if statement is None:
-        table = JournalMessage.__table__
-        assert isinstance(table, Table)
-        statement = insert_skipping_conflicts(table, dialect, "channel", "dedup_key").returning(
-            JournalMessage.id, JournalMessage.channel, JournalMessage.dedup_key
-        )
-        _KEYED_INSERTS[dialect.name] = statement
-    return statement
+def _insert_keyed_on_driver(
+    connection: Connection, rows: list[dict[str, Any]], raws: list[bytes]
+) -> dict[tuple[str, str], int]:
+    """SQLite: insert the messages (skipping resends, whose dedup key is taken) with one
+    multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING`, and the raw content of those
+    inserted with one executemany, both on the driver's cursor with the values already in
+    its form; the new ids by (channel, dedup key). Through `Connection.execute` SQLAlchemy's
+    work on each row cost the write thread more than SQLite's own."""
+    names = tuple(rows[0])
+    processors = _driver_forms(connection.dialect, names)
+    inserted: dict[tuple[str, str], int] = {}
+    dialect = connection.dialect
+    cursor = connection.connection.cursor()
+    try:
+        for start in range(0, len(rows), _DRIVER_ROWS):
+            chunk = rows[start : start + _DRIVER_ROWS]
+            values = [
+                row[name] if process is None else process(row[name])
+                for row in chunk
+                for name, process in zip(names, processors, strict=True)
+            ]
+            cursor.execute(_keyed_values_sql(names, len(chunk)), values)
+            for message_id, channel, dedup_key in cursor.fetchall():
+                inserted[(channel, dedup_key)] = message_id
+        content = [
+            (inserted[key], ContentKind.RAW.value, raw)
+            for key, raw in zip(
+                ((row["channel"], row["dedup_key"]) for row in rows), raws, strict=True
+            )
+            if key in inserted
+        ]
+        cursor.executemany(_INSERT_CONTENT_SQL, content)
+    except dialect.loaded_dbapi.Error as error:
+        # As SQLAlchemy wraps it: an IntegrityError is a race the caller handles.
+        raise DBAPIError.instance(
+            "journal insert", None, error, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from error
+    finally:
+        cursor.close()
+    return inserted
+
+
+def _driver_forms(dialect: Dialect, names: tuple[str, ...]) -> list[Callable[[Any], Any] | None]:
+    """The dialect's bind processor of each journal_message column in `names`, or None."""
+    table = JournalMessage.__table__
+    assert isinstance(table, Table)
+    return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+
+
+@lru_cache(maxsize=64)
+def _keyed_values_sql(names: tuple[str, ...], count: int) -> str:
+    """The SQLite insert of `count` messages with these columns (one statement each count)."""
+    placeholders = "(" + ", ".join("?" * len(names)) + ")"
+    return (
+        f"INSERT INTO {JournalMessage.__tablename__} ({', '.join(names)})"
+        f" VALUES {', '.join([placeholders] * count)}"
+        " ON CONFLICT (channel, dedup_key) DO NOTHING RETURNING id, channel, dedup_key"
+    )
 
 
 def _row_for(channel: str, inbound: Inbound) -> dict[str, Any]:
@@ -291,6 +331,11 @@ _FIND_RESENDS = select(JournalMessage.channel, JournalMessage.dedup_key, Journal
 )
 _INSERT_MESSAGES = insert(JournalMessage).returning(JournalMessage.id, sort_by_parameter_order=True)
 _INSERT_CONTENT = insert(MessageContent)
-_KEYED_INSERTS: dict[str, Insert] = {}
+_INSERT_CONTENT_SQL = (
+    f"INSERT INTO {MessageContent.__tablename__} (message_id, kind, data) VALUES (?, ?, ?)"
+)
+# Rows per statement of `_insert_keyed_on_driver`: 16 columns each, well under SQLite's limit
+# of 32,766 parameters.
+_DRIVER_ROWS = 500
 # (the row's column names) → the one-statement insert of `_insert_keyed_with_content`
 _KEYED_WITH_CONTENT: dict[tuple[str, ...], str] = {}

@@ -209,6 +209,40 @@ async def test_one_journal_batch_recognises_resends_repeats_and_new_messages(
             assert detail.message.channel == batch[position][0]
 
 
+async def test_a_batch_larger_than_one_insert_statement_keeps_every_message(
+    harness: Harness,
+) -> None:
+    # SQLite inserts a batch 500 messages a statement: every one of 1,201 is journalled with
+    # its own content, and a resend among them is recognised, whichever statement it is in.
+    now = datetime.now(UTC)
+
+    def inbound(n: int) -> tuple[str, Inbound]:
+        raw = f"message {n}".encode()
+        message = Inbound(raw=raw, media_type="text/plain", received_at=now, origin="test",
+                          dedup_key=f"HIS|{n}", sent_at=now, sender="HIS")  # fmt: skip
+        return "push", message
+
+    async def journal_batch(items: list[tuple[str, Inbound]]) -> list[Receipt]:
+        async with harness.database.begin() as connection:
+            receipts: list[Receipt] = await connection.run_sync(
+                lambda c: journal.journal_inbound(c, items)
+            )
+        return receipts
+
+    earlier = await journal_batch([inbound(700)])
+    receipts = await journal_batch([inbound(n) for n in range(1201)])
+
+    assert [n for n, r in enumerate(receipts) if r.duplicate] == [700]
+    assert receipts[700].message_id == earlier[0].message_id
+    assert len({r.message_id for r in receipts}) == 1201
+    async with journal_session(harness.database) as session:
+        for n in (0, 499, 500, 501, 999, 1000, 1200):
+            detail = await journal.get_message(session, receipts[n].message_id)
+            assert detail is not None and detail.raw == f"message {n}".encode()
+            assert detail.message.dedup_key == f"HIS|{n}" and detail.message.status == "received"
+            assert detail.message.received_at == now and detail.message.sent_at == now
+
+
 async def test_messages_are_delivered_in_arrival_order(harness: Harness) -> None:
     async def jitter(outbound: Outbound) -> Delivered:
         await asyncio.sleep(random.random() / 500)
