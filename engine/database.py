@@ -12,12 +12,12 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Insert, LargeBinary, Table, create_engine, event
+from sqlalchemy import DateTime, Insert, LargeBinary, Table, Update, create_engine, event
 from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -31,6 +31,7 @@ __all__ = [
     "Base",
     "create_database_engine",
     "create_sync_engine",
+    "execute_many",
     "insert_skipping_conflicts",
     "is_sqlite",
     "require_existing_database",
@@ -121,6 +122,77 @@ def create_sync_engine(url: str | URL, *, writer: bool = False) -> Engine:
         if writer:
             event.listen(engine, "begin", _begin_immediate)
     return engine
+
+
+def execute_many(
+    connection: Connection, statement: Insert | Update, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """`connection.execute(statement, rows)` for an INSERT or UPDATE whose results are not
+    read; every row has the same keys. On SQLite the rows go straight to the driver's
+    executemany, their values put in its form by the columns' own bind processors: through
+    `Connection.execute` SQLAlchemy's work on each row of the journal's small batches (the
+    parameter dicts, type processing, the result's set-up) cost the write thread more than
+    SQLite's own. PostgreSQL keeps SQLAlchemy's way (its inserts many rows to a statement)."""
+    if not rows:
+        return
+    dialect = connection.dialect
+    if dialect.name != "sqlite":
+        connection.execute(statement, list(rows))
+        return
+    names = tuple(rows[0])
+    form = _driver_form(statement, names, dialect)
+    if form is None:
+        connection.execute(statement, list(rows))
+        return
+    sql, fields = form
+    parameters = [
+        tuple(
+            (row[name] if process is None else process(row[name])) if name is not None else constant
+            for name, process, constant in fields
+        )
+        for row in rows
+    ]
+    cursor = connection.connection.cursor()
+    try:
+        cursor.executemany(sql, parameters)
+    except dialect.loaded_dbapi.Error as error:
+        raise DBAPIError.instance(
+            sql, None, error, dialect.loaded_dbapi.Error, dialect=dialect, ismulti=True
+        ) from error
+    finally:
+        cursor.close()
+
+
+# A parameter: the row key and its bind processor, or (None, None, a constant)
+_Field = tuple[str | None, Callable[[Any], Any] | None, Any]
+_DRIVER_FORMS: dict[tuple[int, tuple[str, ...]], tuple[str, list[_Field]] | None] = {}
+
+
+def _driver_form(
+    statement: Insert | Update, names: tuple[str, ...], dialect: Dialect
+) -> tuple[str, list[_Field]] | None:
+    """The statement's SQLite text, and for each of its parameters in order: the row key and
+    bind processor it takes, or the constant the statement itself holds. None when a column
+    the rows leave out has a default that SQLAlchemy computes per row."""
+    key = (id(statement), names)
+    if key in _DRIVER_FORMS:
+        return _DRIVER_FORMS[key]
+    column_keys = list(names) if isinstance(statement, Insert) else None
+    compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+    if compiled.insert_prefetch or compiled.update_prefetch or compiled.postfetch:
+        _DRIVER_FORMS[key] = None
+        return None
+    fields: list[_Field] = []
+    for bind_name in compiled.positiontup or ():
+        bind = compiled.binds[bind_name]
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if bind_name in names:
+            fields.append((bind_name, process, None))
+        else:  # a value written into the statement (`status = 'received'`)
+            fields.append((None, None, bind.value if process is None else process(bind.value)))
+    # Statements are module constants, so their ids are never reused while cached.
+    _DRIVER_FORMS[key] = form = (compiled.string, fields)
+    return form
 
 
 def insert_skipping_conflicts(table: Table, dialect: Dialect, *unique: str) -> Insert:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.expression import ColumnElement, Exists
 
+from engine.database import execute_many
 from engine.journal._tables import (
     ContentKind,
     DeliveryAttempt,
@@ -130,14 +131,13 @@ def store_outcomes(
 
     `transformed` rows have message_id and data.
     """
-    connection.execute(_STORE_OUTCOME, updates)
-    if transformed:
-        connection.execute(
-            _INSERT_CONTENT,
-            [{**row, "kind": ContentKind.TRANSFORMED.value} for row in transformed],
-        )
-    if deliveries:
-        connection.execute(_INSERT_DELIVERIES, deliveries)
+    execute_many(connection, _STORE_OUTCOME, updates)
+    execute_many(
+        connection,
+        _INSERT_CONTENT,
+        [{**row, "kind": ContentKind.TRANSFORMED.value} for row in transformed],
+    )
+    execute_many(connection, _INSERT_DELIVERIES, deliveries)
 
 
 def record_attempts(
@@ -152,8 +152,8 @@ def record_attempts(
     Each of `delivery_updates` has delivery_id, status, attempts, sent_at, last_error and
     next_attempt_at.
     """
-    connection.execute(_MOVE_DELIVERY, delivery_updates)
-    connection.execute(_INSERT_ATTEMPTS, attempts)
+    execute_many(connection, _MOVE_DELIVERY, delivery_updates)
+    execute_many(connection, _INSERT_ATTEMPTS, attempts)
     refresh_message_status(connection, message_ids, now)
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine.connectors import Inbound, Receipt
-from engine.database import WriteThread
+from engine.database import WriteThread, execute_many
 from engine.journal._tables import ContentKind, JournalMessage, MessageContent, MessageStatus
 
 log = logging.getLogger(__name__)
@@ -149,18 +149,20 @@ def journal_inbound(connection: Connection, items: Sequence[tuple[str, Inbound]]
 
     new: list[tuple[int, int]] = []  # (position, message id) whose raw content is to insert
     if keyed_rows:
-        # The messages and the raw content of those inserted in one step: a round trip less
-        # of the three a batch costs on PostgreSQL while the senders wait, and on SQLite
-        # straight on the driver, without SQLAlchemy's work on every row of every batch.
-        raws = [items[position][1].raw for position in keyed.values()]
-        if connection.dialect.name == "postgresql":
+        content_written = connection.dialect.name == "postgresql"
+        if content_written:
+            # The messages and their raw content in one statement: a round trip less of the
+            # three a batch costs (insert, content, commit) while the senders wait.
+            raws = [items[position][1].raw for position in keyed.values()]
             inserted = _insert_keyed_with_content(connection, keyed_rows, raws)
         else:
-            inserted = _insert_keyed_on_driver(connection, keyed_rows, raws)
+            inserted = _insert_keyed_on_driver(connection, keyed_rows)
         resent = {key: position for key, position in keyed.items() if key not in inserted}
         known = _existing(connection, list(resent)) if resent else {}
         for key, position in keyed.items():
             if key in inserted:
+                if not content_written:
+                    new.append((position, inserted[key]))
                 receipts[position] = Receipt(inserted[key], duplicate=False)
             elif key in known:
                 receipts[position] = Receipt(known[key], duplicate=True)
@@ -173,14 +175,15 @@ def journal_inbound(connection: Connection, items: Sequence[tuple[str, Inbound]]
         for position, message_id in zip(plain_positions, result.scalars(), strict=True):
             new.append((position, message_id))
             receipts[position] = Receipt(message_id, duplicate=False)
-    if new:
-        connection.execute(
-            _INSERT_CONTENT,
-            [
-                {"message_id": message_id, "kind": ContentKind.RAW, "data": items[position][1].raw}
-                for position, message_id in new
-            ],
-        )
+    raw = ContentKind.RAW.value
+    execute_many(
+        connection,
+        _INSERT_CONTENT,
+        [
+            {"message_id": message_id, "kind": raw, "data": items[position][1].raw}
+            for position, message_id in new
+        ],
+    )
     for position, key in repeats:
         first = receipts[keyed[key]]
         assert first is not None
@@ -244,13 +247,12 @@ def _keyed_with_content_sql(names: tuple[str, ...], dialect: Dialect) -> str:
 
 
 def _insert_keyed_on_driver(
-    connection: Connection, rows: list[dict[str, Any]], raws: list[bytes]
+    connection: Connection, rows: list[dict[str, Any]]
 ) -> dict[tuple[str, str], int]:
     """SQLite: insert the messages (skipping resends, whose dedup key is taken) with one
-    multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING`, and the raw content of those
-    inserted with one executemany, both on the driver's cursor with the values already in
-    its form; the new ids by (channel, dedup key). Through `Connection.execute` SQLAlchemy's
-    work on each row cost the write thread more than SQLite's own."""
+    multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING` on the driver's cursor, the values
+    already in its form; the new ids by (channel, dedup key). Through `Connection.execute`
+    SQLAlchemy's work on each row cost the write thread more than SQLite's own."""
     names = tuple(rows[0])
     processors = _driver_forms(connection.dialect, names)
     inserted: dict[tuple[str, str], int] = {}
@@ -267,14 +269,6 @@ def _insert_keyed_on_driver(
             cursor.execute(_keyed_values_sql(names, len(chunk)), values)
             for message_id, channel, dedup_key in cursor.fetchall():
                 inserted[(channel, dedup_key)] = message_id
-        content = [
-            (inserted[key], ContentKind.RAW.value, raw)
-            for key, raw in zip(
-                ((row["channel"], row["dedup_key"]) for row in rows), raws, strict=True
-            )
-            if key in inserted
-        ]
-        cursor.executemany(_INSERT_CONTENT_SQL, content)
     except dialect.loaded_dbapi.Error as error:
         # As SQLAlchemy wraps it: an IntegrityError is a race the caller handles.
         raise DBAPIError.instance(
@@ -331,9 +325,6 @@ _FIND_RESENDS = select(JournalMessage.channel, JournalMessage.dedup_key, Journal
 )
 _INSERT_MESSAGES = insert(JournalMessage).returning(JournalMessage.id, sort_by_parameter_order=True)
 _INSERT_CONTENT = insert(MessageContent)
-_INSERT_CONTENT_SQL = (
-    f"INSERT INTO {MessageContent.__tablename__} (message_id, kind, data) VALUES (?, ?, ?)"
-)
 # Rows per statement of `_insert_keyed_on_driver`: 16 columns each, well under SQLite's limit
 # of 32,766 parameters.
 _DRIVER_ROWS = 500

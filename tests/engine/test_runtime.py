@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, insert, select
 
 from engine import journal
 from engine.channels import load_channel_text
 from engine.connectors import Delivered, Inbound, Outbound, Receipt
-from engine.database import WriteThread, create_database_engine, migrate
+from engine.database import WriteThread, create_database_engine, execute_many, migrate
 from engine.errors import ParseError, RejectedDeliveryError, RetryableDeliveryError
 from engine.journal import DeliveryAttempt, DestinationDelivery, JournalMessage
 from engine.pipeline import compile_channel
@@ -241,6 +241,56 @@ async def test_a_batch_larger_than_one_insert_statement_keeps_every_message(
             assert detail is not None and detail.raw == f"message {n}".encode()
             assert detail.message.dedup_key == f"HIS|{n}" and detail.message.status == "received"
             assert detail.message.received_at == now and detail.message.sent_at == now
+
+
+async def test_rows_written_many_at_once_keep_their_values_defaults_and_conditions(
+    harness: Harness,
+) -> None:
+    # `execute_many` writes the journal's batches straight on SQLite's driver: instants,
+    # statuses, bytes and NULLs as SQLAlchemy writes them, a column left out gets its default,
+    # and an UPDATE's own condition (`status = 'received'`) still holds.
+    now = datetime(2026, 11, 28, 8, 30, 15, tzinfo=CST)
+    inbound = Inbound(raw=b"x", media_type="text/plain", received_at=now, origin="test")
+    async with harness.database.begin() as connection:
+        (receipt,) = await connection.run_sync(
+            lambda c: journal.journal_inbound(c, [("push", inbound)])
+        )
+    message_id = receipt.message_id
+    delivery = {"message_id": message_id, "channel": "push", "destination": "out",
+                "status": journal.DeliveryStatus.QUEUED, "next_attempt_at": now, "sent_at": None,
+                "last_error": None, "payload": b"\x00\xff", "payload_media_type": None}  # fmt: skip
+    outcome = {"message_id": message_id, "status": journal.MessageStatus.TRANSFORMED,
+               "error": None, "transformed_media_type": "application/fhir+json",
+               "processed_at": now}  # fmt: skip
+    later = {**outcome, "status": journal.MessageStatus.ERROR, "error": "too late"}
+
+    def write(connection: Any) -> None:
+        execute_many(connection, insert(DestinationDelivery), [delivery])
+        execute_many(
+            connection, insert(DestinationDelivery), [{**delivery, "lane": 3, "attempts": 2}]
+        )
+        journal.store_outcomes(connection, [outcome], [], [])
+        journal.store_outcomes(connection, [later], [], [])  # no longer `received`: unchanged
+
+    async with harness.database.begin() as connection:
+        await connection.run_sync(write)
+    async with journal_session(harness.database) as session:
+        rows = (await session.execute(select(DestinationDelivery))).scalars().all()
+        message = await session.get(JournalMessage, message_id)
+        # found by an instant as SQLAlchemy binds it, as the retry queue finds due deliveries
+        due = await session.scalar(
+            select(func.count())
+            .select_from(DestinationDelivery)
+            .where(DestinationDelivery.next_attempt_at == now)
+        )
+    assert due == 2
+    assert [(r.lane, r.attempts, r.payload, r.status) for r in rows] == [
+        (0, 0, b"\x00\xff", "queued"),
+        (3, 2, b"\x00\xff", "queued"),
+    ]
+    assert all(r.next_attempt_at == now and r.sent_at is None for r in rows)
+    assert message is not None and message.status == "transformed" and message.error is None
+    assert message.processed_at == now
 
 
 async def test_messages_are_delivered_in_arrival_order(harness: Harness) -> None:
