@@ -67,10 +67,17 @@ def mllp_exchange(port: int, message: bytes) -> bytes:
 
 @contextlib.asynccontextmanager
 async def serve_app(app: Any, *, lifespan: Literal["on", "off"] = "off") -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on a free 127.0.0.1 port; yields its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan)
-    )
+    """Serve `app` with uvicorn on a free 127.0.0.1 port; yields its base URL.
+
+    Idle connections are kept for 300 s, not uvicorn's 5: the server runs in the test's event
+    loop, which stands still between a module's tests, and on a slow machine a pause over 5 s
+    let the overdue keep-alive timeout close the client's pooled connection in the same loop
+    turn as the client's next request used it (httpx.ReadError)."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan,
+        timeout_keep_alive=300,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(500):  # uvicorn has no started event; give it 5 s at most
