@@ -329,3 +329,19 @@ def test_every_input_error_maps_to_an_err3_code(cls: type[errors.InputError]) ->
             f"{cls.__qualname__}: the docstring says ERR-3 {documented.group(1)}, "
             f"error_code() gives {code}"
         )
+
+
+def test_every_test_file_is_under_the_suites_testpaths() -> None:
+    # pyproject.toml lists the test folders slowest first (for the workers' scheduling); a test
+    # file outside them would silently never run.
+    import tomllib
+
+    paths = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["pytest"][
+        "ini_options"
+    ]["testpaths"]
+    outside = [
+        str(file.relative_to(ROOT))
+        for file in (ROOT / "tests").rglob("test_*.py")
+        if not any(file.relative_to(ROOT).as_posix().startswith(path) for path in paths)
+    ]
+    assert outside == []
