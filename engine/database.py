@@ -12,7 +12,7 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ __all__ = [
     "Base",
     "create_database_engine",
     "create_sync_engine",
+    "driver_cursor",
     "execute_many",
     "insert_skipping_conflicts",
     "is_sqlite",
@@ -152,12 +153,22 @@ def execute_many(
         )
         for row in rows
     ]
+    with driver_cursor(connection) as cursor:
+        cursor.executemany(sql, parameters)
+
+
+@contextlib.contextmanager
+def driver_cursor(connection: Connection) -> Iterator[Any]:
+    """A cursor of the connection's driver connection, for statements given in the driver's
+    own form; the driver's errors are wrapped as SQLAlchemy wraps them (an IntegrityError
+    stays an IntegrityError for the callers that handle races)."""
+    dialect = connection.dialect
     cursor = connection.connection.cursor()
     try:
-        cursor.executemany(sql, parameters)
+        yield cursor
     except dialect.loaded_dbapi.Error as error:
         raise DBAPIError.instance(
-            sql, None, error, dialect.loaded_dbapi.Error, dialect=dialect, ismulti=True
+            None, None, error, dialect.loaded_dbapi.Error, dialect=dialect
         ) from error
     finally:
         cursor.close()

@@ -17,10 +17,10 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from engine.connectors import Inbound, Receipt
-from engine.database import WriteThread, execute_many
+from engine.database import WriteThread, driver_cursor, execute_many
 from engine.journal._tables import ContentKind, JournalMessage, MessageContent, MessageStatus
 
 log = logging.getLogger(__name__)
@@ -256,9 +256,7 @@ def _insert_keyed_on_driver(
     names = tuple(rows[0])
     processors = _driver_forms(connection.dialect, names)
     inserted: dict[tuple[str, str], int] = {}
-    dialect = connection.dialect
-    cursor = connection.connection.cursor()
-    try:
+    with driver_cursor(connection) as cursor:
         for start in range(0, len(rows), _DRIVER_ROWS):
             chunk = rows[start : start + _DRIVER_ROWS]
             values = [
@@ -269,18 +267,13 @@ def _insert_keyed_on_driver(
             cursor.execute(_keyed_values_sql(names, len(chunk)), values)
             for message_id, channel, dedup_key in cursor.fetchall():
                 inserted[(channel, dedup_key)] = message_id
-    except dialect.loaded_dbapi.Error as error:
-        # As SQLAlchemy wraps it: an IntegrityError is a race the caller handles.
-        raise DBAPIError.instance(
-            "journal insert", None, error, dialect.loaded_dbapi.Error, dialect=dialect
-        ) from error
-    finally:
-        cursor.close()
     return inserted
 
 
+@lru_cache(maxsize=8)
 def _driver_forms(dialect: Dialect, names: tuple[str, ...]) -> list[Callable[[Any], Any] | None]:
-    """The dialect's bind processor of each journal_message column in `names`, or None."""
+    """The dialect's bind processor of each journal_message column in `names`, or None (built
+    once, not at every batch)."""
     table = JournalMessage.__table__
     assert isinstance(table, Table)
     return [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
