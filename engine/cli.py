@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import gc
 import json
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -263,6 +265,10 @@ def _serve(args: argparse.Namespace) -> int:
     )
     configure_logging(settings.log_level, json_lines=not args.text_logs)
     gc.set_threshold(*GC_THRESHOLD)
+    if hasattr(signal, "SIGUSR1"):
+        # `kill -USR1 <pid>` writes every thread's stack to stderr (the log): what an operator
+        # sends a process that hangs, before killing it, to see where.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def ready(engine: Engine) -> None:
         # What start-up built lives about as long as the process: compiled channels, pathway

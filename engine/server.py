@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from importlib.metadata import entry_points
@@ -358,6 +359,7 @@ class Engine:
             )
         )
         scheduler = AsyncIOScheduler(timezone=self.settings.tz)
+        stopping: float | None = None
         try:
             # uvicorn's lifespan is off, so the plugin routers' own lifespans (each closes
             # what its router opened, database connections above all) run here, around
@@ -392,16 +394,25 @@ class Engine:
                 if on_ready is not None:
                     on_ready(self)
                 await stop.wait()
+                # Each stage is logged, so that a stop that hangs (systemd kills it after its
+                # timeout) shows in the log where it stands; `kill -USR1` dumps the stacks.
+                stopping = time.monotonic()
+                log.info("engine.stopping")
                 # Subscribers and sources stop first so nothing new arrives; workers finish
                 # their batch. A subscriber's unfinished events come again after the restart.
                 subscribers_task.cancel()
                 await asyncio.wait([subscribers_task])
+                log.info("engine.stopping.subscribers_stopped")
                 await self.runtime.shutdown()
+                log.info("engine.stopping.channels_undeployed")
                 server.should_exit = True
                 await http_task
+                log.info("engine.stopping.http_closed")
                 runtime_task.cancel()
         finally:
             with contextlib.suppress(Exception):
                 scheduler.shutdown(wait=False)
             sock.close()
             await self.database.dispose()
+        if stopping is not None:
+            log.info("engine.stopped", extra={"seconds": round(time.monotonic() - stopping, 3)})

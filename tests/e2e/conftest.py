@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,17 @@ class Server:
             try:
                 return self.process.wait(60)
             except subprocess.TimeoutExpired:
+                # A stop that hangs is a bug: its stacks go to the log, and the log's tail
+                # into the test report, before the kill.
+                self.process.send_signal(signal.SIGUSR1)
+                time.sleep(2)
                 self.process.kill()
                 self.process.wait()
+                warnings.warn(
+                    f"serve did not stop within 60 s of SIGTERM; killed. Its log ends:\n"
+                    f"{self.log.read_text(errors='replace')[-12000:]}",
+                    stacklevel=2,
+                )
         return self.process.returncode
 
 
