@@ -9,7 +9,8 @@ where each goes:
 - `NN-api-what.json`: a list of `{method, path, body}` calls to the engine's API (case facts,
   manual nodes, scores);
 - `NN-wait-what.json`: `{"until": "T+30:03"}`: wait until that scenario instant has passed, then
-  keep the case's alerts as they are at that moment under the file's name.
+  keep the case's alerts as they are at that moment under the file's name. A replay given
+  `meanwhile` runs it first (other scenarios, say), and sleeps only what is left of the wait.
 
 Header lines starting with `#` (HL7) or `//` (JSON) describe the file for a reader and are not
 sent. Placeholders: `{{patient}}` (the Patient the HIS wrote for the scenario's MRN),
@@ -89,7 +90,15 @@ class Replayer:
         # change-event subscribers have processed the previous one, so a replay takes one path.
         self.caught_up = caught_up
 
-    def run(self, folder: str, *, center: str, mrn: str, base: datetime | None = None) -> Replay:
+    def run(
+        self,
+        folder: str,
+        *,
+        center: str,
+        mrn: str,
+        base: datetime | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> Replay:
         replay = Replay(center=center, base=base)
         for path in sorted((SCENARIOS / folder).iterdir()):
             match = _FILE.match(path.name)
@@ -97,6 +106,9 @@ class Replayer:
             text = self._fill(body_of(path), path.suffix, replay, mrn)
             target = match["target"]
             if target == "wait":
+                if meanwhile is not None:
+                    meanwhile()
+                    meanwhile = None
                 self._wait(json.loads(text)["until"], replay, path.stem)
                 continue
             replay.sent_at[path.stem] = datetime.now(CST)
