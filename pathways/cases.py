@@ -46,7 +46,6 @@ _OWN_CASE_PREFIX = "case-"  # the ids of the cases the engine opens (shapes.case
 _HISTORY_DEPTH = 20  # versions looked back for the engine's last write of a case
 # Searches by `patient` find a resource type's patient; a Patient is found by its id.
 _BY_ID = {"Patient": "_id"}
-_READ_EACH = 3  # up to this many changed resources of a type are read one by one, not searched
 
 
 class Cases:
@@ -112,22 +111,12 @@ class Cases:
         memo = self.records.memo
         if memo is None or not references:
             return
-        by_kind: dict[str, list[str]] = {}
-        for reference in dict.fromkeys(references):
-            kind, _, identifier = reference.partition("/")
-            by_kind.setdefault(kind, []).append(identifier)
         patients: set[str] = set()
-        for kind, identifiers in by_kind.items():
-            if len(identifiers) <= _READ_EACH:  # a read by id costs a third of a search
-                each = [await self.records.read(f"{kind}/{i}") for i in identifiers]
-                read = [found for found in each if found is not None]
-            else:
-                read = await self.records.search_any(kind, "_id", identifiers)
-            for found in read:
-                memo.keep_resource(found)
-                patient = patient_of(found)
-                if patient is not None:
-                    patients.add(patient)
+        for found in await self.records.read_many(list(dict.fromkeys(references))):
+            memo.keep_resource(found)
+            patient = patient_of(found)
+            if patient is not None:
+                patients.add(patient)
         await self.nodes.prefetch_fed_by(references)
         open_by_patient: dict[str, list[dict[str, Any]]] = {p: [] for p in patients}
         for case in await self.records.search_any(
