@@ -208,6 +208,16 @@ async def test_one_journal_batch_recognises_resends_repeats_and_new_messages(
             assert detail.raw == batch[position][1].raw
             assert detail.message.channel == batch[position][0]
 
+    # Two messages (PostgreSQL binds them value by value, not as arrays): a new one after a
+    # resend, each with its own content.
+    pair = [inbound(b"a third time", "HIS|A"), inbound(b"b", "HIS|B")]
+    resend, new = await journal_batch(pair)
+    assert (resend.duplicate, resend.message_id) == (True, receipts[0].message_id)
+    assert not new.duplicate and new.message_id not in {r.message_id for r in receipts}
+    async with journal_session(harness.database) as session:
+        detail = await journal.get_message(session, new.message_id)
+        assert detail is not None and detail.raw == b"b" and detail.message.dedup_key == "HIS|B"
+
 
 async def test_a_batch_larger_than_one_insert_statement_keeps_every_message(
     harness: Harness,
