@@ -59,9 +59,8 @@ class Records:
         """The current versions of several `Type/id`, of any types, in one read (what a
         search by `_id` per type found, for a fraction of its cost); missing and deleted ones
         are left out."""
-        keys = [tuple(reference.split("/", 1)) for reference in references]
-        found = await self.store.read_many([(kind, identifier) for kind, identifier in keys])
-        return list(found.values())
+        keys = [reference.partition("/")[::2] for reference in references]
+        return list((await self.store.read_many(keys)).values())
 
     async def search(self, kind: str, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """Every current resource of `kind` matching the search, all pages."""

@@ -228,15 +228,15 @@ def _insert_keyed_with_content(
         parameters: dict[str, Any] = {name: [row[name] for row in rows] for name in names}
         parameters["raw"], parameters["kind"] = raws, kind
         result = connection.exec_driver_sql(
-            _keyed_with_content_sql(names, 0, connection.dialect), parameters
+            _keyed_with_content_sql(names, None, connection.dialect), parameters
         )
     return {(row_channel, row_key): message_id for message_id, row_channel, row_key in result}
 
 
 @lru_cache(maxsize=8)
-def _keyed_with_content_sql(names: tuple[str, ...], rows: int, dialect: Dialect) -> str:
-    """The statement for `rows` rows bound value by value (a VALUES list), or for any number
-    bound as one array per column (`unnest`) when `rows` is 0."""
+def _keyed_with_content_sql(names: tuple[str, ...], rows: int | None, dialect: Dialect) -> str:
+    """The statement for `rows` rows bound value by value (a VALUES list), or, with None, for
+    any number bound as one array per column (`unnest`)."""
     table = JournalMessage.__table__
     assert isinstance(table, Table)
 
@@ -246,7 +246,7 @@ def _keyed_with_content_sql(names: tuple[str, ...], rows: int, dialect: Dialect)
         return "TEXT" if isinstance(column_type, String) else column_type.compile(dialect=dialect)
 
     columns = ", ".join(names)
-    if rows:
+    if rows is not None:
         row = "(" + ", ".join([*(f"%b::{sql_type(name)}" for name in names), "%b::BYTEA"]) + ")"
         incoming = f"incoming ({columns}, raw) AS (VALUES {', '.join([row] * rows)})"
         kind = "%s"
